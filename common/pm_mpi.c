@@ -1,0 +1,40 @@
+#include "pm_mpi.h"
+
+#include "pm_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+_Noreturn void pm_mpi_fail(int rc, const char *call, const char *file, int line)
+{
+    char msg[MPI_MAX_ERROR_STRING] = "";
+    int len = 0, rank = -1, inited = 0;
+    MPI_Error_string(rc, msg, &len);
+    MPI_Initialized(&inited);
+    if (inited)
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    fprintf(stderr, "pixelmill[%d]: MPI error at %s:%d: %s: %s\n", rank, file, line, call, msg);
+    if (inited)
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    exit(1);
+}
+
+void pm_mpi_init(struct pm_mpi *m, int *argc, char ***argv)
+{
+    int provided = 0;
+    MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+    MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+    MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &m->rank));
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &m->size));
+    if (m->size > 1)
+        pm_log_set_rank(m->rank);
+}
+
+void pm_mpi_finalize(void)
+{
+    int inited = 0, finalized = 0;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&finalized);
+    if (inited && !finalized)
+        MPI_Finalize();
+}

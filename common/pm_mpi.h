@@ -1,0 +1,36 @@
+/**
+ * pm_mpi — MPI set-up shared by every stage, and the checking macro for MPI calls.
+ *
+ * Every stage runs under `mpirun` or as one process (MPI singleton). The dispatcher
+ * calls pm_mpi_init() once for commands that use MPI and passes the result on.
+ */
+#ifndef PM_MPI_H
+#define PM_MPI_H
+
+#include <mpi.h>
+
+/** The calling process's place in the job. */
+struct pm_mpi {
+    int rank; /* 0 .. size-1 */
+    int size; /* number of ranks; 1 without mpirun */
+};
+
+/** Check an MPI call; on failure print the library's message, file:line and rank, and
+ * abort the job (an MPI failure leaves the collective state unusable). */
+#define MPI_CHECK(call)                                                                       \
+    do {                                                                                      \
+        int mpi_check_rc_ = (call);                                                           \
+        if (mpi_check_rc_ != MPI_SUCCESS)                                                     \
+            pm_mpi_fail(mpi_check_rc_, #call, __FILE__, __LINE__);                            \
+    } while (0)
+
+/** Report a failed MPI call and abort all ranks. Used by MPI_CHECK. */
+_Noreturn void pm_mpi_fail(int rc, const char *call, const char *file, int line);
+
+/** Initialise MPI (thread level FUNNELED) and fill `m`. */
+void pm_mpi_init(struct pm_mpi *m, int *argc, char ***argv);
+
+/** Finalise MPI if it was initialised. */
+void pm_mpi_finalize(void);
+
+#endif

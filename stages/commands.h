@@ -1,0 +1,26 @@
+/**
+ * commands — the subcommands of `pixelmill`, one file each (stages/cmd_NAME.c).
+ *
+ * Adding a command: write `int cmd_NAME(int argc, char **argv, const struct pm_mpi *mpi)`
+ * in stages/cmd_NAME.c (argv[0] is the command name; it handles `--help` itself), declare
+ * it here, and add a row to the table in stages/pixelmill.c. A command returns an exit
+ * status (below); it never calls exit() itself.
+ */
+#ifndef PM_COMMANDS_H
+#define PM_COMMANDS_H
+
+#include "pm_mpi.h"
+
+/* Exit statuses shared by every command (DESIGN §3). */
+enum pm_exit {
+    PM_EXIT_OK = 0,          /* done */
+    PM_EXIT_FAILED = 1,      /* failed; the message says what and where */
+    PM_EXIT_USAGE = 2,       /* usage error */
+    PM_EXIT_RESUMABLE = 75,  /* interrupted by a signal, state clean: requeue */
+};
+
+/** Map a pm_status code to an exit status (usage -> 2, interrupted -> 75, else 1). */
+int pm_exit_from_status(int status);
+
+
+#endif
