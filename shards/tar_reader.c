@@ -2,6 +2,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ struct tar_reader {
     bool eof;
     bool failed;
     uint64_t entry_offset;
+    uint64_t data_end; // offset just after the last member consumed (padding included)
     uint64_t skipped;
     char last_member[256]; // for messages: the last member read completely
 };
@@ -77,8 +79,16 @@ static int open_failed(struct tar_reader **out, struct pm_error *err)
 {
     struct tar_reader *r = *out;
     const char *msg = archive_error_string(r->ar);
-    int rc = pm_error_set(err, PM_ERR_IO, "cannot open shard '%s': %s", r->shard,
-                          msg ? msg : "libarchive error");
+    // libarchive reports an unrecognised format with EILSEQ (ARCHIVE_ERRNO_FILE_FORMAT on
+    // Linux) or ARCHIVE_ERRNO_MISC; anything else is the operating system's errno
+    int e = archive_errno(r->ar);
+    int rc;
+    if (e == EILSEQ || e == -1 /* ARCHIVE_ERRNO_MISC */ || e == 0)
+        rc = pm_error_set(err, PM_ERR_FORMAT, "shard '%s' at offset 0: not a tar file: %s",
+                          r->shard, msg ? msg : "libarchive error");
+    else
+        rc = pm_error_set(err, PM_ERR_IO, "cannot open shard '%s': %s", r->shard,
+                          msg ? msg : strerror(e));
     tar_reader_free(r);
     *out = NULL;
     return rc;
@@ -200,6 +210,18 @@ int tar_reader_next(struct tar_reader *r, struct tar_sample *sample, struct pm_e
         if (!r->pending) {
             int st = archive_read_next_header(r->ar, &r->entry);
             if (st == ARCHIVE_EOF) {
+                // libarchive also stops cleanly at a member boundary without the two zero
+                // blocks that end a tar: that is a shard cut short (e.g. a killed writer)
+                la_int64_t end = archive_filter_bytes(r->ar, 0);
+                if (end < 0 || (uint64_t)end < r->data_end + 1024) {
+                    r->entry_offset = r->data_end;
+                    r->failed = true;
+                    return pm_error_set(err, PM_ERR_FORMAT,
+                                        "shard '%s': truncated: no end-of-archive blocks at "
+                                        "offset %llu (after member '%s')",
+                                        r->shard, (unsigned long long)r->data_end,
+                                        r->last_member[0] ? r->last_member : "(none)");
+                }
                 r->eof = true;
                 break;
             }
@@ -219,6 +241,7 @@ int tar_reader_next(struct tar_reader *r, struct tar_sample *sample, struct pm_e
             // no key: webdataset skips such members
             if (archive_read_data_skip(r->ar) != ARCHIVE_OK)
                 return fail(r, err, PM_ERR_FORMAT, "truncated tar", name);
+            r->data_end = (uint64_t)archive_filter_bytes(r->ar, 0);
             r->pending = false;
             r->skipped++;
             continue;
@@ -264,6 +287,10 @@ int tar_reader_next(struct tar_reader *r, struct tar_sample *sample, struct pm_e
             got += (size_t)rd;
         }
         s->data[size] = '\0';
+        // consume the padding to the next 512-byte block, so data_end is exact
+        if (archive_read_data_skip(r->ar) != ARCHIVE_OK)
+            return fail(r, err, PM_ERR_FORMAT, "truncated member padding", name);
+        r->data_end = (uint64_t)archive_filter_bytes(r->ar, 0);
         r->fields[n].name = s->name;
         r->fields[n].data = s->data;
         r->fields[n].size = size;
