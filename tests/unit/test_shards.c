@@ -11,6 +11,9 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -281,6 +284,66 @@ static void test_writer_rejects(void)
     tar_writer_free(w);
     CHECK(!exists(q));
     CHECK(count_temps() == 0);
+}
+
+// A write error in the middle of a shard (here EFBIG from a file size limit, standing in
+// for ENOSPC): PM_ERR_IO naming the shard, close fails, nothing left under any name.
+static int io_error_child(void)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl = {30000, 30000};
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+        return 10;
+    struct pm_error err = PM_ERROR_INIT;
+    char p[512];
+    path_in(p, sizeof p, "full.tar");
+    struct tar_writer *w;
+    if (tar_writer_open(p, NULL, &w, &err) != PM_OK)
+        return 11;
+    static char big[20000];
+    struct tar_member m[1] = {{"bin", big, sizeof big}};
+    int rc = PM_OK;
+    char key[16];
+    int i;
+    for (i = 0; i < 10 && rc == PM_OK; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        rc = tar_writer_add_sample(w, key, m, 1, &err);
+    }
+    if (rc != PM_ERR_IO || !strstr(err.msg, "full.tar"))
+        return 12;
+    if (tar_writer_add_sample(w, "later", m, 1, &err) == PM_OK)
+        return 13;
+    if (tar_writer_close(w, NULL, &err) == PM_OK)
+        return 14;
+    tar_writer_free(w);
+    if (exists(p) || count_temps() != 0)
+        return 15;
+    // atomic_file_write_all reports it too, and leaves nothing
+    path_in(p, sizeof p, "full.bin");
+    if (atomic_file_write_all(p, big, sizeof big, &err) != PM_OK)
+        return 16; // 20000 < limit: fits
+    static char bigger[40000];
+    if (atomic_file_write_all(p, bigger, sizeof bigger, &err) != PM_ERR_IO ||
+        !strstr(err.msg, "full.bin"))
+        return 17;
+    if (count_temps() != 0)
+        return 18;
+    return 0;
+}
+
+static void test_writer_io_error(void)
+{
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(io_error_child());
+    int status = -1;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fprintf(stderr, "  io_error_child: status %d\n", status);
+    char p[512];
+    path_in(p, sizeof p, "full.bin");
+    unlink(p);
 }
 
 static int write_sample_shard(const char *path, int nsamples, int64_t mtime,
@@ -637,6 +700,7 @@ int main(void)
     test_shard_names();
     test_writer_rejects();
     test_writer_deterministic();
+    test_writer_io_error();
     test_reader_roundtrip();
     test_reader_refuses();
     test_reader_truncated();
