@@ -40,12 +40,10 @@ static int fsync_dir(const char *dir, struct pm_error *err)
 {
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
-        return pm_error_set(err, PM_ERR_IO, "cannot open directory '%s': %s", dir,
-                            strerror(errno));
+        return pm_error_set(err, PM_ERR_IO, "cannot open directory '%s': %s", dir, strerror(errno));
     int rc = PM_OK;
     if (fsync(dfd) != 0 && errno != EINVAL && errno != EROFS)
-        rc = pm_error_set(err, PM_ERR_IO, "cannot fsync directory '%s': %s", dir,
-                          strerror(errno));
+        rc = pm_error_set(err, PM_ERR_IO, "cannot fsync directory '%s': %s", dir, strerror(errno));
     close(dfd);
     return rc;
 }
@@ -82,8 +80,8 @@ int atomic_file_open(const char *path, struct atomic_file **out, struct pm_error
     }
     if (f->fd < 0) {
         int e = errno;
-        pm_error_set(err, PM_ERR_IO, "cannot create temporary file '%s' for '%s': %s",
-                     f->tmp_path, path, strerror(e));
+        pm_error_set(err, PM_ERR_IO, "cannot create temporary file '%s' for '%s': %s", f->tmp_path,
+                     path, strerror(e));
         free(f->tmp_path);
         f->tmp_path = NULL; // nothing to remove
         atomic_file_free(f);
@@ -118,8 +116,8 @@ int atomic_file_write(struct atomic_file *f, const void *data, size_t n, struct 
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            return pm_error_set(err, PM_ERR_IO, "cannot write '%s' (temporary '%s'): %s",
-                                f->path, f->tmp_path, strerror(errno));
+            return pm_error_set(err, PM_ERR_IO, "cannot write '%s' (temporary '%s'): %s", f->path,
+                                f->tmp_path, strerror(errno));
         }
         p += w;
         n -= (size_t)w;
@@ -146,8 +144,8 @@ int atomic_file_commit(struct atomic_file *f, struct pm_error *err)
     if (rename(f->tmp_path, f->path) != 0) {
         int e = errno;
         unlink(f->tmp_path);
-        return pm_error_set(err, PM_ERR_IO, "cannot rename '%s' to '%s': %s", f->tmp_path,
-                            f->path, strerror(e));
+        return pm_error_set(err, PM_ERR_IO, "cannot rename '%s' to '%s': %s", f->tmp_path, f->path,
+                            strerror(e));
     }
     f->committed = true;
     return fsync_dir(f->dir, err);
@@ -223,8 +221,7 @@ int atomic_file_sweep(const char *dir, double min_age_s, size_t *removed, struct
         *removed = 0;
     DIR *d = opendir(dir);
     if (!d)
-        return pm_error_set(err, PM_ERR_IO, "cannot open directory '%s': %s", dir,
-                            strerror(errno));
+        return pm_error_set(err, PM_ERR_IO, "cannot open directory '%s': %s", dir, strerror(errno));
     int dfd = dirfd(d);
     time_t now = time(NULL);
     int rc = PM_OK;
@@ -258,8 +255,7 @@ int atomic_file_sweep(const char *dir, double min_age_s, size_t *removed, struct
             (*removed)++;
     }
     if (rc == PM_OK && errno != 0)
-        rc = pm_error_set(err, PM_ERR_IO, "cannot read directory '%s': %s", dir,
-                          strerror(errno));
+        rc = pm_error_set(err, PM_ERR_IO, "cannot read directory '%s': %s", dir, strerror(errno));
     closedir(d);
     return rc;
 }

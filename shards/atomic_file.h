@@ -75,7 +75,6 @@ bool atomic_file_is_temp_name(const char *name);
  * larger than any pause between two writes of a live writer. If `removed` is not NULL it
  * receives the number of files removed. Returns PM_OK or PM_ERR_IO.
  */
-int atomic_file_sweep(const char *dir, double min_age_s, size_t *removed,
-                      struct pm_error *err);
+int atomic_file_sweep(const char *dir, double min_age_s, size_t *removed, struct pm_error *err);
 
 #endif

@@ -86,8 +86,8 @@ int dataset_index_add_shard(struct dataset_index *x, const struct dataset_shard 
         return pm_error_set(err, PM_ERR_USAGE, "shard url '%s' is not a safe relative path",
                             s->url ? s->url : "");
     if (!file_hash_is_hex(s->xxh3))
-        return pm_error_set(err, PM_ERR_USAGE, "shard '%s': xxh3 '%s' is not %d hex digits",
-                            s->url, s->xxh3, FILE_HASH_HEX_LEN);
+        return pm_error_set(err, PM_ERR_USAGE, "shard '%s': xxh3 '%s' is not %d hex digits", s->url,
+                            s->xxh3, FILE_HASH_HEX_LEN);
     if (x->nshards == x->cap) {
         size_t cap = x->cap ? x->cap * 2 : 16;
         struct dataset_shard *n = realloc(x->shards, cap * sizeof *n);
@@ -240,8 +240,8 @@ int dataset_index_read(struct dataset_index *x, const char *path, struct pm_erro
         goto done;
     v = json_object_get(o, "checksum_algorithm");
     if (v && !(json_is_string(v) && strcmp(json_string_value(v), "xxh3_128") == 0)) {
-        rc = pm_error_set(err, PM_ERR_UNSUPPORTED, "'%s': checksum_algorithm is not xxh3_128",
-                          path);
+        rc =
+            pm_error_set(err, PM_ERR_UNSUPPORTED, "'%s': checksum_algorithm is not xxh3_128", path);
         goto done;
     }
     v = json_object_get(o, "config");
@@ -261,8 +261,7 @@ int dataset_index_read(struct dataset_index *x, const char *path, struct pm_erro
     }
     json_t *list = json_object_get(o, "shardlist");
     if (!json_is_array(list)) {
-        rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': shardlist is missing or not an array",
-                          path);
+        rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': shardlist is missing or not an array", path);
         goto done;
     }
     size_t i;
@@ -270,8 +269,7 @@ int dataset_index_read(struct dataset_index *x, const char *path, struct pm_erro
     json_array_foreach(list, i, e)
     {
         if (!json_is_object(e)) {
-            rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': shardlist[%zu] is not an object",
-                              path, i);
+            rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': shardlist[%zu] is not an object", path, i);
             goto done;
         }
         struct dataset_shard s = {0};
@@ -292,8 +290,8 @@ int dataset_index_read(struct dataset_index *x, const char *path, struct pm_erro
         json_t *h = json_object_get(e, "xxh3");
         if (!json_is_string(h) || !file_hash_is_hex(json_string_value(h))) {
             rc = pm_error_set(err, PM_ERR_FORMAT,
-                              "'%s': shardlist[%zu].xxh3 is missing or not %d hex digits",
-                              path, i, FILE_HASH_HEX_LEN);
+                              "'%s': shardlist[%zu].xxh3 is missing or not %d hex digits", path, i,
+                              FILE_HASH_HEX_LEN);
             goto done;
         }
         memcpy(s.xxh3, json_string_value(h), FILE_HASH_HEX_LEN + 1);

@@ -38,17 +38,17 @@ struct dataset_shard {
     uint64_t nsamples; /* samples in the tar */
     uint64_t filesize; /* bytes */
     char xxh3[FILE_HASH_HEX_LEN + 1];
-    uint64_t rows;     /* input rows of the shard */
+    uint64_t rows; /* input rows of the shard */
 };
 
 struct dataset_index {
     char *name;
     char *stage;
     char *tool_version;
-    json_t *config;              /* an object; owned reference */
+    json_t *config; /* an object; owned reference */
     struct dataset_shard *shards;
     size_t nshards, cap;
-    struct stat_map status;      /* rows by status, all shards */
+    struct stat_map status; /* rows by status, all shards */
 };
 
 /** Initialise an empty index (config = {}). Returns PM_OK or PM_ERR_NOMEM. */

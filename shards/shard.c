@@ -46,8 +46,7 @@ int shard_key(char *buf, size_t size, uint64_t shard, uint64_t row, uint64_t sam
               int digits, struct pm_error *err)
 {
     if (samples_per_shard == 0 || row >= samples_per_shard)
-        return pm_error_set(err, PM_ERR_USAGE,
-                            "row %llu is outside a shard of %llu samples",
+        return pm_error_set(err, PM_ERR_USAGE, "row %llu is outside a shard of %llu samples",
                             (unsigned long long)row, (unsigned long long)samples_per_shard);
     int s = shard_sample_digits(samples_per_shard);
     uint64_t scale = 1;

@@ -84,8 +84,10 @@ static int get_u64(const json_t *o, const char *k, uint64_t *out, const char *pa
 {
     json_t *v = json_object_get(o, k);
     if (!json_is_integer(v) || json_integer_value(v) < 0)
-        return pm_error_set(err, PM_ERR_FORMAT, "'%s': field '%s' is missing or not a "
-                                                "non-negative integer", path, k);
+        return pm_error_set(err, PM_ERR_FORMAT,
+                            "'%s': field '%s' is missing or not a "
+                            "non-negative integer",
+                            path, k);
     *out = (uint64_t)json_integer_value(v);
     return PM_OK;
 }
@@ -96,8 +98,10 @@ static int get_str(const json_t *o, const char *k, char *buf, size_t size, const
     json_t *v = json_object_get(o, k);
     if (!json_is_string(v) || json_string_length(v) >= size ||
         strlen(json_string_value(v)) != json_string_length(v))
-        return pm_error_set(err, PM_ERR_FORMAT, "'%s': field '%s' is missing, not a string or "
-                                                "longer than %zu bytes", path, k, size - 1);
+        return pm_error_set(err, PM_ERR_FORMAT,
+                            "'%s': field '%s' is missing, not a string or "
+                            "longer than %zu bytes",
+                            path, k, size - 1);
     memcpy(buf, json_string_value(v), json_string_length(v) + 1);
     return PM_OK;
 }
@@ -158,8 +162,7 @@ int shard_stats_read(const char *path, struct shard_stats *s, struct pm_error *e
     // the name must be digits only: it names files next to the stats file
     for (const char *p = s->name; rc == PM_OK && *p; p++)
         if (*p < '0' || *p > '9')
-            rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': field 'name' is not a shard number",
-                              path);
+            rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': field 'name' is not a shard number", path);
     if (rc == PM_OK && !s->name[0])
         rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': field 'name' is empty", path);
     json_decref(o);

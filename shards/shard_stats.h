@@ -26,17 +26,17 @@
 #define SHARD_STATS_MAX_BYTES ((size_t)16 << 20)
 
 struct shard_stats {
-    uint64_t shard;                      /* shard index */
-    char name[SHARD_NAME_MAX + 1];       /* shard name, e.g. "00012" */
-    uint64_t rows;                       /* input rows of the shard */
-    uint64_t nsamples;                   /* samples in the tar */
-    uint64_t tar_bytes;                  /* size of the tar file */
-    char xxh3[FILE_HASH_HEX_LEN + 1];    /* checksum of the tar file */
-    double start_time, end_time;         /* seconds since the epoch */
-    struct stat_map status;              /* rows by status (counts) */
-    struct stat_map errors;              /* rows by error class (counts) */
-    struct stat_map bytes;               /* named byte counters */
-    struct stat_map durations;           /* named durations, seconds */
+    uint64_t shard;                   /* shard index */
+    char name[SHARD_NAME_MAX + 1];    /* shard name, e.g. "00012" */
+    uint64_t rows;                    /* input rows of the shard */
+    uint64_t nsamples;                /* samples in the tar */
+    uint64_t tar_bytes;               /* size of the tar file */
+    char xxh3[FILE_HASH_HEX_LEN + 1]; /* checksum of the tar file */
+    double start_time, end_time;      /* seconds since the epoch */
+    struct stat_map status;           /* rows by status (counts) */
+    struct stat_map errors;           /* rows by error class (counts) */
+    struct stat_map bytes;            /* named byte counters */
+    struct stat_map durations;        /* named durations, seconds */
     char tool_version[64];
 };
 

@@ -90,8 +90,8 @@ json_t *stat_map_to_json(const struct stat_map *m)
     if (!o)
         return NULL;
     for (size_t i = 0; i < m->n; i++) {
-        json_t *v = m->integral ? json_integer((json_int_t)llround(m->values[i]))
-                                : json_real(m->values[i]);
+        json_t *v =
+            m->integral ? json_integer((json_int_t)llround(m->values[i])) : json_real(m->values[i]);
         if (json_object_set_new(o, m->names[i], v) != 0) {
             json_decref(o);
             return NULL;
@@ -100,8 +100,7 @@ json_t *stat_map_to_json(const struct stat_map *m)
     return o;
 }
 
-int stat_map_add_json(struct stat_map *m, const json_t *obj, const char *what,
-                      struct pm_error *err)
+int stat_map_add_json(struct stat_map *m, const json_t *obj, const char *what, struct pm_error *err)
 {
     if (!json_is_object(obj))
         return pm_error_set(err, PM_ERR_FORMAT, "%s is not a JSON object", what);

@@ -24,8 +24,8 @@ struct tar_reader {
     char *shard;
     size_t max_member;
     size_t max_fields;
-    struct field_slot *slots;   // max_fields
-    struct tar_field *fields;   // max_fields
+    struct field_slot *slots; // max_fields
+    struct tar_field *fields; // max_fields
     char *key;
     size_t key_cap;
     bool pending; // entry holds a header whose data has not been consumed
@@ -123,9 +123,9 @@ static int fail(struct tar_reader *r, struct pm_error *err, int code, const char
     r->failed = true;
     const char *msg = archive_error_string(r->ar);
     if (member)
-        return pm_error_set(err, code, "shard '%s': %s at offset %llu (member '%s')%s%s",
-                            r->shard, what, (unsigned long long)r->entry_offset, member,
-                            msg ? ": " : "", msg ? msg : "");
+        return pm_error_set(err, code, "shard '%s': %s at offset %llu (member '%s')%s%s", r->shard,
+                            what, (unsigned long long)r->entry_offset, member, msg ? ": " : "",
+                            msg ? msg : "");
     return pm_error_set(err, code, "shard '%s': %s at offset %llu (after member '%s')%s%s",
                         r->shard, what, (unsigned long long)r->entry_offset,
                         r->last_member[0] ? r->last_member : "(none)", msg ? ": " : "",
@@ -136,8 +136,8 @@ static int refuse(struct tar_reader *r, struct pm_error *err, int code, const ch
                   const char *why)
 {
     r->failed = true;
-    return pm_error_set(err, code, "shard '%s': member '%s' at offset %llu refused: %s",
-                        r->shard, member, (unsigned long long)r->entry_offset, why);
+    return pm_error_set(err, code, "shard '%s': member '%s' at offset %llu refused: %s", r->shard,
+                        member, (unsigned long long)r->entry_offset, why);
 }
 
 static bool has_dotdot(const char *p)
@@ -200,8 +200,7 @@ static int grow(void **p, size_t *cap, size_t need)
 int tar_reader_next(struct tar_reader *r, struct tar_sample *sample, struct pm_error *err)
 {
     if (r->failed)
-        return pm_error_set(err, PM_ERR_USAGE, "shard '%s': reader used after an error",
-                            r->shard);
+        return pm_error_set(err, PM_ERR_USAGE, "shard '%s': reader used after an error", r->shard);
     size_t n = 0;
     bool have_key = false;
     size_t key_len = 0;
@@ -275,8 +274,8 @@ int tar_reader_next(struct tar_reader *r, struct tar_sample *sample, struct pm_e
             return refuse(r, err, PM_ERR_LIMIT, name, "member larger than the size limit");
         size_t size = (size_t)size64;
         if (grow((void **)&s->data, &s->cap, size + 1) != PM_OK)
-            return pm_error_set(err, PM_ERR_NOMEM, "out of memory reading '%s' (%zu bytes)",
-                                name, size);
+            return pm_error_set(err, PM_ERR_NOMEM, "out of memory reading '%s' (%zu bytes)", name,
+                                size);
         size_t got = 0;
         while (got < size) {
             la_ssize_t rd = archive_read_data(r->ar, s->data + got, size - got);

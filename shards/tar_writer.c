@@ -22,9 +22,9 @@ struct tar_writer {
     struct tar_writer_options opts;
     uint64_t nsamples;
     uint64_t nmembers;
-    bool open;       // archive opened (needs archive_write_close)
-    bool failed;     // an I/O error happened; only free is useful
-    bool closed;     // committed
+    bool open;              // archive opened (needs archive_write_close)
+    bool failed;            // an I/O error happened; only free is useful
+    bool closed;            // committed
     struct pm_error io_err; // error from the write callback
     char last_key[TAR_WRITER_NAME_MAX + 1];
 };
@@ -124,8 +124,8 @@ int tar_writer_check_key(const char *key, struct pm_error *err)
     return PM_OK;
 }
 
-static int check_sample(const struct tar_writer *w, const char *key,
-                        const struct tar_member *m, size_t n, struct pm_error *err)
+static int check_sample(const struct tar_writer *w, const char *key, const struct tar_member *m,
+                        size_t n, struct pm_error *err)
 {
     int rc = tar_writer_check_key(key, err);
     if (rc != PM_OK)
@@ -142,8 +142,8 @@ static int check_sample(const struct tar_writer *w, const char *key,
         const char *ext = m[i].ext;
         size_t elen = ext ? strlen(ext) : 0;
         if (elen == 0)
-            return pm_error_set(err, PM_ERR_USAGE, "sample '%s': member %zu has no extension",
-                                key, i);
+            return pm_error_set(err, PM_ERR_USAGE, "sample '%s': member %zu has no extension", key,
+                                i);
         for (size_t j = 0; j < elen; j++)
             if (!printable((unsigned char)ext[j]) || ext[j] == '/')
                 return pm_error_set(err, PM_ERR_USAGE,
@@ -159,18 +159,18 @@ static int check_sample(const struct tar_writer *w, const char *key,
             return pm_error_set(err, PM_ERR_USAGE, "member '%s.%s' has no data", key, ext);
         if ((uint64_t)m[i].size > TAR_MEMBER_SIZE_MAX)
             return pm_error_set(err, PM_ERR_LIMIT,
-                                "member '%s.%s' is %zu bytes; ustar members are below 8 GiB",
-                                key, ext, m[i].size);
+                                "member '%s.%s' is %zu bytes; ustar members are below 8 GiB", key,
+                                ext, m[i].size);
         for (size_t j = 0; j < i; j++)
             if (strcasecmp(m[j].ext, ext) == 0)
-                return pm_error_set(err, PM_ERR_USAGE,
-                                    "sample '%s' has extension '%s' twice", key, ext);
+                return pm_error_set(err, PM_ERR_USAGE, "sample '%s' has extension '%s' twice", key,
+                                    ext);
     }
     return PM_OK;
 }
 
-int tar_writer_add_sample(struct tar_writer *w, const char *key,
-                          const struct tar_member *members, size_t n, struct pm_error *err)
+int tar_writer_add_sample(struct tar_writer *w, const char *key, const struct tar_member *members,
+                          size_t n, struct pm_error *err)
 {
     if (w->failed || w->closed)
         return pm_error_set(err, PM_ERR_USAGE, "shard '%s' is %s", atomic_file_path(w->file),
@@ -220,8 +220,7 @@ uint64_t tar_writer_samples(const struct tar_writer *w)
     return w->nsamples;
 }
 
-int tar_writer_close(struct tar_writer *w, struct tar_writer_result *result,
-                     struct pm_error *err)
+int tar_writer_close(struct tar_writer *w, struct tar_writer_result *result, struct pm_error *err)
 {
     if (w->closed)
         return pm_error_set(err, PM_ERR_USAGE, "shard '%s' closed twice",

@@ -50,9 +50,9 @@ struct tar_member {
 
 /** What a closed shard holds. */
 struct tar_writer_result {
-    uint64_t bytes;    /* size of the tar file */
-    uint64_t nsamples; /* samples added */
-    uint64_t nmembers; /* members (files) in the tar */
+    uint64_t bytes;                   /* size of the tar file */
+    uint64_t nsamples;                /* samples added */
+    uint64_t nmembers;                /* members (files) in the tar */
     char xxh3[FILE_HASH_HEX_LEN + 1]; /* checksum of the file (file_hash) */
 };
 
@@ -71,8 +71,8 @@ int tar_writer_open(const char *path, const struct tar_writer_options *opts,
  * case-insensitively, since readers lower-case them). `n` >= 1. The writer copies
  * nothing it keeps: the bytes are written before the call returns.
  */
-int tar_writer_add_sample(struct tar_writer *w, const char *key,
-                          const struct tar_member *members, size_t n, struct pm_error *err);
+int tar_writer_add_sample(struct tar_writer *w, const char *key, const struct tar_member *members,
+                          size_t n, struct pm_error *err);
 
 /** Bytes handed to the file so far (the tar grows in 10240-byte records). */
 uint64_t tar_writer_bytes(const struct tar_writer *w);
@@ -86,8 +86,7 @@ uint64_t tar_writer_samples(const struct tar_writer *w);
  * file exists under the final path and the temporary file is gone). The writer must
  * still be freed.
  */
-int tar_writer_close(struct tar_writer *w, struct tar_writer_result *result,
-                     struct pm_error *err);
+int tar_writer_close(struct tar_writer *w, struct tar_writer_result *result, struct pm_error *err);
 
 /** Free; a writer not closed successfully is aborted (its temporary file removed).
  * Accepts NULL. */

@@ -281,8 +281,10 @@ def test_truncated_shard_is_refused(tmp_path):
 
 def test_member_size_limit(tmp_path):
     tar = tmp_path / "big.tar"
-    python_tar(tar, [("a.bin", tarfile.REGTYPE, b"x" * 1000), ("b.bin", tarfile.REGTYPE, b"y" * 1001)])
-    assert run([tool("pm_shard_tool"), "list", tar, "--max-member", 1000], check=False).returncode == 1
+    python_tar(tar, [("a.bin", tarfile.REGTYPE, b"x" * 1000),
+                     ("b.bin", tarfile.REGTYPE, b"y" * 1001)])
+    r = run([tool("pm_shard_tool"), "list", tar, "--max-member", 1000], check=False)
+    assert r.returncode == 1 and "b.bin" in r.stderr and "size limit" in r.stderr
     r = run([tool("pm_shard_tool"), "list", tar, "--max-member", 1001])
     assert r.stdout.count("\n") == 2
 

@@ -124,9 +124,9 @@ static int cmd_write(int argc, char **argv)
                 img[j] = (unsigned char)rng_next();
             img[0] = 0xff; // looks a little like a JPEG start
             char txt[128], meta[256];
-            int tl = snprintf(txt, sizeof txt, "a synthetic caption %llu/%llu seed %llu",
-                              (unsigned long long)sh, (unsigned long long)row,
-                              (unsigned long long)seed);
+            int tl =
+                snprintf(txt, sizeof txt, "a synthetic caption %llu/%llu seed %llu",
+                         (unsigned long long)sh, (unsigned long long)row, (unsigned long long)seed);
             int ml = snprintf(meta, sizeof meta, "{\"key\": \"%s\", \"row\": %llu}", key,
                               (unsigned long long)row);
             struct tar_member m[3] = {

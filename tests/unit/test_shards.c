@@ -395,8 +395,11 @@ static void test_writer_deterministic(void)
     int plain = 1;
     while (da && off + 512 <= na && da[off] != 0) {
         const unsigned char *hd = da + off;
-        if (memcmp(hd + 257, "ustar\0" "00", 8) != 0 || hd[156] != '0' || hd[99] != 0 ||
-            hd[345] != 0 /* prefix unused */)
+        if (memcmp(hd + 257,
+                   "ustar\0"
+                   "00",
+                   8) != 0 ||
+            hd[156] != '0' || hd[99] != 0 || hd[345] != 0 /* prefix unused */)
             plain = 0;
         char sz[13] = {0};
         memcpy(sz, hd + 124, 12);
@@ -511,19 +514,24 @@ static void test_reader_refuses(void)
         int expect;
         const char *msg;
     } cases[] = {
-        {{{"a.jpg", AE_IFREG, "x", NULL}, {"../x.jpg", AE_IFREG, "y", NULL}}, PM_ERR_FORMAT,
+        {{{"a.jpg", AE_IFREG, "x", NULL}, {"../x.jpg", AE_IFREG, "y", NULL}},
+         PM_ERR_FORMAT,
          "'..'"},
-        {{{"a.jpg", AE_IFREG, "x", NULL}, {"/etc/passwd", AE_IFREG, "y", NULL}}, PM_ERR_FORMAT,
+        {{{"a.jpg", AE_IFREG, "x", NULL}, {"/etc/passwd", AE_IFREG, "y", NULL}},
+         PM_ERR_FORMAT,
          "absolute"},
         {{{"a.jpg", AE_IFREG, "x", NULL}, {"a.txt", AE_IFLNK, NULL, "/etc/passwd"}},
-         PM_ERR_FORMAT, "symbolic link"},
-        {{{"a.jpg", AE_IFREG, "x", NULL}, {"b.txt", AE_IFREG, NULL, "a.jpg"}}, PM_ERR_FORMAT,
+         PM_ERR_FORMAT,
+         "symbolic link"},
+        {{{"a.jpg", AE_IFREG, "x", NULL}, {"b.txt", AE_IFREG, NULL, "a.jpg"}},
+         PM_ERR_FORMAT,
          "hard link"},
-        {{{"d", AE_IFDIR, NULL, NULL}, {"d/a.txt", AE_IFREG, "x", NULL}}, PM_ERR_FORMAT,
-         "regular"},
+        {{{"d", AE_IFDIR, NULL, NULL}, {"d/a.txt", AE_IFREG, "x", NULL}}, PM_ERR_FORMAT, "regular"},
         {{{"x/../../a.jpg", AE_IFREG, "x", NULL}, {"b.txt", AE_IFREG, "x", NULL}},
-         PM_ERR_FORMAT, "'..'"},
-        {{{"a.jpg", AE_IFREG, "x", NULL}, {"a.JPG", AE_IFREG, "y", NULL}}, PM_ERR_FORMAT,
+         PM_ERR_FORMAT,
+         "'..'"},
+        {{{"a.jpg", AE_IFREG, "x", NULL}, {"a.JPG", AE_IFREG, "y", NULL}},
+         PM_ERR_FORMAT,
          "repeated"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -536,9 +544,9 @@ static void test_reader_refuses(void)
             fprintf(stderr, "  case %zu: rc %d: %s\n", i, rc, err.msg);
     }
     // grouping: same key non-adjacent = two samples; no-dot names skipped; case folded
-    struct raw_member g[] = {{"a.jpg", AE_IFREG, "1", NULL},   {"a.TXT", AE_IFREG, "2", NULL},
-                             {"README", AE_IFREG, "3", NULL},  {"b.jpg", AE_IFREG, "4", NULL},
-                             {"a.jpg", AE_IFREG, "5", NULL},   {"d/c.seg.PNG", AE_IFREG, "6", NULL},
+    struct raw_member g[] = {{"a.jpg", AE_IFREG, "1", NULL},  {"a.TXT", AE_IFREG, "2", NULL},
+                             {"README", AE_IFREG, "3", NULL}, {"b.jpg", AE_IFREG, "4", NULL},
+                             {"a.jpg", AE_IFREG, "5", NULL},  {"d/c.seg.PNG", AE_IFREG, "6", NULL},
                              {"d/.hid", AE_IFREG, "7", NULL}};
     size_t n = make_tar(buf, sizeof buf, g, sizeof g / sizeof *g);
     struct tar_reader *r;
@@ -627,8 +635,8 @@ static void test_stats_and_index(void)
     struct dataset_index x;
     CHECK(dataset_index_init(&x) == PM_OK);
     CHECK(dataset_index_set_info(&x, "demo", "download", "pixelmill 0.1.0") == PM_OK);
-    json_t *cfg = json_pack("{s:s, s:i, s:[s,s]}", "url_col", "URL", "image_size", 256,
-                            "where", "punsafe<0.1", "AESTHETIC_SCORE>=4.5");
+    json_t *cfg = json_pack("{s:s, s:i, s:[s,s]}", "url_col", "URL", "image_size", 256, "where",
+                            "punsafe<0.1", "AESTHETIC_SCORE>=4.5");
     CHECK(dataset_index_set_config(&x, cfg) == PM_OK);
     json_decref(cfg);
     CHECK(dataset_index_add_stats(&x, &st2, &err) == PM_OK);
