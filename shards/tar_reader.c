@@ -157,9 +157,10 @@ static bool has_dotdot(const char *p)
 static int check_entry(struct tar_reader *r, const char **name, struct pm_error *err)
 {
     struct archive_entry *e = r->entry;
-    const char *p = archive_entry_pathname(e);
+    // names as UTF-8 whatever the locale; raw bytes when they are not valid UTF-8
+    const char *p = archive_entry_pathname_utf8(e);
     if (!p)
-        p = archive_entry_pathname_utf8(e);
+        p = archive_entry_pathname(e);
     if (!p || !p[0])
         return refuse(r, err, PM_ERR_FORMAT, p ? p : "?", "empty or unreadable name");
     *name = p;
@@ -226,7 +227,9 @@ int tar_reader_next(struct tar_reader *r, struct tar_sample *sample, struct pm_e
             }
             la_int64_t pos = archive_read_header_position(r->ar);
             r->entry_offset = pos >= 0 ? (uint64_t)pos : 0;
-            if (st != ARCHIVE_OK)
+            // ARCHIVE_WARN: the header was read but e.g. a UTF-8 name has no form in the
+            // current locale; check_entry() below decides whether the entry is usable
+            if (st != ARCHIVE_OK && st != ARCHIVE_WARN)
                 return fail(r, err, PM_ERR_FORMAT, "truncated or corrupt tar header", NULL);
             r->pending = true;
         }

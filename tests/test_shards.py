@@ -256,13 +256,15 @@ def test_reader_reads_python_written_pax_and_gnu(tmp_path):
         tar = tmp_path / f"t{fmt}.tar"
         with tarfile.open(tar, "w", format=fmt) as tf:
             for name, data in [(long + ".jpg", b"1"), (long + ".Seg.PNG", b"22"),
-                               ("README", b"skip"), ("s2.txt", b"333"), (long + ".cls", b"4")]:
+                               ("README", b"skip"), ("s2.txt", b"333"), (long + ".cls", b"4"),
+                               ("caf\u00e9.txt", b"55")]:
                 ti = tarfile.TarInfo(name)
                 ti.size = len(data)
                 tf.addfile(ti, io.BytesIO(data))
         ours = listing(tar)
         theirs = list(webdataset.WebDataset(str(tar), shardshuffle=False))
-        assert [k for k, _ in ours] == [s["__key__"] for s in theirs] == [long, "s2", long]
+        assert [k for k, _ in ours] == [s["__key__"] for s in theirs] == [long, "s2", long,
+                                                                          "caf\u00e9"]
         assert [f[0] for f in ours[0][1]] == ["jpg", "seg.png"]
 
 
