@@ -157,6 +157,14 @@ int http_robots_disallowed(const char *value, size_t len, const char *disallowed
                 if (c2)
                     dlen = (size_t)(c2 - dir);
                 trim(&dir, &dlen);
+            } else if (nlen == 0) {
+                // ": noai": no name at all; honour the directive after the colon.
+                dir = colon + 1;
+                dlen = (size_t)(item + ilen - dir);
+                const char *c2 = memchr(dir, ':', dlen);
+                if (c2)
+                    dlen = (size_t)(c2 - dir);
+                trim(&dir, &dlen);
             } else {
                 // "max-snippet: 20" or garbage: the directive is the part before ':'.
                 dir = name;
