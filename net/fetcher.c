@@ -863,17 +863,21 @@ static void request_finish(struct fetcher *f, struct slot *s, CURLcode cc, int64
             snprintf(detail, sizeof detail, "error: %s", curl_easy_strerror(cc));
     }
 
+    // A 429, or a 503 with Retry-After, pauses the whole host (capped), whether or not
+    // this request is retried, so that its other queued requests do not hammer it.
+    int64_t hold = -1;
+    if (retry_after_s >= 0)
+        hold = (retry_after_s < f->cfg.max_retry_after_s ? retry_after_s
+                                                         : f->cfg.max_retry_after_s) * 1000;
+    else if (ec == FETCH_E_HTTP && code == 429)
+        hold = backoff_delay(f, r->attempts);
+    if (hold > 0 && h->not_before_ms < now + hold)
+        h->not_before_ms = now + hold;
+
     if (retry && retry_after_s > f->cfg.max_retry_after_s)
         retry = 0; // the server asks for a longer pause than we are willing to wait
     if (retry && r->attempts <= f->cfg.retries) {
-        int64_t delay;
-        if (retry_after_s >= 0) {
-            delay = retry_after_s * 1000;
-            if (h->not_before_ms < now + delay)
-                h->not_before_ms = now + delay; // the whole host waits
-        } else {
-            delay = backoff_delay(f, r->attempts);
-        }
+        int64_t delay = hold > 0 ? hold : backoff_delay(f, r->attempts);
         r->not_before_ms = now + delay;
         bytebuf_clear(&r->body);
         f->stats.retries++;

@@ -398,6 +398,71 @@ def test_thousand_urls_reuse_connections():
         assert state.connections <= 200, state.connections
         assert stats["connections"] == state.connections
         print(f"1000 URLs in {wall:.2f} s over {state.connections} connections")
+
+        # With 8 connections per host the same run needs at most 32 connections.
+        before = state.connections
+        res, stats, wall = fetch(urls, *PRIVATE, "--concurrency", "200", stdin=True)
+        assert all(res[i]["status"] == "success" for i in range(1000))
+        assert state.connections - before <= 32
+        print(f"1000 URLs in {wall:.2f} s over {state.connections - before} connections")
     finally:
         for s in servers:
             s.close()
+
+
+def test_connection_refused_is_retried(server):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    res, stats, _ = fetch([f"http://127.0.0.1:{port}/x"], *PRIVATE, "--retries", "1",
+                          "--backoff-ms", "50")
+    assert res[0]["error"] == "connect" and res[0]["attempts"] == 2, res[0]
+
+
+def make_tls(tmp_path):
+    """A throwaway CA and a server certificate for IP 127.0.0.1, made with openssl."""
+    def ossl(*args):
+        run(["openssl", *args])
+
+    ca_key, ca, key, csr, crt = (tmp_path / n for n in
+                                 ("ca.key", "ca.pem", "srv.key", "srv.csr", "srv.pem"))
+    ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=pixelmill test CA")
+    ossl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    ext = tmp_path / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    ossl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", crt, "-days", "2", "-extfile", ext)
+    return ca, crt, key
+
+
+def test_https_with_ca_file(tmp_path):
+    import ssl
+    ca, crt, key = make_tls(tmp_path)
+    state = State()
+    srv = Server(state)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(crt, key)
+    srv.httpd.socket = ctx.wrap_socket(srv.httpd.socket, server_side=True)
+    try:
+        url = f"https://127.0.0.1:{srv.port}/img/321"
+        res, _, _ = fetch([url], *PRIVATE, "--retries", "0")
+        assert res[0]["error"] == "tls", res[0]  # unknown CA
+        res, _, _ = fetch([url, f"https://127.0.0.1:{srv.port}/redir/1"], *PRIVATE,
+                          "--ca-file", str(ca))
+        assert res[0]["status"] == "success" and res[0]["bytes"] == 321, res[0]
+        assert res[1]["status"] == "success" and res[1]["final_url"].startswith("https://")
+    finally:
+        srv.close()
+
+
+def test_429_pauses_the_whole_host(server):
+    # One connection per host: the later URLs queue behind the 429 and must wait it out.
+    urls = [server.url("/once429/h"), server.url("/img/10"), server.url("/img/11")]
+    res, _, _ = fetch(urls, *PRIVATE, "--max-host-connections", "1")
+    assert all(r["status"] == "success" for r in res.values())
+    first = server.state.times("/once429/h")[0]
+    for p in ("/img/10", "/img/11"):
+        assert server.state.times(p)[0] - first >= 1.0
