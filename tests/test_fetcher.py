@@ -466,3 +466,75 @@ def test_429_pauses_the_whole_host(server):
     first = server.state.times("/once429/h")[0]
     for p in ("/img/10", "/img/11"):
         assert server.state.times(p)[0] - first >= 1.0
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+NGINX_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {d}/error.log warn;
+pid {d}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    log_format conn '$connection $connection_requests $server_protocol $uri';
+    access_log {d}/access.log conn;
+    client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
+    uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
+    server {{
+        listen 127.0.0.1:{port} ssl http2;
+        ssl_certificate {crt};
+        ssl_certificate_key {key};
+        root {d}/www;
+    }}
+}}
+"""
+
+
+def test_http2_multiplexing_with_nginx(tmp_path):
+    """HTTP/2 over TLS (ALPN) to a local nginx: many transfers share few connections.
+    Skipped where nginx is not installed (it is not a dependency of the engine)."""
+    import shutil
+    import subprocess
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if
+                                      __import__("os").path.exists("/usr/sbin/nginx") else None)
+    if not nginx:
+        pytest.skip("nginx not installed")
+    ca, crt, key = make_tls(tmp_path)
+    (tmp_path / "www").mkdir()
+    (tmp_path / "tmp").mkdir()
+    for i in range(50):
+        (tmp_path / "www" / f"{i}.bin").write_bytes(body_bytes(1000 + i))
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(d=tmp_path, port=port, crt=crt, key=key))
+    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        urls = [f"https://127.0.0.1:{port}/{i % 50}.bin" for i in range(300)]
+        res, stats, _ = fetch(urls, *PRIVATE, "--ca-file", str(ca), "--concurrency", "200",
+                              stdin=True)
+        assert all(r["status"] == "success" for r in res.values()), res[0]
+        assert all(res[i]["bytes"] == 1000 + i % 50 for i in range(300))
+        assert all(r["http_version"] == 2 for r in res.values())
+        log = (tmp_path / "access.log").read_text().splitlines()
+        conns = {line.split()[0] for line in log}
+        assert len(log) == 300 and all("HTTP/2.0" in line for line in log)
+        assert len(conns) <= 8, conns  # multiplexed: a handful of connections at most
+        print(f"300 URLs over HTTP/2 on {len(conns)} connection(s)")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
