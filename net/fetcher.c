@@ -533,8 +533,7 @@ static curl_socket_t opensocket_cb(void *ud, curlsocktype purpose, struct curl_s
 
 // Second line of defence: the address of the connection a request is about to use
 // (new or reused), checked just before the request is sent.
-static int prereq_cb(void *ud, char *primary_ip, char *local_ip, int primary_port,
-                     int local_port)
+static int prereq_cb(void *ud, char *primary_ip, char *local_ip, int primary_port, int local_port)
 {
     (void)local_ip;
     (void)primary_port;
@@ -672,8 +671,7 @@ static void schedule(struct fetcher *f, int64_t now)
     struct host **pp = &f->waiting;
     while (*pp) {
         struct host *h = *pp;
-        while (capacity(f) && h->qhead && h->not_before_ms <= now &&
-               h->inflight < host_cap(f, h)) {
+        while (capacity(f) && h->qhead && h->not_before_ms <= now && h->inflight < host_cap(f, h)) {
             struct request *r = host_take_ready(h, now);
             if (!r)
                 break;
@@ -732,8 +730,7 @@ static int64_t next_due(const struct fetcher *f, int64_t now)
 
 static int code_retryable(long code)
 {
-    return code == 408 || code == 429 || (code >= 500 && code <= 599 && code != 501 &&
-                                          code != 505);
+    return code == 408 || code == 429 || (code >= 500 && code <= 599 && code != 501 && code != 505);
 }
 
 // Map a libcurl result to an error class; *retry says whether another attempt may help.
@@ -847,8 +844,8 @@ static void request_finish(struct fetcher *f, struct slot *s, CURLcode cc, int64
             retry = code_retryable(code);
             if ((code == 429 || code == 503) && s->retry_after[0]) {
                 int64_t d;
-                if (http_retry_after_parse(s->retry_after, strlen(s->retry_after),
-                                           time(NULL), &d) == 0)
+                if (http_retry_after_parse(s->retry_after, strlen(s->retry_after), time(NULL),
+                                           &d) == 0)
                     retry_after_s = d;
             }
         }
@@ -867,8 +864,9 @@ static void request_finish(struct fetcher *f, struct slot *s, CURLcode cc, int64
     // this request is retried, so that its other queued requests do not hammer it.
     int64_t hold = -1;
     if (retry_after_s >= 0)
-        hold = (retry_after_s < f->cfg.max_retry_after_s ? retry_after_s
-                                                         : f->cfg.max_retry_after_s) * 1000;
+        hold =
+            (retry_after_s < f->cfg.max_retry_after_s ? retry_after_s : f->cfg.max_retry_after_s) *
+            1000;
     else if (ec == FETCH_E_HTTP && code == 429)
         hold = backoff_delay(f, r->attempts);
     if (hold > 0 && h->not_before_ms < now + hold)
@@ -912,16 +910,14 @@ int fetcher_create(const struct fetcher_config *cfg, struct fetch_share *share,
     *out = NULL;
     const struct fetcher_config *c = cfg;
     if (c->concurrency < 1 || c->concurrency > 65536)
-        return pm_error_set(err, PM_ERR_USAGE, "concurrency %d is not in 1..65536",
-                            c->concurrency);
+        return pm_error_set(err, PM_ERR_USAGE, "concurrency %d is not in 1..65536", c->concurrency);
     if (c->max_host_connections < 1 || c->max_host_streams < 1)
         return pm_error_set(err, PM_ERR_USAGE, "per-host limits must be at least 1");
     if (c->max_bytes < 1 || c->timeout_ms < 1 || c->retries < 0 || c->max_redirects < 0 ||
         c->backoff_ms < 0)
         return pm_error_set(err, PM_ERR_USAGE, "invalid fetcher limits");
     if (c->max_redirects > 50)
-        return pm_error_set(err, PM_ERR_USAGE, "max_redirects %d is over 50",
-                            c->max_redirects);
+        return pm_error_set(err, PM_ERR_USAGE, "max_redirects %d is over 50", c->max_redirects);
     const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
     if (!vi || vi->version_num < 0x075500)
         return pm_error_set(err, PM_ERR_UNSUPPORTED, "libcurl %s is older than 7.85",
@@ -957,10 +953,10 @@ int fetcher_create(const struct fetcher_config *cfg, struct fetch_share *share,
         if (rc)
             goto fail;
     }
-    f->token = dup_or_null(c->user_agent_token && *c->user_agent_token ? c->user_agent_token
-                                                                         : NULL);
+    f->token =
+        dup_or_null(c->user_agent_token && *c->user_agent_token ? c->user_agent_token : NULL);
     f->directives = strdup(c->disallowed_directives ? c->disallowed_directives
-                                                     : HTTP_ROBOTS_DEFAULT_DIRECTIVES);
+                                                    : HTTP_ROBOTS_DEFAULT_DIRECTIVES);
     f->ca_file = dup_or_null(c->ca_file);
     size_t ualen = 64 + strlen(FETCHER_INFO_URL) + (f->token ? strlen(f->token) : 0);
     f->user_agent = malloc(ualen);
@@ -970,13 +966,13 @@ int fetcher_create(const struct fetcher_config *cfg, struct fetch_share *share,
     f->htab = calloc(f->hcap, sizeof *f->htab);
     f->multi = curl_multi_init();
     if (!f->directives || (c->ca_file && !f->ca_file) || !f->user_agent || !f->headers ||
-        !f->slots || !f->htab || !f->multi || (c->user_agent_token && *c->user_agent_token &&
-                                               !f->token)) {
+        !f->slots || !f->htab || !f->multi ||
+        (c->user_agent_token && *c->user_agent_token && !f->token)) {
         rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory creating the fetcher");
         goto fail;
     }
-    snprintf(f->user_agent, ualen, "pixelmill/%s (+%s)%s%s", PIXELMILL_VERSION,
-             FETCHER_INFO_URL, f->token ? " " : "", f->token ? f->token : "");
+    snprintf(f->user_agent, ualen, "pixelmill/%s (+%s)%s%s", PIXELMILL_VERSION, FETCHER_INFO_URL,
+             f->token ? " " : "", f->token ? f->token : "");
     f->nslots = c->concurrency;
     for (int i = f->nslots - 1; i >= 0; i--) {
         f->slots[i].f = f;

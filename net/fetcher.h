@@ -76,45 +76,45 @@ const char *fetch_error_name(enum fetch_error e);
 
 /** Engine settings. Fill with fetcher_config_init, then change what you need. */
 struct fetcher_config {
-    int concurrency;           /* transfers in flight + results not yet taken (256) */
-    int max_host_connections;  /* connections per host (8); also the HTTP/1 in-flight cap */
-    int max_host_streams;      /* in-flight transfers per host once it spoke HTTP/2 (64) */
-    int max_total_connections; /* 0: same as concurrency */
-    long timeout_ms;           /* total deadline of one attempt, redirects included (20000) */
-    long connect_timeout_ms;   /* DNS + TCP + TLS (10000) */
-    long low_speed_bytes;      /* abort below this many bytes/s ... (1024) */
-    long low_speed_time_s;     /* ... sustained for this long (10); 0 disables */
-    size_t max_bytes;          /* body limit (32 MiB) */
-    int max_redirects;         /* (5) */
-    int retries;               /* extra attempts for retryable failures (2) */
-    long backoff_ms;           /* first retry delay; doubles per attempt, +-50% jitter (500) */
-    long max_backoff_ms;       /* cap on one backoff delay (30000) */
-    long max_retry_after_s;    /* a longer Retry-After fails the request instead (60) */
-    int http2;                 /* offer HTTP/2 (1) */
-    int allow_private_network; /* see url_policy.h (0) */
-    const char *allow_addresses; /* comma-separated exact IPs allowed anyway (NULL) */
-    int loopback_only;         /* tests: refuse every non-loopback address (0) */
+    int concurrency;              /* transfers in flight + results not yet taken (256) */
+    int max_host_connections;     /* connections per host (8); also the HTTP/1 in-flight cap */
+    int max_host_streams;         /* in-flight transfers per host once it spoke HTTP/2 (64) */
+    int max_total_connections;    /* 0: same as concurrency */
+    long timeout_ms;              /* total deadline of one attempt, redirects included (20000) */
+    long connect_timeout_ms;      /* DNS + TCP + TLS (10000) */
+    long low_speed_bytes;         /* abort below this many bytes/s ... (1024) */
+    long low_speed_time_s;        /* ... sustained for this long (10); 0 disables */
+    size_t max_bytes;             /* body limit (32 MiB) */
+    int max_redirects;            /* (5) */
+    int retries;                  /* extra attempts for retryable failures (2) */
+    long backoff_ms;              /* first retry delay; doubles per attempt, +-50% jitter (500) */
+    long max_backoff_ms;          /* cap on one backoff delay (30000) */
+    long max_retry_after_s;       /* a longer Retry-After fails the request instead (60) */
+    int http2;                    /* offer HTTP/2 (1) */
+    int allow_private_network;    /* see url_policy.h (0) */
+    const char *allow_addresses;  /* comma-separated exact IPs allowed anyway (NULL) */
+    int loopback_only;            /* tests: refuse every non-loopback address (0) */
     const char *user_agent_token; /* appended to the user agent, matched in X-Robots-Tag */
     const char *disallowed_directives; /* NULL: HTTP_ROBOTS_DEFAULT_DIRECTIVES; "": none */
-    const char *ca_file;       /* PEM bundle of trusted CAs (NULL: system default) */
-    uint64_t seed;             /* jitter seed (0: from the clock) */
+    const char *ca_file;               /* PEM bundle of trusted CAs (NULL: system default) */
+    uint64_t seed;                     /* jitter seed (0: from the clock) */
 };
 
 /** A completed request. Caller-owned; fetcher_next fills it. */
 struct fetch_result {
-    void *user;                 /* the pointer given to fetcher_submit */
+    void *user; /* the pointer given to fetcher_submit */
     enum fetch_status status;
     enum fetch_error error_class;
-    char error[96];             /* "" on success, else "http 404", "timeout", ... */
-    long http_code;             /* last HTTP status seen (0 if none) */
-    struct bytebuf body;        /* the body on success (empty otherwise) */
-    char final_url[2048];       /* URL of the last hop, user-info removed (may be cut) */
-    char content_type[128];     /* Content-Type of the final response ("" if none) */
-    char primary_ip[48];        /* address of the last connection ("" if none) */
-    int attempts;               /* requests made (1 + retries used; 0 if refused early) */
-    int redirects;              /* redirects followed in the last attempt */
-    int http_version;           /* 1 or 2 (0 if no response) */
-    double elapsed_s;           /* first attempt's start to completion, waits included */
+    char error[96];         /* "" on success, else "http 404", "timeout", ... */
+    long http_code;         /* last HTTP status seen (0 if none) */
+    struct bytebuf body;    /* the body on success (empty otherwise) */
+    char final_url[2048];   /* URL of the last hop, user-info removed (may be cut) */
+    char content_type[128]; /* Content-Type of the final response ("" if none) */
+    char primary_ip[48];    /* address of the last connection ("" if none) */
+    int attempts;           /* requests made (1 + retries used; 0 if refused early) */
+    int redirects;          /* redirects followed in the last attempt */
+    int http_version;       /* 1 or 2 (0 if no response) */
+    double elapsed_s;       /* first attempt's start to completion, waits included */
 };
 
 /** Counters over the engine's life. */

@@ -100,8 +100,8 @@ static int in_list(const char *name, size_t n, const char *list)
 
 static int is_valued_directive(const char *name, size_t n)
 {
-    static const char *const valued[] = {"max-snippet", "max-image-preview",
-                                         "max-video-preview", "unavailable_after"};
+    static const char *const valued[] = {"max-snippet", "max-image-preview", "max-video-preview",
+                                         "unavailable_after"};
     for (size_t i = 0; i < sizeof valued / sizeof valued[0]; i++)
         if (eq_nocase(name, n, valued[i], strlen(valued[i])))
             return 1;
@@ -146,9 +146,9 @@ int http_robots_disallowed(const char *value, size_t len, const char *disallowed
             trim(&name, &nlen);
             if (nlen && !has_space(name, nlen) && !is_valued_directive(name, nlen)) {
                 // "TOKEN: directive": a user-agent scope for the rest of this value.
-                applies = (ua_token && *ua_token &&
-                           eq_nocase(name, nlen, ua_token, strlen(ua_token))) ||
-                          eq_nocase(name, nlen, "pixelmill", 9);
+                applies =
+                    (ua_token && *ua_token && eq_nocase(name, nlen, ua_token, strlen(ua_token))) ||
+                    eq_nocase(name, nlen, "pixelmill", 9);
                 dir = colon + 1;
                 dlen = (size_t)(item + ilen - dir);
                 trim(&dir, &dlen);

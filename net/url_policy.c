@@ -17,15 +17,24 @@ void url_policy_init(struct url_policy *p)
 const char *url_policy_class_name(enum addr_class c)
 {
     switch (c) {
-    case ADDR_PUBLIC: return "public";
-    case ADDR_LOOPBACK: return "loopback";
-    case ADDR_PRIVATE: return "private";
-    case ADDR_LINK_LOCAL: return "link-local";
-    case ADDR_CGNAT: return "cgnat";
-    case ADDR_UNSPECIFIED: return "unspecified";
-    case ADDR_MULTICAST: return "multicast";
-    case ADDR_RESERVED: return "reserved";
-    case ADDR_INVALID: break;
+    case ADDR_PUBLIC:
+        return "public";
+    case ADDR_LOOPBACK:
+        return "loopback";
+    case ADDR_PRIVATE:
+        return "private";
+    case ADDR_LINK_LOCAL:
+        return "link-local";
+    case ADDR_CGNAT:
+        return "cgnat";
+    case ADDR_UNSPECIFIED:
+        return "unspecified";
+    case ADDR_MULTICAST:
+        return "multicast";
+    case ADDR_RESERVED:
+        return "reserved";
+    case ADDR_INVALID:
+        break;
     }
     return "invalid";
 }
@@ -46,7 +55,7 @@ static enum addr_class classify_v4(uint32_t a)
     if ((a & 0xfff00000u) == 0xac100000u)
         return ADDR_PRIVATE; // 172.16.0.0/12
     if ((a & 0xffff0000u) == 0xc0a80000u)
-        return ADDR_PRIVATE; // 192.168.0.0/16
+        return ADDR_PRIVATE;                // 192.168.0.0/16
     if ((a & 0xffffff00u) == 0xc0000000u || // 192.0.0.0/24 IETF protocol assignments
         (a & 0xffffff00u) == 0xc0000200u || // 192.0.2.0/24 TEST-NET-1
         (a & 0xffffff00u) == 0xc6336400u || // 198.51.100.0/24 TEST-NET-2
@@ -79,8 +88,7 @@ static enum addr_class classify_v6(const uint8_t *b)
         return ADDR_RESERVED; // deprecated IPv4-compatible ::a.b.c.d
     if (memcmp(b, nat64, 12) == 0)
         return classify_v4(be32(b + 12)); // NAT64 64:ff9b::/96 reaches the embedded v4
-    if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && b[4] == 0 &&
-        b[5] == 1)
+    if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && b[4] == 0 && b[5] == 1)
         return ADDR_PRIVATE; // 64:ff9b:1::/48 local-use NAT64
     if (b[0] == 0x20 && b[1] == 0x02)
         return classify_v4(be32(b + 2)); // 6to4 2002:V4ADDR::/48
@@ -176,8 +184,7 @@ int url_policy_allow_address(struct url_policy *p, const char *ip, struct pm_err
     return PM_OK;
 }
 
-static int addr_allowed(const struct url_policy *p, const struct url_addr *a,
-                        enum addr_class *cls)
+static int addr_allowed(const struct url_policy *p, const struct url_addr *a, enum addr_class *cls)
 {
     enum addr_class c = classify_v6(a->b);
     if (cls)
@@ -190,8 +197,8 @@ static int addr_allowed(const struct url_policy *p, const struct url_addr *a,
     return 0;
 }
 
-int url_policy_sockaddr_allowed(const struct url_policy *p, const struct sockaddr *sa,
-                                size_t len, enum addr_class *cls)
+int url_policy_sockaddr_allowed(const struct url_policy *p, const struct sockaddr *sa, size_t len,
+                                enum addr_class *cls)
 {
     struct url_addr a;
     if (sockaddr_to_addr(sa, len, &a)) {

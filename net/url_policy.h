@@ -36,16 +36,16 @@
 
 /** The class of a network address. Only ADDR_PUBLIC is allowed by default. */
 enum addr_class {
-    ADDR_INVALID = 0,     /* not an address (unparsable text, unknown family) */
-    ADDR_PUBLIC,          /* globally routable unicast */
-    ADDR_LOOPBACK,        /* 127.0.0.0/8, ::1 */
-    ADDR_PRIVATE,         /* 10/8, 172.16/12, 192.168/16, fc00::/7, fec0::/10 */
-    ADDR_LINK_LOCAL,      /* 169.254/16 (incl. the metadata endpoint), fe80::/10 */
-    ADDR_CGNAT,           /* 100.64.0.0/10 shared address space */
-    ADDR_UNSPECIFIED,     /* 0.0.0.0/8, :: */
-    ADDR_MULTICAST,       /* 224.0.0.0/4, ff00::/8 */
-    ADDR_RESERVED,        /* 240/4, broadcast, documentation, benchmarking, 192.0.0/24,
-                             IPv4-compatible ::a.b.c.d, 2001:db8::/32, 100::/64 */
+    ADDR_INVALID = 0, /* not an address (unparsable text, unknown family) */
+    ADDR_PUBLIC,      /* globally routable unicast */
+    ADDR_LOOPBACK,    /* 127.0.0.0/8, ::1 */
+    ADDR_PRIVATE,     /* 10/8, 172.16/12, 192.168/16, fc00::/7, fec0::/10 */
+    ADDR_LINK_LOCAL,  /* 169.254/16 (incl. the metadata endpoint), fe80::/10 */
+    ADDR_CGNAT,       /* 100.64.0.0/10 shared address space */
+    ADDR_UNSPECIFIED, /* 0.0.0.0/8, :: */
+    ADDR_MULTICAST,   /* 224.0.0.0/4, ff00::/8 */
+    ADDR_RESERVED,    /* 240/4, broadcast, documentation, benchmarking, 192.0.0/24,
+                         IPv4-compatible ::a.b.c.d, 2001:db8::/32, 100::/64 */
 };
 
 /** The verdict of url_policy_check on a URL string. */
@@ -69,8 +69,8 @@ struct url_addr {
 
 /** The address policy. Caller-owned; set up with url_policy_init, no heap. */
 struct url_policy {
-    int allow_private_network;                  /* allow every address class */
-    size_t nallow;                              /* entries in allow[] */
+    int allow_private_network;                   /* allow every address class */
+    size_t nallow;                               /* entries in allow[] */
     struct url_addr allow[URL_POLICY_ALLOW_MAX]; /* exact addresses allowed anyway */
 };
 
@@ -115,8 +115,8 @@ enum addr_class url_policy_classify_ip(const char *text);
  * May a connection to this socket address be made under policy p? Returns 1 when
  * allowed, 0 when refused; *cls (may be NULL) receives the address class.
  */
-int url_policy_sockaddr_allowed(const struct url_policy *p, const struct sockaddr *sa,
-                                size_t len, enum addr_class *cls);
+int url_policy_sockaddr_allowed(const struct url_policy *p, const struct sockaddr *sa, size_t len,
+                                enum addr_class *cls);
 
 /** Same as url_policy_sockaddr_allowed for a numeric address given as text. */
 int url_policy_ip_allowed(const struct url_policy *p, const char *text, enum addr_class *cls);

@@ -228,7 +228,7 @@ def test_429_waits_for_retry_after_while_other_hosts_go_on():
             assert res[i]["status"] == "success"
             # the other host's URLs finished while the 429 URL was waiting
             assert res[i]["order"] < r429["order"]
-            assert res[i]["elapsed"] < 1.0
+            assert res[i]["elapsed"] < r429["elapsed"]
         assert stats["retries"] == 1
     finally:
         a.close()

@@ -29,7 +29,9 @@ static void test_retry_after(void)
     CHECK(ra("-5", 0, &d) == -1);
     CHECK(ra("1.5", 0, &d) == -1);
     CHECK(ra("soon", 0, &d) == -1);
-    CHECK(http_retry_after_parse("12\0" "3", 4, 0, &d) == -1);
+    CHECK(http_retry_after_parse("12\0"
+                                 "3",
+                                 4, 0, &d) == -1);
     char longv[200];
     memset(longv, 'x', sizeof longv);
     CHECK(http_retry_after_parse(longv, sizeof longv, 0, &d) == -1);
@@ -52,7 +54,7 @@ static void test_robots(void)
     CHECK(rb("nofollow", NULL, NULL) == 0);
     CHECK(rb("all", NULL, NULL) == 0);
     CHECK(rb("", NULL, NULL) == 0);
-    CHECK(rb("noai", "", NULL) == 0);                 // empty list forbids nothing
+    CHECK(rb("noai", "", NULL) == 0);                  // empty list forbids nothing
     CHECK(rb("noindex", "noai,noimageai", NULL) == 0); // custom list
     CHECK(rb("noai", " noai , noimageai ", NULL) == 1);
     CHECK(rb("noaix", NULL, NULL) == 0);
@@ -74,7 +76,7 @@ static void test_robots(void)
     // odd input
     CHECK(rb(":::,,,", NULL, NULL) == 0);
     CHECK(rb("pixelmill:", NULL, NULL) == 0);
-    CHECK(rb(": noai", NULL, NULL) == 1); // empty name: not a scope
+    CHECK(rb(": noai", NULL, NULL) == 1);                          // empty name: not a scope
     CHECK(http_robots_disallowed("noaiXXXX", 4, NULL, NULL) == 1); // length respected
     CHECK(http_robots_disallowed("noa", 3, NULL, NULL) == 0);
     CHECK(http_robots_disallowed(NULL, 0, NULL, NULL) == 0);

@@ -72,7 +72,7 @@ static const struct {
     {"::ffff:169.254.169.254", ADDR_LINK_LOCAL},
     {"::ffff:10.0.0.1", ADDR_PRIVATE},
     {"::ffff:8.8.8.8", ADDR_PUBLIC},
-    {"::127.0.0.1", ADDR_RESERVED}, // deprecated IPv4-compatible
+    {"::127.0.0.1", ADDR_RESERVED},          // deprecated IPv4-compatible
     {"64:ff9b::a9fe:a9fe", ADDR_LINK_LOCAL}, // NAT64 of 169.254.169.254
     {"64:ff9b::808:808", ADDR_PUBLIC},
     {"64:ff9b:1::1", ADDR_PRIVATE},
@@ -165,14 +165,20 @@ static void test_check(void)
     CHECK_STR(info.host, "2606:4700:4700::1111");
     CHECK(info.host_is_ip && info.port == 443);
 
-    const char *schemes[] = {"file:///etc/passwd", "ftp://example.com/a", "gopher://x/",
-                             "data:image/png;base64,AAAA", "javascript:alert(1)",
-                             "dict://x:11211/", "ldap://x/", "HTTPX://x/", "s3://b/k"};
+    const char *schemes[] = {"file:///etc/passwd",
+                             "ftp://example.com/a",
+                             "gopher://x/",
+                             "data:image/png;base64,AAAA",
+                             "javascript:alert(1)",
+                             "dict://x:11211/",
+                             "ldap://x/",
+                             "HTTPX://x/",
+                             "s3://b/k"};
     for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++)
         CHECK(url_policy_check(&p, schemes[i], NULL) == URL_BLOCKED_SCHEME);
 
-    const char *bad[] = {"", "example.com/a.jpg", "//example.com/a", "http://",
-                         "not a url", "http://exa mple.com/"};
+    const char *bad[] = {"",        "example.com/a.jpg", "//example.com/a",
+                         "http://", "not a url",         "http://exa mple.com/"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         enum url_verdict v = url_policy_check(&p, bad[i], NULL);
         if (v != URL_BAD)
@@ -180,12 +186,20 @@ static void test_check(void)
         CHECK(v == URL_BAD);
     }
 
-    const char *blocked[] = {"http://127.0.0.1/", "http://2130706433/", "http://0x7f.1/",
-                             "http://0177.0.0.1/", "http://[::1]:8080/",
-                             "http://[::ffff:127.0.0.1]/", "http://169.254.169.254/latest",
-                             "http://[fe80::1%25eth0]/", "http://10.0.0.1/",
-                             "https://192.168.0.1/", "http://100.64.1.1/", "http://0.0.0.0/",
-                             "http://[fd00::1]/", "http://user:pw@127.0.0.1/"};
+    const char *blocked[] = {"http://127.0.0.1/",
+                             "http://2130706433/",
+                             "http://0x7f.1/",
+                             "http://0177.0.0.1/",
+                             "http://[::1]:8080/",
+                             "http://[::ffff:127.0.0.1]/",
+                             "http://169.254.169.254/latest",
+                             "http://[fe80::1%25eth0]/",
+                             "http://10.0.0.1/",
+                             "https://192.168.0.1/",
+                             "http://100.64.1.1/",
+                             "http://0.0.0.0/",
+                             "http://[fd00::1]/",
+                             "http://user:pw@127.0.0.1/"};
     for (size_t i = 0; i < sizeof blocked / sizeof blocked[0]; i++) {
         enum url_verdict v = url_policy_check(&p, blocked[i], NULL);
         if (v != URL_BLOCKED_ADDRESS)
