@@ -1123,7 +1123,9 @@ int fetcher_poll(struct fetcher *f, int timeout_ms, struct pm_error *err)
             return PM_OK;
     }
     int64_t wait = f->ndone ? 0 : timeout_ms;
-    int64_t due = next_due(f, now);
+    // A due retry can only start when a slot is free; while all are busy, the end of a
+    // transfer (socket activity) is what wakes us, so do not spin on the timer.
+    int64_t due = capacity(f) ? next_due(f, now) : -1;
     if (due >= 0 && due - now < wait)
         wait = due - now;
     CURLMcode mc = curl_multi_poll(f->multi, NULL, 0, (int)wait, NULL);

@@ -538,3 +538,23 @@ def test_http2_multiplexing_with_nginx(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_no_busy_wait_while_full():
+    """A retry that is due while every slot is busy must not make the engine spin: it
+    sleeps in poll until a transfer ends (CPU time stays far below wall time)."""
+    import resource
+    state = State()
+    a, b = Server(state), Server(state)
+    try:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        res, _, wall = fetch([a.url("/once429/spin"), b.url("/slow/2500")], *PRIVATE,
+                             "--concurrency", "1")
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        assert all(r["status"] == "success" for r in res.values())
+        assert wall >= 2.5
+        assert cpu < 0.1 * wall, (cpu, wall)  # spinning took ~0.5 s even on a busy box
+    finally:
+        a.close()
+        b.close()
