@@ -558,3 +558,28 @@ def test_no_busy_wait_while_full():
     finally:
         a.close()
         b.close()
+
+
+def test_threads_share_dns_and_tls_cache(tmp_path):
+    """Four fetchers on four threads with one fetch_share (the rank-thread layout)."""
+    state = State()
+    servers = [Server(state) for _ in range(2)]
+    try:
+        urls = []
+        for i in range(400):
+            s = servers[i % 2]
+            host = "localhost" if i % 3 == 0 else "127.0.0.1"  # names use the shared DNS
+            path = f"/img/{10 + i}" if i % 10 else "/status/404"
+            urls.append(f"http://{host}:{s.port}{path}")
+        res, stats, _ = fetch(urls, *PRIVATE, "--threads", "4", "--concurrency", "16",
+                              stdin=True)
+        for i in range(400):
+            if i % 10:
+                assert res[i]["status"] == "success" and res[i]["bytes"] == 10 + i, res[i]
+            else:
+                assert res[i]["error"] == "http 404"
+        assert stats["completed"] == 400 and stats["succeeded"] == 360
+        assert len(state.requests) == 400
+    finally:
+        for s in servers:
+            s.close()

@@ -6,25 +6,28 @@
  * Prints one JSON line per URL in completion order: index (position in the input),
  * url, status, http, error, bytes, elapsed, attempts, redirects, final_url,
  * content_type, http_version. At the end prints the engine's counters as one JSON line
- * on stderr. Exit status: 0 (whatever the URLs' outcomes), 2 usage error, 1 engine error.
+ * on stderr. With --threads N, N fetchers run in N threads sharing one fetch_share (URL i
+ * goes to thread i % N). Exit status: 0 (whatever the URLs' outcomes), 2 usage error, 1
+ * engine error.
  */
 #include "fetcher.h"
 #include "pm_error.h"
 #include "url_policy.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: pm_fetch_tool [--allow-private-network] [--allow-address IP]...\n"
-            "       [--loopback-only] [--concurrency N] [--retries N] [--timeout S]\n"
-            "       [--connect-timeout S] [--max-bytes N] [--max-host-connections N]\n"
-            "       [--backoff-ms N] [--low-speed BYTES SECS] [--token T]\n"
-            "       [--directives LIST] [--ca-file F] [--no-http2] URL... (or URLs on stdin)\n");
+    fprintf(out, "usage: pm_fetch_tool [--allow-private-network] [--allow-address IP]...\n"
+                 "       [--loopback-only] [--concurrency N] [--retries N] [--timeout S]\n"
+                 "       [--connect-timeout S] [--max-bytes N] [--max-host-connections N]\n"
+                 "       [--backoff-ms N] [--low-speed BYTES SECS] [--token T]\n"
+                 "       [--directives LIST] [--ca-file F] [--no-http2] [--threads N]\n"
+                 "       URL... (or URLs on stdin)\n");
 }
 
 static const char *status_name(enum fetch_status s)
@@ -58,12 +61,60 @@ static void print_result(const struct fetch_result *r, char **urls)
     json_decref(o);
 }
 
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct worker {
+    const struct fetcher_config *cfg;
+    struct fetch_share *share;
+    char **urls;
+    size_t n, first, step;
+    pthread_t tid;
+    int rc;
+    struct pm_error err;
+    struct fetcher_stats st;
+};
+
+static void *worker_run(void *arg)
+{
+    struct worker *w = arg;
+    struct fetcher *f;
+    w->rc = fetcher_create(w->cfg, w->share, &f, &w->err);
+    if (w->rc)
+        return NULL;
+    struct fetch_result res;
+    fetch_result_init(&res);
+    size_t todo = w->first < w->n ? (w->n - w->first + w->step - 1) / w->step : 0;
+    size_t next = w->first, done = 0;
+    size_t window = (size_t)w->cfg->concurrency * 4;
+    while (done < todo) {
+        while (next < w->n && fetcher_pending(f) < window) {
+            if ((w->rc = fetcher_submit(f, w->urls[next], (void *)(uintptr_t)next, &w->err)))
+                goto out;
+            next += w->step;
+        }
+        if ((w->rc = fetcher_poll(f, 100, &w->err)))
+            goto out;
+        pthread_mutex_lock(&out_lock);
+        while (fetcher_next(f, &res)) {
+            print_result(&res, w->urls);
+            done++;
+        }
+        fflush(stdout);
+        pthread_mutex_unlock(&out_lock);
+    }
+out:
+    fetcher_stats_get(f, &w->st);
+    fetch_result_release(&res);
+    fetcher_free(f);
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     struct fetcher_config cfg;
     fetcher_config_init(&cfg);
     char allow[1024] = "";
-    int first_url = argc;
+    int first_url = argc, nthreads = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int more = i + 1 < argc;
@@ -81,6 +132,12 @@ int main(int argc, char **argv)
             snprintf(allow + n, sizeof allow - n, "%s%s", n ? "," : "", argv[++i]);
         } else if (!strcmp(a, "--concurrency") && more) {
             cfg.concurrency = atoi(argv[++i]);
+        } else if (!strcmp(a, "--threads") && more) {
+            nthreads = atoi(argv[++i]);
+            if (nthreads < 1 || nthreads > 64) {
+                fprintf(stderr, "pm_fetch_tool: --threads must be 1..64\n");
+                return 2;
+            }
         } else if (!strcmp(a, "--retries") && more) {
             cfg.retries = atoi(argv[++i]);
         } else if (!strcmp(a, "--timeout") && more) {
@@ -142,36 +199,54 @@ int main(int argc, char **argv)
     }
 
     struct pm_error err = PM_ERROR_INIT;
-    struct fetcher *f;
-    int rc = fetcher_create(&cfg, NULL, &f, &err);
-    if (rc) {
+    // One fetcher per thread (URL i goes to thread i % nthreads), all sharing one DNS
+    // and TLS session cache, as the download stage's rank threads will.
+    struct fetch_share *share = NULL;
+    if (nthreads > 1 && fetch_share_create(&share, &err)) {
         fprintf(stderr, "pm_fetch_tool: %s\n", err.msg);
-        return rc == PM_ERR_USAGE ? 2 : 1;
+        return 1;
     }
-    struct fetch_result res;
-    fetch_result_init(&res);
-    size_t next = 0, done = 0;
-    size_t window = (size_t)cfg.concurrency * 4;
-    while (done < n) {
-        while (next < n && fetcher_pending(f) < window) {
-            if (fetcher_submit(f, urls[next], (void *)(uintptr_t)next, &err)) {
-                fprintf(stderr, "pm_fetch_tool: %s\n", err.msg);
-                return 1;
-            }
-            next++;
-        }
-        if (fetcher_poll(f, 100, &err)) {
-            fprintf(stderr, "pm_fetch_tool: %s\n", err.msg);
+    struct worker *w = calloc((size_t)nthreads, sizeof *w);
+    if (!w)
+        return 1;
+    for (int t = 0; t < nthreads; t++) {
+        w[t] = (struct worker){.cfg = &cfg,
+                               .share = share,
+                               .urls = urls,
+                               .n = n,
+                               .first = (size_t)t,
+                               .step = (size_t)nthreads};
+        if (t > 0 && pthread_create(&w[t].tid, NULL, worker_run, &w[t]) != 0) {
+            fprintf(stderr, "pm_fetch_tool: cannot start a thread\n");
             return 1;
         }
-        while (fetcher_next(f, &res)) {
-            print_result(&res, urls);
-            done++;
-        }
-        fflush(stdout);
     }
+    worker_run(&w[0]);
     struct fetcher_stats st;
-    fetcher_stats_get(f, &st);
+    memset(&st, 0, sizeof st);
+    int rc = 0;
+    for (int t = 0; t < nthreads; t++) {
+        if (t > 0)
+            pthread_join(w[t].tid, NULL);
+        if (w[t].rc) {
+            fprintf(stderr, "pm_fetch_tool: %s\n", w[t].err.msg);
+            rc = w[t].rc == PM_ERR_USAGE ? 2 : 1;
+        }
+        st.submitted += w[t].st.submitted;
+        st.completed += w[t].st.completed;
+        st.succeeded += w[t].st.succeeded;
+        st.failed += w[t].st.failed;
+        st.disallowed += w[t].st.disallowed;
+        st.attempts += w[t].st.attempts;
+        st.retries += w[t].st.retries;
+        st.connections += w[t].st.connections;
+        st.refused_sockets += w[t].st.refused_sockets;
+        st.body_bytes += w[t].st.body_bytes;
+    }
+    free(w);
+    fetch_share_free(share);
+    if (rc)
+        return rc;
     fprintf(stderr,
             "{\"submitted\":%llu,\"completed\":%llu,\"succeeded\":%llu,\"failed\":%llu,"
             "\"disallowed\":%llu,\"attempts\":%llu,\"retries\":%llu,\"connections\":%llu,"
@@ -181,8 +256,6 @@ int main(int argc, char **argv)
             (unsigned long long)st.disallowed, (unsigned long long)st.attempts,
             (unsigned long long)st.retries, (unsigned long long)st.connections,
             (unsigned long long)st.refused_sockets, (unsigned long long)st.body_bytes);
-    fetch_result_release(&res);
-    fetcher_free(f);
     for (size_t i = 0; i < n; i++)
         free(urls[i]);
     free(urls);
