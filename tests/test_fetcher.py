@@ -344,9 +344,11 @@ def test_refused_addresses_get_zero_requests():
         assert stats["refused_sockets"] >= 4  # the redirects were refused at the socket
 
         # Without the allow list even the origin is refused, by name as well.
+        conns = origin_state.connections
         res, stats, _ = fetch([origin.url("/img/1"), f"http://localhost:{origin.port}/img/1"])
         assert all(r["error"] == "blocked: private address" for r in res.values())
-        assert origin_state.count("/img/1") == 0
+        assert origin_state.count("/img/1") == 0 and origin_state.connections == conns
+        assert stats["connections"] == 0 and stats["refused_sockets"] >= 1
 
         # Control: the target is reachable when private networks are allowed.
         res, _, _ = fetch([to(f"http://127.0.0.2:{p}/img/10")], *PRIVATE)
