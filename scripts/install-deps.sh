@@ -7,7 +7,7 @@ DEB_PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   zlib1g-dev libzstd-dev libsnappy-dev libjansson-dev libxxhash-dev
   libopenmpi-dev openmpi-bin
-  libcurl4-openssl-dev libjpeg62-turbo-dev libwebp-dev libpng-dev libgif-dev libarchive-dev
+  libcurl4-openssl-dev openssl libjpeg62-turbo-dev libwebp-dev libpng-dev libgif-dev libarchive-dev
 )
 PY_PACKAGES=(pyarrow pandas numpy pytest webdataset wids xxhash)
 
