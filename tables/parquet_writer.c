@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -130,7 +131,7 @@ int parquet_codec_parse(const char *name, enum parquet_codec *out)
     if (!name)
         return PM_ERR_USAGE;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        if (strcmp(name, names[i].name) == 0) {
+        if (strcasecmp(name, names[i].name) == 0) {
             if (out)
                 *out = names[i].codec;
             return PM_OK;
