@@ -123,6 +123,123 @@ def check_stats(kind, st, values):
         assert type(got_lo) is type(lo)
 
 
+class CompactReader:
+    """Just enough of the Thrift compact protocol to read Parquet page headers."""
+
+    def __init__(self, data, pos):
+        self.data, self.pos = data, pos
+
+    def byte(self):
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def varint(self):
+        shift = result = 0
+        while True:
+            b = self.byte()
+            result |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return result
+
+    def zigzag(self):
+        v = self.varint()
+        return (v >> 1) ^ -(v & 1)
+
+    def value(self, t):
+        if t in (1, 2):
+            return t == 1
+        if t == 3:
+            return self.byte()
+        if t in (4, 5, 6):
+            return self.zigzag()
+        if t == 7:
+            self.pos += 8
+            return None
+        if t == 8:
+            n = self.varint()
+            self.pos += n
+            return self.data[self.pos - n:self.pos]
+        if t in (9, 10):
+            b = self.byte()
+            n, et = b >> 4, b & 15
+            if n == 15:
+                n = self.varint()
+            return [self.value(et) for _ in range(n)]
+        if t == 12:
+            return self.struct()
+        raise AssertionError(f"unexpected thrift type {t}")
+
+    def struct(self):
+        fields, last = {}, 0
+        while True:
+            b = self.byte()
+            if b == 0:
+                return fields
+            delta, t = b >> 4, b & 15
+            last = last + delta if delta else self.zigzag()
+            fields[last] = self.value(t)
+
+
+PAGE_DATA, PAGE_DICT = 0, 2
+ENC_PLAIN, ENC_RLE_DICT = 0, 8
+
+
+def read_pages(data, cc):
+    """(page type, encoding, num_values, uncompressed size) of each page of a chunk."""
+    start = cc.dictionary_page_offset if cc.has_dictionary_page else cc.data_page_offset
+    assert start == cc.file_offset
+    r, end, pages = CompactReader(data, start), start + cc.total_compressed_size, []
+    while r.pos < end:
+        h = r.struct()
+        sub = h[7] if h[1] == PAGE_DICT else h[5]
+        pages.append((h[1], sub[2], sub[1], h[2]))
+        r.pos += h[3]
+    assert r.pos == end
+    return pages
+
+
+def check_pages(path, md, names, expected):
+    """Page layout: dictionary page first; STRING chunks RLE_DICTIONARY, then PLAIN once
+    the dictionary passes 1 MiB; ~1 MiB pages of at most 131072 values."""
+    data = open(path, "rb").read()
+    start = 0
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        for i, n in enumerate(names):
+            kind, cc = COLUMNS[n][1], rg.column(i)
+            pages = read_pages(data, cc)
+            types = [p[0] for p in pages]
+            assert PAGE_DICT not in types[1:]
+            data_pages = [p for p in pages if p[0] == PAGE_DATA]
+            assert sum(p[2] for p in data_pages) == rg.num_rows
+            for p in data_pages:
+                assert p[2] <= 131072
+                assert p[3] <= (1 << 20) + 130_000 + 4 * 131072  # values + one long string
+            encs = [p[1] for p in data_pages]
+            if kind != "str":
+                assert PAGE_DICT not in types and set(encs) == {ENC_PLAIN}
+                continue
+            values = expected[n][start:start + rg.num_rows]
+            distinct = {v for v in values if v is not None}
+            dict_bytes = sum(4 + len(v) for v in distinct)
+            if types[0] == PAGE_DICT:
+                assert pages[0][1] == ENC_PLAIN and pages[0][2] <= len(distinct)
+                assert pages[0][3] <= 1 << 20
+                # dictionary-encoded pages first, then PLAIN ones after a fallback
+                k = encs.count(ENC_RLE_DICT)
+                assert k > 0 and encs[:k] == [ENC_RLE_DICT] * k
+                assert set(encs[k:]) <= {ENC_PLAIN}
+                if dict_bytes <= 1 << 20:
+                    assert pages[0][2] == len(distinct) and k == len(encs)
+                else:
+                    assert pages[0][2] < len(distinct) and k < len(encs)
+            else:  # no dictionary: only when no value fit (or there are none)
+                assert set(encs) == {ENC_PLAIN}
+                assert not distinct or dict_bytes > 1 << 20
+        start += rg.num_rows
+
+
 def check_file(path, expected, nullable, codec, rg_rows):
     nrows = len(next(iter(expected.values())))
     names = list(expected)
@@ -168,6 +285,7 @@ def check_file(path, expected, nullable, codec, rg_rows):
                 assert cc.has_dictionary_page
                 assert "RLE_DICTIONARY" in cc.encodings
         start += size
+    check_pages(path, md, names, expected)
 
     # values through pyarrow
     table = pq.read_table(path)
