@@ -189,6 +189,18 @@ static int write_all(struct parquet_writer *w, const void *p, size_t n, struct p
 
 // ---- encoding helpers
 
+// bytebuf_append with the common case (room left) inlined: called once or twice per value.
+static inline int put(struct bytebuf *b, const void *p, size_t n)
+{
+    if (b->len + n < b->cap) {
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+        return PM_OK;
+    }
+    return bytebuf_append(b, p, n);
+}
+
 static unsigned bit_width(uint32_t max_value)
 {
     return max_value ? 32u - (unsigned)__builtin_clz(max_value) : 0u;
@@ -614,9 +626,9 @@ static int append_value(struct parquet_writer *w, struct pqw_column *c, const st
         int64_t v = src->ints[r];
         if (c->type == COLUMN_INT32) {
             int32_t x = (int32_t)v;
-            rc = bytebuf_append(&c->plain, &x, 4);
+            rc = put(&c->plain, &x, 4);
         } else {
-            rc = bytebuf_append(&c->plain, &v, 8);
+            rc = put(&c->plain, &v, 8);
         }
         if (!c->has_minmax) {
             c->has_minmax = true;
@@ -632,11 +644,11 @@ static int append_value(struct parquet_writer *w, struct pqw_column *c, const st
         double v;
         if (c->type == COLUMN_FLOAT) {
             float f = (float)src->reals[r];
-            rc = bytebuf_append(&c->plain, &f, 4);
+            rc = put(&c->plain, &f, 4);
             v = f;
         } else {
             v = src->reals[r];
-            rc = bytebuf_append(&c->plain, &v, 8);
+            rc = put(&c->plain, &v, 8);
         }
         if (isnan(v))
             break;
@@ -670,9 +682,9 @@ static int append_value(struct parquet_writer *w, struct pqw_column *c, const st
                 return rc;
         }
         uint32_t len = (uint32_t)n;
-        rc = bytebuf_append(&c->plain, &len, 4);
+        rc = put(&c->plain, &len, 4);
         if (rc == PM_OK)
-            rc = bytebuf_append(&c->plain, s, n);
+            rc = put(&c->plain, s, n);
         if (rc == PM_OK)
             update_string_stats(c, s, n, &rc);
         break;
