@@ -383,3 +383,11 @@ def test_bad_codec_is_usage_error(tmp_path):
     r = run([tool("pm_parquet_write_sample"), tmp_path / "x.parquet", "--codec", "lz4",
              "--rows", "1", "--seed", "1"], check=False)
     assert r.returncode == 2
+
+
+def test_output_is_deterministic(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, _ = write_sample(tmp_path / "a", "gzip", 3000, 4, True, rg_rows=1000)
+    b, _ = write_sample(tmp_path / "b", "gzip", 3000, 4, True, rg_rows=1000)
+    assert a.read_bytes() == b.read_bytes()
