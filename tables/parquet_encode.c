@@ -215,8 +215,7 @@ static void encode_column_metadata(struct tc *t, const struct parquet_encode_col
         tc_i64_field(t, 11, c->dictionary_page_offset);
     tc_field(t, 12, THRIFT_STRUCT);
     encode_statistics(t, &c->stats);
-    size_t kinds = (c->dictionary_pages > 0) + (c->dict_data_pages > 0) +
-                   (c->plain_data_pages > 0);
+    size_t kinds = (c->dictionary_pages > 0) + (c->dict_data_pages > 0) + (c->plain_data_pages > 0);
     if (kinds) {
         tc_field(t, 13, THRIFT_LIST);
         tc_list(t, THRIFT_STRUCT, kinds);
@@ -277,8 +276,7 @@ static void encode_schema_element(struct tc *t, const struct parquet_encode_sche
     tc_struct_end(t);
 }
 
-int parquet_encode_file_metadata(struct bytebuf *out,
-                                 const struct parquet_encode_file_metadata *m)
+int parquet_encode_file_metadata(struct bytebuf *out, const struct parquet_encode_file_metadata *m)
 {
     struct tc t;
     tc_init(&t, out);
@@ -308,7 +306,7 @@ int parquet_encode_file_metadata(struct bytebuf *out,
         tc_field(&t, 7, THRIFT_LIST);
         tc_list(&t, THRIFT_STRUCT, m->num_column_orders);
         for (size_t i = 0; i < m->num_column_orders; i++) {
-            tc_struct_begin(&t); // ColumnOrder union
+            tc_struct_begin(&t);          // ColumnOrder union
             tc_empty_struct_field(&t, 1); // TYPE_ORDER: TypeDefinedOrder {}
             tc_struct_end(&t);
         }

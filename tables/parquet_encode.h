@@ -49,7 +49,7 @@ struct parquet_encode_column_chunk {
     const enum parquet_encoding *encodings;
     size_t num_encodings;
     enum parquet_compression codec;
-    int64_t num_values; /* including nulls */
+    int64_t num_values;              /* including nulls */
     int64_t total_uncompressed_size; /* page headers included */
     int64_t total_compressed_size;   /* page headers included */
     int64_t data_page_offset;
@@ -57,9 +57,9 @@ struct parquet_encode_column_chunk {
     int64_t file_offset;            /* ColumnChunk.file_offset: first byte of the chunk */
     struct parquet_encode_stats stats;
     /* PageEncodingStats, omitted when all three are 0 */
-    int32_t dictionary_pages;     /* dictionary pages (encoding PLAIN) */
-    int32_t dict_data_pages;      /* data pages encoded RLE_DICTIONARY */
-    int32_t plain_data_pages;     /* data pages encoded PLAIN */
+    int32_t dictionary_pages; /* dictionary pages (encoding PLAIN) */
+    int32_t dict_data_pages;  /* data pages encoded RLE_DICTIONARY */
+    int32_t plain_data_pages; /* data pages encoded PLAIN */
 };
 
 struct parquet_encode_row_group {
@@ -113,7 +113,6 @@ int parquet_encode_page_header(struct bytebuf *out, const struct parquet_encode_
 int parquet_encode_row_group(struct bytebuf *out, const struct parquet_encode_row_group *rg);
 
 /** Append a FileMetaData struct (the footer, without its length and magic). */
-int parquet_encode_file_metadata(struct bytebuf *out,
-                                 const struct parquet_encode_file_metadata *m);
+int parquet_encode_file_metadata(struct bytebuf *out, const struct parquet_encode_file_metadata *m);
 
 #endif

@@ -48,11 +48,11 @@ struct pqw_column {
     enum parquet_type ptype;
 
     // page in progress
-    size_t page_rows;    // values including nulls
-    size_t page_nonnull; // values excluding nulls
-    size_t page_cap;     // entries allocated in levels / indices
-    uint8_t *levels;     // definition levels (nullable columns)
-    uint32_t *indices;   // dictionary indices (STRING columns)
+    size_t page_rows;     // values including nulls
+    size_t page_nonnull;  // values excluding nulls
+    size_t page_cap;      // entries allocated in levels / indices
+    uint8_t *levels;      // definition levels (nullable columns)
+    uint32_t *indices;    // dictionary indices (STRING columns)
     struct bytebuf plain; // PLAIN-encoded values
 
     // column chunk in progress
@@ -68,20 +68,20 @@ struct pqw_column {
     struct bytebuf min_s, max_s;
 
     // dictionary of a STRING chunk
-    bool dict_mode;             // new values are looked up in the dictionary
-    struct bytebuf dict_plain;  // entries, PLAIN-encoded (the dictionary page payload)
-    uint64_t *dict_off;         // offset of entry i's length prefix in dict_plain
-    uint32_t *dict_hash;        // low 32 bits of entry i's hash
+    bool dict_mode;            // new values are looked up in the dictionary
+    struct bytebuf dict_plain; // entries, PLAIN-encoded (the dictionary page payload)
+    uint64_t *dict_off;        // offset of entry i's length prefix in dict_plain
+    uint32_t *dict_hash;       // low 32 bits of entry i's hash
     uint32_t dict_count, dict_cap;
-    uint32_t *slots;            // open addressing: entry index + 1, 0 = empty
-    size_t nslots;              // power of two
-    struct bytebuf dict_page;   // header + stored payload, once the dictionary is closed
+    uint32_t *slots;          // open addressing: entry index + 1, 0 = empty
+    size_t nslots;            // power of two
+    struct bytebuf dict_page; // header + stored payload, once the dictionary is closed
 };
 
 struct parquet_writer {
     char *path;
     int fd;
-    int failed;  // sticky status of a failed write or close
+    int failed; // sticky status of a failed write or close
     bool closed;
     enum parquet_codec codec;
     size_t row_group_rows;
@@ -143,12 +143,18 @@ int parquet_codec_parse(const char *name, enum parquet_codec *out)
 static enum parquet_type physical_type(enum column_type t)
 {
     switch (t) {
-    case COLUMN_BOOL: return PARQUET_BOOLEAN;
-    case COLUMN_INT32: return PARQUET_INT32;
-    case COLUMN_INT64: return PARQUET_INT64;
-    case COLUMN_FLOAT: return PARQUET_FLOAT;
-    case COLUMN_DOUBLE: return PARQUET_DOUBLE;
-    case COLUMN_STRING: return PARQUET_BYTE_ARRAY;
+    case COLUMN_BOOL:
+        return PARQUET_BOOLEAN;
+    case COLUMN_INT32:
+        return PARQUET_INT32;
+    case COLUMN_INT64:
+        return PARQUET_INT64;
+    case COLUMN_FLOAT:
+        return PARQUET_FLOAT;
+    case COLUMN_DOUBLE:
+        return PARQUET_DOUBLE;
+    case COLUMN_STRING:
+        return PARQUET_BYTE_ARRAY;
     }
     return PARQUET_INT96; // unreachable for valid types
 }
@@ -156,10 +162,14 @@ static enum parquet_type physical_type(enum column_type t)
 static enum parquet_compression compression_of(enum parquet_codec c)
 {
     switch (c) {
-    case PARQUET_CODEC_NONE: return PARQUET_COMP_UNCOMPRESSED;
-    case PARQUET_CODEC_SNAPPY: return PARQUET_COMP_SNAPPY;
-    case PARQUET_CODEC_GZIP: return PARQUET_COMP_GZIP;
-    case PARQUET_CODEC_ZSTD: return PARQUET_COMP_ZSTD;
+    case PARQUET_CODEC_NONE:
+        return PARQUET_COMP_UNCOMPRESSED;
+    case PARQUET_CODEC_SNAPPY:
+        return PARQUET_COMP_SNAPPY;
+    case PARQUET_CODEC_GZIP:
+        return PARQUET_COMP_GZIP;
+    case PARQUET_CODEC_ZSTD:
+        return PARQUET_COMP_ZSTD;
     }
     return PARQUET_COMP_UNCOMPRESSED;
 }
@@ -174,12 +184,10 @@ static int write_all(struct parquet_writer *w, const void *p, size_t n, struct p
         if (k < 0) {
             if (errno == EINTR)
                 continue;
-            return pm_error_set(err, PM_ERR_IO, "cannot write '%s': %s", w->path,
-                                strerror(errno));
+            return pm_error_set(err, PM_ERR_IO, "cannot write '%s': %s", w->path, strerror(errno));
         }
         if (k == 0)
-            return pm_error_set(err, PM_ERR_IO, "cannot write '%s': write returned 0",
-                                w->path);
+            return pm_error_set(err, PM_ERR_IO, "cannot write '%s': write returned 0", w->path);
         s += k;
         n -= (size_t)k;
         w->offset += k;
@@ -281,7 +289,8 @@ static int compress_into(struct parquet_writer *w, const void *in, size_t n, str
 {
     bytebuf_clear(out);
     switch (w->codec) {
-    case PARQUET_CODEC_NONE: return bytebuf_append(out, in, n);
+    case PARQUET_CODEC_NONE:
+        return bytebuf_append(out, in, n);
     case PARQUET_CODEC_SNAPPY: {
         size_t cap = snappy_max_compressed_length(n);
         int rc = bytebuf_reserve(out, cap);
@@ -339,14 +348,14 @@ static int emit_page(struct parquet_writer *w, struct pqw_column *c, enum parque
     if (w->codec != PARQUET_CODEC_NONE) {
         rc = compress_into(w, stored, stored_len, &w->packed);
         if (rc)
-            return pm_error_set(err, rc, "cannot write '%s': compressing column '%s': %s",
-                                w->path, c->name, pm_strerror(rc));
+            return pm_error_set(err, rc, "cannot write '%s': compressing column '%s': %s", w->path,
+                                c->name, pm_strerror(rc));
         stored = w->packed.data;
         stored_len = w->packed.len;
         if (stored_len > INT32_MAX)
             return pm_error_set(err, PM_ERR_LIMIT,
-                                "cannot write '%s': a page of column '%s' exceeds 2 GiB",
-                                w->path, c->name);
+                                "cannot write '%s': a page of column '%s' exceeds 2 GiB", w->path,
+                                c->name);
     }
     struct parquet_encode_page_header h = {
         .type = type,
@@ -551,8 +560,7 @@ static int dict_grow(struct pqw_column *c)
 
 // Look s up in the dictionary, adding it if new. Returns PM_OK with *index set, or
 // PM_ERR_LIMIT when the dictionary would pass DICT_MAX_BYTES (nothing added).
-static int dict_insert(struct pqw_column *c, const char *s, size_t n, uint32_t *index,
-                       bool *added)
+static int dict_insert(struct pqw_column *c, const char *s, size_t n, uint32_t *index, bool *added)
 {
     uint32_t h = (uint32_t)XXH3_64bits(s, n);
     *added = false;
@@ -704,8 +712,8 @@ static int append_rows(struct parquet_writer *w, struct pqw_column *c, const str
     while (r < end) {
         int rc = ensure_page_cap(c, end - r);
         if (rc)
-            return pm_error_set(err, rc, "cannot write '%s': buffering column '%s': %s",
-                                w->path, c->name, pm_strerror(rc));
+            return pm_error_set(err, rc, "cannot write '%s': buffering column '%s': %s", w->path,
+                                c->name, pm_strerror(rc));
         for (; r < end; r++) {
             bool valid = src->valid[r] != 0;
             if (valid) {
@@ -885,8 +893,8 @@ int parquet_writer_open(struct parquet_writer **out, const char *path,
                             (int)codec);
     for (size_t j = 0; j < ncols; j++) {
         if (!schema[j].name || !schema[j].name[0])
-            return pm_error_set(err, PM_ERR_USAGE,
-                                "cannot write '%s': column %zu has no name", path, j);
+            return pm_error_set(err, PM_ERR_USAGE, "cannot write '%s': column %zu has no name",
+                                path, j);
         if (physical_type(schema[j].type) == PARQUET_INT96)
             return pm_error_set(err, PM_ERR_USAGE,
                                 "cannot write '%s': column '%s' has unknown type %d", path,
@@ -970,8 +978,7 @@ static int check_batch(const struct parquet_writer *w, const struct table_batch 
                 return pm_error_set(err, PM_ERR_USAGE,
                                     "cannot write '%s': null in required column '%s' at row "
                                     "%llu",
-                                    w->path, c->name,
-                                    (unsigned long long)(b->first_row + r));
+                                    w->path, c->name, (unsigned long long)(b->first_row + r));
             }
         }
         if (c->type == COLUMN_INT32) {
@@ -987,19 +994,16 @@ static int check_batch(const struct parquet_writer *w, const struct table_batch 
         }
         if (c->type == COLUMN_STRING) {
             for (size_t r = 0; r < b->nrows; r++) {
-                if (src->offsets[r + 1] < src->offsets[r] ||
-                    src->offsets[r + 1] > src->chars.len)
+                if (src->offsets[r + 1] < src->offsets[r] || src->offsets[r + 1] > src->chars.len)
                     return pm_error_set(err, PM_ERR_USAGE,
                                         "cannot write '%s': column '%s' has bad string "
                                         "offsets at row %llu",
-                                        w->path, c->name,
-                                        (unsigned long long)(b->first_row + r));
+                                        w->path, c->name, (unsigned long long)(b->first_row + r));
                 if (src->offsets[r + 1] - src->offsets[r] > INT32_MAX)
                     return pm_error_set(err, PM_ERR_LIMIT,
                                         "cannot write '%s': string in column '%s' at row %llu "
                                         "exceeds 2 GiB",
-                                        w->path, c->name,
-                                        (unsigned long long)(b->first_row + r));
+                                        w->path, c->name, (unsigned long long)(b->first_row + r));
             }
         }
     }
@@ -1009,11 +1013,9 @@ static int check_batch(const struct parquet_writer *w, const struct table_batch 
 static int check_state(const struct parquet_writer *w, struct pm_error *err)
 {
     if (w->closed)
-        return pm_error_set(err, PM_ERR_USAGE, "cannot write '%s': the writer is closed",
-                            w->path);
+        return pm_error_set(err, PM_ERR_USAGE, "cannot write '%s': the writer is closed", w->path);
     if (w->failed)
-        return pm_error_set(err, w->failed, "cannot write '%s': an earlier write failed",
-                            w->path);
+        return pm_error_set(err, w->failed, "cannot write '%s': an earlier write failed", w->path);
     return PM_OK;
 }
 
@@ -1062,8 +1064,8 @@ int parquet_writer_close(struct parquet_writer *w, struct pm_error *err)
     }
     struct parquet_encode_schema_element *schema = calloc(w->ncols + 1, sizeof *schema);
     if (!schema)
-        return writer_fail(w, pm_error_set(err, PM_ERR_NOMEM, "cannot write '%s': out of memory",
-                                           w->path), err);
+        return writer_fail(
+            w, pm_error_set(err, PM_ERR_NOMEM, "cannot write '%s': out of memory", w->path), err);
     schema[0] = (struct parquet_encode_schema_element){
         .name = "schema", .type = -1, .repetition = -1, .num_children = (int)w->ncols};
     for (size_t j = 0; j < w->ncols; j++) {
@@ -1100,20 +1102,23 @@ int parquet_writer_close(struct parquet_writer *w, struct pm_error *err)
     if (rc == PM_OK)
         rc = bytebuf_append(f, PARQUET_MAGIC, 4);
     if (rc)
-        return writer_fail(w, pm_error_set(err, rc, "cannot write '%s': footer: %s", w->path,
-                                           pm_strerror(rc)), err);
+        return writer_fail(
+            w, pm_error_set(err, rc, "cannot write '%s': footer: %s", w->path, pm_strerror(rc)),
+            err);
     rc = write_all(w, f->data, f->len, err);
     if (rc)
         return writer_fail(w, rc, err);
     // fsync is not supported on pipes and character devices: nothing to make durable
     if (fsync(w->fd) != 0 && errno != EINVAL && errno != ENOTSUP)
-        return writer_fail(w, pm_error_set(err, PM_ERR_IO, "cannot fsync '%s': %s", w->path,
-                                           strerror(errno)), err);
+        return writer_fail(
+            w, pm_error_set(err, PM_ERR_IO, "cannot fsync '%s': %s", w->path, strerror(errno)),
+            err);
     int fd = w->fd;
     w->fd = -1;
     if (close(fd) != 0)
-        return writer_fail(w, pm_error_set(err, PM_ERR_IO, "cannot close '%s': %s", w->path,
-                                           strerror(errno)), err);
+        return writer_fail(
+            w, pm_error_set(err, PM_ERR_IO, "cannot close '%s': %s", w->path, strerror(errno)),
+            err);
     w->closed = true;
     return PM_OK;
 }

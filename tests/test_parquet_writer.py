@@ -202,7 +202,7 @@ def read_pages(data, cc):
 def check_pages(path, md, names, expected):
     """Page layout: dictionary page first; STRING chunks RLE_DICTIONARY, then PLAIN once
     the dictionary passes 1 MiB; ~1 MiB pages of at most 131072 values."""
-    data = open(path, "rb").read()
+    data = path.read_bytes()
     start = 0
     for g in range(md.num_row_groups):
         rg = md.row_group(g)

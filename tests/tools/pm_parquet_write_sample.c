@@ -29,8 +29,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { COL_B, COL_I32, COL_I64, COL_F32, COL_F64, COL_S, COL_CAT, COL_U, COL_ZEROS, COL_ALLNAN,
-       NCOLS };
+enum {
+    COL_B,
+    COL_I32,
+    COL_I64,
+    COL_F32,
+    COL_F64,
+    COL_S,
+    COL_CAT,
+    COL_U,
+    COL_ZEROS,
+    COL_ALLNAN,
+    NCOLS
+};
 
 static uint64_t rng_state;
 
@@ -69,21 +80,30 @@ static const uint32_t f32_quiet[] = {
 static const uint32_t f32_extreme[] = {0x7f800000, 0xff800000, 0x7f7fffff, 0xff7fffff};
 
 static const uint64_t f64_quiet[] = {
-    0x7ff8000000000000, 0xfff8000000000001, 0x7ff800000000beef,
-    0x8000000000000000, 0x0000000000000000,
-    0x0000000000000001, 0x800fffffffffffff, 0x0010000000000000,
+    0x7ff8000000000000, 0xfff8000000000001, 0x7ff800000000beef, 0x8000000000000000,
+    0x0000000000000000, 0x0000000000000001, 0x800fffffffffffff, 0x0010000000000000,
     0x47efffffe0000000, 0x36a0000000000000, // FLT_MAX and FLT_TRUE_MIN as doubles
 };
-static const uint64_t f64_extreme[] = {0x7ff0000000000000, 0xfff0000000000000,
-                                       0x7fefffffffffffff, 0xffefffffffffffff};
+static const uint64_t f64_extreme[] = {0x7ff0000000000000, 0xfff0000000000000, 0x7fefffffffffffff,
+                                       0xffefffffffffffff};
 
-static const char *const cats[] = {
-    "", "cat", "dog", "\xc3\xbc" "n" "\xc3\xaf" "c" "\xc3\xb6" "d\xc3\xa9", // u-umlaut...
-    "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e", "a", "b", "success", "failed_to_download", "zzz",
-    "Zebra", "\xf0\x9f\x98\x80"};
+static const char *const cats[] = {"",
+                                   "cat",
+                                   "dog",
+                                   u8"\u00fcn\u00efc\u00f6d\u00e9",
+                                   u8"\u65e5\u672c\u8a9e",
+                                   "a",
+                                   "b",
+                                   "success",
+                                   "failed_to_download",
+                                   "zzz",
+                                   "Zebra",
+                                   "\xf0\x9f\x98\x80"};
 
-static const char *const pieces[] = {"\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac", "\xf0\x9f\x98\x80",
-                                     "\xc3\x9f", "\xe2\x82\xac", "a", "\xce\xa9", "Z"};
+static const char *const pieces[] = {"\xc3\xa9",         "\xe6\x97\xa5\xe6\x9c\xac",
+                                     "\xf0\x9f\x98\x80", "\xc3\x9f",
+                                     "\xe2\x82\xac",     "a",
+                                     "\xce\xa9",         "Z"};
 
 struct sample {
     char *buf; // scratch for a generated string
@@ -209,7 +229,7 @@ int main(int argc, char **argv)
             return usage();
     }
     struct parquet_writer_options opt = {PARQUET_CODEC_ZSTD, (size_t)rg_rows};
-    static const char *const names[NCOLS] = {"b", "i32", "i64", "f32", "f64",
+    static const char *const names[NCOLS] = {"b", "i32", "i64", "f32",   "f64",
                                              "s", "cat", "u",   "zeros", "allnan"};
     static const enum column_type types[NCOLS] = {
         COLUMN_BOOL,   COLUMN_INT32,  COLUMN_INT64,  COLUMN_FLOAT,  COLUMN_DOUBLE,

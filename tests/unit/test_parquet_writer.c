@@ -53,14 +53,13 @@ static bool looks_like_parquet(const char *path)
     if (!f)
         return false;
     char head[4], tail[8];
-    bool ok = fread(head, 1, 4, f) == 4 && fseek(f, -8, SEEK_END) == 0 &&
-              fread(tail, 1, 8, f) == 8;
+    bool ok = fread(head, 1, 4, f) == 4 && fseek(f, -8, SEEK_END) == 0 && fread(tail, 1, 8, f) == 8;
     long size = ftell(f);
     fclose(f);
     uint32_t footer;
     memcpy(&footer, tail, 4);
-    return ok && memcmp(head, "PAR1", 4) == 0 && memcmp(tail + 4, "PAR1", 4) == 0 &&
-           footer > 0 && (long)footer + 12 <= size;
+    return ok && memcmp(head, "PAR1", 4) == 0 && memcmp(tail + 4, "PAR1", 4) == 0 && footer > 0 &&
+           (long)footer + 12 <= size;
 }
 
 static void test_codec_parse(void)
