@@ -26,6 +26,10 @@
 #define PQ_MAX_HEADER ((size_t)64 << 20)    // one PageHeader (statistics included)
 #define PQ_STEP 65536                       // values decoded per inner step
 
+// ConvertedType values the reader looks at (parquet.thrift).
+#define PQ_CONVERTED_UINT_32 13
+#define PQ_CONVERTED_UINT_64 14
+
 // ---------------------------------------------------------------------------------
 // RLE / bit-packed hybrid decoder (definition levels, dictionary indices, booleans).
 
@@ -190,6 +194,7 @@ static int rle_get_bits(struct pq_rle *d, uint8_t *out, size_t n)
 struct pq_leaf {
     struct column_info info;
     int ptype;
+    bool u32; // INT32 annotated UINT_32: read zero-extended into an INT64 column
     bool supported;
     char why[160]; // why unsupported
 };
@@ -457,8 +462,17 @@ static int build_schema(struct parquet_reader *r, struct pm_error *err)
         L->supported = true;
         switch (e->type) {
         case PARQUET_BOOLEAN: L->info.type = COLUMN_BOOL; break;
-        case PARQUET_INT32: L->info.type = COLUMN_INT32; break;
-        case PARQUET_INT64: L->info.type = COLUMN_INT64; break;
+        case PARQUET_INT32:
+            L->u32 = e->has_converted_type && e->converted_type == PQ_CONVERTED_UINT_32;
+            L->info.type = L->u32 ? COLUMN_INT64 : COLUMN_INT32;
+            break;
+        case PARQUET_INT64:
+            L->info.type = COLUMN_INT64;
+            if (e->has_converted_type && e->converted_type == PQ_CONVERTED_UINT_64) {
+                L->supported = false; // values above INT64_MAX would not fit
+                snprintf(L->why, sizeof L->why, "type UINT_64");
+            }
+            break;
         case PARQUET_FLOAT: L->info.type = COLUMN_FLOAT; break;
         case PARQUET_DOUBLE: L->info.type = COLUMN_DOUBLE; break;
         case PARQUET_BYTE_ARRAY: L->info.type = COLUMN_STRING; break;
@@ -525,6 +539,9 @@ static int check_row_groups(struct parquet_reader *r, struct pm_error *err)
         }
     }
     r->rg_first_row[m->num_row_groups] = total;
+    for (size_t j = 0; j < r->nleaves; j++)
+        if (!r->leaves[j].supported)
+            r->leaves[j].info.type = COLUMN_STRING; // as parquet_reader.h documents
     if (m->num_rows != total)
         return pm_error_set(err, PM_ERR_FORMAT,
                             "'%s': footer says %lld rows, row groups hold %lld", r->name,
@@ -888,6 +905,13 @@ static int page_bytes(struct parquet_reader *r, struct pq_col *c, const uint8_t 
     return decompress(r, c, body, csize, c->page, usize, err);
 }
 
+static uint32_t le32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
 static int load_dictionary(struct parquet_reader *r, struct pq_col *c, const uint8_t *p,
                            size_t n, int32_t count, int enc, struct pm_error *err)
 {
@@ -919,6 +943,9 @@ static int load_dictionary(struct parquet_reader *r, struct pq_col *c, const uin
             return col_err(r, c, err, PM_ERR_NOMEM, "out of memory");
         if (w == 8) {
             memcpy(c->dict_i, p, k * 8);
+        } else if (r->leaves[c->leaf].u32) {
+            for (size_t i = 0; i < k; i++)
+                c->dict_i[i] = le32(p + 4 * i);
         } else {
             for (size_t i = 0; i < k; i++) {
                 int32_t v;
@@ -974,13 +1001,6 @@ static int load_dictionary(struct parquet_reader *r, struct pq_col *c, const uin
     c->dict_n = k;
     c->has_dict = true;
     return PM_OK;
-}
-
-static uint32_t le32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
 }
 
 // Set up the value decoder for a data page's values in [p, end).
@@ -1207,10 +1227,15 @@ static int decode_values(struct parquet_reader *r, struct pq_col *c, struct colu
                 return col_err(r, c, err, PM_ERR_FORMAT, "INT32 values truncated");
             int64_t *d = col->ints + at;
             const uint8_t *p = c->vp;
-            for (size_t i = 0; i < k; i++) {
-                int32_t v;
-                memcpy(&v, p + 4 * i, 4);
-                d[i] = v;
+            if (r->leaves[c->leaf].u32) {
+                for (size_t i = 0; i < k; i++)
+                    d[i] = le32(p + 4 * i);
+            } else {
+                for (size_t i = 0; i < k; i++) {
+                    int32_t v;
+                    memcpy(&v, p + 4 * i, 4);
+                    d[i] = v;
+                }
             }
             c->vp += 4 * k;
             return PM_OK;

@@ -2,7 +2,9 @@
  * pm_parquet_dump — print what parquet_reader sees, in a canonical exact text form, so
  * tests can compare it with pyarrow.
  *
- *   pm_parquet_dump FILE [--columns a,b] [--row-groups FIRST:COUNT] [--batch N]
+ *   pm_parquet_dump FILE [--columns a,b] [--row-groups FIRST:COUNT] [--batch N] [--memory]
+ *
+ * --memory loads the file into memory and reads it with parquet_reader_open_memory.
  *
  * Line 1: {"num_rows":N,"row_groups":[rows,...],"columns":[{"name":..,"type":..,
  *          "nullable":..,"supported":..},...]}
@@ -17,6 +19,7 @@
 #include "parquet_reader.h"
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,11 +56,14 @@ int main(int argc, char **argv)
 {
     const char *path = NULL, *columns = NULL, *groups = NULL;
     size_t batch_rows = 1000;
+    bool memory = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--columns") && i + 1 < argc)
             columns = argv[++i];
         else if (!strcmp(argv[i], "--row-groups") && i + 1 < argc)
             groups = argv[++i];
+        else if (!strcmp(argv[i], "--memory"))
+            memory = true;
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc)
             batch_rows = strtoull(argv[++i], NULL, 10);
         else if (!path && argv[i][0] != '-')
@@ -72,7 +78,34 @@ int main(int argc, char **argv)
     setvbuf(stdout, obuf, _IOFBF, sizeof obuf);
     struct pm_error err = PM_ERROR_INIT;
     struct parquet_reader *r = NULL;
-    if (parquet_reader_open(&r, path, &err)) {
+    char *mem = NULL;
+    if (memory) {
+        FILE *f = fopen(path, "rb");
+        size_t cap = 1 << 16, len = 0;
+        mem = malloc(cap);
+        while (f && mem) {
+            if (len == cap) {
+                char *p = realloc(mem, cap *= 2);
+                if (!p)
+                    break;
+                mem = p;
+            }
+            size_t k = fread(mem + len, 1, cap - len, f);
+            if (k == 0)
+                break;
+            len += k;
+        }
+        if (!f || !mem) {
+            fprintf(stderr, "pm_parquet_dump: cannot read '%s'\n", path);
+            return 1;
+        }
+        fclose(f);
+        if (parquet_reader_open_memory(&r, mem, len, path, &err)) {
+            fprintf(stderr, "pm_parquet_dump: %s\n", err.msg);
+            free(mem);
+            return 1;
+        }
+    } else if (parquet_reader_open(&r, path, &err)) {
         fprintf(stderr, "pm_parquet_dump: %s\n", err.msg);
         return 1;
     }
@@ -214,6 +247,7 @@ out:
     free(sel);
     free(schema);
     parquet_reader_free(r);
+    free(mem);
     fflush(stdout);
     return rc;
 }
