@@ -899,6 +899,19 @@ static int page_bytes(struct parquet_reader *r, struct pq_col *c, const uint8_t 
         *out = body;
         return PM_OK;
     }
+    if (c->codec == PARQUET_COMP_SNAPPY) {
+        // Check the claimed size before allocating for it.
+        size_t ulen;
+        if (snappy_uncompressed_length((const char *)body, csize, &ulen) != SNAPPY_OK ||
+            ulen != usize)
+            return col_err(r, c, err, PM_ERR_FORMAT, "bad snappy data");
+    } else if (c->codec == PARQUET_COMP_ZSTD) {
+        // (a first frame larger than the page is an error; several frames are allowed)
+        unsigned long long fs = ZSTD_getFrameContentSize(body, csize);
+        if (fs == ZSTD_CONTENTSIZE_ERROR ||
+            (fs != ZSTD_CONTENTSIZE_UNKNOWN && fs > (unsigned long long)usize))
+            return col_err(r, c, err, PM_ERR_FORMAT, "bad zstd data");
+    }
     if (grow(&c->page, &c->page_cap, usize ? usize : 1))
         return col_err(r, c, err, PM_ERR_NOMEM, "out of memory");
     *out = c->page;

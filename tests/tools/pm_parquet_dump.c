@@ -5,6 +5,8 @@
  *   pm_parquet_dump FILE [--columns a,b] [--row-groups FIRST:COUNT] [--batch N] [--memory]
  *
  * --memory loads the file into memory and reads it with parquet_reader_open_memory.
+ * --quiet reads everything but prints only the schema line and {"rows":N,"seconds":S}
+ * (for timing the reader).
  *
  * Line 1: {"num_rows":N,"row_groups":[rows,...],"columns":[{"name":..,"type":..,
  *          "nullable":..,"supported":..},...]}
@@ -23,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void put_string(FILE *out, const char *s, size_t n)
 {
@@ -48,7 +51,7 @@ static void put_string(FILE *out, const char *s, size_t n)
 static int usage(void)
 {
     fprintf(stderr, "usage: pm_parquet_dump FILE [--columns a,b] [--row-groups FIRST:COUNT] "
-                    "[--batch N]\n");
+                    "[--batch N] [--memory] [--quiet]\n");
     return 2;
 }
 
@@ -56,12 +59,14 @@ int main(int argc, char **argv)
 {
     const char *path = NULL, *columns = NULL, *groups = NULL;
     size_t batch_rows = 1000;
-    bool memory = false;
+    bool memory = false, quiet = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--columns") && i + 1 < argc)
             columns = argv[++i];
         else if (!strcmp(argv[i], "--row-groups") && i + 1 < argc)
             groups = argv[++i];
+        else if (!strcmp(argv[i], "--quiet"))
+            quiet = true;
         else if (!strcmp(argv[i], "--memory"))
             memory = true;
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc)
@@ -180,6 +185,8 @@ int main(int argc, char **argv)
         rc = 1;
         goto out;
     }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         if (parquet_reader_next(r, &batch, batch_rows, &err)) {
             fflush(stdout);
@@ -209,6 +216,8 @@ int main(int argc, char **argv)
             }
         }
         next_row += batch.nrows;
+        if (quiet)
+            continue;
         for (size_t i = 0; i < batch.nrows; i++) {
             putchar('[');
             for (size_t j = 0; j < nsel; j++) {
@@ -242,6 +251,10 @@ int main(int argc, char **argv)
             putchar('\n');
         }
     }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (quiet && rc == 0)
+        printf("{\"rows\":%" PRIu64 ",\"seconds\":%.6f}\n", next_row,
+               (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
 out:
     table_batch_release(&batch);
     free(sel);
