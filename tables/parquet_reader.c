@@ -21,10 +21,10 @@
 #endif
 
 // Sanity limits on untrusted sizes.
-#define PQ_MAX_PAGE ((size_t)1 << 30)       // one page, compressed or not
-#define PQ_MAX_FOOTER ((size_t)1 << 30)     // the FileMetaData
-#define PQ_MAX_HEADER ((size_t)64 << 20)    // one PageHeader (statistics included)
-#define PQ_STEP 65536                       // values decoded per inner step
+#define PQ_MAX_PAGE ((size_t)1 << 30)    // one page, compressed or not
+#define PQ_MAX_FOOTER ((size_t)1 << 30)  // the FileMetaData
+#define PQ_MAX_HEADER ((size_t)64 << 20) // one PageHeader (statistics included)
+#define PQ_STEP 65536                    // values decoded per inner step
 
 // ConvertedType values the reader looks at (parquet.thrift).
 #define PQ_CONVERTED_UINT_32 13
@@ -258,53 +258,81 @@ struct parquet_reader {
 static const char *encoding_name(int e)
 {
     switch (e) {
-    case PARQUET_ENC_PLAIN: return "PLAIN";
-    case PARQUET_ENC_PLAIN_DICTIONARY: return "PLAIN_DICTIONARY";
-    case PARQUET_ENC_RLE: return "RLE";
-    case PARQUET_ENC_BIT_PACKED: return "BIT_PACKED";
-    case PARQUET_ENC_DELTA_BINARY_PACKED: return "DELTA_BINARY_PACKED";
-    case PARQUET_ENC_DELTA_LENGTH_BYTE_ARRAY: return "DELTA_LENGTH_BYTE_ARRAY";
-    case PARQUET_ENC_DELTA_BYTE_ARRAY: return "DELTA_BYTE_ARRAY";
-    case PARQUET_ENC_RLE_DICTIONARY: return "RLE_DICTIONARY";
-    case PARQUET_ENC_BYTE_STREAM_SPLIT: return "BYTE_STREAM_SPLIT";
-    default: return "unknown";
+    case PARQUET_ENC_PLAIN:
+        return "PLAIN";
+    case PARQUET_ENC_PLAIN_DICTIONARY:
+        return "PLAIN_DICTIONARY";
+    case PARQUET_ENC_RLE:
+        return "RLE";
+    case PARQUET_ENC_BIT_PACKED:
+        return "BIT_PACKED";
+    case PARQUET_ENC_DELTA_BINARY_PACKED:
+        return "DELTA_BINARY_PACKED";
+    case PARQUET_ENC_DELTA_LENGTH_BYTE_ARRAY:
+        return "DELTA_LENGTH_BYTE_ARRAY";
+    case PARQUET_ENC_DELTA_BYTE_ARRAY:
+        return "DELTA_BYTE_ARRAY";
+    case PARQUET_ENC_RLE_DICTIONARY:
+        return "RLE_DICTIONARY";
+    case PARQUET_ENC_BYTE_STREAM_SPLIT:
+        return "BYTE_STREAM_SPLIT";
+    default:
+        return "unknown";
     }
 }
 
 static const char *codec_name(int c)
 {
     switch (c) {
-    case PARQUET_COMP_UNCOMPRESSED: return "UNCOMPRESSED";
-    case PARQUET_COMP_SNAPPY: return "SNAPPY";
-    case PARQUET_COMP_GZIP: return "GZIP";
-    case PARQUET_COMP_LZO: return "LZO";
-    case PARQUET_COMP_BROTLI: return "BROTLI";
-    case PARQUET_COMP_LZ4: return "LZ4";
-    case PARQUET_COMP_ZSTD: return "ZSTD";
-    case PARQUET_COMP_LZ4_RAW: return "LZ4_RAW";
-    default: return "unknown";
+    case PARQUET_COMP_UNCOMPRESSED:
+        return "UNCOMPRESSED";
+    case PARQUET_COMP_SNAPPY:
+        return "SNAPPY";
+    case PARQUET_COMP_GZIP:
+        return "GZIP";
+    case PARQUET_COMP_LZO:
+        return "LZO";
+    case PARQUET_COMP_BROTLI:
+        return "BROTLI";
+    case PARQUET_COMP_LZ4:
+        return "LZ4";
+    case PARQUET_COMP_ZSTD:
+        return "ZSTD";
+    case PARQUET_COMP_LZ4_RAW:
+        return "LZ4_RAW";
+    default:
+        return "unknown";
     }
 }
 
 static const char *ptype_name(int t)
 {
     switch (t) {
-    case PARQUET_BOOLEAN: return "BOOLEAN";
-    case PARQUET_INT32: return "INT32";
-    case PARQUET_INT64: return "INT64";
-    case PARQUET_INT96: return "INT96";
-    case PARQUET_FLOAT: return "FLOAT";
-    case PARQUET_DOUBLE: return "DOUBLE";
-    case PARQUET_BYTE_ARRAY: return "BYTE_ARRAY";
-    case PARQUET_FIXED_LEN_BYTE_ARRAY: return "FIXED_LEN_BYTE_ARRAY";
-    default: return "unknown";
+    case PARQUET_BOOLEAN:
+        return "BOOLEAN";
+    case PARQUET_INT32:
+        return "INT32";
+    case PARQUET_INT64:
+        return "INT64";
+    case PARQUET_INT96:
+        return "INT96";
+    case PARQUET_FLOAT:
+        return "FLOAT";
+    case PARQUET_DOUBLE:
+        return "DOUBLE";
+    case PARQUET_BYTE_ARRAY:
+        return "BYTE_ARRAY";
+    case PARQUET_FIXED_LEN_BYTE_ARRAY:
+        return "FIXED_LEN_BYTE_ARRAY";
+    default:
+        return "unknown";
     }
 }
 
 static bool codec_supported(int c)
 {
-    return c == PARQUET_COMP_UNCOMPRESSED || c == PARQUET_COMP_SNAPPY ||
-           c == PARQUET_COMP_GZIP || c == PARQUET_COMP_ZSTD;
+    return c == PARQUET_COMP_UNCOMPRESSED || c == PARQUET_COMP_SNAPPY || c == PARQUET_COMP_GZIP ||
+           c == PARQUET_COMP_ZSTD;
 }
 
 static bool value_encoding_unsupported(int e)
@@ -315,11 +343,11 @@ static bool value_encoding_unsupported(int e)
 
 // An error about column chunk `c` of the current row group, naming file, row group,
 // column and page.
-static int col_err(struct parquet_reader *r, const struct pq_col *c, struct pm_error *err,
-                   int code, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int col_err(struct parquet_reader *r, const struct pq_col *c, struct pm_error *err, int code,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
-static int col_err(struct parquet_reader *r, const struct pq_col *c, struct pm_error *err,
-                   int code, const char *fmt, ...)
+static int col_err(struct parquet_reader *r, const struct pq_col *c, struct pm_error *err, int code,
+                   const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -345,8 +373,7 @@ static int read_at(struct parquet_reader *r, uint64_t off, void *buf, size_t n,
         if (k < 0 && errno == EINTR)
             continue;
         if (k < 0)
-            return pm_error_set(err, PM_ERR_IO, "cannot read '%s': %s", r->name,
-                                strerror(errno));
+            return pm_error_set(err, PM_ERR_IO, "cannot read '%s': %s", r->name, strerror(errno));
         if (k == 0)
             return pm_error_set(err, PM_ERR_FORMAT, "'%s': unexpected end of file", r->name);
         done += (size_t)k;
@@ -405,15 +432,14 @@ static int build_schema(struct parquet_reader *r, struct pm_error *err)
         }
         left[depth - 1]--;
         if (i >= n) {
-            rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': schema has too few elements",
-                              r->name);
+            rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': schema has too few elements", r->name);
             goto out;
         }
         const struct pq_schema_element *e = &m->schema[i];
         parent[i] = (int)stack[depth - 1];
         if (e->has_num_children && e->num_children < 0) {
-            rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': bad schema element '%s'", r->name,
-                              e->name);
+            rc =
+                pm_error_set(err, PM_ERR_FORMAT, "'%s': bad schema element '%s'", r->name, e->name);
             goto out;
         }
         if (e->has_num_children && (e->num_children > 0 || !e->has_type)) {
@@ -424,8 +450,8 @@ static int build_schema(struct parquet_reader *r, struct pm_error *err)
             continue;
         }
         if (!e->has_type) {
-            rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': schema leaf '%s' has no type",
-                              r->name, e->name);
+            rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': schema leaf '%s' has no type", r->name,
+                              e->name);
             goto out;
         }
         // A leaf: dotted path from the root's child down.
@@ -461,7 +487,9 @@ static int build_schema(struct parquet_reader *r, struct pm_error *err)
         L->info.nullable = e->has_repetition && e->repetition == PARQUET_OPTIONAL;
         L->supported = true;
         switch (e->type) {
-        case PARQUET_BOOLEAN: L->info.type = COLUMN_BOOL; break;
+        case PARQUET_BOOLEAN:
+            L->info.type = COLUMN_BOOL;
+            break;
         case PARQUET_INT32:
             L->u32 = e->has_converted_type && e->converted_type == PQ_CONVERTED_UINT_32;
             L->info.type = L->u32 ? COLUMN_INT64 : COLUMN_INT32;
@@ -473,9 +501,15 @@ static int build_schema(struct parquet_reader *r, struct pm_error *err)
                 snprintf(L->why, sizeof L->why, "type UINT_64");
             }
             break;
-        case PARQUET_FLOAT: L->info.type = COLUMN_FLOAT; break;
-        case PARQUET_DOUBLE: L->info.type = COLUMN_DOUBLE; break;
-        case PARQUET_BYTE_ARRAY: L->info.type = COLUMN_STRING; break;
+        case PARQUET_FLOAT:
+            L->info.type = COLUMN_FLOAT;
+            break;
+        case PARQUET_DOUBLE:
+            L->info.type = COLUMN_DOUBLE;
+            break;
+        case PARQUET_BYTE_ARRAY:
+            L->info.type = COLUMN_STRING;
+            break;
         default:
             L->info.type = COLUMN_STRING;
             L->supported = false;
@@ -488,8 +522,8 @@ static int build_schema(struct parquet_reader *r, struct pm_error *err)
         i++;
     }
     if (i != n)
-        rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': schema has %zu stray elements", r->name,
-                          n - i);
+        rc =
+            pm_error_set(err, PM_ERR_FORMAT, "'%s': schema has %zu stray elements", r->name, n - i);
 out:
     free(parent);
     free(left);
@@ -507,12 +541,12 @@ static int check_row_groups(struct parquet_reader *r, struct pm_error *err)
     for (size_t g = 0; g < m->num_row_groups; g++) {
         struct pq_row_group *rg = &m->row_groups[g];
         if (rg->num_rows < 0 || rg->num_rows > INT64_MAX - total)
-            return pm_error_set(err, PM_ERR_FORMAT, "'%s': row group %zu: bad row count",
-                                r->name, g);
+            return pm_error_set(err, PM_ERR_FORMAT, "'%s': row group %zu: bad row count", r->name,
+                                g);
         if (rg->num_columns != r->nleaves)
             return pm_error_set(err, PM_ERR_FORMAT,
-                                "'%s': row group %zu has %zu columns, schema has %zu",
-                                r->name, g, rg->num_columns, r->nleaves);
+                                "'%s': row group %zu has %zu columns, schema has %zu", r->name, g,
+                                rg->num_columns, r->nleaves);
         r->rg_first_row[g] = total;
         total += rg->num_rows;
         for (size_t j = 0; j < rg->num_columns; j++) {
@@ -543,9 +577,8 @@ static int check_row_groups(struct parquet_reader *r, struct pm_error *err)
         if (!r->leaves[j].supported)
             r->leaves[j].info.type = COLUMN_STRING; // as parquet_reader.h documents
     if (m->num_rows != total)
-        return pm_error_set(err, PM_ERR_FORMAT,
-                            "'%s': footer says %lld rows, row groups hold %lld", r->name,
-                            (long long)m->num_rows, (long long)total);
+        return pm_error_set(err, PM_ERR_FORMAT, "'%s': footer says %lld rows, row groups hold %lld",
+                            r->name, (long long)m->num_rows, (long long)total);
     return PM_OK;
 }
 
@@ -597,8 +630,7 @@ static void rewind_range(struct parquet_reader *r)
 static int finish_open(struct parquet_reader *r, struct pm_error *err)
 {
     if (r->size < 12)
-        return pm_error_set(err, PM_ERR_FORMAT, "'%s': too small for a Parquet file",
-                            r->name);
+        return pm_error_set(err, PM_ERR_FORMAT, "'%s': too small for a Parquet file", r->name);
     uint8_t head[4], tail[8];
     int rc = read_at(r, 0, head, 4, err);
     if (!rc)
@@ -607,10 +639,8 @@ static int finish_open(struct parquet_reader *r, struct pm_error *err)
         return rc;
     if (memcmp(head, PARQUET_MAGIC, 4) || memcmp(tail + 4, PARQUET_MAGIC, 4)) {
         if (!memcmp(tail + 4, "PARE", 4))
-            return pm_error_set(err, PM_ERR_UNSUPPORTED, "'%s': encrypted Parquet file",
-                                r->name);
-        return pm_error_set(err, PM_ERR_FORMAT, "'%s': not a Parquet file (bad magic)",
-                            r->name);
+            return pm_error_set(err, PM_ERR_UNSUPPORTED, "'%s': encrypted Parquet file", r->name);
+        return pm_error_set(err, PM_ERR_FORMAT, "'%s': not a Parquet file (bad magic)", r->name);
     }
     uint32_t flen = (uint32_t)tail[0] | (uint32_t)tail[1] << 8 | (uint32_t)tail[2] << 16 |
                     (uint32_t)tail[3] << 24;
@@ -637,8 +667,7 @@ static int finish_open(struct parquet_reader *r, struct pm_error *err)
     if (trc == PQ_THRIFT_NOMEM)
         return pm_error_set(err, PM_ERR_NOMEM, "'%s': out of memory", r->name);
     if (trc)
-        return pm_error_set(err, PM_ERR_FORMAT, "'%s': malformed footer (FileMetaData)",
-                            r->name);
+        return pm_error_set(err, PM_ERR_FORMAT, "'%s': malformed footer (FileMetaData)", r->name);
     if (r->meta.encrypted)
         return pm_error_set(err, PM_ERR_UNSUPPORTED, "'%s': encrypted Parquet file", r->name);
     rc = build_schema(r, err);
@@ -676,8 +705,8 @@ int parquet_reader_open(struct parquet_reader **out, const char *path, struct pm
     if (r->fd < 0) {
         int e = errno;
         parquet_reader_free(r);
-        return pm_error_set(err, e == ENOENT ? PM_ERR_NOT_FOUND : PM_ERR_IO,
-                            "cannot open '%s': %s", path, strerror(e));
+        return pm_error_set(err, e == ENOENT ? PM_ERR_NOT_FOUND : PM_ERR_IO, "cannot open '%s': %s",
+                            path, strerror(e));
     }
     struct stat st;
     if (fstat(r->fd, &st) || !S_ISREG(st.st_mode)) {
@@ -768,12 +797,12 @@ bool parquet_reader_column_supported(const struct parquet_reader *r, size_t i)
 static int check_supported(struct parquet_reader *r, size_t leaf, struct pm_error *err)
 {
     if (leaf >= r->nleaves)
-        return pm_error_set(err, PM_ERR_NOT_FOUND, "'%s': no column %zu (file has %zu)",
-                            r->name, leaf, r->nleaves);
+        return pm_error_set(err, PM_ERR_NOT_FOUND, "'%s': no column %zu (file has %zu)", r->name,
+                            leaf, r->nleaves);
     const struct pq_leaf *L = &r->leaves[leaf];
     if (!L->supported)
-        return pm_error_set(err, PM_ERR_UNSUPPORTED, "'%s': column '%s': unsupported %s",
-                            r->name, L->info.name, L->why);
+        return pm_error_set(err, PM_ERR_UNSUPPORTED, "'%s': column '%s': unsupported %s", r->name,
+                            L->info.name, L->why);
     return PM_OK;
 }
 
@@ -808,14 +837,13 @@ int parquet_reader_set_row_groups(struct parquet_reader *r, size_t first, size_t
 // ---------------------------------------------------------------------------------
 // Pages.
 
-static int decompress(struct parquet_reader *r, struct pq_col *c, const uint8_t *src,
-                      size_t slen, uint8_t *dst, size_t dlen, struct pm_error *err)
+static int decompress(struct parquet_reader *r, struct pq_col *c, const uint8_t *src, size_t slen,
+                      uint8_t *dst, size_t dlen, struct pm_error *err)
 {
     switch (c->codec) {
     case PARQUET_COMP_SNAPPY: {
         size_t ulen;
-        if (snappy_uncompressed_length((const char *)src, slen, &ulen) != SNAPPY_OK ||
-            ulen != dlen)
+        if (snappy_uncompressed_length((const char *)src, slen, &ulen) != SNAPPY_OK || ulen != dlen)
             return col_err(r, c, err, PM_ERR_FORMAT, "bad snappy data");
         size_t olen = dlen;
         if (snappy_uncompress((const char *)src, slen, (char *)dst, &olen) != SNAPPY_OK ||
@@ -863,8 +891,7 @@ static int decompress(struct parquet_reader *r, struct pq_col *c, const uint8_t 
         return PM_OK;
     }
     default:
-        return col_err(r, c, err, PM_ERR_UNSUPPORTED, "unsupported codec %s",
-                       codec_name(c->codec));
+        return col_err(r, c, err, PM_ERR_UNSUPPORTED, "unsupported codec %s", codec_name(c->codec));
     }
 }
 
@@ -888,14 +915,13 @@ static int fetch(struct parquet_reader *r, struct pq_col *c, size_t n, const uin
 
 // Make `body` (the page after its header, compressed unless `raw`) into `usize`
 // decompressed bytes; *out points at them.
-static int page_bytes(struct parquet_reader *r, struct pq_col *c, const uint8_t *body,
-                      size_t csize, size_t usize, bool raw, const uint8_t **out,
-                      struct pm_error *err)
+static int page_bytes(struct parquet_reader *r, struct pq_col *c, const uint8_t *body, size_t csize,
+                      size_t usize, bool raw, const uint8_t **out, struct pm_error *err)
 {
     if (raw || c->codec == PARQUET_COMP_UNCOMPRESSED) {
         if (csize != usize)
-            return col_err(r, c, err, PM_ERR_FORMAT,
-                           "uncompressed page of %zu bytes claims %zu", csize, usize);
+            return col_err(r, c, err, PM_ERR_FORMAT, "uncompressed page of %zu bytes claims %zu",
+                           csize, usize);
         *out = body;
         return PM_OK;
     }
@@ -925,14 +951,13 @@ static uint32_t le32(const uint8_t *p)
     return v;
 }
 
-static int load_dictionary(struct parquet_reader *r, struct pq_col *c, const uint8_t *p,
-                           size_t n, int32_t count, int enc, struct pm_error *err)
+static int load_dictionary(struct parquet_reader *r, struct pq_col *c, const uint8_t *p, size_t n,
+                           int32_t count, int enc, struct pm_error *err)
 {
     if (c->has_dict)
         return col_err(r, c, err, PM_ERR_FORMAT, "second dictionary page");
     if (enc != PARQUET_ENC_PLAIN && enc != PARQUET_ENC_PLAIN_DICTIONARY)
-        return col_err(r, c, err, PM_ERR_UNSUPPORTED, "dictionary encoding %s",
-                       encoding_name(enc));
+        return col_err(r, c, err, PM_ERR_UNSUPPORTED, "dictionary encoding %s", encoding_name(enc));
     if (count < 0)
         return col_err(r, c, err, PM_ERR_FORMAT, "negative dictionary size");
     size_t k = (size_t)count;
@@ -1009,7 +1034,8 @@ static int load_dictionary(struct parquet_reader *r, struct pq_col *c, const uin
         }
         break;
     }
-    default: return col_err(r, c, err, PM_ERR_INTERNAL, "bad type");
+    default:
+        return col_err(r, c, err, PM_ERR_INTERNAL, "bad type");
     }
     c->dict_n = k;
     c->has_dict = true;
@@ -1031,8 +1057,9 @@ static int start_values(struct parquet_reader *r, struct pq_col *c, int enc, con
     case PARQUET_ENC_PLAIN_DICTIONARY:
     case PARQUET_ENC_RLE_DICTIONARY: {
         if (!c->has_dict)
-            return col_err(r, c, err, PM_ERR_FORMAT, "dictionary-encoded page without a "
-                                                     "dictionary");
+            return col_err(r, c, err, PM_ERR_FORMAT,
+                           "dictionary-encoded page without a "
+                           "dictionary");
         if (!c->ibuf && !(c->ibuf = malloc(PQ_STEP * sizeof *c->ibuf)))
             return col_err(r, c, err, PM_ERR_NOMEM, "out of memory");
         c->enc = ENC_DICT;
@@ -1111,8 +1138,10 @@ static int next_page(struct parquet_reader *r, struct pq_col *c, struct pm_error
             return col_err(r, c, err, PM_ERR_FORMAT, "bad page size");
         size_t csize = (size_t)h.compressed_page_size, usize = (size_t)h.uncompressed_page_size;
         if (csize > avail)
-            return col_err(r, c, err, PM_ERR_FORMAT, "page of %zu bytes overruns its column "
-                           "chunk", csize);
+            return col_err(r, c, err, PM_ERR_FORMAT,
+                           "page of %zu bytes overruns its column "
+                           "chunk",
+                           csize);
         if (h.type == PARQUET_PAGE_DICTIONARY) {
             if (!h.has_dict)
                 return col_err(r, c, err, PM_ERR_FORMAT, "dictionary page without header");
@@ -1121,8 +1150,7 @@ static int next_page(struct parquet_reader *r, struct pq_col *c, struct pm_error
             if (!rc)
                 rc = page_bytes(r, c, body, csize, usize, false, &data, err);
             if (!rc)
-                rc = load_dictionary(r, c, data, usize, h.dict.num_values, h.dict.encoding,
-                                     err);
+                rc = load_dictionary(r, c, data, usize, h.dict.num_values, h.dict.encoding, err);
             if (rc)
                 return rc;
             continue;
@@ -1163,11 +1191,9 @@ static int next_page(struct parquet_reader *r, struct pq_col *c, struct pm_error
             if (!h.has_data_v2)
                 return col_err(r, c, err, PM_ERR_FORMAT, "data page v2 without header");
             const struct pq_data_page_header_v2 *v = &h.data_v2;
-            if (v->num_values < 0 || v->def_levels_byte_length < 0 ||
-                v->rep_levels_byte_length < 0)
+            if (v->num_values < 0 || v->def_levels_byte_length < 0 || v->rep_levels_byte_length < 0)
                 return col_err(r, c, err, PM_ERR_FORMAT, "bad data page v2 header");
-            if (value_encoding_unsupported(v->encoding) ||
-                v->encoding == PARQUET_ENC_BIT_PACKED)
+            if (value_encoding_unsupported(v->encoding) || v->encoding == PARQUET_ENC_BIT_PACKED)
                 return col_err(r, c, err, PM_ERR_UNSUPPORTED, "unsupported encoding %s",
                                encoding_name(v->encoding));
             size_t lev = (size_t)v->def_levels_byte_length + (size_t)v->rep_levels_byte_length;
@@ -1200,20 +1226,20 @@ static int next_page(struct parquet_reader *r, struct pq_col *c, struct pm_error
 }
 
 // Spread k packed values over the n rows of `valid` (in place, from the back).
-#define SPREAD(arr, zero)                                                                \
-    do {                                                                                 \
-        size_t j_ = k;                                                                   \
-        for (size_t i_ = n; i_-- > 0;) {                                                 \
-            if (valid[i_])                                                               \
-                (arr)[i_] = (arr)[--j_];                                                 \
-            else                                                                         \
-                (arr)[i_] = (zero);                                                      \
-        }                                                                                \
+#define SPREAD(arr, zero)                                                                          \
+    do {                                                                                           \
+        size_t j_ = k;                                                                             \
+        for (size_t i_ = n; i_-- > 0;) {                                                           \
+            if (valid[i_])                                                                         \
+                (arr)[i_] = (arr)[--j_];                                                           \
+            else                                                                                   \
+                (arr)[i_] = (zero);                                                                \
+        }                                                                                          \
     } while (0)
 
 // Decode k non-null values (the page's next) into dst slots [0, k) of column `col`.
-static int decode_values(struct parquet_reader *r, struct pq_col *c, struct column *col,
-                         size_t k, struct pm_error *err)
+static int decode_values(struct parquet_reader *r, struct pq_col *c, struct column *col, size_t k,
+                         struct pm_error *err)
 {
     int pt = r->leaves[c->leaf].ptype;
     size_t at = col->len;
@@ -1310,7 +1336,8 @@ static int decode_values(struct parquet_reader *r, struct pq_col *c, struct colu
             c->vp = p;
             return PM_OK;
         }
-        default: return col_err(r, c, err, PM_ERR_INTERNAL, "bad type");
+        default:
+            return col_err(r, c, err, PM_ERR_INTERNAL, "bad type");
         }
     }
     // Dictionary indices or RLE booleans: bulk-decode into ibuf.
@@ -1328,8 +1355,8 @@ static int decode_values(struct parquet_reader *r, struct pq_col *c, struct colu
     for (size_t i = 0; i < k; i++)
         mx = ix[i] > mx ? ix[i] : mx;
     if (k && mx >= c->dict_n)
-        return col_err(r, c, err, PM_ERR_FORMAT, "dictionary index %u out of range (%zu)",
-                       mx, c->dict_n);
+        return col_err(r, c, err, PM_ERR_FORMAT, "dictionary index %u out of range (%zu)", mx,
+                       c->dict_n);
     switch (pt) {
     case PARQUET_BOOLEAN:
     case PARQUET_INT32:
@@ -1369,13 +1396,14 @@ static int decode_values(struct parquet_reader *r, struct pq_col *c, struct colu
         col->chars.data[col->chars.len] = '\0';
         return PM_OK;
     }
-    default: return col_err(r, c, err, PM_ERR_INTERNAL, "bad type");
+    default:
+        return col_err(r, c, err, PM_ERR_INTERNAL, "bad type");
     }
 }
 
 // Append the next `want` rows of column chunk c to col.
-static int read_column(struct parquet_reader *r, struct pq_col *c, struct column *col,
-                       size_t want, struct pm_error *err)
+static int read_column(struct parquet_reader *r, struct pq_col *c, struct column *col, size_t want,
+                       struct pm_error *err)
 {
     while (want > 0) {
         if (c->page_left == 0) {
@@ -1392,8 +1420,7 @@ static int read_column(struct parquet_reader *r, struct pq_col *c, struct column
         size_t k = n;
         if (c->has_def) {
             if (rle_get_bits(&c->def, valid, n))
-                return col_err(r, c, err, PM_ERR_FORMAT,
-                               "definition levels truncated or invalid");
+                return col_err(r, c, err, PM_ERR_FORMAT, "definition levels truncated or invalid");
             k = 0;
             for (size_t i = 0; i < n; i++)
                 k += valid[i];
@@ -1408,9 +1435,13 @@ static int read_column(struct parquet_reader *r, struct pq_col *c, struct column
             switch (col->type) {
             case COLUMN_BOOL:
             case COLUMN_INT32:
-            case COLUMN_INT64: SPREAD(col->ints + at, 0); break;
+            case COLUMN_INT64:
+                SPREAD(col->ints + at, 0);
+                break;
             case COLUMN_FLOAT:
-            case COLUMN_DOUBLE: SPREAD(col->reals + at, 0.0); break;
+            case COLUMN_DOUBLE:
+                SPREAD(col->reals + at, 0.0);
+                break;
             case COLUMN_STRING: {
                 // offsets[at + 1 + i] is row i's end; nulls end where the last value did.
                 uint64_t *o = col->offsets + at + 1;
@@ -1480,8 +1511,8 @@ int parquet_reader_next(struct parquet_reader *r, struct table_batch *batch, siz
         return r->failed;
     }
     if (batch->ncols != r->nsel)
-        return pm_error_set(err, PM_ERR_USAGE, "'%s': batch has %zu columns, %zu selected",
-                            r->name, batch->ncols, r->nsel);
+        return pm_error_set(err, PM_ERR_USAGE, "'%s': batch has %zu columns, %zu selected", r->name,
+                            batch->ncols, r->nsel);
     for (size_t j = 0; j < r->nsel; j++) {
         int rc = check_supported(r, r->sel[j], err);
         if (rc)

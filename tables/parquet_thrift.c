@@ -136,10 +136,14 @@ static void tr_skip(struct tr *t, int type, bool in_collection)
         if (in_collection)
             (void)tr_byte(t);
         break;
-    case THRIFT_I8: (void)tr_byte(t); break;
+    case THRIFT_I8:
+        (void)tr_byte(t);
+        break;
     case THRIFT_I16:
     case THRIFT_I32:
-    case THRIFT_I64: (void)tr_varint(t); break;
+    case THRIFT_I64:
+        (void)tr_varint(t);
+        break;
     case THRIFT_DOUBLE:
         if (tr_left(t) < 8)
             tr_fail(t, PQ_THRIFT_TRUNCATED);
@@ -184,14 +188,18 @@ static void tr_skip(struct tr *t, int type, bool in_collection)
         t->depth--;
         break;
     }
-    case THRIFT_STRUCT: tr_skip_struct(t); break;
+    case THRIFT_STRUCT:
+        tr_skip_struct(t);
+        break;
     case 13: // UUID (newer Thrift)
         if (tr_left(t) < 16)
             tr_fail(t, PQ_THRIFT_TRUNCATED);
         else
             t->p += 16;
         break;
-    default: tr_fail(t, PQ_THRIFT_INVALID); break;
+    default:
+        tr_fail(t, PQ_THRIFT_INVALID);
+        break;
     }
 }
 
@@ -214,8 +222,7 @@ static bool tr_field(struct tr *t, int16_t *last_id, int *type, int *id)
 
 static bool is_int_type(int type)
 {
-    return type == THRIFT_I8 || type == THRIFT_I16 || type == THRIFT_I32 ||
-           type == THRIFT_I64;
+    return type == THRIFT_I8 || type == THRIFT_I16 || type == THRIFT_I32 || type == THRIFT_I64;
 }
 
 static int32_t tr_i32(struct tr *t, int type)
@@ -248,12 +255,12 @@ static bool tr_struct_enter(struct tr *t)
     return !t->status;
 }
 
-#define FIELD_INT(field, type, getter)                                                   \
-    do {                                                                                 \
-        if (is_int_type(type))                                                           \
-            (field) = getter(t, type);                                                   \
-        else                                                                             \
-            tr_skip(t, type, false);                                                     \
+#define FIELD_INT(field, type, getter)                                                             \
+    do {                                                                                           \
+        if (is_int_type(type))                                                                     \
+            (field) = getter(t, type);                                                             \
+        else                                                                                       \
+            tr_skip(t, type, false);                                                               \
     } while (0)
 
 static void decode_schema_element(struct tr *t, struct pq_schema_element *e)
@@ -268,7 +275,9 @@ static void decode_schema_element(struct tr *t, struct pq_schema_element *e)
             e->has_type = is_int_type(type);
             FIELD_INT(e->type, type, tr_i32);
             break;
-        case 2: FIELD_INT(e->type_length, type, tr_i32); break;
+        case 2:
+            FIELD_INT(e->type_length, type, tr_i32);
+            break;
         case 3:
             e->has_repetition = is_int_type(type);
             FIELD_INT(e->repetition, type, tr_i32);
@@ -298,7 +307,9 @@ static void decode_schema_element(struct tr *t, struct pq_schema_element *e)
             e->has_converted_type = is_int_type(type);
             FIELD_INT(e->converted_type, type, tr_i32);
             break;
-        default: tr_skip(t, type, false); break;
+        default:
+            tr_skip(t, type, false);
+            break;
         }
     }
     t->depth--;
@@ -317,7 +328,9 @@ static void decode_column_meta(struct tr *t, struct pq_column_meta *m)
     int type, id;
     while (tr_field(t, &last, &type, &id)) {
         switch (id) {
-        case 1: FIELD_INT(m->type, type, tr_i32); break;
+        case 1:
+            FIELD_INT(m->type, type, tr_i32);
+            break;
         case 2: {
             if (type != THRIFT_LIST || m->encodings) {
                 tr_skip(t, type, false);
@@ -340,16 +353,28 @@ static void decode_column_meta(struct tr *t, struct pq_column_meta *m)
             m->num_encodings = t->status ? 0 : n;
             break;
         }
-        case 4: FIELD_INT(m->codec, type, tr_i32); break;
-        case 5: FIELD_INT(m->num_values, type, tr_i64); break;
-        case 6: FIELD_INT(m->total_uncompressed_size, type, tr_i64); break;
-        case 7: FIELD_INT(m->total_compressed_size, type, tr_i64); break;
-        case 9: FIELD_INT(m->data_page_offset, type, tr_i64); break;
+        case 4:
+            FIELD_INT(m->codec, type, tr_i32);
+            break;
+        case 5:
+            FIELD_INT(m->num_values, type, tr_i64);
+            break;
+        case 6:
+            FIELD_INT(m->total_uncompressed_size, type, tr_i64);
+            break;
+        case 7:
+            FIELD_INT(m->total_compressed_size, type, tr_i64);
+            break;
+        case 9:
+            FIELD_INT(m->data_page_offset, type, tr_i64);
+            break;
         case 11:
             m->has_dictionary_page_offset = is_int_type(type);
             FIELD_INT(m->dictionary_page_offset, type, tr_i64);
             break;
-        default: tr_skip(t, type, false); break;
+        default:
+            tr_skip(t, type, false);
+            break;
         }
     }
     t->depth--;
@@ -493,11 +518,21 @@ static void decode_data_page_header(struct tr *t, struct pq_data_page_header *h)
     int type, id;
     while (tr_field(t, &last, &type, &id)) {
         switch (id) {
-        case 1: FIELD_INT(h->num_values, type, tr_i32); break;
-        case 2: FIELD_INT(h->encoding, type, tr_i32); break;
-        case 3: FIELD_INT(h->def_level_encoding, type, tr_i32); break;
-        case 4: FIELD_INT(h->rep_level_encoding, type, tr_i32); break;
-        default: tr_skip(t, type, false); break;
+        case 1:
+            FIELD_INT(h->num_values, type, tr_i32);
+            break;
+        case 2:
+            FIELD_INT(h->encoding, type, tr_i32);
+            break;
+        case 3:
+            FIELD_INT(h->def_level_encoding, type, tr_i32);
+            break;
+        case 4:
+            FIELD_INT(h->rep_level_encoding, type, tr_i32);
+            break;
+        default:
+            tr_skip(t, type, false);
+            break;
         }
     }
     t->depth--;
@@ -511,9 +546,15 @@ static void decode_dict_page_header(struct tr *t, struct pq_dictionary_page_head
     int type, id;
     while (tr_field(t, &last, &type, &id)) {
         switch (id) {
-        case 1: FIELD_INT(h->num_values, type, tr_i32); break;
-        case 2: FIELD_INT(h->encoding, type, tr_i32); break;
-        default: tr_skip(t, type, false); break;
+        case 1:
+            FIELD_INT(h->num_values, type, tr_i32);
+            break;
+        case 2:
+            FIELD_INT(h->encoding, type, tr_i32);
+            break;
+        default:
+            tr_skip(t, type, false);
+            break;
         }
     }
     t->depth--;
@@ -528,26 +569,39 @@ static void decode_data_page_header_v2(struct tr *t, struct pq_data_page_header_
     int type, id;
     while (tr_field(t, &last, &type, &id)) {
         switch (id) {
-        case 1: FIELD_INT(h->num_values, type, tr_i32); break;
-        case 2: FIELD_INT(h->num_nulls, type, tr_i32); break;
-        case 3: FIELD_INT(h->num_rows, type, tr_i32); break;
-        case 4: FIELD_INT(h->encoding, type, tr_i32); break;
-        case 5: FIELD_INT(h->def_levels_byte_length, type, tr_i32); break;
-        case 6: FIELD_INT(h->rep_levels_byte_length, type, tr_i32); break;
+        case 1:
+            FIELD_INT(h->num_values, type, tr_i32);
+            break;
+        case 2:
+            FIELD_INT(h->num_nulls, type, tr_i32);
+            break;
+        case 3:
+            FIELD_INT(h->num_rows, type, tr_i32);
+            break;
+        case 4:
+            FIELD_INT(h->encoding, type, tr_i32);
+            break;
+        case 5:
+            FIELD_INT(h->def_levels_byte_length, type, tr_i32);
+            break;
+        case 6:
+            FIELD_INT(h->rep_levels_byte_length, type, tr_i32);
+            break;
         case 7:
             if (type == THRIFT_BOOL_TRUE || type == THRIFT_BOOL_FALSE)
                 h->is_compressed = type == THRIFT_BOOL_TRUE;
             else
                 tr_skip(t, type, false);
             break;
-        default: tr_skip(t, type, false); break;
+        default:
+            tr_skip(t, type, false);
+            break;
         }
     }
     t->depth--;
 }
 
-int pq_page_header_decode(struct pq_page_header *h, const uint8_t *data, size_t size,
-                          size_t *used)
+int pq_page_header_decode(struct pq_page_header *h, const uint8_t *data, size_t size, size_t *used)
 {
     memset(h, 0, sizeof *h);
     h->type = -1;

@@ -35,8 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             parquet_reader_set_row_groups(r, 1, ng - 1, &err);
         // Bound the work: a tiny input can claim billions of all-null rows.
         size_t total = 0;
-        while (total < 1000000 &&
-               !parquet_reader_next(r, &batch, 1 + (size % 4096), &err) && batch.nrows)
+        while (total < 1000000 && !parquet_reader_next(r, &batch, 1 + (size % 4096), &err) &&
+               batch.nrows)
             total += batch.nrows;
     }
     table_batch_release(&batch);

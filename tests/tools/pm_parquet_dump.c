@@ -197,8 +197,10 @@ int main(int argc, char **argv)
         if (batch.nrows == 0)
             break;
         if (batch.first_row != next_row || batch.nrows > batch_rows) {
-            fprintf(stderr, "pm_parquet_dump: batch first_row %" PRIu64 " (%zu rows), "
-                    "expected %" PRIu64 "\n", batch.first_row, batch.nrows, next_row);
+            fprintf(stderr,
+                    "pm_parquet_dump: batch first_row %" PRIu64 " (%zu rows), "
+                    "expected %" PRIu64 "\n",
+                    batch.first_row, batch.nrows, next_row);
             rc = 1;
             break;
         }
@@ -208,9 +210,10 @@ int main(int argc, char **argv)
             for (size_t i = 0; i < batch.nrows; i++)
                 nulls += !c->valid[i];
             if (c->len != batch.nrows || nulls != c->null_count) {
-                fprintf(stderr, "pm_parquet_dump: column '%s' has %zu rows / %zu nulls, "
-                        "batch %zu / counted %zu\n", c->name, c->len, c->null_count,
-                        batch.nrows, nulls);
+                fprintf(stderr,
+                        "pm_parquet_dump: column '%s' has %zu rows / %zu nulls, "
+                        "batch %zu / counted %zu\n",
+                        c->name, c->len, c->null_count, batch.nrows, nulls);
                 rc = 1;
                 goto out;
             }
@@ -229,9 +232,13 @@ int main(int argc, char **argv)
                     continue;
                 }
                 switch (c->type) {
-                case COLUMN_BOOL: fputs(c->ints[i] ? "true" : "false", stdout); break;
+                case COLUMN_BOOL:
+                    fputs(c->ints[i] ? "true" : "false", stdout);
+                    break;
                 case COLUMN_INT32:
-                case COLUMN_INT64: printf("%" PRId64, c->ints[i]); break;
+                case COLUMN_INT64:
+                    printf("%" PRId64, c->ints[i]);
+                    break;
                 case COLUMN_FLOAT:
                 case COLUMN_DOUBLE: {
                     uint64_t bits;

@@ -98,8 +98,7 @@ static void test_garbage(void)
     struct pm_error err = PM_ERROR_INIT;
     struct parquet_reader *r = NULL;
     static const char junk[] = "PAR1 this is not really a parquet file \x05\x00\x00\x00PAR1";
-    CHECK(parquet_reader_open_memory(&r, junk, sizeof junk - 1, "junk", &err) ==
-          PM_ERR_FORMAT);
+    CHECK(parquet_reader_open_memory(&r, junk, sizeof junk - 1, "junk", &err) == PM_ERR_FORMAT);
     CHECK(r == NULL);
     CHECK(strstr(err.msg, "'junk'") != NULL);
     CHECK(parquet_reader_open_memory(&r, "", 0, "empty", &err) == PM_ERR_FORMAT);
