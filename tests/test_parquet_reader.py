@@ -382,3 +382,16 @@ def test_not_parquet(tmp_path):
     assert r.returncode == 1 and "not a Parquet file" in r.stderr
     r = dump(str(tmp_path / "missing.parquet"), check=False)
     assert r.returncode == 1 and "cannot open" in r.stderr
+
+
+def test_big_page_headers(tmp_path):
+    # ~1-3 KB min/max statistics in every page header: the header window must grow.
+    rng = random.Random(4)
+    vals = [chr(65 + rng.randrange(26)) * rng.randrange(1000, 3000) for _ in range(60)]
+    p = tmp_path / "stats.parquet"
+    pq.write_table(pa.table({"s": vals, "i": list(range(60))}), p, compression="none",
+                   use_dictionary=False, data_page_size=4000, write_batch_size=3)
+    data = p.read_bytes()
+    assert data.count(max(vals).encode()) >= 3  # in a page header, the data, the footer
+    check_file(str(p))
+    check_file(str(p), extra=["--memory"])
