@@ -50,6 +50,23 @@ def fmt_column(arr: pa.ChunkedArray):
     raise TypeError(t)
 
 
+def physical(table: pa.Table) -> pa.Table:
+    """What our reader gives for pyarrow's logical types: dictionaries decoded, temporal
+    types as their stored integers."""
+    cols, fields = [], []
+    for f, col in zip(table.schema, table.columns):
+        t = f.type
+        if pa.types.is_dictionary(t):
+            col, t = col.cast(t.value_type), t.value_type
+        if pa.types.is_temporal(t):
+            it = pa.int32() if t.bit_width == 32 else pa.int64()
+            col = pa.chunked_array([c.view(it) for c in col.chunks], it)
+            t = it
+        cols.append(col)
+        fields.append(pa.field(f.name, t, f.nullable))
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields))
+
+
 def expected_rows(table: pa.Table):
     cols = [fmt_column(table.column(i)) for i in range(table.num_columns)]
     return ["[" + ",".join("null" if v is None else v for v in row) + "]"
@@ -78,11 +95,12 @@ def check_file(path, columns=None, row_groups=None, extra=()):
                                    use_threads=False)
     else:
         table = pf.read(columns=columns, use_threads=False)
+    table = physical(table)
     head, rows = dump(path, *args)
     assert head["num_rows"] == pf.metadata.num_rows
     assert head["row_groups"] == [pf.metadata.row_group(i).num_rows
                                   for i in range(pf.metadata.num_row_groups)]
-    schema = pf.schema_arrow
+    schema = physical(pf.schema_arrow.empty_table()).schema
     assert [c["name"] for c in head["columns"]] == schema.names
     for c, f in zip(head["columns"], schema):
         assert c["type"] == TYPE_NAMES[f.type], f
@@ -294,6 +312,7 @@ def unsupported_cases(d):
     add("flba", pa.table({**base, "d": pa.array([b"abcd"] * n, pa.binary(4))}), "d",
         ["FIXED_LEN_BYTE_ARRAY"])
     add("lz4", pa.table({**base, "d": pa.array(range(n))}), None, ["LZ4"], compression="lz4")
+    add("uint64", pa.table({**base, "d": pa.array(range(n), pa.uint64())}), "d", ["UINT_64"])
     add("brotli", pa.table({**base, "d": pa.array(range(n))}), None, ["BROTLI"],
         compression="brotli")
     return cases
@@ -395,3 +414,35 @@ def test_big_page_headers(tmp_path):
     assert data.count(max(vals).encode()) >= 3  # in a page header, the data, the footer
     check_file(str(p))
     check_file(str(p), extra=["--memory"])
+
+
+def test_writer_extras(tmp_path):
+    """Page index, page checksums, bloom filters, dictionary arrays, temporal types,
+    rows-per-page limits and content-defined chunking: all readable, same values."""
+    n = 3000
+    rng = np.random.default_rng(8)
+    t = pa.table({
+        "cat": pa.array([f"c{i % 13}" for i in range(n)]).dictionary_encode(),
+        "ts": pa.array(rng.integers(0, 2**50, n), pa.int64()).cast(pa.timestamp("us")),
+        "ts_ms": pa.array(rng.integers(0, 2**40, n), pa.int64()).cast(pa.timestamp("ms")),
+        "date": pa.array(rng.integers(0, 30000, n).astype(np.int32)).cast(pa.date32()),
+        "t32": pa.array(rng.integers(0, 86_400_000, n).astype(np.int32)).cast(
+            pa.time32("ms")),
+        "i8": pa.array(rng.integers(-128, 128, n), pa.int8()),
+        "u16": pa.array(rng.integers(0, 65536, n), pa.uint16()),
+        "s": pa.array([None if i % 5 == 0 else f"v{rng.integers(0, 10**6)}" for i in range(n)]),
+    })
+    for i, kw in enumerate([
+        dict(write_page_index=True, write_page_checksum=True,
+             bloom_filter_options={"s": {"ndv": 1000}}),
+        dict(max_rows_per_page=37, compression="zstd", data_page_version="2.0"),
+        dict(use_content_defined_chunking=True, compression="snappy"),
+        dict(store_schema=False, use_dictionary=["s"], compression="gzip"),
+        dict(sorting_columns=[pq.SortingColumn(0)], row_group_size=1000),
+    ]):
+        p = tmp_path / f"extra{i}.parquet"
+        try:
+            pq.write_table(t, p, **kw)
+        except (TypeError, ValueError, NotImplementedError, pa.ArrowException) as e:
+            pytest.skip(f"this pyarrow cannot write {kw}: {e}")
+        check_file(str(p))
