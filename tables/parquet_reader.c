@@ -1305,31 +1305,29 @@ static int decode_values(struct parquet_reader *r, struct pq_col *c, struct colu
             c->vp += 8 * k;
             return PM_OK;
         case PARQUET_BYTE_ARRAY: {
-            // Pass 1: validate and size; pass 2: copy.
+            // One pass: the strings of this page fit in the bytes left of it, so reserve
+            // that (plus 16 bytes of slack for the fixed-size short-string copy).
             const uint8_t *p = c->vp, *end = c->vend;
-            size_t total = 0;
-            for (size_t i = 0; i < k; i++) {
-                if (end - p < 4)
-                    return col_err(r, c, err, PM_ERR_FORMAT, "string values truncated");
-                uint32_t len = le32(p);
-                if ((size_t)(end - p - 4) < len)
-                    return col_err(r, c, err, PM_ERR_FORMAT, "string values truncated");
-                p += 4 + (size_t)len;
-                total += len;
-            }
-            if (bytebuf_reserve(&col->chars, total))
+            if (bytebuf_reserve(&col->chars, left + 16))
                 return col_err(r, c, err, PM_ERR_NOMEM, "out of memory");
             char *out = col->chars.data + col->chars.len;
             uint64_t off = col->chars.len;
             uint64_t *offs = col->offsets + at + 1;
-            p = c->vp;
             for (size_t i = 0; i < k; i++) {
+                if (end - p < 4)
+                    return col_err(r, c, err, PM_ERR_FORMAT, "string values truncated");
                 uint32_t len = le32(p);
-                memcpy(out, p + 4, len);
+                p += 4;
+                if ((size_t)(end - p) < len)
+                    return col_err(r, c, err, PM_ERR_FORMAT, "string values truncated");
+                if (len <= 16 && end - p >= 16)
+                    memcpy(out, p, 16);
+                else
+                    memcpy(out, p, len);
                 out += len;
                 off += len;
                 offs[i] = off;
-                p += 4 + (size_t)len;
+                p += len;
             }
             col->chars.len = (size_t)off;
             col->chars.data[col->chars.len] = '\0';
