@@ -9,7 +9,7 @@ DEB_PACKAGES=(
   libopenmpi-dev openmpi-bin
   libcurl4-openssl-dev libjpeg62-turbo-dev libwebp-dev libpng-dev libgif-dev libarchive-dev
 )
-PY_PACKAGES=(pyarrow pandas numpy pytest webdataset)
+PY_PACKAGES=(pyarrow pandas numpy pytest webdataset zstandard)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
