@@ -101,9 +101,8 @@ static int csv_parse(struct csv_reader *r, struct pm_error *err)
                 if (!e) {
                     if (!r->eof)
                         return 0;
-                    pm_error_set(err, PM_ERR_FORMAT,
-                                 "'%s' line %llu: unterminated quoted field", r->name,
-                                 (unsigned long long)(r->line + count_newlines(start, p)));
+                    pm_error_set(err, PM_ERR_FORMAT, "'%s' line %llu: unterminated quoted field",
+                                 r->name, (unsigned long long)(r->line + count_newlines(start, p)));
                     return -1;
                 }
                 if (e + 1 == end && !r->eof)
@@ -135,8 +134,8 @@ static int csv_parse(struct csv_reader *r, struct pm_error *err)
             }
             if (p < end && *p != delim && *p != '\n' && *p != '\r') {
                 pm_error_set(err, PM_ERR_FORMAT,
-                             "'%s' line %llu: unexpected character after a closing quote",
-                             r->name, (unsigned long long)(r->line + inner_lines));
+                             "'%s' line %llu: unexpected character after a closing quote", r->name,
+                             (unsigned long long)(r->line + inner_lines));
                 return -1;
             }
         } else {
@@ -190,13 +189,13 @@ static int csv_parse(struct csv_reader *r, struct pm_error *err)
             inner_lines++;
             break;
         }
-        pm_error_set(err, PM_ERR_FORMAT, "'%s' line %llu: unexpected carriage return",
-                     r->name, (unsigned long long)(r->line + inner_lines));
+        pm_error_set(err, PM_ERR_FORMAT, "'%s' line %llu: unexpected carriage return", r->name,
+                     (unsigned long long)(r->line + inner_lines));
         return -1;
     }
     if ((size_t)(p - start) > r->max_record) {
-        pm_error_set(err, PM_ERR_LIMIT, "'%s' line %llu: record longer than %zu bytes",
-                     r->name, (unsigned long long)r->line, r->max_record);
+        pm_error_set(err, PM_ERR_LIMIT, "'%s' line %llu: record longer than %zu bytes", r->name,
+                     (unsigned long long)r->line, r->max_record);
         return -1;
     }
     r->rec_line = r->line;
@@ -223,11 +222,12 @@ static int csv_next_record(struct csv_reader *r, bool *have, struct pm_error *er
             return PM_OK;
         }
         if (r->buf.len - r->pos > r->max_record)
-            return pm_error_set(err, PM_ERR_LIMIT,
-                                "'%s' line %llu: record longer than %zu bytes", r->name,
-                                (unsigned long long)r->line, r->max_record);
-        size_t got;
-        int rc = text_stream_refill(r->s, &r->buf, &r->pos, CSV_CHUNK, &got, err);
+            return pm_error_set(err, PM_ERR_LIMIT, "'%s' line %llu: record longer than %zu bytes",
+                                r->name, (unsigned long long)r->line, r->max_record);
+        // Read at least as much again as is pending, so that rescanning a long record
+        // from its start after each refill stays linear in its length.
+        size_t want = r->buf.len - r->pos > CSV_CHUNK ? r->buf.len - r->pos : CSV_CHUNK, got;
+        int rc = text_stream_refill(r->s, &r->buf, &r->pos, want, &got, err);
         if (rc)
             return rc;
         if (got == 0)
@@ -267,8 +267,10 @@ static int csv_read_header(struct csv_reader *r, struct pm_error *err)
 {
     // Skip a UTF-8 byte order mark.
     while (r->buf.len - r->pos < 3 && !r->eof) {
-        size_t got;
-        int rc = text_stream_refill(r->s, &r->buf, &r->pos, CSV_CHUNK, &got, err);
+        // Read at least as much again as is pending, so that rescanning a long record
+        // from its start after each refill stays linear in its length.
+        size_t want = r->buf.len - r->pos > CSV_CHUNK ? r->buf.len - r->pos : CSV_CHUNK, got;
+        int rc = text_stream_refill(r->s, &r->buf, &r->pos, want, &got, err);
         if (rc)
             return rc;
         if (got == 0)
@@ -289,8 +291,8 @@ static int csv_read_header(struct csv_reader *r, struct pm_error *err)
         size_t n;
         const char *f = csv_field(r, i, &n);
         if (memchr(f, '\0', n))
-            return pm_error_set(err, PM_ERR_FORMAT, "'%s': NUL byte in header field %zu",
-                                r->name, i + 1);
+            return pm_error_set(err, PM_ERR_FORMAT, "'%s': NUL byte in header field %zu", r->name,
+                                i + 1);
         r->names[i] = strndup(f, n);
         if (!r->names[i])
             return pm_error_set(err, PM_ERR_NOMEM, "'%s': out of memory", r->name);
@@ -298,8 +300,8 @@ static int csv_read_header(struct csv_reader *r, struct pm_error *err)
         for (size_t k = 0; k < i; k++)
             if (strcmp(r->names[k], r->names[i]) == 0) {
                 char q[128];
-                return pm_error_set(err, PM_ERR_FORMAT, "'%s': duplicate column name %s",
-                                    r->name, text_value_quote(q, sizeof q, f, n));
+                return pm_error_set(err, PM_ERR_FORMAT, "'%s': duplicate column name %s", r->name,
+                                    text_value_quote(q, sizeof q, f, n));
             }
     }
     return PM_OK;
@@ -384,9 +386,8 @@ int csv_reader_open(struct csv_reader **out, struct text_stream *s, char delim,
             rc = pm_error_set(err, PM_ERR_NOMEM, "'%s': out of memory", r->name);
     }
     if (rc == PM_OK)
-        rc = text_select_columns(r->name, r->names, r->nfile_cols,
-                                 opt ? opt->columns : NULL, opt ? opt->ncolumns : 0, r->sel,
-                                 &r->nsel, err);
+        rc = text_select_columns(r->name, r->names, r->nfile_cols, opt ? opt->columns : NULL,
+                                 opt ? opt->ncolumns : 0, r->sel, &r->nsel, err);
     if (rc == PM_OK) {
         r->info = calloc(r->nsel ? r->nsel : 1, sizeof *r->info);
         if (!r->info)
@@ -418,15 +419,17 @@ const struct column_info *csv_reader_column(const struct csv_reader *r, size_t i
     return i < r->nsel ? &r->info[i] : NULL;
 }
 
-static int csv_append(struct csv_reader *r, struct column *c, size_t j, const char *f,
-                      size_t n, uint64_t line, struct pm_error *err)
+static int csv_append(struct csv_reader *r, struct column *c, size_t j, const char *f, size_t n,
+                      uint64_t line, struct pm_error *err)
 {
     int rc;
     if (n == 0) {
         rc = column_append_null(c);
     } else {
         switch (c->type) {
-        case COLUMN_STRING: rc = column_append_string(c, f, n); break;
+        case COLUMN_STRING:
+            rc = column_append_string(c, f, n);
+            break;
         case COLUMN_INT64: {
             int64_t v;
             rc = text_value_parse_int(f, n, &v) ? column_append_int(c, v) : PM_ERR_FORMAT;
@@ -442,7 +445,9 @@ static int csv_append(struct csv_reader *r, struct column *c, size_t j, const ch
             rc = text_value_parse_bool(f, n, &v) ? column_append_int(c, v) : PM_ERR_FORMAT;
             break;
         }
-        default: rc = PM_ERR_INTERNAL; break;
+        default:
+            rc = PM_ERR_INTERNAL;
+            break;
         }
     }
     if (rc == PM_ERR_FORMAT) {
@@ -465,8 +470,8 @@ int csv_reader_next(struct csv_reader *r, struct table_batch *batch, size_t max_
     table_batch_clear(batch);
     batch->first_row = r->rows_out;
     if (batch->ncols != r->nsel)
-        return pm_error_set(err, PM_ERR_USAGE, "'%s': batch has %zu columns, reader %zu",
-                            r->name, batch->ncols, r->nsel);
+        return pm_error_set(err, PM_ERR_USAGE, "'%s': batch has %zu columns, reader %zu", r->name,
+                            batch->ncols, r->nsel);
     while (batch->nrows < max_rows) {
         if (r->rnext < r->rrows) {
             const struct csv_span *cells = &r->rcells[r->rnext * r->nsel];

@@ -18,7 +18,7 @@ struct jsonl_reader {
     size_t pos;
     bool eof;
     size_t max_record;
-    uint64_t line; /* 1-based number of the next line */
+    uint64_t line;  /* 1-based number of the next line */
     const char *lp; /* the current line (without its CR/LF) */
     size_t ln;
     uint64_t cur_line;
@@ -76,8 +76,10 @@ static int jsonl_next_line(struct jsonl_reader *r, bool *have, struct pm_error *
         if (avail > r->max_record)
             return pm_error_set(err, PM_ERR_LIMIT, "'%s' line %llu: line longer than %zu bytes",
                                 r->name, (unsigned long long)r->line, r->max_record);
-        size_t got;
-        int rc = text_stream_refill(r->s, &r->buf, &r->pos, JSONL_CHUNK, &got, err);
+        // Read at least as much again as is pending, so that rescanning a long record
+        // from its start after each refill stays linear in its length.
+        size_t want = r->buf.len - r->pos > JSONL_CHUNK ? r->buf.len - r->pos : JSONL_CHUNK, got;
+        int rc = text_stream_refill(r->s, &r->buf, &r->pos, want, &got, err);
         if (rc)
             return rc;
         if (got == 0)
@@ -85,8 +87,8 @@ static int jsonl_next_line(struct jsonl_reader *r, bool *have, struct pm_error *
     }
 }
 
-static int jsonl_parse(struct jsonl_reader *r, const char *p, size_t n, uint64_t line,
-                       json_t **out, struct pm_error *err)
+static int jsonl_parse(struct jsonl_reader *r, const char *p, size_t n, uint64_t line, json_t **out,
+                       struct pm_error *err)
 {
     json_error_t je;
     json_t *v = json_loadb(p, n, JSON_ALLOW_NUL, &je);
@@ -105,12 +107,21 @@ static int jsonl_parse(struct jsonl_reader *r, const char *p, size_t n, uint64_t
 static void infer_json(struct text_infer *t, const json_t *v)
 {
     switch (json_typeof(v)) {
-    case JSON_NULL: break;
+    case JSON_NULL:
+        break;
     case JSON_TRUE:
-    case JSON_FALSE: t->bools = true; break;
-    case JSON_INTEGER: t->ints = true; break;
-    case JSON_REAL: t->reals = true; break;
-    default: t->strings = true; break;
+    case JSON_FALSE:
+        t->bools = true;
+        break;
+    case JSON_INTEGER:
+        t->ints = true;
+        break;
+    case JSON_REAL:
+        t->reals = true;
+        break;
+    default:
+        t->strings = true;
+        break;
     }
 }
 
@@ -156,7 +167,8 @@ static int jsonl_infer(struct jsonl_reader *r, size_t infer_rows, struct pm_erro
             return rc;
         const char *key;
         json_t *v;
-        json_object_foreach(obj, key, v) {
+        json_object_foreach(obj, key, v)
+        {
             size_t k;
             if (jsonl_add_key(r, key, &k)) {
                 json_decref(obj);
@@ -218,8 +230,7 @@ int jsonl_reader_open(struct jsonl_reader **out, struct text_stream *s,
     }
     r->s = s;
     r->name = text_stream_name(s);
-    r->max_record =
-        opt && opt->max_record_bytes ? opt->max_record_bytes : JSONL_DEFAULT_MAX_RECORD;
+    r->max_record = opt && opt->max_record_bytes ? opt->max_record_bytes : JSONL_DEFAULT_MAX_RECORD;
     size_t infer_rows = opt && opt->infer_rows ? opt->infer_rows : JSONL_DEFAULT_INFER;
     r->line = 1;
     bytebuf_init(&r->buf, 0);
@@ -306,7 +317,9 @@ static int jsonl_append(struct jsonl_reader *r, struct column *c, size_t j, cons
         case COLUMN_BOOL:
             rc = json_is_boolean(v) ? column_append_int(c, json_is_true(v)) : PM_ERR_FORMAT;
             break;
-        default: rc = PM_ERR_INTERNAL; break;
+        default:
+            rc = PM_ERR_INTERNAL;
+            break;
         }
     }
     if (rc == PM_ERR_FORMAT) {
@@ -342,7 +355,8 @@ static int jsonl_row(struct jsonl_reader *r, struct table_batch *batch, const ch
     if (rc == PM_OK && !r->selected && found < json_object_size(obj)) {
         const char *key;
         json_t *v;
-        json_object_foreach(obj, key, v) {
+        json_object_foreach(obj, key, v)
+        {
             size_t j;
             for (j = 0; j < r->nsel; j++)
                 if (strcmp(r->info[j].name, key) == 0)
@@ -368,8 +382,8 @@ int jsonl_reader_next(struct jsonl_reader *r, struct table_batch *batch, size_t 
     table_batch_clear(batch);
     batch->first_row = r->rows_out;
     if (batch->ncols != r->nsel)
-        return pm_error_set(err, PM_ERR_USAGE, "'%s': batch has %zu columns, reader %zu",
-                            r->name, batch->ncols, r->nsel);
+        return pm_error_set(err, PM_ERR_USAGE, "'%s': batch has %zu columns, reader %zu", r->name,
+                            batch->ncols, r->nsel);
     while (batch->nrows < max_rows) {
         int rc;
         if (r->rnext < r->rrows) {

@@ -34,10 +34,14 @@ struct table_reader {
 static const char *kind_name(enum table_kind k)
 {
     switch (k) {
-    case KIND_CSV: return "csv";
-    case KIND_TSV: return "tsv";
-    case KIND_JSONL: return "jsonl";
-    case KIND_PARQUET: return "parquet";
+    case KIND_CSV:
+        return "csv";
+    case KIND_TSV:
+        return "tsv";
+    case KIND_JSONL:
+        return "jsonl";
+    case KIND_PARQUET:
+        return "parquet";
     }
     return "unknown";
 }
@@ -101,8 +105,8 @@ static int parquet_open(struct table_reader *r, struct pm_error *err)
     }
     for (size_t i = 0; i < n; i++)
         names[i] = parquet_reader_column(r->pq, i)->name;
-    rc = text_select_columns(r->path, names, n, (const char *const *)r->want, r->nwant, idx,
-                             &nsel, err);
+    rc = text_select_columns(r->path, names, n, (const char *const *)r->want, r->nwant, idx, &nsel,
+                             err);
     free(names);
     if (rc == PM_OK) // fails at open, naming the column, if one cannot be read
         rc = parquet_reader_select_columns(r->pq, idx, nsel, err);

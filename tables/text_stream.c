@@ -16,7 +16,7 @@ enum codec { CODEC_UNKNOWN, CODEC_NONE, CODEC_GZIP, CODEC_ZSTD };
 
 struct text_stream {
     char *name;
-    FILE *fp;                /* file source, or NULL */
+    FILE *fp;                 /* file source, or NULL */
     const unsigned char *mem; /* memory source */
     size_t mem_size, mem_pos;
     bool raw_eof;
@@ -89,8 +89,7 @@ static int stream_detect(struct text_stream *s, struct pm_error *err)
             return pm_error_set(err, PM_ERR_NOMEM, "cannot initialise zlib for '%s'", s->name);
         s->z_init = true;
         s->codec = CODEC_GZIP;
-    } else if (s->in_len >= 4 && p[0] == 0x28 && p[1] == 0xb5 && p[2] == 0x2f &&
-               p[3] == 0xfd) {
+    } else if (s->in_len >= 4 && p[0] == 0x28 && p[1] == 0xb5 && p[2] == 0x2f && p[3] == 0xfd) {
         s->zs = ZSTD_createDStream();
         if (!s->zs || ZSTD_isError(ZSTD_initDStream(s->zs)))
             return pm_error_set(err, PM_ERR_NOMEM, "cannot initialise zstd for '%s'", s->name);
@@ -113,8 +112,8 @@ int text_stream_open(struct text_stream **out, const char *path, struct pm_error
     if (!s->fp) {
         int e = errno;
         text_stream_free(s);
-        return pm_error_set(err, e == ENOENT ? PM_ERR_NOT_FOUND : PM_ERR_IO,
-                            "cannot open '%s': %s", path, strerror(e));
+        return pm_error_set(err, e == ENOENT ? PM_ERR_NOT_FOUND : PM_ERR_IO, "cannot open '%s': %s",
+                            path, strerror(e));
     }
     rc = stream_detect(s, err);
     if (rc) {
@@ -182,16 +181,14 @@ static int read_gzip(struct text_stream *s, unsigned char *buf, size_t n, size_t
                 return rc;
             if (s->in_len == 0) {
                 if (!s->member_done)
-                    return pm_error_set(err, PM_ERR_FORMAT,
-                                        "'%s': truncated gzip stream", s->name);
+                    return pm_error_set(err, PM_ERR_FORMAT, "'%s': truncated gzip stream", s->name);
                 return PM_OK;
             }
         }
         if (s->member_done) {
             // A new member starts here; reset the inflater for it.
             if (inflateReset(&s->z) != Z_OK)
-                return pm_error_set(err, PM_ERR_INTERNAL, "'%s': inflateReset failed",
-                                    s->name);
+                return pm_error_set(err, PM_ERR_INTERNAL, "'%s': inflateReset failed", s->name);
             s->member_done = false;
         }
         s->z.next_in = s->in + s->in_pos;
@@ -239,8 +236,8 @@ static int read_zstd(struct text_stream *s, unsigned char *buf, size_t n, size_t
                     if (*got)
                         return PM_OK;
                     if (!s->member_done)
-                        return pm_error_set(err, PM_ERR_FORMAT,
-                                            "'%s': truncated zstd stream", s->name);
+                        return pm_error_set(err, PM_ERR_FORMAT, "'%s': truncated zstd stream",
+                                            s->name);
                 }
                 return PM_OK;
             }
@@ -258,8 +255,7 @@ static int read_zstd(struct text_stream *s, unsigned char *buf, size_t n, size_t
     return PM_OK;
 }
 
-int text_stream_read(struct text_stream *s, void *buf, size_t n, size_t *got,
-                     struct pm_error *err)
+int text_stream_read(struct text_stream *s, void *buf, size_t n, size_t *got, struct pm_error *err)
 {
     *got = 0;
     if (n == 0)
@@ -310,10 +306,17 @@ int text_stream_refill(struct text_stream *s, struct bytebuf *buf, size_t *pos, 
     size_t room = buf->cap - 1 - buf->len;
     if (buf->limit && room > buf->limit - buf->len)
         room = buf->limit - buf->len;
-    rc = text_stream_read(s, buf->data + buf->len, room, got, err);
-    if (rc)
-        return rc;
-    buf->len += *got;
+    // Keep reading until `want` bytes arrived (a decompressor may return less) or the end.
+    while (*got < want) {
+        size_t k;
+        rc = text_stream_read(s, buf->data + buf->len, room - *got, &k, err);
+        if (rc)
+            return rc;
+        if (k == 0)
+            break;
+        *got += k;
+        buf->len += k;
+    }
     buf->data[buf->len] = '\0';
     return PM_OK;
 }

@@ -36,8 +36,7 @@ void text_stream_free(struct text_stream *s);
  * Read up to `n` decompressed bytes into `buf`; *got is the number read. *got == 0
  * (with PM_OK) only at the end of the stream; a short read is not the end.
  */
-int text_stream_read(struct text_stream *s, void *buf, size_t n, size_t *got,
-                     struct pm_error *err);
+int text_stream_read(struct text_stream *s, void *buf, size_t n, size_t *got, struct pm_error *err);
 
 /** Name used in messages (path or memory name). */
 const char *text_stream_name(const struct text_stream *s);
@@ -47,9 +46,9 @@ const char *text_stream_codec(const struct text_stream *s);
 
 /**
  * Buffered window helper for line readers: drop buf[0, *pos), set *pos = 0 and append
- * at least one more chunk of decompressed bytes (up to `chunk`) to `buf`. *got is the
- * number appended (0 at the end of the stream). Fails with PM_ERR_LIMIT when `buf`'s
- * own limit is reached.
+ * at least `chunk` decompressed bytes to `buf` (fewer only at the end of the stream;
+ * more when the buffer already has room). *got is the number appended (0 at the end of
+ * the stream). Fails with PM_ERR_LIMIT when `buf`'s own limit is reached.
  */
 int text_stream_refill(struct text_stream *s, struct bytebuf *buf, size_t *pos, size_t chunk,
                        size_t *got, struct pm_error *err);

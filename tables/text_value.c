@@ -47,10 +47,9 @@ bool text_value_parse_double(const char *s, size_t n, double *out)
     // Cheap syntax gate: only characters strtod could use; no hex, no white space.
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (!((c >= '0' && c <= '9') || c == '.' || c == '-' || c == '+' || c == 'e' ||
-              c == 'E' || c == 'i' || c == 'I' || c == 'n' || c == 'N' || c == 'f' ||
-              c == 'F' || c == 't' || c == 'T' || c == 'y' || c == 'Y' || c == 'a' ||
-              c == 'A'))
+        if (!((c >= '0' && c <= '9') || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E' ||
+              c == 'i' || c == 'I' || c == 'n' || c == 'N' || c == 'f' || c == 'F' || c == 't' ||
+              c == 'T' || c == 'y' || c == 'Y' || c == 'a' || c == 'A'))
             return false;
     }
     char stackbuf[128];
@@ -76,8 +75,7 @@ bool text_value_parse_bool(const char *s, size_t n, bool *out)
         *out = true;
         return true;
     }
-    if ((n == 5 &&
-         (!memcmp(s, "false", 5) || !memcmp(s, "False", 5) || !memcmp(s, "FALSE", 5)))) {
+    if ((n == 5 && (!memcmp(s, "false", 5) || !memcmp(s, "False", 5) || !memcmp(s, "FALSE", 5)))) {
         *out = false;
         return true;
     }
@@ -171,9 +169,8 @@ int text_select_columns(const char *file, char *const *names, size_t nnames,
             }
             if (o >= sizeof list)
                 memcpy(list + sizeof list - 4, "...", 4);
-            return pm_error_set(err, PM_ERR_NOT_FOUND,
-                                "'%s': no column named '%s' (available: %s)", file,
-                                want[w] ? want[w] : "(null)", list);
+            return pm_error_set(err, PM_ERR_NOT_FOUND, "'%s': no column named '%s' (available: %s)",
+                                file, want[w] ? want[w] : "(null)", list);
         }
         idx[w] = i;
     }

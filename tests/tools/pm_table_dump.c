@@ -135,8 +135,8 @@ int main(int argc, char **argv)
         total += b.nrows;
         if (count_only)
             continue;
-        printf("{\"batch\":{\"first_row\":%llu,\"nrows\":%zu}}\n",
-               (unsigned long long)b.first_row, b.nrows);
+        printf("{\"batch\":{\"first_row\":%llu,\"nrows\":%zu}}\n", (unsigned long long)b.first_row,
+               b.nrows);
         for (size_t row = 0; row < b.nrows; row++) {
             putchar('[');
             for (size_t c = 0; c < b.ncols; c++) {
@@ -148,11 +148,17 @@ int main(int argc, char **argv)
                     continue;
                 }
                 switch (col->type) {
-                case COLUMN_BOOL: fputs(col->ints[row] ? "true" : "false", stdout); break;
+                case COLUMN_BOOL:
+                    fputs(col->ints[row] ? "true" : "false", stdout);
+                    break;
                 case COLUMN_INT32:
-                case COLUMN_INT64: printf("%lld", (long long)col->ints[row]); break;
+                case COLUMN_INT64:
+                    printf("%lld", (long long)col->ints[row]);
+                    break;
                 case COLUMN_FLOAT:
-                case COLUMN_DOUBLE: put_real(stdout, col->reals[row]); break;
+                case COLUMN_DOUBLE:
+                    put_real(stdout, col->reals[row]);
+                    break;
                 case COLUMN_STRING: {
                     size_t n;
                     const char *s = column_string(col, row, &n);
