@@ -22,7 +22,7 @@ struct text_stream {
     bool raw_eof;
     enum codec codec;
     unsigned char *in; /* compressed input chunk */
-    size_t in_pos, in_len;
+    size_t in_pos, in_len, in_cap;
     z_stream z;
     bool z_init;
     bool member_done; /* gzip: the last member ended (no partial member pending) */
@@ -38,7 +38,7 @@ static int stream_fill_raw(struct text_stream *s, struct pm_error *err)
         s->in_len -= s->in_pos;
         s->in_pos = 0;
     }
-    size_t room = TEXT_STREAM_CHUNK - s->in_len;
+    size_t room = s->in_cap - s->in_len;
     if (room == 0 || s->raw_eof)
         return PM_OK;
     size_t n;
@@ -61,16 +61,17 @@ static int stream_fill_raw(struct text_stream *s, struct pm_error *err)
     return PM_OK;
 }
 
-static int stream_create(struct text_stream **out, const char *name, struct pm_error *err)
+static int stream_create(struct text_stream **out, const char *name, size_t in_cap,
+                         struct pm_error *err)
 {
     struct text_stream *s = calloc(1, sizeof *s);
-    if (!s || !(s->name = strdup(name ? name : "(memory)")) ||
-        !(s->in = malloc(TEXT_STREAM_CHUNK))) {
+    if (!s || !(s->name = strdup(name ? name : "(memory)")) || !(s->in = malloc(in_cap))) {
         if (s)
             free(s->name);
         free(s);
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory opening '%s'", name);
     }
+    s->in_cap = in_cap;
     *out = s;
     return PM_OK;
 }
@@ -105,7 +106,7 @@ int text_stream_open(struct text_stream **out, const char *path, struct pm_error
 {
     *out = NULL;
     struct text_stream *s;
-    int rc = stream_create(&s, path, err);
+    int rc = stream_create(&s, path, TEXT_STREAM_CHUNK, err);
     if (rc)
         return rc;
     s->fp = fopen(path, "rb");
@@ -129,7 +130,9 @@ int text_stream_open_memory(struct text_stream **out, const void *data, size_t s
 {
     *out = NULL;
     struct text_stream *s;
-    int rc = stream_create(&s, name, err);
+    // Small inputs (fuzzing) get a small input chunk.
+    size_t cap = size < TEXT_STREAM_CHUNK ? (size < 64 ? 64 : size) : TEXT_STREAM_CHUNK;
+    int rc = stream_create(&s, name, cap, err);
     if (rc)
         return rc;
     s->mem = data;
@@ -273,6 +276,18 @@ int text_stream_read(struct text_stream *s, void *buf, size_t n, size_t *got, st
         return PM_OK;
     }
     s->in_pos = s->in_len = 0;
+    if (s->fp && n >= TEXT_STREAM_CHUNK / 4 && !s->raw_eof) {
+        // Large read from a plain file: straight into the caller's buffer, no copy.
+        size_t k = fread(buf, 1, n, s->fp);
+        if (k < n) {
+            if (ferror(s->fp))
+                return pm_error_set(err, PM_ERR_IO, "cannot read '%s': %s", s->name,
+                                    strerror(errno));
+            s->raw_eof = true;
+        }
+        *got = k;
+        return PM_OK;
+    }
     int rc = stream_fill_raw(s, err);
     if (rc)
         return rc;
