@@ -388,5 +388,5 @@ def test_streaming_memory_is_bounded(tmp_path):
     status, rss_kib = map(int, r.stdout.split()[:2])
     assert status == 0, r.stdout
     assert json.loads(r.stdout.splitlines()[1]) == {"rows": 10000 * blocks}
-    limit = 0.9 if SANITIZED else 0.4
-    assert rss_kib * 1024 < limit * size, (rss_kib, size)
+    if not SANITIZED:  # ASan's shadow memory and quarantine make RSS meaningless
+        assert rss_kib * 1024 < 0.4 * size, (rss_kib, size)
