@@ -284,6 +284,9 @@ static int csv_read_header(struct csv_reader *r, struct pm_error *err)
         return rc;
     if (!have)
         return pm_error_set(err, PM_ERR_FORMAT, "'%s': empty file, no header line", r->name);
+    if (r->nfields > TEXT_MAX_COLUMNS)
+        return pm_error_set(err, PM_ERR_LIMIT, "'%s': header has %zu fields, more than %d", r->name,
+                            r->nfields, TEXT_MAX_COLUMNS);
     r->names = calloc(r->nfields, sizeof *r->names);
     if (!r->names)
         return pm_error_set(err, PM_ERR_NOMEM, "'%s': out of memory", r->name);

@@ -12,7 +12,8 @@
  * skipped; empty lines are skipped (as pandas does); the last record may lack its
  * newline. Every record must have as many fields as the header, else PM_ERR_FORMAT
  * naming the file, line and both counts. A record longer than max_record_bytes is
- * PM_ERR_LIMIT. An unterminated quote is PM_ERR_FORMAT naming the line it started on.
+ * PM_ERR_LIMIT, and so is a header of more than TEXT_MAX_COLUMNS (16384) fields. An
+ * unterminated quote is PM_ERR_FORMAT naming the line it started on.
  *
  * Values and types: see text_value.h and table_reader.h. An empty field, quoted or
  * not, is null in every column type (pandas' default reads it as NaN). Unlike pandas,

@@ -26,7 +26,8 @@ struct jsonl_reader {
     char **keys;
     struct text_infer *stats;
     size_t nkeys, kcap;
-    bool selected; /* the caller chose the columns: ignore other keys */
+    json_t *key_index; /* key -> its index in keys (inference window only) */
+    bool selected;     /* the caller chose the columns: ignore other keys */
     size_t nsel;
     size_t *sel;
     struct column_info *info;
@@ -127,11 +128,15 @@ static void infer_json(struct text_infer *t, const json_t *v)
 
 static int jsonl_add_key(struct jsonl_reader *r, const char *key, size_t *idx)
 {
-    for (size_t i = 0; i < r->nkeys; i++)
-        if (strcmp(r->keys[i], key) == 0) {
-            *idx = i;
-            return PM_OK;
-        }
+    if (!r->key_index && !(r->key_index = json_object()))
+        return PM_ERR_NOMEM;
+    json_t *known = json_object_get(r->key_index, key);
+    if (known) {
+        *idx = (size_t)json_integer_value(known);
+        return PM_OK;
+    }
+    if (json_object_set_new(r->key_index, key, json_integer((json_int_t)r->nkeys)))
+        return PM_ERR_NOMEM;
     if (r->nkeys == r->kcap) {
         size_t cap = r->kcap ? r->kcap * 2 : 16;
         char **k = realloc(r->keys, cap * sizeof *k);
@@ -170,6 +175,11 @@ static int jsonl_infer(struct jsonl_reader *r, size_t infer_rows, struct pm_erro
         json_object_foreach(obj, key, v)
         {
             size_t k;
+            if (r->nkeys == TEXT_MAX_COLUMNS && !json_object_get(r->key_index, key)) {
+                json_decref(obj);
+                return pm_error_set(err, PM_ERR_LIMIT, "'%s' line %llu: more than %d keys", r->name,
+                                    (unsigned long long)r->cur_line, TEXT_MAX_COLUMNS);
+            }
             if (jsonl_add_key(r, key, &k)) {
                 json_decref(obj);
                 return pm_error_set(err, PM_ERR_NOMEM, "'%s': out of memory", r->name);
@@ -209,6 +219,7 @@ void jsonl_reader_free(struct jsonl_reader *r)
         free(r->keys[i]);
     free(r->keys);
     free(r->stats);
+    json_decref(r->key_index);
     free(r->sel);
     if (r->info)
         for (size_t i = 0; i < r->nsel; i++)

@@ -13,6 +13,7 @@
  * window is PM_ERR_FORMAT naming the file, line and key — unless the caller selected
  * columns, in which case other keys are ignored. A selected name not among the window's
  * keys is PM_ERR_NOT_FOUND listing them.
+ * More than TEXT_MAX_COLUMNS (16384) distinct keys in the window is PM_ERR_LIMIT.
  *
  * Types from the window's non-null values: only integers -> INT64, integers and reals
  * -> DOUBLE, only booleans -> BOOL, anything else -> STRING. In a STRING column a JSON

@@ -20,6 +20,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/** Most columns a text file may have (CSV header fields, JSONL keys in the inference
+ * window); more is PM_ERR_LIMIT. Batches hold batch_rows slots per column, so a wider
+ * header would let a single line of input demand gigabytes. */
+#define TEXT_MAX_COLUMNS 16384
+
 /** Parse s[0..n) as an int64 (see above). Returns false if it is not one. */
 bool text_value_parse_int(const char *s, size_t n, int64_t *out);
 

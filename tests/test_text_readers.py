@@ -324,6 +324,9 @@ MALFORMED = [
     ("jtype.jsonl", b'{"a":1}\n{"a":2}\n{"a":"x"}\n', ["--infer", "2"], "line 3 column 'a'"),
     ("newkey.jsonl", b'{"a":1}\n{"a":2}\n{"b":3}\n', ["--infer", "2"], 'key "b"'),
     ("long.jsonl", b'{"a":"' + b"x" * 5000 + b'"}\n', ["--max-record", "1000"], "longer than"),
+    ("wide.csv", ",".join(f"c{i}" for i in range(16385)).encode() + b"\n", [], "16384"),
+    ("wide.jsonl", json.dumps({f"k{i}": i for i in range(16385)}).encode(), [], "16384"),
+    ("dup.csv", b"a,b,a\n1,2,3\n", [], 'duplicate column name "a"'),
     ("missing.csv", None, [], "No such file"),
 ]
 
