@@ -23,6 +23,7 @@ DEB_PACKAGES=(
   libpng-dev
   libgif-dev
   libarchive-dev
+  chromium
 )
 # One package per line, so parallel changes merge cleanly.
 PY_PACKAGES=(
@@ -34,6 +35,7 @@ PY_PACKAGES=(
   wids
   xxhash
   zstandard
+  duckdb
 )
 
 missing=()

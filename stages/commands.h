@@ -22,5 +22,13 @@ enum pm_exit {
 /** Map a pm_status code to an exit status (usage -> 2, interrupted -> 75, else 1). */
 int pm_exit_from_status(int status);
 
+/** pixelmill filter: a view of a dataset, or filtered input metadata (cmd_filter.c). */
+int cmd_filter(int argc, char **argv, const struct pm_mpi *mpi);
+
+/** pixelmill sweep: kept counts for many thresholds of one column, with a report. */
+int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi);
+
+/** pixelmill sheet: a contact sheet (HTML or PNG) of a dataset's or view's samples. */
+int cmd_sheet(int argc, char **argv, const struct pm_mpi *mpi);
 
 #endif
