@@ -1,12 +1,11 @@
 /*
  * pixelmill sweep — kept counts for many thresholds of one column in one pass.
  *
- * For each row passing the fixed --where clauses (and, on a dataset, status success), the
- * column value v is placed among the sorted thresholds by binary search; two bucket
- * arrays (number of thresholds <= v, number < v) give, by prefix sums, the count of
- * v < t, v <= t, v > t, v >= t for every threshold t at once. Values are also kept (one
- * double per row passing the fixed clauses) for the histogram, whose range is known only
- * after the pass. Every sum is over units dealt to ranks, so results are identical for
+ * One pass over the data: per batch, the fixed --where clauses (and, on a dataset, status
+ * success) give a mask; the column values of the rows passing it are compacted into an
+ * array (kept for the histogram, whose range is known only after the pass), and while
+ * that batch's values are in cache every threshold is counted over them with one tight
+ * comparison loop each (vectorised by the compiler). Every sum is over units dealt to ranks, so results are identical for
  * any number of ranks.
  */
 #include "commands.h"
@@ -65,8 +64,9 @@ struct cand {
 struct sweep_state {
     size_t k;        // thresholds
     double *ts;      // sorted ascending
-    uint64_t *h_le;  // [k+1]: values with (#t <= v) == i
-    uint64_t *h_lt;  // [k+1]: values with (#t < v) == i
+    const double *tv; // user order
+    enum sweep_op op;
+    uint64_t *kept;  // [k]: values v with `v op tv[t]`
     uint64_t rows, base, col_null, col_nan;
     double *vals;
     size_t nvals, capvals;
@@ -212,20 +212,6 @@ static void cand_insert(struct cand *set, size_t n, const struct cand *c, int ab
     set[i] = *c;
 }
 
-// Number of sorted thresholds <= v (le = 1) or < v (le = 0).
-static size_t rank_of(const double *ts, size_t k, double v, int le)
-{
-    size_t lo = 0, hi = k;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (le ? ts[mid] <= v : ts[mid] < v)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
                        const struct meta_source *s, const struct pm_mpi *mpi,
                        struct sweep_state *st, int want_cands, struct pm_error *err)
@@ -326,6 +312,7 @@ static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
             double *vals = st->vals;
             size_t nv = st->nvals;
             uint64_t base = 0, nul = 0, nan = 0;
+            size_t first = nv;
             for (size_t i = 0; i < nr; i++) {
                 if (!keep[i])
                     continue;
@@ -339,8 +326,6 @@ static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
                     nan++;
                     continue;
                 }
-                st->h_le[rank_of(st->ts, st->k, v, 1)]++;
-                st->h_lt[rank_of(st->ts, st->k, v, 0)]++;
                 vals[nv++] = v;
                 if (want_cands) {
                     struct cand cd = {v, s->units[u].row_base + row + i, u, row + i};
@@ -348,6 +333,21 @@ static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
                         cand_insert((v < st->ts[t] ? st->below : st->above) + t * st->per_side,
                                     st->per_side, &cd, v >= st->ts[t]);
                 }
+            }
+            // All thresholds over this batch's values, while they are in cache: one tight
+            // (vectorisable) counting loop per threshold.
+            const double *bv = vals + first;
+            size_t m = nv - first;
+            for (size_t t = 0; t < st->k; t++) {
+                const double th = st->tv[t];
+                uint64_t cnt = 0;
+                switch (st->op) {
+                case OP_LT: for (size_t i = 0; i < m; i++) cnt += bv[i] < th; break;
+                case OP_LE: for (size_t i = 0; i < m; i++) cnt += bv[i] <= th; break;
+                case OP_GT: for (size_t i = 0; i < m; i++) cnt += bv[i] > th; break;
+                case OP_GE: for (size_t i = 0; i < m; i++) cnt += bv[i] >= th; break;
+                }
+                st->kept[t] += cnt;
             }
             st->nvals = nv;
             st->base += base;
@@ -508,11 +508,12 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
     st.k = k;
     st.per_side = want_cands ? a.per_side : 0;
     st.ts = malloc(k * sizeof *st.ts);
-    st.h_le = calloc(k + 1, sizeof *st.h_le);
-    st.h_lt = calloc(k + 1, sizeof *st.h_lt);
+    st.kept = calloc(k + 1, sizeof *st.kept);
+    st.tv = tv;
+    st.op = a.op;
     st.below = malloc((k * st.per_side + 1) * sizeof *st.below);
     st.above = malloc((k * st.per_side + 1) * sizeof *st.above);
-    if (!st.ts || !st.h_le || !st.h_lt || !st.below || !st.above) {
+    if (!st.ts || !st.kept || !st.below || !st.above) {
         pm_log_error("out of memory");
         exit_status = PM_EXIT_FAILED;
         goto out;
@@ -529,11 +530,10 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
         goto out;
     }
     // Reduce counts.
-    size_t nc = 4 + 2 * (k + 1);
+    size_t nc = 4 + k;
     uint64_t *v = calloc(nc, sizeof *v), *w = calloc(nc, sizeof *w);
     v[0] = st.rows, v[1] = st.base, v[2] = st.col_null, v[3] = st.col_nan;
-    memcpy(v + 4, st.h_le, (k + 1) * sizeof *v);
-    memcpy(v + 5 + k, st.h_lt, (k + 1) * sizeof *v);
+    memcpy(v + 4, st.kept, k * sizeof *v);
     MPI_CHECK(MPI_Allreduce(v, w, (int)nc, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD));
     // Histogram range.
     double mm[2] = {DBL_MAX, DBL_MAX}, gmm[2];
@@ -583,17 +583,8 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
         uint64_t rows = w[0], base = w[1], nul = w[2], nan = w[3];
         uint64_t *kept = calloc(k, sizeof *kept);
         double *frac = calloc(k, sizeof *frac);
-        uint64_t valid = base - nul - nan;
         for (size_t t = 0; t < k; t++) {
-            // position of tv[t] among the sorted thresholds (first equal one)
-            size_t j = rank_of(st.ts, k, tv[t], 0);
-            uint64_t lt = 0, le = 0;
-            for (size_t i = 0; i <= j; i++) {
-                lt += w[4 + i];         // #t<=v == i  ->  v < ts[j] for i <= j
-                le += w[5 + k + i];     // #t<v  == i  ->  v <= ts[j] for i <= j
-            }
-            kept[t] = a.op == OP_LT ? lt : a.op == OP_LE ? le : a.op == OP_GT ? valid - le
-                                                                              : valid - lt;
+            kept[t] = w[4 + t];
             frac[t] = rows ? (double)kept[t] / (double)rows : 0;
         }
         if (a.json) {
@@ -737,8 +728,7 @@ out:
     free(tt);
     free(tv);
     free(st.ts);
-    free(st.h_le);
-    free(st.h_lt);
+    free(st.kept);
     free(st.vals);
     free(st.below);
     free(st.above);
