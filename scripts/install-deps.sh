@@ -9,7 +9,9 @@ DEB_PACKAGES=(
   libopenmpi-dev openmpi-bin
   libcurl4-openssl-dev libjpeg62-turbo-dev libwebp-dev libpng-dev libgif-dev libarchive-dev
 )
-PY_PACKAGES=(pyarrow pandas numpy pytest webdataset)
+# import name, or import=pip-name where they differ
+PY_PACKAGES=(pyarrow pandas numpy pytest webdataset
+  PIL=pillow cv2=opencv-python-headless imagehash skimage=scikit-image)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
@@ -24,8 +26,9 @@ fi
 
 PY=${PYTHON:-python3}
 need_py=()
-for p in "${PY_PACKAGES[@]}"; do
-  $PY -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('$p') else 1)" 2>/dev/null || need_py+=("$p")
+for entry in "${PY_PACKAGES[@]}"; do
+  mod=${entry%%=*}; pkg=${entry#*=}
+  $PY -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('$mod') else 1)" 2>/dev/null || need_py+=("$pkg")
 done
 if [ ${#need_py[@]} -gt 0 ]; then
   echo "install-deps: pip install ${need_py[*]}"
