@@ -4,7 +4,9 @@
  *   pm_image_tool resize IN OUT --size N --mode M [--format jpg|webp|ppm] [--quality Q]
  *                 [--lossless] [--only-if-bigger] [--no-reduce] [--max-pixels N]
  *   pm_image_tool decode IN OUT.ppm [--no-orientation] [--max-pixels N]
- *   pm_image_tool phash IN
+ *   pm_image_tool phash IN...                  (one hex hash per line)
+ *   pm_image_tool grid IN --sizes N,N,...       (every mode x size x only-if-bigger:
+ *                 one JSON line each with the resized output size; for geometry tests)
  *   pm_image_tool info IN
  *   pm_image_tool bench IN --size N --mode M [--format F] [--quality Q] [--iters N]
  *
@@ -96,7 +98,7 @@ static int write_ppm(const char *path, const struct image *img)
 }
 
 struct args {
-    const char *in, *out, *format, *mode;
+    const char *in, *out, *format, *mode, *sizes;
     int size, quality, iters;
     int lossless, only_if_bigger, no_reduce, no_orientation;
     unsigned long long max_pixels;
@@ -104,8 +106,8 @@ struct args {
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: pm_image_tool resize|decode|phash|info|bench IN [OUT] [options]\n"
-                    "  --size N --mode M --format jpg|webp|ppm --quality Q --lossless\n"
+    fprintf(stderr, "usage: pm_image_tool resize|decode|phash|info|grid|bench IN [OUT] [options]\n"
+                    "  --size N --sizes N,N --mode M --format jpg|webp|ppm --quality Q --lossless\n"
                     "  --only-if-bigger --no-reduce --no-orientation --max-pixels N --iters N\n");
     return 2;
 }
@@ -141,6 +143,8 @@ static int parse_args(int argc, char **argv, int npos, struct args *a)
                 a->format = val;
             else if (!strcmp(s, "--quality"))
                 a->quality = atoi(val);
+            else if (!strcmp(s, "--sizes"))
+                a->sizes = val;
             else if (!strcmp(s, "--iters"))
                 a->iters = atoi(val);
             else if (!strcmp(s, "--max-pixels"))
@@ -194,15 +198,99 @@ static int encode_to(struct image_ctx *ctx, const struct args *a, const struct i
     return image_encode(ctx, img, &eo, out, err);
 }
 
+static int cmd_phash(int argc, char **argv)
+{
+    struct image_ctx *ctx = image_ctx_create();
+    struct image img = IMAGE_INIT;
+    struct bytebuf data;
+    bytebuf_init(&data, 0);
+    int rc = 0;
+    for (int i = 2; i < argc && !rc; i++) {
+        struct args a;
+        memset(&a, 0, sizeof a);
+        a.in = argv[i];
+        struct pm_error err = PM_ERROR_INIT;
+        struct image_info info;
+        uint64_t h = 0;
+        bytebuf_clear(&data);
+        if (read_file(a.in, &data)) {
+            fprintf(stderr, "pm_image_tool: cannot read '%s'\n", a.in);
+            rc = 1;
+        } else if (load(ctx, &a, &data, NULL, &img, &info, &err) ||
+                   image_phash(ctx, &img, &h, &err)) {
+            fprintf(stderr, "pm_image_tool: %s: %s\n", a.in, err.msg);
+            rc = 1;
+        } else {
+            char hex[17];
+            image_phash_format(h, hex);
+            printf("%s\n", hex);
+        }
+    }
+    image_release(&img);
+    image_ctx_free(ctx);
+    bytebuf_release(&data);
+    return rc;
+}
+
+static int cmd_grid(const struct args *a)
+{
+    struct image_ctx *ctx = image_ctx_create();
+    struct image img = IMAGE_INIT, out = IMAGE_INIT;
+    struct bytebuf data;
+    bytebuf_init(&data, 0);
+    struct pm_error err = PM_ERROR_INIT;
+    struct image_info info;
+    int rc = 1;
+    if (!a->sizes || read_file(a->in, &data) ||
+        load(ctx, a, &data, NULL, &img, &info, &err)) {
+        fprintf(stderr, "pm_image_tool: cannot load '%s' %s\n", a->in, err.msg);
+        goto done;
+    }
+    for (int m = IMAGE_RESIZE_NO; m <= IMAGE_RESIZE_FIXED; m++) {
+        for (const char *p = a->sizes; *p;) {
+            char *end;
+            long size = strtol(p, &end, 10);
+            if (end == p)
+                goto done;
+            for (int bigger = 0; bigger < 2; bigger++) {
+                struct image_resize_params rp = {(enum image_resize_mode)m, (int)size,
+                                                 bigger != 0};
+                struct image_geometry g;
+                if (image_geometry_compute(&rp, img.width, img.height, &g) ||
+                    image_resize(ctx, &img, &g, &out, &err)) {
+                    fprintf(stderr, "pm_image_tool: grid failed: %s\n", err.msg);
+                    goto done;
+                }
+                printf("{\"mode\": \"%s\", \"size\": %ld, \"only_if_bigger\": %s, "
+                       "\"width\": %d, \"height\": %d, \"pad_x\": %d, \"pad_y\": %d}\n",
+                       image_resize_mode_name(rp.mode), size, bigger ? "true" : "false",
+                       out.width, out.height, g.pad_x, g.pad_y);
+            }
+            p = *end == ',' ? end + 1 : end;
+        }
+    }
+    rc = 0;
+done:
+    image_release(&img);
+    image_release(&out);
+    image_ctx_free(ctx);
+    bytebuf_release(&data);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3)
         return usage();
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "phash"))
+        return cmd_phash(argc, argv);
     int npos = (!strcmp(cmd, "resize") || !strcmp(cmd, "decode")) ? 2 : 1;
     struct args a;
     if (parse_args(argc, argv, npos, &a))
         return usage();
+    if (!strcmp(cmd, "grid"))
+        return cmd_grid(&a);
     struct image_resize_params rp = {IMAGE_RESIZE_NO, a.size, a.only_if_bigger != 0};
     if (image_resize_mode_parse(a.mode, &rp.mode)) {
         fprintf(stderr, "pm_image_tool: unknown mode '%s'\n", a.mode);
@@ -223,7 +311,7 @@ int main(int argc, char **argv)
         goto done;
     }
 
-    if (!strcmp(cmd, "info") || !strcmp(cmd, "decode") || !strcmp(cmd, "phash")) {
+    if (!strcmp(cmd, "info") || !strcmp(cmd, "decode")) {
         rc = load(ctx, &a, &data, NULL, &img, &info, &err);
         if (rc)
             goto done;
@@ -232,16 +320,8 @@ int main(int argc, char **argv)
                    "\"has_alpha\": %s}\n",
                    image_format_name(info.format), info.width, info.height, info.orientation,
                    info.has_alpha ? "true" : "false");
-        } else if (!strcmp(cmd, "decode")) {
-            if (write_ppm(a.out, &img))
-                rc = pm_error_set(&err, PM_ERR_IO, "cannot write '%s'", a.out);
-        } else {
-            uint64_t h;
-            rc = image_phash(ctx, &img, &h, &err);
-            char hex[17];
-            image_phash_format(h, hex);
-            if (!rc)
-                printf("%s\n", hex);
+        } else if (write_ppm(a.out, &img)) {
+            rc = pm_error_set(&err, PM_ERR_IO, "cannot write '%s'", a.out);
         }
     } else if (!strcmp(cmd, "resize") || !strcmp(cmd, "bench")) {
         int iters = !strcmp(cmd, "bench") ? (a.iters > 0 ? a.iters : 1) : 1;
