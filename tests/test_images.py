@@ -164,6 +164,9 @@ def corpus(tmp_path_factory):
     files["cmyk.jpg"] = save(im.convert("CMYK"), d / "cmyk.jpg", quality=95)
     files["q444.jpg"] = save(im, d / "q444.jpg", quality=90, subsampling=0)
     files["palette.png"] = save(im.convert("P"), d / "palette.png")
+    pim = im.convert("P")  # GIF with a transparent index that covers ~20% of the pixels
+    files["transparent.gif"] = save(pim, d / "transparent.gif", optimize=False,
+                                    transparency=pim.getpixel((0, 0)))
     files["grey.png"] = save(im.convert("L"), d / "grey.png")
     files["interlaced.png"] = save(im, d / "interlaced.png", interlace=1)
     files["trns.png"] = save(im.convert("P"), d / "trns.png", transparency=5)
@@ -203,6 +206,7 @@ def pil_reference(path):
     ("q444.jpg", 45), ("chelsea.png", None), ("palette.png", None), ("grey.png", None),
     ("interlaced.png", None), ("trns.png", None), ("rgba.png", None),
     ("lossless_alpha.webp", None), ("lossy.webp", 40), ("anim.gif", None),
+    ("transparent.gif", None),
     ("anim.webp", 40),
 ])
 def test_decode_matches_pillow(corpus, name, min_psnr):
@@ -229,6 +233,10 @@ def test_alpha_composited_on_white(corpus):
     assert info["has_alpha"] is True
     rgba = rgba_photo()
     assert (rgba[..., 3] == 0).any() and ((rgba[..., 3] > 0) & (rgba[..., 3] < 255)).any()
+    assert tool_json("info", files["transparent.gif"])["has_alpha"] is True
+    gif = decode(files["transparent.gif"])
+    idx = np.array(Image.open(files["transparent.gif"]))
+    assert (gif[idx == Image.open(files["transparent.gif"]).info["transparency"]] == 255).all()
     for name in ("rgba.png", "lossless_alpha.webp"):
         out = decode(files[name])
         np.testing.assert_array_equal(out, composite_white(rgba))

@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!ctx)
         ctx = image_ctx_create(); // reused across inputs, as a worker thread would
     struct image_decode_opts o = IMAGE_DECODE_OPTS_INIT;
-    o.max_pixels = 1u << 22;
+    o.max_pixels = 1u << 18;
     struct image_resize_params rp = {IMAGE_RESIZE_BORDER, 16, false};
     if (size > 0 && (data[size - 1] & 1)) {
         rp.mode = (enum image_resize_mode)(data[size - 1] >> 1) % 6;

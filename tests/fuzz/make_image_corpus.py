@@ -53,7 +53,8 @@ def main():
     save("anim.gif", frames[0].convert("P"), format="GIF", save_all=True,
          append_images=[f.convert("P") for f in frames[1:]], duration=100, loop=0)
     save("interlaced.gif", photo.convert("P"), format="GIF", interlace=True)
-    save("transparent.gif", photo.convert("P"), format="GIF", transparency=3)
+    pim = photo.convert("P")
+    save("transparent.gif", pim, format="GIF", optimize=False, transparency=pim.getpixel((0, 0)))
 
 
 if __name__ == "__main__":
