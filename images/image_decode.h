@@ -22,8 +22,10 @@
  *
  * Reduced-size decoding: when the caller says how small the output may be (min_width /
  * min_height, or a resize request from which they are computed), JPEG is decoded with
- * libjpeg's DCT-domain scaling at the smallest M/8 (M = 1..8) that keeps both sides >=
- * the minimum, and WebP with libwebp's built-in area rescaler straight to that size.
+ * libjpeg's DCT-domain scaling at the smallest of 1/8, 1/4, 1/2 that keeps both sides >=
+ * the minimum (the scales libjpeg-turbo has SIMD code for; 3/8, 5/8... are plain C and
+ * no faster than 1/2 followed by a wider area average), and WebP with libwebp's built-in
+ * area rescaler straight to that size.
  * image_resize() then maps the smaller image onto the same geometry.
  *
  * Thread-safety: reentrant; a context is used by one thread at a time.

@@ -194,14 +194,13 @@ static int taps_build(int src_n, int dst_n, int first, int count, struct tap *t,
 
 static inline uint8_t clamp_u8(float v)
 {
-    if (!(v > 0.0f))
-        return 0;
-    if (v >= 255.0f)
-        return 255;
-    return (uint8_t)(v + 0.5f);
+    v = v > 0.0f ? v : 0.0f; // also maps NaN to 0
+    v = v < 255.0f ? v : 255.0f;
+    return (uint8_t)(int)(v + 0.5f);
 }
 
-static void hpass_row(const uint8_t *src, const struct tap *tx, const float *wx, int cw, float *out)
+static void hpass_row(const uint8_t *restrict src, const struct tap *restrict tx,
+                      const float *restrict wx, int cw, float *restrict out)
 {
     for (int x = 0; x < cw; x++) {
         const struct tap *t = &tx[x];
@@ -219,6 +218,24 @@ static void hpass_row(const uint8_t *src, const struct tap *tx, const float *wx,
         out[2] = b;
         out += 3;
     }
+}
+
+// One output row from the ring of filtered rows: acc = sum_k w[k] * row[start + k].
+static void vpass_row(const float *rows, int ring, size_t rowf, const struct tap *t,
+                      const float *w, float *restrict acc, uint8_t *restrict out)
+{
+    const float *restrict r0 = rows + (size_t)(t->start % ring) * rowf;
+    float w0 = w[0];
+    for (size_t i = 0; i < rowf; i++)
+        acc[i] = w0 * r0[i];
+    for (int k = 1; k < t->n; k++) {
+        const float *restrict rk = rows + (size_t)((t->start + k) % ring) * rowf;
+        float wk = w[k];
+        for (size_t i = 0; i < rowf; i++)
+            acc[i] += wk * rk[i];
+    }
+    for (size_t i = 0; i < rowf; i++)
+        out[i] = clamp_u8(acc[i]);
 }
 
 int image_resize(struct image_ctx *ctx, const struct image *src, const struct image_geometry *g,
@@ -286,17 +303,7 @@ int image_resize(struct image_ctx *ctx, const struct image *src, const struct im
                 out[i] = clamp_u8(r[i]);
             continue;
         }
-        const float *r0 = rows + (size_t)(t->start % ring) * rowf;
-        for (size_t i = 0; i < rowf; i++)
-            acc[i] = w[0] * r0[i];
-        for (int k = 1; k < t->n; k++) {
-            const float *rk = rows + (size_t)((t->start + k) % ring) * rowf;
-            float wk = w[k];
-            for (size_t i = 0; i < rowf; i++)
-                acc[i] += wk * rk[i];
-        }
-        for (size_t i = 0; i < rowf; i++)
-            out[i] = clamp_u8(acc[i]);
+        vpass_row(rows, ring, rowf, t, w, acc, out);
     }
     return PM_OK;
 }

@@ -512,9 +512,9 @@ static void test_roundtrip(void)
     CHECK(info.width == 800 && info.height == 600);
     struct image_resize_params rp = {IMAGE_RESIZE_BORDER, 256, false};
     o.min_width = o.min_height = 0;
-    o.resize = &rp; // needs 256x192 -> 3/8 = 300x225
+    o.resize = &rp; // needs 256x192 -> 1/2 = 400x300 (1/4 would be 200x150)
     CHECK(image_decode(ctx, b.data, b.len, &o, &img, &info, &err) == PM_OK);
-    CHECK(img.width == 300 && img.height == 225);
+    CHECK(img.width == 400 && img.height == 300);
     struct image_geometry g;
     struct image full = IMAGE_INIT, r1 = IMAGE_INIT, r2 = IMAGE_INIT;
     CHECK(image_geometry_compute(&rp, info.width, info.height, &g) == PM_OK);
