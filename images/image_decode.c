@@ -33,11 +33,16 @@ enum image_format image_format_detect(const void *data, size_t len)
 const char *image_format_name(enum image_format format)
 {
     switch (format) {
-    case IMAGE_FORMAT_JPEG: return "jpeg";
-    case IMAGE_FORMAT_PNG: return "png";
-    case IMAGE_FORMAT_WEBP: return "webp";
-    case IMAGE_FORMAT_GIF: return "gif";
-    default: return "unknown";
+    case IMAGE_FORMAT_JPEG:
+        return "jpeg";
+    case IMAGE_FORMAT_PNG:
+        return "png";
+    case IMAGE_FORMAT_WEBP:
+        return "webp";
+    case IMAGE_FORMAT_GIF:
+        return "gif";
+    default:
+        return "unknown";
     }
 }
 
@@ -66,8 +71,8 @@ static int check_pixels(uint64_t w, uint64_t h, uint64_t max_pixels, const char 
     if (w == 0 || h == 0)
         return pm_error_set(err, PM_ERR_FORMAT, "corrupt %s: zero image size", fmt);
     if (w > IMAGE_MAX_DIM || h > IMAGE_MAX_DIM || w * h > max_pixels)
-        return pm_error_set(err, PM_ERR_LIMIT, "too many pixels: %llux%llu",
-                            (unsigned long long)w, (unsigned long long)h);
+        return pm_error_set(err, PM_ERR_LIMIT, "too many pixels: %llux%llu", (unsigned long long)w,
+                            (unsigned long long)h);
     return PM_OK;
 }
 
@@ -98,14 +103,30 @@ static void orient_copy(const uint8_t *src, int w, int h, int o, uint8_t *dst)
         for (int x = 0; x < w; x++, s += 3) {
             int dx, dy;
             switch (o) {
-            case 2: dx = w - 1 - x, dy = y; break;
-            case 3: dx = w - 1 - x, dy = h - 1 - y; break;
-            case 4: dx = x, dy = h - 1 - y; break;
-            case 5: dx = y, dy = x; break;
-            case 6: dx = h - 1 - y, dy = x; break;
-            case 7: dx = h - 1 - y, dy = w - 1 - x; break;
-            case 8: dx = y, dy = w - 1 - x; break;
-            default: dx = x, dy = y; break;
+            case 2:
+                dx = w - 1 - x, dy = y;
+                break;
+            case 3:
+                dx = w - 1 - x, dy = h - 1 - y;
+                break;
+            case 4:
+                dx = x, dy = h - 1 - y;
+                break;
+            case 5:
+                dx = y, dy = x;
+                break;
+            case 6:
+                dx = h - 1 - y, dy = x;
+                break;
+            case 7:
+                dx = h - 1 - y, dy = w - 1 - x;
+                break;
+            case 8:
+                dx = y, dy = w - 1 - x;
+                break;
+            default:
+                dx = x, dy = y;
+                break;
             }
             uint8_t *d = dst + ((size_t)dy * ow + dx) * 3;
             d[0] = s[0], d[1] = s[1], d[2] = s[2];
@@ -434,8 +455,8 @@ static int decode_png(struct image_ctx *ctx, const uint8_t *data, size_t len,
                       struct pm_error *err)
 {
     struct png_state st = {data, len, 0, {0}};
-    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &st, png_on_error,
-                                             png_on_warning);
+    png_structp png =
+        png_create_read_struct(PNG_LIBPNG_VER_STRING, &st, png_on_error, png_on_warning);
     png_infop pi = png ? png_create_info_struct(png) : NULL;
     if (!pi) {
         png_destroy_read_struct(&png, NULL, NULL);
@@ -460,7 +481,7 @@ static int decode_png(struct image_ctx *ctx, const uint8_t *data, size_t len,
         png_destroy_read_struct(&png, &pi, NULL);
         return rc;
     }
-    png_set_expand(png); // palette -> RGB, grey < 8 bits -> 8 bits, tRNS -> alpha
+    png_set_expand(png);   // palette -> RGB, grey < 8 bits -> 8 bits, tRNS -> alpha
     png_set_strip_16(png); // keep the high byte, like PIL
     png_set_gray_to_rgb(png);
     png_set_interlace_handling(png);
@@ -514,8 +535,7 @@ static int decode_webp_anim(const uint8_t *data, size_t len, struct image *out,
     WebPAnimInfo ai;
     uint8_t *rgba = NULL;
     int ts;
-    if (!WebPAnimDecoderGetInfo(dec, &ai) || !WebPAnimDecoderGetNext(dec, &rgba, &ts) ||
-        !rgba) {
+    if (!WebPAnimDecoderGetInfo(dec, &ai) || !WebPAnimDecoderGetNext(dec, &rgba, &ts) || !rgba) {
         WebPAnimDecoderDelete(dec);
         return pm_error_set(err, PM_ERR_FORMAT, "corrupt webp: bad first frame");
     }
@@ -539,14 +559,14 @@ static int decode_webp(struct image_ctx *ctx, const uint8_t *data, size_t len,
         return pm_error_set(err, PM_ERR_INTERNAL, "libwebp version mismatch");
     VP8StatusCode st = WebPGetFeatures(data, len, &cfg.input);
     if (st != VP8_STATUS_OK)
-        return pm_error_set(err, st == VP8_STATUS_UNSUPPORTED_FEATURE ? PM_ERR_UNSUPPORTED
-                                                                       : PM_ERR_FORMAT,
-                            "corrupt webp: bad header (status %d)", (int)st);
+        return pm_error_set(
+            err, st == VP8_STATUS_UNSUPPORTED_FEATURE ? PM_ERR_UNSUPPORTED : PM_ERR_FORMAT,
+            "corrupt webp: bad header (status %d)", (int)st);
     int w = cfg.input.width, h = cfg.input.height;
     info->width = w, info->height = h;
     info->has_alpha = cfg.input.has_alpha != 0;
-    int rc = check_pixels((uint64_t)(w > 0 ? w : 0), (uint64_t)(h > 0 ? h : 0),
-                          rq->max_pixels, "webp", err);
+    int rc = check_pixels((uint64_t)(w > 0 ? w : 0), (uint64_t)(h > 0 ? h : 0), rq->max_pixels,
+                          "webp", err);
     if (rc)
         return rc;
     if (cfg.input.has_animation)
@@ -663,11 +683,11 @@ static int decode_gif(struct image_ctx *ctx, const uint8_t *data, size_t len,
     if (cw <= 0 || ch <= 0) // no logical screen: use the frame's extent
         cw = fl + fw, ch = ft + fh;
     info->width = cw, info->height = ch;
-    int rc = check_pixels((uint64_t)(cw > 0 ? cw : 0), (uint64_t)(ch > 0 ? ch : 0),
-                          rq->max_pixels, "gif", err);
+    int rc = check_pixels((uint64_t)(cw > 0 ? cw : 0), (uint64_t)(ch > 0 ? ch : 0), rq->max_pixels,
+                          "gif", err);
     if (!rc)
-        rc = check_pixels((uint64_t)(fw > 0 ? fw : 0), (uint64_t)(fh > 0 ? fh : 0),
-                          rq->max_pixels, "gif", err);
+        rc = check_pixels((uint64_t)(fw > 0 ? fw : 0), (uint64_t)(fh > 0 ? fh : 0), rq->max_pixels,
+                          "gif", err);
     if (rc) {
         DGifCloseFile(g, NULL);
         return rc;
@@ -715,8 +735,8 @@ static int decode_gif(struct image_ctx *ctx, const uint8_t *data, size_t len,
 // ---------------------------------------------------------------------------------------
 
 int image_decode(struct image_ctx *ctx, const void *data, size_t len,
-                 const struct image_decode_opts *opts, struct image *out,
-                 struct image_info *info, struct pm_error *err)
+                 const struct image_decode_opts *opts, struct image *out, struct image_info *info,
+                 struct pm_error *err)
 {
     struct image_info dummy;
     if (!info)
@@ -736,10 +756,18 @@ int image_decode(struct image_ctx *ctx, const void *data, size_t len,
     info->format = image_format_detect(data, len);
     int rc;
     switch (info->format) {
-    case IMAGE_FORMAT_JPEG: rc = decode_jpeg(ctx, data, len, &rq, out, info, err); break;
-    case IMAGE_FORMAT_PNG: rc = decode_png(ctx, data, len, &rq, out, info, err); break;
-    case IMAGE_FORMAT_WEBP: rc = decode_webp(ctx, data, len, &rq, out, info, err); break;
-    case IMAGE_FORMAT_GIF: rc = decode_gif(ctx, data, len, &rq, out, info, err); break;
+    case IMAGE_FORMAT_JPEG:
+        rc = decode_jpeg(ctx, data, len, &rq, out, info, err);
+        break;
+    case IMAGE_FORMAT_PNG:
+        rc = decode_png(ctx, data, len, &rq, out, info, err);
+        break;
+    case IMAGE_FORMAT_WEBP:
+        rc = decode_webp(ctx, data, len, &rq, out, info, err);
+        break;
+    case IMAGE_FORMAT_GIF:
+        rc = decode_gif(ctx, data, len, &rq, out, info, err);
+        break;
     default: {
         const char *other = len ? other_format_name(data, len) : NULL;
         if (other)

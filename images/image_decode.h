@@ -53,11 +53,11 @@ enum image_format {
 #define IMAGE_DEFAULT_MAX_PIXELS 178956970ULL
 
 struct image_decode_opts {
-    uint64_t max_pixels;  /* refuse images with more pixels (0: the default above) */
-    int min_width;        /* the output may be reduced down to this size (upright) ... */
-    int min_height;       /* ... (0, 0: full resolution) */
+    uint64_t max_pixels; /* refuse images with more pixels (0: the default above) */
+    int min_width;       /* the output may be reduced down to this size (upright) ... */
+    int min_height;      /* ... (0, 0: full resolution) */
     const struct image_resize_params *resize; /* if set, min size computed from it */
-    bool no_orientation;  /* do not apply the EXIF orientation */
+    bool no_orientation;                      /* do not apply the EXIF orientation */
 };
 
 #define IMAGE_DECODE_OPTS_INIT {IMAGE_DEFAULT_MAX_PIXELS, 0, 0, NULL, false}
@@ -65,11 +65,11 @@ struct image_decode_opts {
 /** What the decoder found. */
 struct image_info {
     enum image_format format;
-    int width;        /* original size, upright (after the EXIF orientation) */
+    int width; /* original size, upright (after the EXIF orientation) */
     int height;
-    int orientation;  /* EXIF orientation 1..8 found (1 when none); applied unless told not */
-    bool has_alpha;   /* alpha or transparency was composited on white */
-    bool reduced;     /* the output is smaller than width x height (scaled decode) */
+    int orientation; /* EXIF orientation 1..8 found (1 when none); applied unless told not */
+    bool has_alpha;  /* alpha or transparency was composited on white */
+    bool reduced;    /* the output is smaller than width x height (scaled decode) */
 };
 
 /** Detect the format from the first bytes. IMAGE_FORMAT_UNKNOWN if none of ours. */
@@ -89,8 +89,8 @@ const char *image_format_name(enum image_format format);
  * undefined but it stays valid (release it as usual); info->format is still set.
  */
 int image_decode(struct image_ctx *ctx, const void *data, size_t len,
-                 const struct image_decode_opts *opts, struct image *out,
-                 struct image_info *info, struct pm_error *err);
+                 const struct image_decode_opts *opts, struct image *out, struct image_info *info,
+                 struct pm_error *err);
 
 /**
  * Parse the EXIF orientation from an APP1 payload (starting with "Exif\0\0"). Returns

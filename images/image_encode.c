@@ -114,8 +114,7 @@ void image_encode_ctx_release(struct image_ctx *ctx)
 }
 
 static int encode_jpeg(struct image_ctx *ctx, const struct image *img,
-                       const struct image_encode_opts *o, struct bytebuf *out,
-                       struct pm_error *err)
+                       const struct image_encode_opts *o, struct bytebuf *out, struct pm_error *err)
 {
     struct jpeg_enc *e = jpeg_enc_get(ctx);
     if (!e)
@@ -179,8 +178,8 @@ static int encode_webp(const struct image *img, const struct image_encode_opts *
     pic.height = img->height;
     if (!WebPPictureImportRGB(&pic, img->pixels, img->width * 3)) {
         WebPPictureFree(&pic);
-        return pm_error_set(err, PM_ERR_NOMEM, "webp: cannot import %dx%d picture",
-                            img->width, img->height);
+        return pm_error_set(err, PM_ERR_NOMEM, "webp: cannot import %dx%d picture", img->width,
+                            img->height);
     }
     struct webp_sink sink = {out, PM_OK};
     pic.writer = webp_on_write;
@@ -191,16 +190,15 @@ static int encode_webp(const struct image *img, const struct image_encode_opts *
     if (!ok) {
         if (sink.status)
             return pm_error_set(err, sink.status, "webp encoding failed: output buffer full");
-        return pm_error_set(err, code == VP8_ENC_ERROR_OUT_OF_MEMORY ? PM_ERR_NOMEM
-                                                                     : PM_ERR_INTERNAL,
+        return pm_error_set(err,
+                            code == VP8_ENC_ERROR_OUT_OF_MEMORY ? PM_ERR_NOMEM : PM_ERR_INTERNAL,
                             "webp encoding failed (error %d)", code);
     }
     return PM_OK;
 }
 
 int image_encode(struct image_ctx *ctx, const struct image *img,
-                 const struct image_encode_opts *opts, struct bytebuf *out,
-                 struct pm_error *err)
+                 const struct image_encode_opts *opts, struct bytebuf *out, struct pm_error *err)
 {
     struct image_encode_opts def = IMAGE_ENCODE_OPTS_INIT;
     if (!opts)
@@ -208,8 +206,7 @@ int image_encode(struct image_ctx *ctx, const struct image *img,
     if (!img || !img->pixels || img->width <= 0 || img->height <= 0)
         return pm_error_set(err, PM_ERR_USAGE, "encode: empty image");
     if (opts->quality < (opts->format == IMAGE_ENCODE_WEBP ? 0 : 1) || opts->quality > 100)
-        return pm_error_set(err, PM_ERR_USAGE, "encode: quality %d out of range",
-                            opts->quality);
+        return pm_error_set(err, PM_ERR_USAGE, "encode: quality %d out of range", opts->quality);
     bytebuf_clear(out);
     switch (opts->format) {
     case IMAGE_ENCODE_JPEG:

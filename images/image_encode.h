@@ -42,7 +42,6 @@ struct image_encode_opts {
  * failed), with err filled.
  */
 int image_encode(struct image_ctx *ctx, const struct image *img,
-                 const struct image_encode_opts *opts, struct bytebuf *out,
-                 struct pm_error *err);
+                 const struct image_encode_opts *opts, struct bytebuf *out, struct pm_error *err);
 
 #endif

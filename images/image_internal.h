@@ -23,8 +23,8 @@ void *scratch_get(struct scratch *s, size_t n);
 void scratch_release(struct scratch *s);
 
 struct image_ctx {
-    void *jpeg_dec;         /* struct jpeg_dec (image_decode.c), created on first use */
-    void *jpeg_enc;         /* struct jpeg_enc (image_encode.c), created on first use */
+    void *jpeg_dec;          /* struct jpeg_dec (image_decode.c), created on first use */
+    void *jpeg_enc;          /* struct jpeg_enc (image_encode.c), created on first use */
     struct scratch dec_rgba; /* decoder: RGBA / CMYK / palette rows before conversion */
     struct scratch dec_raw;  /* decoder: the unrotated image before EXIF orientation */
     struct scratch rs_tabx;  /* resize: horizontal tap tables */

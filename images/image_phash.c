@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PH_N 32        // side of the resized grey image
-#define PH_K 8         // side of the kept DCT block
+#define PH_N 32                     // side of the resized grey image
+#define PH_K 8                      // side of the kept DCT block
 #define PRECISION_BITS (32 - 8 - 2) // PIL's Resample.c fixed point
 
 static double sinc(double x)
@@ -85,8 +85,8 @@ int image_phash(struct image_ctx *ctx, const struct image *img, uint64_t *hash,
     int w = img->width, h = img->height;
     int kxs = ksize_for(w), kys = ksize_for(h);
     // scratch: grey row (w) + horizontal result (h x 32) + coefficient tables
-    size_t need = (size_t)w + (size_t)h * PH_N + sizeof(int) * ((size_t)PH_N * (kxs + kys) +
-                                                                 4 * PH_N) + 64;
+    size_t need =
+        (size_t)w + (size_t)h * PH_N + sizeof(int) * ((size_t)PH_N * (kxs + kys) + 4 * PH_N) + 64;
     uint8_t *mem = scratch_get(&ctx->ph_tmp, need);
     if (!mem)
         return pm_error_set(err, PM_ERR_NOMEM, "phash: out of memory");

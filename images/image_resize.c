@@ -99,8 +99,7 @@ int image_geometry_compute(const struct image_resize_params *p, int width, int h
             g->out_height = size;
         }
     }
-    g->identity = sw == width && sh == height && g->out_width == width &&
-                  g->out_height == height;
+    g->identity = sw == width && sh == height && g->out_width == width && g->out_height == height;
     return PM_OK;
 }
 
@@ -221,8 +220,8 @@ static void hpass_row(const uint8_t *restrict src, const struct tap *restrict tx
 }
 
 // One output row from the ring of filtered rows: acc = sum_k w[k] * row[start + k].
-static void vpass_row(const float *rows, int ring, size_t rowf, const struct tap *t,
-                      const float *w, float *restrict acc, uint8_t *restrict out)
+static void vpass_row(const float *rows, int ring, size_t rowf, const struct tap *t, const float *w,
+                      float *restrict acc, uint8_t *restrict out)
 {
     const float *restrict r0 = rows + (size_t)(t->start % ring) * rowf;
     float w0 = w[0];
@@ -246,8 +245,7 @@ int image_resize(struct image_ctx *ctx, const struct image *src, const struct im
     if (g->identity && src->width == g->out_width && src->height == g->out_height) {
         int rc = image_reserve(dst, src->width, src->height);
         if (rc)
-            return pm_error_set(err, rc, "resize: cannot allocate %dx%d", src->width,
-                                src->height);
+            return pm_error_set(err, rc, "resize: cannot allocate %dx%d", src->width, src->height);
         memcpy(dst->pixels, src->pixels, (size_t)src->width * src->height * 3);
         return PM_OK;
     }
@@ -259,8 +257,7 @@ int image_resize(struct image_ctx *ctx, const struct image *src, const struct im
         return pm_error_set(err, PM_ERR_USAGE, "resize: inconsistent geometry");
     int rc = image_reserve(dst, g->out_width, g->out_height);
     if (rc)
-        return pm_error_set(err, rc, "resize: cannot allocate %dx%d", g->out_width,
-                            g->out_height);
+        return pm_error_set(err, rc, "resize: cannot allocate %dx%d", g->out_width, g->out_height);
 
     int cw = g->copy_width, ch = g->copy_height;
     size_t nwx = taps_capacity(src->width, g->scaled_width, cw);

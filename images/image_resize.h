@@ -57,19 +57,19 @@ struct image_resize_params {
 
 /** The geometry of one resize, computed from the source size by image_geometry_compute(). */
 struct image_geometry {
-    bool identity;     /* nothing to do: output = input */
-    bool upscale;      /* img2dataset would use its upscale interpolation (informative) */
-    int src_width;     /* the (upright) source size the geometry was computed for */
+    bool identity; /* nothing to do: output = input */
+    bool upscale;  /* img2dataset would use its upscale interpolation (informative) */
+    int src_width; /* the (upright) source size the geometry was computed for */
     int src_height;
-    int scaled_width;  /* size after scaling, before crop or pad */
+    int scaled_width; /* size after scaling, before crop or pad */
     int scaled_height;
-    int crop_x;        /* top-left of the part of the scaled image that is kept */
+    int crop_x; /* top-left of the part of the scaled image that is kept */
     int crop_y;
-    int copy_width;    /* size of the kept part */
+    int copy_width; /* size of the kept part */
     int copy_height;
-    int pad_x;         /* where the kept part goes in the output (border mode) */
+    int pad_x; /* where the kept part goes in the output (border mode) */
     int pad_y;
-    int out_width;     /* final output size */
+    int out_width; /* final output size */
     int out_height;
 };
 

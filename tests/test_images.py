@@ -176,7 +176,8 @@ def corpus(tmp_path_factory):
                                         lossless=True)
     files["lossy.webp"] = save(im, d / "lossy.webp", quality=85)
     # 16-bit RGB PNG (written by OpenCV, which takes BGR) from a smooth 16-bit ramp
-    rgb16 = (ph["coffee"].astype(np.uint16) * 257 + np.arange(600, dtype=np.uint16)[None, :, None] % 200)
+    ramp = np.arange(600, dtype=np.uint16)[None, :, None] % 200
+    rgb16 = ph["coffee"].astype(np.uint16) * 257 + ramp
     cv2.imwrite(str(d / "rgb16.png"), rgb16[..., ::-1])
     files["rgb16.png"] = d / "rgb16.png"
     frames = [im, im.transpose(Image.FLIP_LEFT_RIGHT), im.rotate(10)]

@@ -61,9 +61,9 @@ static int ppm_parse(const struct bytebuf *b, struct image *img)
     size_t pos = 2;
     long v[3];
     for (int i = 0; i < 3; i++) {
-        while (pos < b->len && (b->data[pos] == ' ' || b->data[pos] == '\n' ||
-                                b->data[pos] == '\r' || b->data[pos] == '\t' ||
-                                b->data[pos] == '#')) {
+        while (pos < b->len &&
+               (b->data[pos] == ' ' || b->data[pos] == '\n' || b->data[pos] == '\r' ||
+                b->data[pos] == '\t' || b->data[pos] == '#')) {
             if (b->data[pos] == '#')
                 while (pos < b->len && b->data[pos] != '\n')
                     pos++;
@@ -164,8 +164,8 @@ static int parse_args(int argc, char **argv, int npos, struct args *a)
 
 // Load IN: a PPM directly, anything else through image_decode.
 static int load(struct image_ctx *ctx, const struct args *a, const struct bytebuf *data,
-                const struct image_resize_params *rp, struct image *img,
-                struct image_info *info, struct pm_error *err)
+                const struct image_resize_params *rp, struct image *img, struct image_info *info,
+                struct pm_error *err)
 {
     int p = ppm_parse(data, img);
     if (p < 0)
@@ -241,8 +241,7 @@ static int cmd_grid(const struct args *a)
     struct pm_error err = PM_ERROR_INIT;
     struct image_info info;
     int rc = 1;
-    if (!a->sizes || read_file(a->in, &data) ||
-        load(ctx, a, &data, NULL, &img, &info, &err)) {
+    if (!a->sizes || read_file(a->in, &data) || load(ctx, a, &data, NULL, &img, &info, &err)) {
         fprintf(stderr, "pm_image_tool: cannot load '%s' %s\n", a->in, err.msg);
         goto done;
     }
@@ -253,8 +252,7 @@ static int cmd_grid(const struct args *a)
             if (end == p)
                 goto done;
             for (int bigger = 0; bigger < 2; bigger++) {
-                struct image_resize_params rp = {(enum image_resize_mode)m, (int)size,
-                                                 bigger != 0};
+                struct image_resize_params rp = {(enum image_resize_mode)m, (int)size, bigger != 0};
                 struct image_geometry g;
                 if (image_geometry_compute(&rp, img.width, img.height, &g) ||
                     image_resize(ctx, &img, &g, &out, &err)) {
@@ -263,8 +261,8 @@ static int cmd_grid(const struct args *a)
                 }
                 printf("{\"mode\": \"%s\", \"size\": %ld, \"only_if_bigger\": %s, "
                        "\"width\": %d, \"height\": %d, \"pad_x\": %d, \"pad_y\": %d}\n",
-                       image_resize_mode_name(rp.mode), size, bigger ? "true" : "false",
-                       out.width, out.height, g.pad_x, g.pad_y);
+                       image_resize_mode_name(rp.mode), size, bigger ? "true" : "false", out.width,
+                       out.height, g.pad_x, g.pad_y);
             }
             p = *end == ',' ? end + 1 : end;
         }
@@ -343,11 +341,12 @@ int main(int argc, char **argv)
         if (!strcmp(cmd, "bench")) {
             double s = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
             printf("{\"iters\": %d, \"seconds\": %.4f, \"images_per_s\": %.1f, "
-                   "\"bytes\": %zu}\n", iters, s, iters / s, enc.len);
+                   "\"bytes\": %zu}\n",
+                   iters, s, iters / s, enc.len);
             goto done;
         }
-        if (!strcmp(a.format, "ppm") ? write_ppm(a.out, &out) : write_file(a.out, enc.data,
-                                                                            enc.len)) {
+        if (!strcmp(a.format, "ppm") ? write_ppm(a.out, &out)
+                                     : write_file(a.out, enc.data, enc.len)) {
             rc = pm_error_set(&err, PM_ERR_IO, "cannot write '%s'", a.out);
             goto done;
         }

@@ -120,8 +120,7 @@ static void test_errors(void)
         char save = b.data[i];
         b.data[i] ^= 0x55;
         int rc = decode(b.data, b.len, &img, &info, &err);
-        CHECK(rc == PM_OK || rc == PM_ERR_FORMAT || rc == PM_ERR_UNSUPPORTED ||
-              rc == PM_ERR_LIMIT);
+        CHECK(rc == PM_OK || rc == PM_ERR_FORMAT || rc == PM_ERR_UNSUPPORTED || rc == PM_ERR_LIMIT);
         b.data[i] = save;
     }
     CHECK(encode(&src, IMAGE_ENCODE_WEBP, 80, 0, &b) == PM_OK);
@@ -216,15 +215,15 @@ static void test_bombs(void)
     expect_bomb(png, n, "png");
 
     // GIF: 60000x60000 logical screen
-    uint8_t gif[] = {'G', 'I', 'F', '8', '9', 'a', 0x60, 0xEA, 0x60, 0xEA, 0x80, 0, 0,
-                     0, 0, 0, 255, 255, 255, ',', 0, 0, 0, 0, 0x60, 0xEA, 0x60, 0xEA, 0,
-                     2, 2, 0x4C, 0x01, 0, ';'};
+    uint8_t gif[] = {'G',  'I',  'F',  '8',  '9', 'a', 0x60, 0xEA, 0x60, 0xEA, 0x80, 0,
+                     0,    0,    0,    0,    255, 255, 255,  ',',  0,    0,    0,    0,
+                     0x60, 0xEA, 0x60, 0xEA, 0,   2,   2,    0x4C, 0x01, 0,    ';'};
     expect_bomb(gif, sizeof gif, "gif");
 
     // WebP lossless: 16383x16383 > the default limit
-    uint8_t webp[] = {'R', 'I', 'F', 'F', 26, 0, 0, 0, 'W', 'E', 'B', 'P', 'V', 'P', '8',
-                      'L', 14, 0, 0, 0, 0x2f, 0xfe, 0xbf, 0xff, 0x0f, 0, 0, 0, 0, 0,
-                      0, 0, 0, 0};
+    uint8_t webp[] = {'R',  'I', 'F', 'F', 26, 0, 0, 0, 'W',  'E',  'B',  'P',
+                      'V',  'P', '8', 'L', 14, 0, 0, 0, 0x2f, 0xfe, 0xbf, 0xff,
+                      0x0f, 0,   0,   0,   0,  0, 0, 0, 0,    0};
     expect_bomb(webp, sizeof webp, "webp");
 
     // an explicit small limit on a valid image
@@ -248,8 +247,9 @@ static size_t make_exif(uint8_t *p, int orientation, int le)
     uint8_t *t = p + 6;
     memset(t, 0, 26);
     memcpy(t, le ? "II" : "MM", 2);
-#define W16(q, v) (le ? ((q)[0] = (uint8_t)(v), (q)[1] = (uint8_t)((v) >> 8)) \
-                      : ((q)[1] = (uint8_t)(v), (q)[0] = (uint8_t)((v) >> 8)))
+#define W16(q, v)                                                                                  \
+    (le ? ((q)[0] = (uint8_t)(v), (q)[1] = (uint8_t)((v) >> 8))                                    \
+        : ((q)[1] = (uint8_t)(v), (q)[0] = (uint8_t)((v) >> 8)))
     W16(t + 2, 42);
     if (le)
         t[4] = 8; // IFD0 at offset 8
@@ -324,9 +324,9 @@ static void test_orientation(void)
                 trx = cx[c], try_ = cy[c];
         }
         // expected display positions of source top-left and top-right corners
-        static const int exp_tl[9][2] = {{0}, {0, 0}, {1, 0}, {1, 1}, {0, 1},
+        static const int exp_tl[9][2] = {{0},    {0, 0}, {1, 0}, {1, 1}, {0, 1},
                                          {0, 0}, {1, 0}, {1, 1}, {0, 1}};
-        static const int exp_tr[9][2] = {{0}, {1, 0}, {0, 0}, {0, 1}, {1, 1},
+        static const int exp_tr[9][2] = {{0},    {1, 0}, {0, 0}, {0, 1}, {1, 1},
                                          {0, 1}, {1, 1}, {1, 0}, {0, 0}};
         CHECK(tlx == exp_tl[o][0] * (W - 1) && tly == exp_tl[o][1] * (H - 1));
         CHECK(trx == exp_tr[o][0] * (W - 1) && try_ == exp_tr[o][1] * (H - 1));
@@ -349,10 +349,9 @@ static void geom(enum image_resize_mode m, int size, int bigger, int w, int h, i
     CHECK(image_geometry_compute(&p, w, h, &g) == PM_OK);
     CHECK(g.scaled_width == ew && g.scaled_height == eh);
     CHECK(g.out_width == ow && g.out_height == oh);
-    if (g.scaled_width != ew || g.scaled_height != eh || g.out_width != ow ||
-        g.out_height != oh)
-        fprintf(stderr, "  %s %d %dx%d: scaled %dx%d out %dx%d\n", image_resize_mode_name(m),
-                size, w, h, g.scaled_width, g.scaled_height, g.out_width, g.out_height);
+    if (g.scaled_width != ew || g.scaled_height != eh || g.out_width != ow || g.out_height != oh)
+        fprintf(stderr, "  %s %d %dx%d: scaled %dx%d out %dx%d\n", image_resize_mode_name(m), size,
+                w, h, g.scaled_width, g.scaled_height, g.out_width, g.out_height);
 }
 
 static void test_geometry(void)
@@ -360,18 +359,18 @@ static void test_geometry(void)
     // expected values worked out by hand from img2dataset's formulas (see image_resize.h)
     geom(IMAGE_RESIZE_NO, 256, 0, 1000, 800, 1000, 800, 1000, 800);
     geom(IMAGE_RESIZE_KEEP_RATIO, 256, 0, 1000, 800, 320, 256, 320, 256);
-    geom(IMAGE_RESIZE_KEEP_RATIO, 256, 0, 100, 50, 512, 256, 512, 256);      // upscale
-    geom(IMAGE_RESIZE_KEEP_RATIO, 256, 1, 100, 50, 100, 50, 100, 50);        // only bigger
-    geom(IMAGE_RESIZE_KEEP_RATIO, 3, 0, 5, 2, 8, 3, 8, 3);     // 7.5 -> 8 (half to even)
-    geom(IMAGE_RESIZE_KEEP_RATIO, 1, 0, 5, 2, 2, 1, 2, 1);     // 2.5 -> 2 (half to even)
-    geom(IMAGE_RESIZE_KEEP_RATIO, 1, 0, 7, 2, 4, 1, 4, 1);     // 3.5 -> 4
+    geom(IMAGE_RESIZE_KEEP_RATIO, 256, 0, 100, 50, 512, 256, 512, 256); // upscale
+    geom(IMAGE_RESIZE_KEEP_RATIO, 256, 1, 100, 50, 100, 50, 100, 50);   // only bigger
+    geom(IMAGE_RESIZE_KEEP_RATIO, 3, 0, 5, 2, 8, 3, 8, 3);              // 7.5 -> 8 (half to even)
+    geom(IMAGE_RESIZE_KEEP_RATIO, 1, 0, 5, 2, 2, 1, 2, 1);              // 2.5 -> 2 (half to even)
+    geom(IMAGE_RESIZE_KEEP_RATIO, 1, 0, 7, 2, 4, 1, 4, 1);              // 3.5 -> 4
     geom(IMAGE_RESIZE_KEEP_RATIO_LARGEST, 256, 0, 1000, 800, 256, 205, 256, 205); // 204.8
     geom(IMAGE_RESIZE_KEEP_RATIO_LARGEST, 256, 1, 200, 100, 200, 100, 200, 100);
     geom(IMAGE_RESIZE_CENTER_CROP, 256, 0, 1000, 800, 320, 256, 256, 256);
     geom(IMAGE_RESIZE_CENTER_CROP, 256, 0, 300, 256, 300, 256, 256, 256); // scale 1: crop only
     geom(IMAGE_RESIZE_CENTER_CROP, 256, 1, 300, 256, 300, 256, 300, 256); // not bigger
     geom(IMAGE_RESIZE_BORDER, 256, 0, 1000, 800, 256, 205, 256, 256);
-    geom(IMAGE_RESIZE_BORDER, 256, 0, 100, 300, 85, 256, 256, 256);       // 85.33
+    geom(IMAGE_RESIZE_BORDER, 256, 0, 100, 300, 85, 256, 256, 256); // 85.33
     geom(IMAGE_RESIZE_BORDER, 256, 1, 100, 300, 85, 256, 256, 256); // 300 > 256
     geom(IMAGE_RESIZE_BORDER, 256, 1, 100, 200, 100, 200, 100, 200);
     geom(IMAGE_RESIZE_FIXED, 64, 0, 1000, 800, 64, 64, 64, 64);
