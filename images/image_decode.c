@@ -9,6 +9,8 @@
 
 #include <gif_lib.h>
 #include <jpeglib.h>
+
+#include <jerror.h>
 #include <png.h>
 #include <webp/decode.h>
 #include <webp/demux.h>
@@ -215,6 +217,7 @@ static void jpeg_on_error(j_common_ptr ci)
 
 static void jpeg_on_message(j_common_ptr ci, int level)
 {
+    // (the message code of the last error_exit stays in err->msg_code for classification)
     // warnings (level -1) are counted, never printed; trace messages ignored
     if (level < 0 && ++ci->err->num_warnings > JPEG_MAX_WARNINGS) {
         struct jpeg_dec *d = (struct jpeg_dec *)ci->client_data;
@@ -322,8 +325,14 @@ static int decode_jpeg(struct image_ctx *ctx, const uint8_t *data, size_t len,
     volatile int rc = PM_OK;
     if (setjmp(d->jb)) {
         jpeg_abort_decompress(ci);
-        if (rc == PM_OK)
-            rc = pm_error_set(err, PM_ERR_FORMAT, "corrupt jpeg: %s", d->msg);
+        if (rc == PM_OK) {
+            int code = d->jerr.msg_code;
+            if (code == JERR_BAD_PRECISION || code == JERR_SOF_UNSUPPORTED ||
+                code == JERR_ARITH_NOTIMPL || code == JERR_NOT_COMPILED)
+                rc = pm_error_set(err, PM_ERR_UNSUPPORTED, "unsupported jpeg: %s", d->msg);
+            else
+                rc = pm_error_set(err, PM_ERR_FORMAT, "corrupt jpeg: %s", d->msg);
+        }
         return rc;
     }
     d->jerr.num_warnings = 0;

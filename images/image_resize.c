@@ -40,8 +40,8 @@ static int py_round(double v)
     double r = nearbyint(v);
     if (r < 1)
         return 1; // img2dataset would fail on a 0-pixel side; we keep one pixel
-    if (r > IMAGE_MAX_DIM * 4.0)
-        return IMAGE_MAX_DIM * 4;
+    if (r > (double)(1 << 30)) // image_resize() refuses such outputs (PM_ERR_LIMIT)
+        return 1 << 30;
     return (int)r;
 }
 
@@ -255,6 +255,9 @@ int image_resize(struct image_ctx *ctx, const struct image *src, const struct im
         g->crop_y + g->copy_height > g->scaled_height || g->pad_x < 0 || g->pad_y < 0 ||
         g->pad_x + g->copy_width > g->out_width || g->pad_y + g->copy_height > g->out_height)
         return pm_error_set(err, PM_ERR_USAGE, "resize: inconsistent geometry");
+    if ((uint64_t)g->out_width * (uint64_t)g->out_height > IMAGE_RESIZE_MAX_PIXELS)
+        return pm_error_set(err, PM_ERR_LIMIT, "resized image too large: %dx%d", g->out_width,
+                            g->out_height);
     int rc = image_reserve(dst, g->out_width, g->out_height);
     if (rc)
         return pm_error_set(err, rc, "resize: cannot allocate %dx%d", g->out_width, g->out_height);

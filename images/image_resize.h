@@ -91,10 +91,17 @@ int image_geometry_compute(const struct image_resize_params *p, int width, int h
                            struct image_geometry *g);
 
 /**
+ * Largest output image_resize() produces (pixels): keep_ratio on a 1 x 10000 strip would
+ * otherwise ask for 256 x 2560000. img2dataset users bound this with max_aspect_ratio.
+ */
+#define IMAGE_RESIZE_MAX_PIXELS (1ULL << 27)
+
+/**
  * Resize src according to g into dst (dst is resized with image_reserve; it must not be
  * src). src may be any size (see the module comment); when g->identity it is copied.
  * Uses ctx's resize scratch (no allocation once warm). Returns PM_OK, PM_ERR_USAGE
- * (empty src, dst == src, bad geometry) or PM_ERR_NOMEM, with err filled.
+ * (empty src, dst == src, bad geometry), PM_ERR_LIMIT (output larger than
+ * IMAGE_RESIZE_MAX_PIXELS) or PM_ERR_NOMEM, with err filled.
  */
 int image_resize(struct image_ctx *ctx, const struct image *src, const struct image_geometry *g,
                  struct image *dst, struct pm_error *err);

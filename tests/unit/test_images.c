@@ -198,6 +198,18 @@ static void test_bombs(void)
         }
     CHECK(patched);
     expect_bomb(b.data, b.len, "jpeg");
+    // the same file claiming 12-bit samples: a known but unsupported feature
+    for (size_t i = 0; i + 9 < b.len; i++)
+        if (d[i] == 0xFF && d[i + 1] == 0xC0) {
+            d[i + 4] = 12;
+            d[i + 5] = 0, d[i + 6] = 16, d[i + 7] = 0, d[i + 8] = 16;
+            break;
+        }
+    struct pm_error e12 = PM_ERROR_INIT;
+    struct image i12 = IMAGE_INIT;
+    CHECK(decode(b.data, b.len, &i12, NULL, &e12) == PM_ERR_UNSUPPORTED);
+    CHECK(strstr(e12.msg, "unsupported jpeg") != NULL);
+    image_release(&i12);
 
     // PNG: IHDR 60000x60000 RGB followed by a tiny IDAT
     uint8_t png[128];
@@ -478,6 +490,14 @@ static void test_resize_values(void)
     }
     CHECK(worst <= 3);
     CHECK(image_resize(ctx, &src, &g, &src, &err) == PM_ERR_USAGE);
+    // a thin strip with keep_ratio would explode: refused, not allocated
+    CHECK(image_reserve(&src, 1, 20000) == PM_OK);
+    memset(src.pixels, 0, 20000 * 3);
+    p.mode = IMAGE_RESIZE_KEEP_RATIO, p.size = 256;
+    CHECK(image_geometry_compute(&p, 1, 20000, &g) == PM_OK);
+    CHECK(g.out_width == 256 && g.out_height == 5120000);
+    CHECK(image_resize(ctx, &src, &g, &dst, &err) == PM_ERR_LIMIT);
+    CHECK(strstr(err.msg, "too large") != NULL);
     image_release(&src);
     image_release(&dst);
 }
