@@ -272,8 +272,13 @@ def test_exif_orientation_upright(corpus, tmp_path, orientation):
     # and it agrees with Pillow's exif_transpose
     assert psnr(ours, np.array(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))) >= 45
     # geometry uses the upright size
-    r = tool_json("resize", path, tmp_path / "r.jpg", "--size", "100", "--mode", "keep_ratio")
+    # geometry uses the upright size, and the reduced (DCT-scaled) decode is rotated too
+    r = tool_json("resize", path, tmp_path / "r.ppm", "--size", "100", "--mode", "keep_ratio",
+                  "--format", "ppm")
     assert (r["width"], r["height"]) == (150, 100)
+    assert (r["decoded_width"], r["decoded_height"]) == (226, 150)  # 1/2 scale, upright
+    ref = cv2_reference(np.array(upright), "keep_ratio", 100)
+    assert psnr(read_ppm(tmp_path / "r.ppm"), ref) >= 30
 
 
 # --------------------------------------------------------------------------------------
