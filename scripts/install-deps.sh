@@ -8,8 +8,11 @@ DEB_PACKAGES=(
   zlib1g-dev libzstd-dev libsnappy-dev libjansson-dev libxxhash-dev
   libopenmpi-dev openmpi-bin
   libcurl4-openssl-dev libjpeg62-turbo-dev libwebp-dev libpng-dev libgif-dev libarchive-dev
+  nginx openssl curl   # tests/fakenet: the fake internet (nginx runs as an unprivileged child)
 )
-PY_PACKAGES=(pyarrow pandas numpy pytest webdataset)
+# pip package[:import name]. pillow + scikit-image: tests/fakenet/make_corpus.py builds its
+# test images from the photographs shipped inside the scikit-image wheel.
+PY_PACKAGES=(pyarrow pandas numpy pytest webdataset pillow:PIL scikit-image:skimage)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
@@ -19,13 +22,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "install-deps: apt-get install ${missing[*]}"
   $SUDO apt-get update -qq
+  # never let a package's maintainer script start a service (nginx would take port 80)
+  made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d; made_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  [ "$made_policy" = 0 ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
 PY=${PYTHON:-python3}
 need_py=()
-for p in "${PY_PACKAGES[@]}"; do
-  $PY -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('$p') else 1)" 2>/dev/null || need_py+=("$p")
+for spec in "${PY_PACKAGES[@]}"; do
+  p=${spec%%:*}; mod=${spec#*:}
+  $PY -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('$mod') else 1)" 2>/dev/null || need_py+=("$p")
 done
 if [ ${#need_py[@]} -gt 0 ]; then
   echo "install-deps: pip install ${need_py[*]}"
