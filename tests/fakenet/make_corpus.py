@@ -649,9 +649,9 @@ def build(out, count=DEFAULT_COUNT, seed=0, jobs=None, bases=None):
             case_rows.append((case, outcome, server))
     n_special = len(case_rows)
     n_plain = max(0, count - n_special)
-    n_same_url = int(n_plain * SAME_URL_FRACTION)
-    n_exact = int(n_plain * EXACT_DUP_FRACTION)
-    n_near = int(n_plain * NEAR_DUP_FRACTION)
+    n_same_url = max(1, int(n_plain * SAME_URL_FRACTION))
+    n_exact = max(1, int(n_plain * EXACT_DUP_FRACTION))
+    n_near = max(1, int(n_plain * NEAR_DUP_FRACTION))
     n_unique = max(1, n_plain - n_same_url - n_exact - n_near)
 
     # 2. unique pictures: plain rows first, then one per image case
@@ -659,11 +659,16 @@ def build(out, count=DEFAULT_COUNT, seed=0, jobs=None, bases=None):
     for i in range(n_unique):
         fmt, var = _pick_variant(rng)
         size = _pick_size(rng)
-        if i < max(1, round(count * 0.003)):       # a few > 4000 px, plain JPEG
+        n_huge = max(1, round(count * 0.003))
+        if i < n_huge:                              # a few > 4000 px, plain JPEG
             size = (rng.randint(4001, 5000), rng.randint(2500, 3400))
             if rng.random() < 0.3:
                 size = size[::-1]
             fmt, var = "jpeg", "baseline"
+        elif i < n_huge + len(VARIANTS):            # every variant at least once
+            fmt, var = VARIANTS[i - n_huge][:2]
+        elif i < n_huge + len(VARIANTS) + 3:        # and a few tiny ones
+            size = (rng.randint(8, 63), rng.randint(8, 63))
         size = _cap(size, fmt, var)
         name = _fancy_name(rng, i, EXT[fmt])
         tasks.append({"idx": i, "seed": seed, "size": size, "fmt": fmt, "variant": var,
