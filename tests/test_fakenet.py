@@ -24,6 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fakenet"))
 import make_corpus  # noqa: E402
 from server import METADATA_URL, FakeInternet, pid_alive  # noqa: E402
+import reference_client  # noqa: E402,F401
 
 PIL = pytest.importorskip("PIL")
 from PIL import Image, ImageOps  # noqa: E402
@@ -513,3 +514,40 @@ def test_cli_start_stop(corpus, tmp_path):
     assert _refused(int(env["FAKENET_HTTP"].rsplit(":", 1)[1]))
     assert subprocess.run([sys.executable, srv, "status", "--state", state],
                           capture_output=True).returncode == 1
+
+
+# ------------------------------------------------------------------ manifest oracle
+
+
+def test_manifest_outcomes_match_reference_client(net, manifest):
+    """Every row of the corpus, fetched by the reference client over the live servers,
+    ends as the manifest says (successes with the manifest's bytes and displayed size),
+    and nothing ever reaches for 169.254.169.254."""
+    from concurrent.futures import ThreadPoolExecutor
+    import reference_client
+    limits = json.loads((net.corpus / "corpus.json").read_text())["limits"]
+    # any cap in [max_success_bytes, too_large_bytes) gives the manifest's outcomes; a
+    # low one lets the never-ending body hit it quickly
+    cap = limits["max_success_bytes"] + (1 << 20)
+    rows = net.manifest()
+    t0 = time.time()
+
+    def one(e):
+        return e, reference_client.fetch(e["url"], net.ca_file, deadline_s=3.0,
+                                         max_bytes=cap, retries=2, max_retry_sleep=1.0)
+    with ThreadPoolExecutor(24) as ex:
+        results = list(ex.map(one, rows))
+    bad = [(e["row"], e["case"], e["url"], e["outcome"], r["outcome"], r["detail"])
+           for e, r in results if r["outcome"] != e["outcome"]]
+    assert not bad, "\n".join(map(str, bad))
+    for e, r in results:
+        if e["outcome"] == "success":
+            assert r["sha256"] == e["sha256"], e["url"]
+            assert (r["format"], r["width"], r["height"]) == \
+                (e["format"], e["width"], e["height"]), e["url"]
+    flaky = [r for e, r in results if e["case"].startswith("raw_flaky")]
+    assert flaky and all(r["attempts"] >= 2 for r in flaky)
+    chains = [r for e, r in results if e["case"] == "redirect_chain"]
+    assert chains and all(r["redirects"] == 3 for r in chains)
+    assert not [r for r in net.access_log() if r["time"] >= t0 - 0.01 and (
+        r["host"] == "169.254.169.254" or r["path"].startswith("/latest/"))]

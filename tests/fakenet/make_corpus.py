@@ -549,7 +549,7 @@ def make_fault_files(out, rng, small_jpeg, big_jpeg, small_png):
         b"as image/jpeg.</p></body></html>\n", "html_as_jpeg")
     put("truncated.jpg", big_jpeg[:len(big_jpeg) // 2], "corrupt_truncated_jpeg")
     g = bytearray(big_jpeg)
-    for i in range(2, min(len(g), 600)):      # SOI kept, every header segment garbled
+    for i in range(4, min(len(g), 600)):      # SOI + first marker kept, headers garbled
         g[i] = rng.randrange(256) if g[i] != 0xFF else 0x00
     put("garbled.jpg", bytes(g), "corrupt_garbled_jpeg")
     p = bytearray(small_png)
