@@ -21,12 +21,11 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("PIL")
+pytest.importorskip("skimage")
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fakenet"))
 import make_corpus  # noqa: E402
 from server import METADATA_URL, FakeInternet, pid_alive  # noqa: E402
-import reference_client  # noqa: E402,F401
-
-PIL = pytest.importorskip("PIL")
 from PIL import Image, ImageOps  # noqa: E402
 
 pytestmark = [
