@@ -15,7 +15,7 @@ Python API (tests, benchmarks):
 
 CLI (demo, benchmarks):
 
-    python3 tests/fakenet/server.py start --state DIR [--corpus DIR | --count N]
+    python3 tests/fakenet/server.py start --state DIR [--corpus DIR | --count N] [--ipv6]
     python3 tests/fakenet/server.py stop --state DIR
     python3 tests/fakenet/server.py status --state DIR
 
@@ -419,7 +419,7 @@ ENV_KEYS = (("FAKENET_HTTP", "http"), ("FAKENET_HTTPS", "https"),
 def _serve(a):
     """The detached supervisor: run the fake internet until SIGTERM or the lifetime."""
     state = Path(a.state).resolve()
-    net = FakeInternet(a.corpus, state_dir=state, lifetime=a.lifetime)
+    net = FakeInternet(a.corpus, state_dir=state, lifetime=a.lifetime, ipv6=a.ipv6)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
@@ -457,7 +457,7 @@ def _start(a):
     log = open(state / "server.log", "ab")
     p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "serve",
                           "--state", str(state), "--corpus", corpus,
-                          "--lifetime", str(a.lifetime)],
+                          "--lifetime", str(a.lifetime)] + (["--ipv6"] if a.ipv6 else []),
                          stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                          start_new_session=True)
     deadline = time.time() + 60
@@ -521,6 +521,8 @@ def main(argv=None):
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--lifetime", type=float, default=4 * 3600,
                        help="stop by itself after this many seconds (default 4 h)")
+        p.add_argument("--ipv6", action="store_true",
+                       help="nginx also listens on [::1] (same ports)")
     for name in ("stop", "status"):
         p = sub.add_parser(name)
         p.add_argument("--state", required=True)
