@@ -480,6 +480,26 @@ def test_shutdown_leaves_nothing(corpus):
     assert not state.exists()
 
 
+def test_killed_owner_leaves_nothing(corpus, tmp_path):
+    """SIGKILL the process that owns a FakeInternet: nginx and the helper follow it."""
+    code = ("import sys, json, time; sys.path.insert(0, sys.argv[1]);"
+            "from server import FakeInternet;"
+            "n = FakeInternet(sys.argv[2]).start();"
+            "print(json.dumps(n.pids()), flush=True); time.sleep(120)")
+    p = subprocess.Popen([sys.executable, "-c", code, str(Path(__file__).parent / "fakenet"),
+                          str(corpus)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = json.loads(p.stdout.readline())
+        assert len(pids) >= 3 and all(pid_alive(q) for q in pids)
+    finally:
+        p.kill()
+        p.wait()
+    deadline = time.time() + 10
+    while [q for q in pids if pid_alive(q)] and time.time() < deadline:
+        time.sleep(0.05)
+    assert not [q for q in pids if pid_alive(q)]
+
+
 def test_cli_start_stop(corpus, tmp_path):
     srv = Path(__file__).resolve().parent / "fakenet" / "server.py"
     state = tmp_path / "state"
@@ -532,7 +552,7 @@ def test_manifest_outcomes_match_reference_client(net, manifest):
     t0 = time.time()
 
     def one(e):
-        return e, reference_client.fetch(e["url"], net.ca_file, deadline_s=3.0,
+        return e, reference_client.fetch(e["url"], net.ca_file, deadline_s=5.0,
                                          max_bytes=cap, retries=2, max_retry_sleep=1.0)
     with ThreadPoolExecutor(24) as ex:
         results = list(ex.map(one, rows))

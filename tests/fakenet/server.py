@@ -193,6 +193,16 @@ http {{
 """
 
 
+def _die_with_parent():
+    """preexec_fn: the child gets SIGTERM when the process that started it dies (Linux
+    PR_SET_PDEATHSIG), so a killed test run leaves no nginx or helper behind."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))
+    except Exception:
+        pass
+
+
 def _children(pid):
     """Pids whose parent is pid (from /proc)."""
     out = []
@@ -256,7 +266,8 @@ class FakeInternet:
                 self.nginx = subprocess.Popen(
                     [nginx, "-p", str(self.state), "-c", str(conf), "-e", str(errlog)],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                    stderr=open(self.state / "logs" / "nginx.stderr", "ab"))
+                    stderr=open(self.state / "logs" / "nginx.stderr", "ab"),
+                    preexec_fn=_die_with_parent)
                 if self._wait_nginx():
                     break
                 self.nginx.wait(5)
@@ -278,7 +289,8 @@ class FakeInternet:
              "--port-file", str(port_file), "--log", str(self.raw_log_path),
              "--lifetime", str(self.lifetime)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=open(self.state / "logs" / "raw.stderr", "ab"))
+            stderr=open(self.state / "logs" / "raw.stderr", "ab"),
+            preexec_fn=_die_with_parent)
         deadline = time.time() + 15
         while not port_file.exists():
             if self.raw.poll() is not None or time.time() > deadline:
