@@ -354,10 +354,10 @@ def encode(im, fmt, variant, rng, quality=None):
         if variant == "rgba":
             im = im.copy()
             im.putalpha(_alpha(rng, w, h))
-            im.save(out, "PNG", compress_level=1)
+            im.save(out, "PNG", compress_level=1, compress_type=zlib.Z_RLE)
         elif variant == "palette":
             p = im.quantize(colors=rng.choice((16, 64, 256)), method=Image.Quantize.FASTOCTREE)
-            p.save(out, "PNG", compress_level=1)
+            p.save(out, "PNG", compress_level=1, compress_type=zlib.Z_RLE)
             im = p
         elif variant == "16bit":
             if rng.random() < 0.5:
@@ -365,9 +365,9 @@ def encode(im, fmt, variant, rng, quality=None):
             else:
                 a = np.asarray(im.convert("L"), dtype=np.uint16) * 257
                 im = Image.fromarray(a)            # mode I;16
-                im.save(out, "PNG", compress_level=1)
+                im.save(out, "PNG", compress_level=1, compress_type=zlib.Z_RLE)
         else:
-            im.save(out, "PNG", compress_level=1)
+            im.save(out, "PNG", compress_level=1, compress_type=zlib.Z_RLE)
     elif fmt == "webp":
         if variant == "lossless_alpha":
             im = im.copy()
