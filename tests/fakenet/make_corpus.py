@@ -23,7 +23,8 @@ and port of each fake server) unless --base-url KEY=URL fills them in; server.py
 them in for a running fake internet.
 
   python3 tests/fakenet/make_corpus.py --out DIR [--count 3000] [--seed 0] [--jobs N]
-  python3 tests/fakenet/make_corpus.py --cached [--count 200]     # prints the cache dir
+  python3 tests/fakenet/make_corpus.py [--count 200]   # into the cache; prints its dir
+  ... --base-url http://127.0.0.1:8080 --base-url RAW=http://127.0.0.1:9090 --lists DIR
 """
 import argparse
 import csv
