@@ -484,10 +484,11 @@ def test_killed_owner_leaves_nothing(corpus, tmp_path):
     """SIGKILL the process that owns a FakeInternet: nginx and the helper follow it."""
     code = ("import sys, json, time; sys.path.insert(0, sys.argv[1]);"
             "from server import FakeInternet;"
-            "n = FakeInternet(sys.argv[2]).start();"
+            "n = FakeInternet(sys.argv[2], state_dir=sys.argv[3]).start();"
             "print(json.dumps(n.pids()), flush=True); time.sleep(120)")
     p = subprocess.Popen([sys.executable, "-c", code, str(Path(__file__).parent / "fakenet"),
-                          str(corpus)], stdout=subprocess.PIPE, text=True)
+                          str(corpus), str(tmp_path / "state")], stdout=subprocess.PIPE,
+                         text=True)
     try:
         pids = json.loads(p.stdout.readline())
         assert len(pids) >= 3 and all(pid_alive(q) for q in pids)

@@ -984,6 +984,9 @@ def ensure_corpus(count=DEFAULT_COUNT, seed=0, root=None, jobs=None, quiet=True)
         os.rename(tmp, d)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)   # someone else finished first
+    for old in root.glob(f"n{count}-s{seed}-*"):  # made by older generator versions
+        if old != d:
+            shutil.rmtree(old, ignore_errors=True)
     if not quiet:
         print(f"make_corpus: {info['rows']} rows in {info['generated_in_s']} s -> {d}",
               file=sys.stderr)
