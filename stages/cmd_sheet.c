@@ -3,30 +3,38 @@
  * --where (success only, and kept by the view if one is named), either the --n with the
  * largest/smallest --sort value or a seeded random --n. The choice keeps the best n per
  * rank by (value, key order) and merges on rank 0, so it is the same for any rank count.
- * Output: HTML (thumbnails inline, captions, scores).
+ * Output: HTML (thumbnails inline, captions, scores) or a PNG/JPEG grid of thumbnails.
  */
 #include "commands.h"
 #include "filter_expr.h"
+#include "image.h"
+#include "image_decode.h"
+#include "image_encode.h"
+#include "image_png.h"
+#include "image_resize.h"
 #include "meta_source.h"
 #include "pm_log.h"
 #include "report_html.h"
 #include "view.h"
 
 #include <errno.h>
+#include <math.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <xxhash.h>
 
 static const char usage[] =
     "usage: pixelmill sheet DATASET[:VIEW] [--where EXPR...] [--n 64] [--sort [-]COL]\n"
-    "                       [--seed S] -o FILE.html\n"
+    "                       [--seed S] -o FILE.html|FILE.png|FILE.jpg\n"
     "\n"
     "A contact sheet of the samples passing --where (and kept by VIEW): with --sort COL\n"
     "the n smallest values (-COL: largest), otherwise n chosen at random (seeded; the same\n"
-    "for any number of ranks). Each thumbnail shows its key, caption and score.\n";
+    "for any number of ranks). HTML: each thumbnail with its key, caption and score.\n"
+    "PNG/JPEG: a grid of 128x128 center-cropped thumbnails in the same order (row-major).\n";
 
 struct pick {
     double v;   // sort key (smaller = better)
@@ -54,6 +62,84 @@ static void pick_insert(struct pick *set, size_t n, const struct pick *c)
         i--;
     }
     set[i] = *c;
+}
+
+#define THUMB 128
+#define GAP 4
+
+// Decode each item, center-crop it to THUMB x THUMB and paste it into a grid; write the
+// grid as PNG or JPEG. Items without an image (or that fail to decode) stay grey.
+static int write_grid(const char *path, int png, const struct sheet_item *items, size_t n,
+                      struct pm_error *err)
+{
+    int cols = (int)ceil(sqrt((double)(n ? n : 1)));
+    int rows = (int)((n + (size_t)cols - 1) / (size_t)cols);
+    if (rows < 1)
+        rows = 1;
+    struct image grid = IMAGE_INIT, dec = IMAGE_INIT, th = IMAGE_INIT;
+    struct image_ctx *ctx = image_ctx_create();
+    int W = GAP + cols * (THUMB + GAP), H = GAP + rows * (THUMB + GAP);
+    int rc = ctx ? image_reserve(&grid, W, H) : PM_ERR_NOMEM;
+    if (rc != PM_OK) {
+        image_ctx_free(ctx);
+        return pm_error_set(err, PM_ERR_NOMEM, "sheet: out of memory for a %dx%d grid", W, H);
+    }
+    grid.width = W;
+    grid.height = H;
+    memset(grid.pixels, 255, (size_t)W * (size_t)H * 3);
+    struct image_resize_params rp = {IMAGE_RESIZE_CENTER_CROP, THUMB, false};
+    for (size_t i = 0; i < n; i++) {
+        int x0 = GAP + (int)(i % (size_t)cols) * (THUMB + GAP);
+        int y0 = GAP + (int)(i / (size_t)cols) * (THUMB + GAP);
+        struct pm_error e2 = PM_ERROR_INIT;
+        struct image_decode_opts dopt = IMAGE_DECODE_OPTS_INIT;
+        dopt.resize = &rp;
+        struct image_info info;
+        struct image_geometry g;
+        const struct image *src = NULL;
+        if (items[i].img &&
+            image_decode(ctx, items[i].img, items[i].img_size, &dopt, &dec, &info, &e2) == PM_OK &&
+            image_geometry_compute(&rp, dec.width, dec.height, &g) == PM_OK)
+            src = g.identity ? &dec : (image_resize(ctx, &dec, &g, &th, &e2) == PM_OK ? &th : NULL);
+        for (int y = 0; y < THUMB; y++) {
+            uint8_t *dst = grid.pixels + ((size_t)(y0 + y) * (size_t)W + (size_t)x0) * 3;
+            if (!src) {
+                memset(dst, 200, THUMB * 3);
+                continue;
+            }
+            int sy = y < src->height ? y : src->height - 1;
+            int w = src->width < THUMB ? src->width : THUMB;
+            memcpy(dst, src->pixels + (size_t)sy * (size_t)src->width * 3, (size_t)w * 3);
+        }
+    }
+    struct bytebuf out;
+    bytebuf_init(&out, (size_t)1 << 30);
+    if (png)
+        rc = image_png_encode(&grid, &out, err);
+    else {
+        struct image_encode_opts eo = IMAGE_ENCODE_OPTS_INIT;
+        eo.quality = 90;
+        rc = image_encode(ctx, &grid, &eo, &out, err);
+    }
+    if (rc == PM_OK) {
+        FILE *f = fopen(path, "wb");
+        if (!f || fwrite(out.data, 1, out.len, f) != out.len)
+            rc = pm_error_set(err, PM_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+        if (f && fclose(f) != 0 && rc == PM_OK)
+            rc = pm_error_set(err, PM_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+    }
+    bytebuf_release(&out);
+    image_release(&grid);
+    image_release(&dec);
+    image_release(&th);
+    image_ctx_free(ctx);
+    return rc;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n > m && !strcasecmp(s + n - m, suffix);
 }
 
 static const char *unit_shard_name(void *ctx, size_t unit, char *buf, size_t size)
@@ -116,9 +202,10 @@ int cmd_sheet(int argc, char **argv, const struct pm_mpi *mpi)
         pm_log_error("sheet: DATASET[:VIEW] and -o FILE.html are required");
         exit_status = PM_EXIT_USAGE;
     }
-    size_t olen = outpath ? strlen(outpath) : 0;
-    if (exit_status == PM_EXIT_OK && (olen < 5 || strcmp(outpath + olen - 5, ".html") != 0)) {
-        pm_log_error("sheet: only HTML output (-o FILE.html) is supported in this version");
+    int as_png = outpath && ends_with(outpath, ".png");
+    int as_jpg = outpath && (ends_with(outpath, ".jpg") || ends_with(outpath, ".jpeg"));
+    if (exit_status == PM_EXIT_OK && !as_png && !as_jpg && !ends_with(outpath, ".html")) {
+        pm_log_error("sheet: -o must name a .html, .png or .jpg file");
         exit_status = PM_EXIT_USAGE;
     }
     if (exit_status != PM_EXIT_OK) {
@@ -256,8 +343,13 @@ int cmd_sheet(int argc, char **argv, const struct pm_mpi *mpi)
             }
         rc = items ? sheet_items_fetch(items, ni, dataset, unit_shard_name, &s, &err)
                    : pm_error_set(&err, PM_ERR_NOMEM, "out of memory");
-        FILE *out = rc == PM_OK ? fopen(outpath, "w") : NULL;
-        if (rc == PM_OK && !out)
+        if (rc == PM_OK && (as_png || as_jpg)) {
+            rc = write_grid(outpath, as_png, items, ni, &err);
+            if (rc == PM_OK)
+                printf("wrote %s: %zu samples\n", outpath, ni);
+        }
+        FILE *out = rc == PM_OK && !as_png && !as_jpg ? fopen(outpath, "w") : NULL;
+        if (rc == PM_OK && !out && !as_png && !as_jpg)
             rc = pm_error_set(&err, PM_ERR_IO, "cannot create '%s': %s", outpath, strerror(errno));
         if (out) {
             char title[512];

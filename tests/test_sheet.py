@@ -71,3 +71,28 @@ def test_sheet_usage(ds, pixelmill, tmp_path):
     r = run([pixelmill, "sheet", d, "--sort", "caption", "-o", str(tmp_path / "x.html")],
             check=False)
     assert r.returncode == 2 and "not numeric" in r.stderr
+
+
+@pytest.mark.parametrize("ext", ["png", "jpg"])
+def test_grid_image(ds, pixelmill, tmp_path, ext):
+    """The grid holds the same samples as the HTML sheet, in order: each 128x128 cell's
+    mean colour matches the sample's JPEG decoded by PIL."""
+    from PIL import Image
+    d, _ = ds
+    html, grid = tmp_path / "g.html", tmp_path / f"g.{ext}"
+    args = ["--sort", "punsafe", "--n", "7"]
+    run([pixelmill, "sheet", d, *args, "-o", str(html)])
+    run([pixelmill, "sheet", d, *args, "-o", str(grid)])
+    keys = keys_in(html.read_text())
+    img = Image.open(grid)
+    assert img.format == ("PNG" if ext == "png" else "JPEG")
+    assert img.size == (4 + 3 * 132, 4 + 3 * 132)  # 7 -> 3 columns, 3 rows
+    a = np.asarray(img.convert("RGB"), dtype=np.float64)
+    for i, key in enumerate(keys):
+        with tarfile.open(f"{d}/{key[:5]}.tar") as t:
+            ref = np.asarray(Image.open(io.BytesIO(t.extractfile(f"{key}.jpg").read()))
+                             .convert("RGB"), dtype=np.float64)
+        x, y = 4 + (i % 3) * 132, 4 + (i // 3) * 132
+        cell = a[y:y + 128, x:x + 128]
+        assert np.abs(cell.mean(axis=(0, 1)) - ref.mean(axis=(0, 1))).max() < 6, key
+    assert a[4 + 2 * 132 + 10, 4 + 1 * 132 + 10].tolist() == [255, 255, 255] or ext == "jpg"
