@@ -95,6 +95,51 @@ int view_bitmap_write(const struct view_bitmap *b, const char *path, struct pm_e
     return rc;
 }
 
+int view_bitmap_parse(struct view_bitmap *b, const void *data, size_t size, const char *name,
+                      struct pm_error *err)
+{
+    const unsigned char *h = data;
+    b->rows = b->kept = 0;
+    b->bits = NULL;
+    if (size < VIEW_BITMAP_HEADER_BYTES)
+        return pm_error_set(err, PM_ERR_FORMAT, "view bitmap '%s': shorter than its header",
+                            name);
+    if (memcmp(h, VIEW_BITMAP_MAGIC, 8) != 0)
+        return pm_error_set(err, PM_ERR_FORMAT,
+                            "view bitmap '%s': bad magic (not a keep-bitmap)", name);
+    uint32_t version = get_u32(h + 8);
+    if (version != VIEW_BITMAP_VERSION || get_u32(h + 12) != 0)
+        return pm_error_set(err, PM_ERR_FORMAT,
+                            "view bitmap '%s': version %u not supported (expected %u)", name,
+                            version, VIEW_BITMAP_VERSION);
+    uint64_t rows = get_u64(h + 16), kept = get_u64(h + 24);
+    if (rows > VIEW_BITMAP_MAX_ROWS || kept > rows)
+        return pm_error_set(err, PM_ERR_FORMAT, "view bitmap '%s': rows %llu / kept %llu invalid",
+                            name, (unsigned long long)rows, (unsigned long long)kept);
+    size_t n = (size_t)((rows + 7) / 8);
+    if (size - VIEW_BITMAP_HEADER_BYTES != n)
+        return pm_error_set(err, PM_ERR_FORMAT,
+                            "view bitmap '%s': %zu bytes do not match %llu rows (truncated or "
+                            "trailing bytes)",
+                            name, size, (unsigned long long)rows);
+    const unsigned char *bits = h + VIEW_BITMAP_HEADER_BYTES;
+    if (rows % 8 && (bits[n - 1] >> (rows % 8)))
+        return pm_error_set(err, PM_ERR_FORMAT, "view bitmap '%s': padding bits set", name);
+    uint64_t count = 0;
+    for (size_t i = 0; i < n; i++)
+        count += (uint64_t)__builtin_popcount(bits[i]);
+    if (count != kept)
+        return pm_error_set(err, PM_ERR_FORMAT,
+                            "view bitmap '%s': %llu bits set but header says kept %llu", name,
+                            (unsigned long long)count, (unsigned long long)kept);
+    if (view_bitmap_init(b, rows) != PM_OK)
+        return pm_error_set(err, PM_ERR_NOMEM, "view bitmap '%s': out of memory", name);
+    if (n)
+        memcpy(b->bits, bits, n);
+    b->kept = kept;
+    return PM_OK;
+}
+
 int view_bitmap_read(struct view_bitmap *b, const char *path, struct pm_error *err)
 {
     b->rows = b->kept = 0;
@@ -103,63 +148,29 @@ int view_bitmap_read(struct view_bitmap *b, const char *path, struct pm_error *e
     if (!fp)
         return pm_error_set(err, errno == ENOENT ? PM_ERR_NOT_FOUND : PM_ERR_IO,
                             "cannot open view bitmap '%s': %s", path, strerror(errno));
+    // Size bound from the header before reading everything.
     unsigned char h[VIEW_BITMAP_HEADER_BYTES];
+    size_t got = fread(h, 1, sizeof h, fp);
+    uint64_t rows = got == sizeof h ? get_u64(h + 16) : 0;
+    if (rows > VIEW_BITMAP_MAX_ROWS)
+        rows = 0; // parse reports it
+    size_t want = VIEW_BITMAP_HEADER_BYTES + (size_t)((rows + 7) / 8) + 1; // +1: detect extra
+    unsigned char *buf = malloc(want);
     int rc = PM_OK;
-    if (fread(h, 1, sizeof h, fp) != sizeof h) {
-        rc = pm_error_set(err, PM_ERR_FORMAT, "view bitmap '%s': shorter than its header", path);
-        goto out;
+    if (!buf) {
+        fclose(fp);
+        return pm_error_set(err, PM_ERR_NOMEM, "view bitmap '%s': out of memory", path);
     }
-    if (memcmp(h, VIEW_BITMAP_MAGIC, 8) != 0) {
-        rc = pm_error_set(err, PM_ERR_FORMAT, "view bitmap '%s': bad magic (not a keep-bitmap)",
-                          path);
-        goto out;
-    }
-    uint32_t version = get_u32(h + 8);
-    if (version != VIEW_BITMAP_VERSION || get_u32(h + 12) != 0) {
-        rc = pm_error_set(err, PM_ERR_FORMAT,
-                          "view bitmap '%s': version %u not supported (expected %u)", path,
-                          version, VIEW_BITMAP_VERSION);
-        goto out;
-    }
-    uint64_t rows = get_u64(h + 16), kept = get_u64(h + 24);
-    if (rows > VIEW_BITMAP_MAX_ROWS || kept > rows) {
-        rc = pm_error_set(err, PM_ERR_FORMAT, "view bitmap '%s': rows %llu / kept %llu invalid",
-                          path, (unsigned long long)rows, (unsigned long long)kept);
-        goto out;
-    }
-    rc = view_bitmap_init(b, rows);
-    if (rc != PM_OK) {
-        pm_error_set(err, rc, "view bitmap '%s': cannot hold %llu rows", path,
-                     (unsigned long long)rows);
-        goto out;
-    }
-    size_t n = (size_t)((rows + 7) / 8);
-    unsigned char extra;
-    if (fread(b->bits, 1, n, fp) != n || fread(&extra, 1, 1, fp) != 0) {
-        rc = pm_error_set(err, PM_ERR_FORMAT,
-                          "view bitmap '%s': size does not match %llu rows (truncated or "
-                          "trailing bytes)",
-                          path, (unsigned long long)rows);
-        goto out;
-    }
-    if (rows % 8 && (b->bits[n - 1] >> (rows % 8))) {
-        rc = pm_error_set(err, PM_ERR_FORMAT, "view bitmap '%s': padding bits set", path);
-        goto out;
-    }
-    uint64_t count = 0;
-    for (size_t i = 0; i < n; i++)
-        count += (uint64_t)__builtin_popcount(b->bits[i]);
-    if (count != kept) {
-        rc = pm_error_set(err, PM_ERR_FORMAT,
-                          "view bitmap '%s': %llu bits set but header says kept %llu", path,
-                          (unsigned long long)count, (unsigned long long)kept);
-        goto out;
-    }
-    b->kept = kept;
-out:
+    memcpy(buf, h, got);
+    size_t size = got;
+    if (got == sizeof h)
+        size += fread(buf + got, 1, want - got, fp);
+    if (ferror(fp))
+        rc = pm_error_set(err, PM_ERR_IO, "cannot read view bitmap '%s'", path);
     fclose(fp);
-    if (rc != PM_OK)
-        view_bitmap_release(b);
+    if (rc == PM_OK)
+        rc = view_bitmap_parse(b, buf, size, path, err);
+    free(buf);
     return rc;
 }
 

@@ -84,6 +84,11 @@ int view_bitmap_write(const struct view_bitmap *b, const char *path, struct pm_e
  */
 int view_bitmap_read(struct view_bitmap *b, const char *path, struct pm_error *err);
 
+/** Parse and validate a bitmap held in memory (`size` bytes; `name` names it in messages)
+ * into b (initialised by this call). Errors as view_bitmap_read. */
+int view_bitmap_parse(struct view_bitmap *b, const void *data, size_t size, const char *name,
+                      struct pm_error *err);
+
 /** Write `DATASET/_views/NAME` (or with a suffix, e.g. "/view.json") to buf. PM_ERR_LIMIT if
  * buf is too small; PM_ERR_USAGE if NAME is not a valid view name (see view_name_check). */
 int view_path(char *buf, size_t size, const char *dataset, const char *name, const char *suffix,
