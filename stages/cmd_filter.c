@@ -160,23 +160,27 @@ static void print_table(const struct fcounts *c, const struct filter_expr *f,
                         const struct filter_args *a, bool dataset)
 {
     uint64_t base = dataset ? c->success : c->rows;
-    printf("%-40s %14" PRIu64 "\n", "rows", c->rows);
-    if (dataset)
-        printf("%-40s %14" PRIu64 "  (%.2f%% of rows)\n", "success", c->success,
-               pct(c->success, c->rows));
-    printf("\n%-40s %14s %10s %14s\n", "clause", "dropped", "%", "of which null");
+    int wd = 40;
     for (size_t i = 0; i < filter_expr_num_clauses(f); i++)
-        printf("%-40s %14" PRIu64 " %9.2f%% %14" PRIu64 "\n", filter_expr_clause_text(f, i),
+        if ((int)strlen(filter_expr_clause_text(f, i)) > wd)
+            wd = (int)strlen(filter_expr_clause_text(f, i));
+    printf("%-*s %14" PRIu64 "\n", wd, "rows", c->rows);
+    if (dataset)
+        printf("%-*s %14" PRIu64 "  (%.2f%% of rows)\n", wd, "success", c->success,
+               pct(c->success, c->rows));
+    printf("\n%-*s %14s %10s %14s\n", wd, "clause", "dropped", "%", "of which null");
+    for (size_t i = 0; i < filter_expr_num_clauses(f); i++)
+        printf("%-*s %14" PRIu64 " %9.2f%% %14" PRIu64 "\n", wd, filter_expr_clause_text(f, i),
                c->clause[2 * i], pct(c->clause[2 * i], base), c->clause[2 * i + 1]);
-    printf("%-40s %14" PRIu64 " %9.2f%%\n", "all clauses (kept)", c->kept_where,
+    printf("%-*s %14" PRIu64 " %9.2f%%\n", wd, "all clauses (kept)", c->kept_where,
            pct(c->kept_where, base));
-    printf("%-40s %14" PRIu64 "\n", "dropped for a missing value", c->missing);
+    printf("%-*s %14" PRIu64 "\n", wd, "dropped for a missing value", c->missing);
     for (size_t i = 0; i < a->ndedupe; i++) {
         char label[64];
         snprintf(label, sizeof label, "dedupe %s (duplicates dropped)", dedupe_names[a->dedupe[i]]);
-        printf("%-40s %14" PRIu64 "\n", label, c->dedupe[a->dedupe[i]]);
+        printf("%-*s %14" PRIu64 "\n", wd, label, c->dedupe[a->dedupe[i]]);
     }
-    printf("\n%-40s %14" PRIu64 "  (%.2f%% of %s)\n", "kept", c->kept, pct(c->kept, base),
+    printf("\n%-*s %14" PRIu64 "  (%.2f%% of %s)\n", wd, "kept", c->kept, pct(c->kept, base),
            dataset ? "success" : "rows");
 }
 
