@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <float.h>
+#include <jansson.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -588,24 +589,39 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
             frac[t] = rows ? (double)kept[t] / (double)rows : 0;
         }
         if (a.json) {
-            printf("{\n  \"column\": \"%s\",\n  \"op\": \"%s\",\n  \"where\": [", a.column,
-                   op_text[a.op]);
+            json_t *doc = json_object(), *wh = json_array(), *th = json_array();
+            json_object_set_new(doc, "column", json_string(a.column));
+            json_object_set_new(doc, "op", json_string(op_text[a.op]));
             for (size_t i = 0; i < filter_expr_num_clauses(f); i++)
-                printf("%s\"%s\"", i ? ", " : "", filter_expr_clause_text(f, i));
-            printf("],\n  \"rows\": %" PRIu64 ",\n  \"base\": %" PRIu64
-                   ",\n  \"column_null\": %" PRIu64 ",\n  \"column_nan\": %" PRIu64
-                   ",\n  \"thresholds\": [\n",
-                   rows, base, nul, nan);
-            for (size_t t = 0; t < k; t++)
-                printf("    {\"threshold\": %.17g, \"text\": \"%s\", \"kept\": %" PRIu64
-                       ", \"fraction\": %.17g}%s\n",
-                       tv[t], tt[t], kept[t], frac[t], t + 1 < k ? "," : "");
-            printf("  ],\n  \"histogram\": {\"lo\": %.17g, \"hi\": %.17g, \"below\": %" PRIu64
-                   ", \"above\": %" PRIu64 ", \"counts\": [",
-                   lo, hi, ghist[a.bins], ghist[a.bins + 1]);
+                json_array_append_new(wh, json_string(filter_expr_clause_text(f, i)));
+            json_object_set_new(doc, "where", wh);
+            json_object_set_new(doc, "rows", json_integer((json_int_t)rows));
+            json_object_set_new(doc, "base", json_integer((json_int_t)base));
+            json_object_set_new(doc, "column_null", json_integer((json_int_t)nul));
+            json_object_set_new(doc, "column_nan", json_integer((json_int_t)nan));
+            for (size_t t = 0; t < k; t++) {
+                json_t *x = json_object();
+                json_object_set_new(x, "threshold", json_real(tv[t]));
+                json_object_set_new(x, "text", json_string(tt[t]));
+                json_object_set_new(x, "kept", json_integer((json_int_t)kept[t]));
+                json_object_set_new(x, "fraction", json_real(frac[t]));
+                json_array_append_new(th, x);
+            }
+            json_object_set_new(doc, "thresholds", th);
+            json_t *h = json_object(), *hc = json_array();
+            json_object_set_new(h, "lo", json_real(lo));
+            json_object_set_new(h, "hi", json_real(hi));
+            json_object_set_new(h, "below", json_integer((json_int_t)ghist[a.bins]));
+            json_object_set_new(h, "above", json_integer((json_int_t)ghist[a.bins + 1]));
             for (size_t i = 0; i < a.bins; i++)
-                printf("%s%" PRIu64, i ? ", " : "", ghist[i]);
-            printf("]}\n}\n");
+                json_array_append_new(hc, json_integer((json_int_t)ghist[i]));
+            json_object_set_new(h, "counts", hc);
+            json_object_set_new(doc, "histogram", h);
+            char *txt = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+            if (txt)
+                puts(txt);
+            free(txt);
+            json_decref(doc);
         } else {
             printf("sweep %s %s T", a.column, op_text[a.op]);
             for (size_t i = 0; i < filter_expr_num_clauses(f); i++)
