@@ -24,6 +24,8 @@
 #include <string.h>
 
 #define RC_ELSEWHERE 1000
+// Up to this many thresholds, count with one loop per threshold; above, bucket by search.
+#define SWEEP_LOOP_MAX 16
 
 static const char usage[] =
     "usage: pixelmill sweep DATASET|INPUT... --column COL --thresholds T1,T2,...\n"
@@ -68,6 +70,7 @@ struct sweep_state {
     const double *tv; // user order
     enum sweep_op op;
     uint64_t *kept;  // [k]: values v with `v op tv[t]`
+    uint64_t *bucket; // [k+1] (many thresholds): values with #(t <= v) (or #(t < v)) == i
     uint64_t rows, base, col_null, col_nan;
     double *vals;
     size_t nvals, capvals;
@@ -335,20 +338,37 @@ static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
                                     st->per_side, &cd, v >= st->ts[t]);
                 }
             }
-            // All thresholds over this batch's values, while they are in cache: one tight
-            // (vectorisable) counting loop per threshold.
+            // All thresholds over this batch's values, while they are in cache. Few
+            // thresholds: one tight (vectorisable) counting loop each. Many: each value is
+            // placed among the sorted thresholds by binary search (bucket counts, summed
+            // into per-threshold counts after the pass).
             const double *bv = vals + first;
             size_t m = nv - first;
-            for (size_t t = 0; t < st->k; t++) {
-                const double th = st->tv[t];
-                uint64_t cnt = 0;
-                switch (st->op) {
-                case OP_LT: for (size_t i = 0; i < m; i++) cnt += bv[i] < th; break;
-                case OP_LE: for (size_t i = 0; i < m; i++) cnt += bv[i] <= th; break;
-                case OP_GT: for (size_t i = 0; i < m; i++) cnt += bv[i] > th; break;
-                case OP_GE: for (size_t i = 0; i < m; i++) cnt += bv[i] >= th; break;
+            if (st->k > SWEEP_LOOP_MAX) {
+                int le = st->op == OP_LT || st->op == OP_GE; // bucket by #(t <= v)
+                for (size_t i = 0; i < m; i++) {
+                    size_t lo = 0, hi = st->k;
+                    while (lo < hi) {
+                        size_t mid = (lo + hi) / 2;
+                        if (le ? st->ts[mid] <= bv[i] : st->ts[mid] < bv[i])
+                            lo = mid + 1;
+                        else
+                            hi = mid;
+                    }
+                    st->bucket[lo]++;
                 }
-                st->kept[t] += cnt;
+            } else {
+                for (size_t t = 0; t < st->k; t++) {
+                    const double th = st->tv[t];
+                    uint64_t cnt = 0;
+                    switch (st->op) {
+                    case OP_LT: for (size_t i = 0; i < m; i++) cnt += bv[i] < th; break;
+                    case OP_LE: for (size_t i = 0; i < m; i++) cnt += bv[i] <= th; break;
+                    case OP_GT: for (size_t i = 0; i < m; i++) cnt += bv[i] > th; break;
+                    case OP_GE: for (size_t i = 0; i < m; i++) cnt += bv[i] >= th; break;
+                    }
+                    st->kept[t] += cnt;
+                }
             }
             st->nvals = nv;
             st->base += base;
@@ -510,11 +530,12 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
     st.per_side = want_cands ? a.per_side : 0;
     st.ts = malloc(k * sizeof *st.ts);
     st.kept = calloc(k + 1, sizeof *st.kept);
+    st.bucket = calloc(k + 1, sizeof *st.bucket);
     st.tv = tv;
     st.op = a.op;
     st.below = malloc((k * st.per_side + 1) * sizeof *st.below);
     st.above = malloc((k * st.per_side + 1) * sizeof *st.above);
-    if (!st.ts || !st.kept || !st.below || !st.above) {
+    if (!st.ts || !st.kept || !st.bucket || !st.below || !st.above) {
         pm_log_error("out of memory");
         exit_status = PM_EXIT_FAILED;
         goto out;
@@ -524,6 +545,26 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
     for (size_t i = 0; i < k * st.per_side; i++)
         st.below[i] = st.above[i] = (struct cand){0, UINT64_MAX, 0, 0};
     rc = sweep_units(&a, f, &s, mpi, &st, want_cands, &err);
+    if (k > SWEEP_LOOP_MAX) {
+        // bucket i holds values v with #(t <= v) == i (ops < and >=) or #(t < v) == i
+        // (<= and >). v < t_j  <=>  #(t <= v) <= j', j' = index of the first threshold
+        // equal to t_j; likewise for <=. > and >= are the complements of <= and <.
+        uint64_t total = 0;
+        for (size_t i = 0; i <= k; i++)
+            total += st.bucket[i];
+        for (size_t t = 0; t < k; t++) {
+            size_t j = 0;
+            while (j < k && st.ts[j] < tv[t])
+                j++; // first sorted index equal to tv[t]
+            if (a.op == OP_LE || a.op == OP_GT)
+                while (j + 1 < k && st.ts[j + 1] == tv[t])
+                    j++; // last equal index
+            uint64_t below = 0;
+            for (size_t i = 0; i <= j; i++)
+                below += st.bucket[i];
+            st.kept[t] = a.op == OP_LT || a.op == OP_LE ? below : total - below;
+        }
+    }
     if (all_ok(rc) != PM_OK) {
         if (rc != PM_OK)
             pm_log_error("%s", err.msg);
@@ -745,6 +786,7 @@ out:
     free(tv);
     free(st.ts);
     free(st.kept);
+    free(st.bucket);
     free(st.vals);
     free(st.below);
     free(st.above);

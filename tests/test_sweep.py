@@ -71,6 +71,16 @@ def test_counts_match_pyarrow(ds, pixelmill, op):
     check_counts(json.loads(r.stdout), table, "punsafe", op, THRESHOLDS)
 
 
+@pytest.mark.parametrize("op", ["<", "<=", ">", ">="])
+def test_many_thresholds(ds, pixelmill, op):
+    """Above 16 thresholds the counting switches to bucketing by binary search."""
+    d, table = ds
+    ths = sorted(set(np.round(np.linspace(0, 1, 37), 3).tolist())) + [0.1, 0.5,
+                                                                       0.10000000149011612]
+    r = run([pixelmill, "sweep", d, *sweep_args(op=op, ths=ths), "--json"])
+    check_counts(json.loads(r.stdout), table, "punsafe", op, ths)
+
+
 def test_double_and_int_columns_and_inputs(ds, pixelmill, tmp_path):
     d, table = ds
     r = run([pixelmill, "sweep", d, "--column", "similarity", "--thresholds", "0.3,0.32,0.35",
