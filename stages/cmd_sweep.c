@@ -317,21 +317,32 @@ static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
             size_t nv = st->nvals;
             uint64_t base = 0, nul = 0, nan = 0;
             size_t first = nv;
-            for (size_t i = 0; i < nr; i++) {
-                if (!keep[i])
-                    continue;
-                base++;
-                if (!valid[i]) {
-                    nul++;
-                    continue;
+            if (!want_cands) {
+                // Branch-free compaction: write every value, advance only past the kept.
+                for (size_t i = 0; i < nr; i++) {
+                    double v = reals ? reals[i] : (double)ints[i];
+                    unsigned k1 = keep[i] != 0, ok = k1 & (valid[i] != 0), num = v == v;
+                    vals[nv] = v;
+                    nv += ok & num;
+                    base += k1;
+                    nul += k1 & !ok;
+                    nan += ok & !num;
                 }
-                double v = reals ? reals[i] : (double)ints[i];
-                if (v != v) {
-                    nan++;
-                    continue;
-                }
-                vals[nv++] = v;
-                if (want_cands) {
+            } else {
+                for (size_t i = 0; i < nr; i++) {
+                    if (!keep[i])
+                        continue;
+                    base++;
+                    if (!valid[i]) {
+                        nul++;
+                        continue;
+                    }
+                    double v = reals ? reals[i] : (double)ints[i];
+                    if (v != v) {
+                        nan++;
+                        continue;
+                    }
+                    vals[nv++] = v;
                     struct cand cd = {v, s->units[u].row_base + row + i, u, row + i};
                     for (size_t t = 0; t < st->k; t++)
                         cand_insert((v < st->ts[t] ? st->below : st->above) + t * st->per_side,
