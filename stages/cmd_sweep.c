@@ -595,6 +595,8 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
         mm[1] = -st.vals[i] < mm[1] ? -st.vals[i] : mm[1];
     }
     MPI_CHECK(MPI_Allreduce(mm, gmm, 2, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD));
+    if (gmm[0] > -gmm[1]) // no values anywhere
+        gmm[0] = 0, gmm[1] = -0.0;
     double lo = a.have_range ? a.range[0] : gmm[0], hi = a.have_range ? a.range[1] : -gmm[1];
     uint64_t *hist = calloc(a.bins + 2, sizeof *hist), *ghist = calloc(a.bins + 2, sizeof *ghist);
     double span = hi - lo;
