@@ -621,22 +621,26 @@ static void tt_print(struct text_table *t, FILE *out)
             if (n > w[c])
                 w[c] = n;
         }
+    struct bytebuf line = BYTEBUF_INIT;
     for (size_t r = 0; r < t->nrows; r++) {
+        bytebuf_clear(&line);
         for (size_t c = 0; c < t->ncols; c++) {
             const char *s = t->cells[r * t->ncols + c];
             size_t pad = w[c] - text_width(s);
             bool left = c == 0 || c >= t->left_from;
-            bool last = c + 1 == t->ncols;
             if (c)
-                fputs("  ", out);
+                bytebuf_append_str(&line, "  ");
             if (!left)
-                fprintf(out, "%*s", (int)pad, "");
-            fputs(s, out);
-            if (left && !last)
-                fprintf(out, "%*s", (int)pad, "");
+                bytebuf_printf(&line, "%*s", (int)pad, "");
+            bytebuf_append_str(&line, s);
+            if (left)
+                bytebuf_printf(&line, "%*s", (int)pad, "");
         }
-        fputc('\n', out);
+        while (line.len && line.data[line.len - 1] == ' ')
+            line.data[--line.len] = '\0';
+        fprintf(out, "%s\n", line.data ? line.data : "");
     }
+    bytebuf_release(&line);
     free(w);
     for (size_t i = 0; i < t->nrows * t->ncols; i++)
         free(t->cells[i]);
