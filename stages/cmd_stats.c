@@ -10,7 +10,6 @@
  * statistic is independent of the split and of the merge order (see column_stats.h),
  * so the output is byte-identical for any number of ranks and any split into files.
  */
-#define _GNU_SOURCE // vasprintf
 #include "column_stats.h"
 #include "commands.h"
 #include "pm_error.h"
@@ -594,8 +593,11 @@ struct text_table {
 static void tt_add_row(struct text_table *t, char **row)
 {
     char **c = realloc(t->cells, (t->nrows + 1) * t->ncols * sizeof *c);
-    if (!c)
+    if (!c) {
+        for (size_t i = 0; i < t->ncols; i++)
+            free(row[i]);
         return;
+    }
     t->cells = c;
     memcpy(t->cells + t->nrows * t->ncols, row, t->ncols * sizeof *row);
     t->nrows++;
@@ -617,7 +619,8 @@ static void tt_print(struct text_table *t, FILE *out)
         return;
     for (size_t r = 0; r < t->nrows; r++)
         for (size_t c = 0; c < t->ncols; c++) {
-            size_t n = text_width(t->cells[r * t->ncols + c]);
+            const char *cell = t->cells[r * t->ncols + c];
+            size_t n = text_width(cell ? cell : "");
             if (n > w[c])
                 w[c] = n;
         }
@@ -625,7 +628,7 @@ static void tt_print(struct text_table *t, FILE *out)
     for (size_t r = 0; r < t->nrows; r++) {
         bytebuf_clear(&line);
         for (size_t c = 0; c < t->ncols; c++) {
-            const char *s = t->cells[r * t->ncols + c];
+            const char *s = t->cells[r * t->ncols + c] ? t->cells[r * t->ncols + c] : "";
             size_t pad = w[c] - text_width(s);
             bool left = c == 0 || c >= t->left_from;
             if (c)
@@ -652,13 +655,20 @@ static void tt_print(struct text_table *t, FILE *out)
 static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 static char *fmt(const char *f, ...)
 {
+    char small[64];
     va_list ap;
     va_start(ap, f);
-    char *s = NULL;
-    if (vasprintf(&s, f, ap) < 0)
-        s = NULL;
+    int n = vsnprintf(small, sizeof small, f, ap);
     va_end(ap);
-    return s ? s : strdup("?");
+    if (n < 0)
+        return strdup("?");
+    char *s = malloc((size_t)n + 1);
+    if (!s)
+        return NULL;
+    va_start(ap, f);
+    vsnprintf(s, (size_t)n + 1, f, ap);
+    va_end(ap);
+    return s;
 }
 
 static char *fmt_num(double v)
