@@ -30,50 +30,50 @@
 static void print_help(FILE *out)
 {
     fprintf(out,
-        "usage: pixelmill stats INPUT... [--cols A,B] [--json] [--format F] [--top N]\n"
-        "\n"
-        "Summarise the columns of one or more metadata tables (Parquet, CSV, TSV, JSONL;\n"
-        "text files may be .gz or .zst). All inputs are treated as one table.\n"
-        "\n"
-        "Options:\n"
-        "  --cols A,B    only these columns (default: all)\n"
-        "  --json        print one JSON document instead of tables\n"
-        "  --format F    csv, tsv, jsonl or parquet for every input (default: from the\n"
-        "                file name)\n"
-        "  --top N       top values shown per low-cardinality string column (default %d)\n"
-        "  -h, --help    this help\n"
-        "\n"
-        "Statistics per column: rows and nulls; numeric columns: count, min, max, mean\n"
-        "and the quantiles p1 p5 p25 p50 p75 p95 p99 (pandas' default 'linear'\n"
-        "interpolation), and NaNs for float columns (NaN is left out of every statistic,\n"
-        "like pandas); string columns: min/mean/max length in characters (UTF-8 code\n"
-        "points) and, for columns with at most %d distinct values (and at most 1 MiB of\n"
-        "them), the distinct count and the most frequent values (ties in byte order);\n"
-        "bool columns: true and false counts.\n"
-        "\n"
-        "Accuracy: counts, nulls, min, max, lengths and top-value counts are exact; the\n"
-        "mean is the exactly accumulated sum divided by the count (within 1 ulp).\n"
-        "Quantiles come from a histogram keyed on the sign, exponent and top m mantissa\n"
-        "bits of each value (m = %d, lowered only for columns with more than %u buckets;\n"
-        "m is printed). Each order statistic is exact when it is the smallest or largest\n"
-        "value of its bucket or the bucket holds one distinct value (integers below 2^24\n"
-        "and float32 values always do at m = 23), otherwise it is the bucket's midpoint,\n"
-        "within a relative error of 2^-(m+1) (6e-08 at m = 23). The printed bound is 0\n"
-        "when every order statistic used was exact.\n"
-        "\n"
-        "Inputs must have the same column names (in any order; the first input's order\n"
-        "is shown). Numeric types are widened across files (int32+int64 -> int64, float\n"
-        "with anything numeric -> double); other type differences are an error.\n"
-        "\n"
-        "MPI: run under mpirun to spread the (file, row group) units over ranks; the\n"
-        "output is byte-identical for any number of ranks. Memory per column is bounded\n"
-        "(at most 16 MiB for a numeric column, 1 MiB of distinct strings) whatever the\n"
-        "row count.\n"
-        "\n"
-        "Exit status: 0 done, 1 an input could not be read (the message names it),\n"
-        "2 usage error.\n",
-        DEFAULT_TOP, COLUMN_STATS_MAX_DISTINCT, COLUMN_STATS_MANTISSA_BITS,
-        COLUMN_STATS_MAX_BUCKETS);
+            "usage: pixelmill stats INPUT... [--cols A,B] [--json] [--format F] [--top N]\n"
+            "\n"
+            "Summarise the columns of one or more metadata tables (Parquet, CSV, TSV, JSONL;\n"
+            "text files may be .gz or .zst). All inputs are treated as one table.\n"
+            "\n"
+            "Options:\n"
+            "  --cols A,B    only these columns (default: all)\n"
+            "  --json        print one JSON document instead of tables\n"
+            "  --format F    csv, tsv, jsonl or parquet for every input (default: from the\n"
+            "                file name)\n"
+            "  --top N       top values shown per low-cardinality string column (default %d)\n"
+            "  -h, --help    this help\n"
+            "\n"
+            "Statistics per column: rows and nulls; numeric columns: count, min, max, mean\n"
+            "and the quantiles p1 p5 p25 p50 p75 p95 p99 (pandas' default 'linear'\n"
+            "interpolation), and NaNs for float columns (NaN is left out of every statistic,\n"
+            "like pandas); string columns: min/mean/max length in characters (UTF-8 code\n"
+            "points) and, for columns with at most %d distinct values (and at most 1 MiB of\n"
+            "them), the distinct count and the most frequent values (ties in byte order);\n"
+            "bool columns: true and false counts.\n"
+            "\n"
+            "Accuracy: counts, nulls, min, max, lengths and top-value counts are exact; the\n"
+            "mean is the exactly accumulated sum divided by the count (within 1 ulp).\n"
+            "Quantiles come from a histogram keyed on the sign, exponent and top m mantissa\n"
+            "bits of each value (m = %d, lowered only for columns with more than %u buckets;\n"
+            "m is printed). Each order statistic is exact when it is the smallest or largest\n"
+            "value of its bucket or the bucket holds one distinct value (integers below 2^24\n"
+            "and float32 values always do at m = 23), otherwise it is the bucket's midpoint,\n"
+            "within a relative error of 2^-(m+1) (6e-08 at m = 23). The printed bound is 0\n"
+            "when every order statistic used was exact.\n"
+            "\n"
+            "Inputs must have the same column names (in any order; the first input's order\n"
+            "is shown). Numeric types are widened across files (int32+int64 -> int64, float\n"
+            "with anything numeric -> double); other type differences are an error.\n"
+            "\n"
+            "MPI: run under mpirun to spread the (file, row group) units over ranks; the\n"
+            "output is byte-identical for any number of ranks. Memory per column is bounded\n"
+            "(at most 16 MiB for a numeric column, 1 MiB of distinct strings) whatever the\n"
+            "row count.\n"
+            "\n"
+            "Exit status: 0 done, 1 an input could not be read (the message names it),\n"
+            "2 usage error.\n",
+            DEFAULT_TOP, COLUMN_STATS_MAX_DISTINCT, COLUMN_STATS_MANTISSA_BITS,
+            COLUMN_STATS_MAX_BUCKETS);
 }
 
 struct stats_args {
@@ -273,8 +273,7 @@ static int plan_build(struct plan *p, const struct stats_args *a, struct pm_erro
                     rc = pm_error_set(err, PM_ERR_FORMAT,
                                       "'%s' has a column '%s' that '%s' does not have", path,
                                       ci->name, a->inputs[0]);
-                } else if (!column_stats_unify_types(p->cols[k].type, ci->type,
-                                                     &p->cols[k].type)) {
+                } else if (!column_stats_unify_types(p->cols[k].type, ci->type, &p->cols[k].type)) {
                     rc = pm_error_set(err, PM_ERR_FORMAT,
                                       "'%s': column '%s' is %s but earlier inputs have %s", path,
                                       ci->name, column_type_name(ci->type),
@@ -373,8 +372,8 @@ static void accum_release(struct accum *acc)
 
 // Fold part `part` of input `path` (already open as *r) into the accumulators.
 static int fold_unit(struct accum *acc, const struct plan *p, struct table_reader *r,
-                     const char *path, size_t part, struct table_batch *batch,
-                     const int *map, struct pm_error *err)
+                     const char *path, size_t part, struct table_batch *batch, const int *map,
+                     struct pm_error *err)
 {
     int rc = table_reader_select_parts(r, part, 1, err);
     if (rc)
@@ -389,8 +388,10 @@ static int fold_unit(struct accum *acc, const struct plan *p, struct table_reade
         for (size_t c = 0; c < batch->ncols; c++) {
             rc = column_stats_add_column(acc->cs[map[c]], &batch->cols[c]);
             if (rc)
-                return pm_error_set(err, rc, "'%s': column '%s': %s (a %s column where %s was "
-                                    "expected)", path, batch->cols[c].name, pm_strerror(rc),
+                return pm_error_set(err, rc,
+                                    "'%s': column '%s': %s (a %s column where %s was "
+                                    "expected)",
+                                    path, batch->cols[c].name, pm_strerror(rc),
                                     column_type_name(batch->cols[c].type),
                                     column_type_name(p->cols[map[c]].type));
         }
@@ -423,8 +424,8 @@ static int fold_my_units(struct accum *acc, const struct plan *p, const struct s
                     while (k < p->ncols && strcmp(p->cols[k].name, name))
                         k++;
                     if (k == p->ncols || n != p->ncols)
-                        rc = pm_error_set(err, PM_ERR_FORMAT,
-                                          "'%s': columns changed while reading", a->inputs[f]);
+                        rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': columns changed while reading",
+                                          a->inputs[f]);
                     else
                         map[c] = (int)k;
                 }
@@ -468,8 +469,8 @@ static int reduce_to_root(struct accum *acc, const struct pm_mpi *mpi, struct pm
             struct bytebuf b = BYTEBUF_INIT;
             if (len > INT_MAX || bytebuf_reserve(&b, len))
                 pm_mpi_fail(MPI_ERR_NO_MEM, "stats reduce", __FILE__, __LINE__);
-            MPI_CHECK(MPI_Recv(b.data, (int)len, MPI_BYTE, from, 2, MPI_COMM_WORLD,
-                               MPI_STATUS_IGNORE));
+            MPI_CHECK(
+                MPI_Recv(b.data, (int)len, MPI_BYTE, from, 2, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
             size_t pos = 0, used = 0;
             uint64_t rows = 0;
             if (len < 8)
@@ -478,8 +479,7 @@ static int reduce_to_root(struct accum *acc, const struct pm_mpi *mpi, struct pm
                 memcpy(&rows, b.data, 8), pos = 8;
             acc->rows += rows;
             for (size_t c = 0; !rc && c < acc->ncols; c++, pos += used)
-                rc = column_stats_merge_serialized(acc->cs[c], b.data + pos, len - pos, &used,
-                                                   err);
+                rc = column_stats_merge_serialized(acc->cs[c], b.data + pos, len - pos, &used, err);
             bytebuf_release(&b);
             if (rc)
                 return rc;
@@ -513,8 +513,11 @@ static json_t *json_bytes(const char *s, size_t n)
     struct bytebuf b = BYTEBUF_INIT;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
-                                  : (c & 0xF8) == 0xF0 ? 4 : 0;
+        size_t len = c < 0x80             ? 1
+                     : (c & 0xE0) == 0xC0 ? 2
+                     : (c & 0xF0) == 0xE0 ? 3
+                     : (c & 0xF8) == 0xF0 ? 4
+                                          : 0;
         json_t *one = len && i + len <= n ? json_stringn(s + i, len) : NULL;
         if (one) {
             bytebuf_append(&b, s + i, len);
@@ -698,9 +701,9 @@ static void append_value(struct bytebuf *b, const char *s, size_t n)
 static void print_text(const struct column_stats_summary *s, size_t n, uint64_t rows,
                        size_t ninputs, uint64_t nparts, FILE *out)
 {
-    fprintf(out, "%llu rows, %zu column%s, %zu input%s (%llu part%s)\n",
-            (unsigned long long)rows, n, n == 1 ? "" : "s", ninputs, ninputs == 1 ? "" : "s",
-            (unsigned long long)nparts, nparts == 1 ? "" : "s");
+    fprintf(out, "%llu rows, %zu column%s, %zu input%s (%llu part%s)\n", (unsigned long long)rows,
+            n, n == 1 ? "" : "s", ninputs, ninputs == 1 ? "" : "s", (unsigned long long)nparts,
+            nparts == 1 ? "" : "s");
     // numeric
     struct text_table t = {0};
     t.ncols = 8 + COLUMN_STATS_NQUANTILES;
@@ -731,17 +734,21 @@ static void print_text(const struct column_stats_summary *s, size_t n, uint64_t 
         bool have = c->count > 0, ints = is_int_type(c->type);
         row[k++] = strdup(c->name);
         row[k++] = strdup(column_type_name(c->type));
-        row[k++] = c->nans ? fmt("%llu+%lluNaN", (unsigned long long)c->nulls,
-                                 (unsigned long long)c->nans)
-                           : fmt("%llu", (unsigned long long)c->nulls);
+        row[k++] =
+            c->nans ? fmt("%llu+%lluNaN", (unsigned long long)c->nulls, (unsigned long long)c->nans)
+                    : fmt("%llu", (unsigned long long)c->nulls);
         row[k++] = fmt("%llu", (unsigned long long)c->count);
         row[k++] = have ? fmt_num(c->mean) : strdup("-");
-        row[k++] = !have ? strdup("-") : ints ? fmt("%lld", (long long)c->int_min) : fmt_num(c->min);
+        row[k++] = !have  ? strdup("-")
+                   : ints ? fmt("%lld", (long long)c->int_min)
+                          : fmt_num(c->min);
         for (int q = 0; q < COLUMN_STATS_NQUANTILES; q++)
             row[k++] = have ? fmt_num(c->quantiles[q]) : strdup("-");
-        row[k++] = !have ? strdup("-") : ints ? fmt("%lld", (long long)c->int_max) : fmt_num(c->max);
-        row[k++] = c->quantile_rel_error == 0 ? strdup("exact")
-                                              : fmt("%.0e", c->quantile_rel_error);
+        row[k++] = !have  ? strdup("-")
+                   : ints ? fmt("%lld", (long long)c->int_max)
+                          : fmt_num(c->max);
+        row[k++] =
+            c->quantile_rel_error == 0 ? strdup("exact") : fmt("%.0e", c->quantile_rel_error);
         tt_add_row(&t, row);
     }
     if (any) {
@@ -757,8 +764,8 @@ static void print_text(const struct column_stats_summary *s, size_t n, uint64_t 
         if (c->type != COLUMN_STRING)
             continue;
         if (!any) {
-            char *h[] = {strdup("string"),  strdup("type"),    strdup("nulls"),
-                         strdup("count"),   strdup("min len"), strdup("mean len"),
+            char *h[] = {strdup("string"),  strdup("type"),     strdup("nulls"),
+                         strdup("count"),   strdup("min len"),  strdup("mean len"),
                          strdup("max len"), strdup("distinct"), strdup("top values")};
             tt_add_row(&t, h);
             any = true;
@@ -799,12 +806,13 @@ static void print_text(const struct column_stats_summary *s, size_t n, uint64_t 
         if (c->type != COLUMN_BOOL)
             continue;
         if (!any) {
-            char *h[] = {strdup("bool"), strdup("type"), strdup("nulls"),
+            char *h[] = {strdup("bool"),  strdup("type"), strdup("nulls"),
                          strdup("count"), strdup("true"), strdup("false")};
             tt_add_row(&t, h);
             any = true;
         }
-        char *row[] = {strdup(c->name), strdup("bool"),
+        char *row[] = {strdup(c->name),
+                       strdup("bool"),
                        fmt("%llu", (unsigned long long)c->nulls),
                        fmt("%llu", (unsigned long long)c->count),
                        fmt("%llu", (unsigned long long)c->trues),
@@ -839,7 +847,8 @@ static int print_results(struct accum *acc, const struct stats_args *a, const st
         for (size_t i = 0; i < n; i++)
             json_array_append_new(cols, column_json(&s[i]));
         json_object_set_new(doc, "columns", cols);
-        char *text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+        char *text =
+            json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
         json_decref(doc);
         if (!text) {
             free(s);

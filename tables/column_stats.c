@@ -128,8 +128,8 @@ struct hist_bucket {
 
 struct hist {
     struct hist_bucket *slots;
-    size_t cap;      // power of two
-    unsigned lgcap;  // log2(cap)
+    size_t cap;     // power of two
+    unsigned lgcap; // log2(cap)
     size_t used;
     size_t max_used; // options.max_buckets
     size_t cap_max;  // 2 * next_pow2(max_used)
@@ -698,16 +698,18 @@ int column_stats_add_column(struct column_stats *cs, const struct column *col)
         cs->count += col->len - nulls;
         return PM_OK;
     case COLUMN_INT32:
-    case COLUMN_INT64: return add_ints(cs, col);
+    case COLUMN_INT64:
+        return add_ints(cs, col);
     case COLUMN_FLOAT:
-    case COLUMN_DOUBLE: return add_reals(cs, col);
-    case COLUMN_STRING: return add_strings(cs, col);
+    case COLUMN_DOUBLE:
+        return add_reals(cs, col);
+    case COLUMN_STRING:
+        return add_strings(cs, col);
     }
     return PM_ERR_INTERNAL;
 }
 
-static bool same_options(const struct column_stats_options *a,
-                         const struct column_stats_options *b)
+static bool same_options(const struct column_stats_options *a, const struct column_stats_options *b)
 {
     return a->mantissa_bits == b->mantissa_bits && a->max_buckets == b->max_buckets &&
            a->max_distinct == b->max_distinct && a->max_distinct_bytes == b->max_distinct_bytes;
@@ -803,10 +805,10 @@ int column_stats_serialize(const struct column_stats *cs, struct bytebuf *out)
         rc = put_u64(out, head[i]);
     if (!rc)
         rc = bytebuf_append(out, cs->name, namelen);
-    uint64_t counts[] = {cs->rows,    cs->nulls,          cs->nans,     cs->count,
-                         cs->has_int, cs->has_real,       (uint64_t)cs->imin,
-                         (uint64_t)cs->imax, cs->pos_inf, cs->neg_inf,  cs->len_min,
-                         cs->len_max, cs->len_sum,        cs->trues,    cs->falses};
+    uint64_t counts[] = {cs->rows,    cs->nulls,    cs->nans,           cs->count,
+                         cs->has_int, cs->has_real, (uint64_t)cs->imin, (uint64_t)cs->imax,
+                         cs->pos_inf, cs->neg_inf,  cs->len_min,        cs->len_max,
+                         cs->len_sum, cs->trues,    cs->falses};
     for (size_t i = 0; !rc && i < sizeof counts / sizeof counts[0]; i++)
         rc = put_u64(out, counts[i]);
     if (!rc)
@@ -920,11 +922,10 @@ int column_stats_merge_serialized(struct column_stats *cs, const void *data, siz
     const char *name = get_bytes(&r, namelen);
     if (r.bad || version != CS_VERSION)
         return pm_error_set(err, PM_ERR_FORMAT, "column statistics: bad header");
-    if (type != (uint64_t)cs->type || !same_options(&o, &cs->opt) ||
-        namelen != strlen(cs->name) || memcmp(name, cs->name, namelen))
+    if (type != (uint64_t)cs->type || !same_options(&o, &cs->opt) || namelen != strlen(cs->name) ||
+        memcmp(name, cs->name, namelen))
         return pm_error_set(err, PM_ERR_FORMAT,
-                            "column statistics for '%s': name, type or options differ",
-                            cs->name);
+                            "column statistics for '%s': name, type or options differ", cs->name);
     struct column_stats *t = NULL;
     int rc = column_stats_create(&t, cs->name, cs->type, &cs->opt);
     if (rc)
@@ -1075,8 +1076,7 @@ static int summarize_quantiles(struct column_stats *cs, struct column_stats_summ
     return PM_OK;
 }
 
-int column_stats_summarize(struct column_stats *cs, size_t ntop,
-                           struct column_stats_summary *out)
+int column_stats_summarize(struct column_stats *cs, size_t ntop, struct column_stats_summary *out)
 {
     memset(out, 0, sizeof *out);
     out->name = cs->name;

@@ -88,7 +88,10 @@ struct column_stats_options {
 };
 
 /** Options with every field at its default. */
-#define COLUMN_STATS_OPTIONS_DEFAULT {COLUMN_STATS_MANTISSA_BITS, 0, 0, 0}
+#define COLUMN_STATS_OPTIONS_DEFAULT                                                               \
+    {                                                                                              \
+        COLUMN_STATS_MANTISSA_BITS, 0, 0, 0                                                        \
+    }
 
 /** One distinct string value and how often it occurs. */
 struct column_stats_value {
@@ -106,19 +109,19 @@ struct column_stats_summary {
     enum column_type type;
     uint64_t rows, nulls, count;
     /* numeric (INT32, INT64, FLOAT, DOUBLE) */
-    uint64_t nans;             /* float columns only */
-    int64_t int_min, int_max;  /* integer columns, when count > 0 */
-    double min, max;           /* every numeric column, when count > 0 (ints converted) */
-    double mean;               /* when count > 0; may be +-inf or NaN with infinities */
+    uint64_t nans;            /* float columns only */
+    int64_t int_min, int_max; /* integer columns, when count > 0 */
+    double min, max;          /* every numeric column, when count > 0 (ints converted) */
+    double mean;              /* when count > 0; may be +-inf or NaN with infinities */
     double quantiles[COLUMN_STATS_NQUANTILES]; /* when count > 0 */
-    unsigned quantile_bits;    /* the histogram's final m */
+    unsigned quantile_bits;                    /* the histogram's final m */
     double quantile_rel_error; /* 2^-(m+1); 0 when every order statistic used was exact */
     /* string */
     uint64_t min_length, max_length; /* characters, when count > 0 */
     double mean_length;
-    bool distinct_known;             /* low-cardinality: the counts below are exact */
-    uint64_t distinct;               /* distinct values, when distinct_known */
-    size_t ntop;                     /* entries in top (<= the requested number) */
+    bool distinct_known; /* low-cardinality: the counts below are exact */
+    uint64_t distinct;   /* distinct values, when distinct_known */
+    size_t ntop;         /* entries in top (<= the requested number) */
     const struct column_stats_value *top;
     /* bool */
     uint64_t trues, falses;
@@ -170,8 +173,7 @@ int column_stats_merge_serialized(struct column_stats *cs, const void *data, siz
  * summary points into `cs`; valid until cs is changed or freed. Returns PM_OK or
  * PM_ERR_NOMEM.
  */
-int column_stats_summarize(struct column_stats *cs, size_t ntop,
-                           struct column_stats_summary *out);
+int column_stats_summarize(struct column_stats *cs, size_t ntop, struct column_stats_summary *out);
 
 /** Widened type when files disagree: equal types stay; two numeric types give the
  * wider (INT32+INT64 -> INT64, any float + anything numeric -> DOUBLE, FLOAT+FLOAT ->

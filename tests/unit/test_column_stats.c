@@ -43,8 +43,8 @@ static double ref_quantile(const double *x, size_t n, double q)
 }
 
 // Feed values[lo..hi) (NAN = null) into cs as one column of `type`.
-static void feed_reals(struct column_stats *cs, enum column_type type, const double *v,
-                       size_t lo, size_t hi)
+static void feed_reals(struct column_stats *cs, enum column_type type, const double *v, size_t lo,
+                       size_t hi)
 {
     struct column c;
     column_init(&c, "x", type);
@@ -64,7 +64,8 @@ static bool same_summary(const struct column_stats_summary *a, const struct colu
 {
     bool ok = a->rows == b->rows && a->nulls == b->nulls && a->count == b->count &&
               a->nans == b->nans && a->int_min == b->int_min && a->int_max == b->int_max &&
-              !memcmp(&a->min, &b->min, sizeof a->min) && !memcmp(&a->max, &b->max, sizeof a->max) &&
+              !memcmp(&a->min, &b->min, sizeof a->min) &&
+              !memcmp(&a->max, &b->max, sizeof a->max) &&
               !memcmp(&a->mean, &b->mean, sizeof a->mean) &&
               !memcmp(a->quantiles, b->quantiles, sizeof a->quantiles) &&
               a->quantile_bits == b->quantile_bits &&
@@ -297,8 +298,8 @@ static void test_bool_and_types(void)
     CHECK(column_stats_unify_types(COLUMN_FLOAT, COLUMN_INT64, &t) && t == COLUMN_DOUBLE);
     CHECK(column_stats_unify_types(COLUMN_FLOAT, COLUMN_FLOAT, &t) && t == COLUMN_FLOAT);
     CHECK(!column_stats_unify_types(COLUMN_STRING, COLUMN_INT64, &t));
-    CHECK(column_stats_create(&cs, "x", COLUMN_DOUBLE, &(struct column_stats_options){60, 0, 0, 0}) ==
-          PM_ERR_USAGE);
+    CHECK(column_stats_create(&cs, "x", COLUMN_DOUBLE,
+                              &(struct column_stats_options){60, 0, 0, 0}) == PM_ERR_USAGE);
     column_stats_free(NULL);
 }
 
