@@ -449,18 +449,20 @@ static int reduce_to_root(struct accum *acc, const struct pm_mpi *mpi, struct pm
     int rc = PM_OK;
     for (int step = 1; step < mpi->size; step *= 2) {
         if (mpi->rank % (2 * step) == step) {
+            // sent even after a failed merge below, so the tree never waits forever;
+            // the caller's agree() then fails every rank
             struct bytebuf b = BYTEBUF_INIT;
-            rc = put_u64(&b, acc->rows);
-            for (size_t c = 0; !rc && c < acc->ncols; c++)
-                rc = column_stats_serialize(acc->cs[c], &b);
-            if (rc || b.len > INT_MAX)
-                pm_mpi_fail(rc ? MPI_ERR_NO_MEM : MPI_ERR_COUNT, "stats reduce", __FILE__,
+            int src = put_u64(&b, acc->rows);
+            for (size_t c = 0; !src && c < acc->ncols; c++)
+                src = column_stats_serialize(acc->cs[c], &b);
+            if (src || b.len > INT_MAX)
+                pm_mpi_fail(src ? MPI_ERR_NO_MEM : MPI_ERR_COUNT, "stats reduce", __FILE__,
                             __LINE__);
             uint64_t len = b.len;
             MPI_CHECK(MPI_Send(&len, 1, MPI_UINT64_T, mpi->rank - step, 1, MPI_COMM_WORLD));
             MPI_CHECK(MPI_Send(b.data, (int)len, MPI_BYTE, mpi->rank - step, 2, MPI_COMM_WORLD));
             bytebuf_release(&b);
-            return PM_OK;
+            return rc;
         }
         if (mpi->rank % (2 * step) == 0 && mpi->rank + step < mpi->size) {
             int from = mpi->rank + step;
@@ -473,16 +475,16 @@ static int reduce_to_root(struct accum *acc, const struct pm_mpi *mpi, struct pm
                 MPI_Recv(b.data, (int)len, MPI_BYTE, from, 2, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
             size_t pos = 0, used = 0;
             uint64_t rows = 0;
-            if (len < 8)
+            if (!rc && len < 8)
                 rc = pm_error_set(err, PM_ERR_INTERNAL, "short statistics from rank %d", from);
-            else
-                memcpy(&rows, b.data, 8), pos = 8;
-            acc->rows += rows;
+            if (!rc) {
+                memcpy(&rows, b.data, 8);
+                pos = 8;
+                acc->rows += rows;
+            }
             for (size_t c = 0; !rc && c < acc->ncols; c++, pos += used)
                 rc = column_stats_merge_serialized(acc->cs[c], b.data + pos, len - pos, &used, err);
             bytebuf_release(&b);
-            if (rc)
-                return rc;
         }
     }
     return rc;
