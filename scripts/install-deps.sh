@@ -4,12 +4,37 @@
 set -euo pipefail
 
 DEB_PACKAGES=(
-  build-essential cmake pkg-config clang libclang-rt-14-dev
-  zlib1g-dev libzstd-dev libsnappy-dev libjansson-dev libxxhash-dev
-  libopenmpi-dev openmpi-bin
-  libcurl4-openssl-dev libjpeg62-turbo-dev libwebp-dev libpng-dev libgif-dev libarchive-dev
+  build-essential
+  cmake
+  pkg-config
+  clang
+  libclang-rt-14-dev
+  zlib1g-dev
+  libzstd-dev
+  libsnappy-dev
+  libjansson-dev
+  libxxhash-dev
+  libopenmpi-dev
+  openmpi-bin
+  libcurl4-openssl-dev
+  openssl
+  libjpeg62-turbo-dev
+  libwebp-dev
+  libpng-dev
+  libgif-dev
+  libarchive-dev
 )
-PY_PACKAGES=(pyarrow pandas numpy pytest webdataset)
+# One package per line, so parallel changes merge cleanly.
+PY_PACKAGES=(
+  pyarrow
+  pandas
+  numpy
+  pytest
+  webdataset
+  wids
+  xxhash
+  zstandard
+)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

@@ -25,7 +25,8 @@ if [ "${PIXELMILL_TEST_SANITIZE:-1}" = 1 ]; then
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:suppressions=$PWD/tests/asan.supp"
   export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+  export LD_PRELOAD="$PWD/build-asan/libpm_nodlclose.so"   # see tests/sanitizer/nodlclose.c
   PIXELMILL_SANITIZED=1 run_suite build-asan
-  unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
+  unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS LD_PRELOAD
 fi
 run_suite build

@@ -12,6 +12,13 @@
  * later value that does not fit the inferred type is an error naming the file, line and
  * column.
  *
+ * The exact text rules (quoting, TSV, nulls, numbers, JSON keys and nested values) are in
+ * csv_reader.h, jsonl_reader.h and text_value.h. In short: only the empty CSV field is
+ * null (in every column type; "NA"/"null" are data), a column with no value in the
+ * inference window is STRING, a JSONL key first seen after the window is an error
+ * unless columns were selected. Text formats have one part; selecting it again after
+ * reading rewinds by reopening the file, selecting no part reads nothing.
+ *
  * Memory is bounded by the batch size and (text) the longest record or (Parquet) one
  * page per column, never by the file size. Errors name the file and the line (text) or
  * the row group (Parquet). One thread at a time per reader.

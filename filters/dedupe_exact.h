@@ -1,0 +1,51 @@
+/**
+ * dedupe_exact — global exact-duplicate detection across MPI ranks.
+ *
+ * Every rank holds records (128-bit hash, id). The ids are global and unique (for
+ * example the input row number, or a sample's key order). For each record the module
+ * finds its group's *keeper*: the lowest id among all records, on any rank, with the
+ * same 128-bit hash. A record is a duplicate iff keeper != its own id.
+ *
+ * How: records are routed to an owner rank by hash value (MPI_Alltoallv), the owner
+ * sorts what it received by (hash, id) and scans the groups, and the keepers travel
+ * back along the same route. The answer depends only on the records, never on the
+ * number of ranks or on which rank held which record.
+ *
+ * Memory: 32 bytes per record on its owner during a round (the record plus its place
+ * in the arrival order), plus the sender's copy. When the estimate exceeds
+ * `memory_limit` bytes per rank, the hash space is split into rounds processed one
+ * after another (same answer, less memory).
+ */
+#ifndef PM_DEDUPE_EXACT_H
+#define PM_DEDUPE_EXACT_H
+
+#include "pm_error.h"
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct dedupe_record {
+    uint64_t hash_hi;
+    uint64_t hash_lo;
+    uint64_t id;
+};
+
+/** Statistics of one run, identical on every rank. */
+struct dedupe_exact_stats {
+    uint64_t records;    /* all records, all ranks */
+    uint64_t duplicates; /* records whose keeper is another record */
+    uint64_t groups;     /* distinct hashes having at least two records */
+    unsigned rounds;     /* hash-range rounds used */
+};
+
+/**
+ * Collective over `comm`: set keeper[i] for each of this rank's `n` records.
+ * memory_limit: bytes per rank for the owner-side work (0 = no limit: one round).
+ * Returns PM_OK, or PM_ERR_NOMEM / PM_ERR_LIMIT with the same code on every rank.
+ */
+int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keeper,
+                     MPI_Comm comm, size_t memory_limit, struct dedupe_exact_stats *stats,
+                     struct pm_error *err);
+
+#endif
