@@ -31,6 +31,7 @@ static void print_help(FILE *out)
 {
     fprintf(out,
             "usage: pixelmill stats INPUT... [--cols A,B] [--json] [--format F] [--top N]\n"
+            "                       [--quantile-buckets B]\n"
             "\n"
             "Summarise the columns of one or more metadata tables (Parquet, CSV, TSV, JSONL;\n"
             "text files may be .gz or .zst). All inputs are treated as one table.\n"
@@ -41,6 +42,10 @@ static void print_help(FILE *out)
             "  --format F    csv, tsv, jsonl or parquet for every input (default: from the\n"
             "                file name)\n"
             "  --top N       top values shown per low-cardinality string column (default %d)\n"
+            "  --quantile-buckets B\n"
+            "                most histogram buckets per numeric column before its\n"
+            "                resolution m is lowered (default %u = 16 MiB; 8192 to 2^28;\n"
+            "                4x the buckets buys about 2 more bits where m was lowered)\n"
             "  -h, --help    this help\n"
             "\n"
             "Statistics per column: rows and nulls; numeric columns: count, min, max, mean\n"
@@ -67,13 +72,13 @@ static void print_help(FILE *out)
             "\n"
             "MPI: run under mpirun to spread the (file, row group) units over ranks; the\n"
             "output is byte-identical for any number of ranks. Memory per column is bounded\n"
-            "(at most 16 MiB for a numeric column, 1 MiB of distinct strings) whatever the\n"
-            "row count.\n"
+            "(at most 64 bytes per quantile bucket for a numeric column, 1 MiB of distinct\n"
+            "strings) whatever the row count; use the same options on every run you compare.\n"
             "\n"
             "Exit status: 0 done, 1 an input could not be read (the message names it),\n"
             "2 usage error.\n",
-            DEFAULT_TOP, COLUMN_STATS_MAX_DISTINCT, COLUMN_STATS_MANTISSA_BITS,
-            COLUMN_STATS_MAX_BUCKETS);
+            DEFAULT_TOP, COLUMN_STATS_MAX_BUCKETS, COLUMN_STATS_MAX_DISTINCT,
+            COLUMN_STATS_MANTISSA_BITS, COLUMN_STATS_MAX_BUCKETS);
 }
 
 struct stats_args {
@@ -85,6 +90,7 @@ struct stats_args {
     const char *format;
     bool json;
     size_t top;
+    size_t max_buckets;
 };
 
 static void args_release(struct stats_args *a)
@@ -124,9 +130,9 @@ static int parse_args(int argc, char **argv, struct stats_args *a, int rank)
             a->json = true;
             continue;
         }
-        const char *names[] = {"--cols", "--format", "--top"};
+        const char *names[] = {"--cols", "--format", "--top", "--quantile-buckets"};
         int which = -1;
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < 4; k++) {
             size_t n = strlen(names[k]);
             if (!strncmp(s, names[k], n) && (s[n] == '\0' || s[n] == '=')) {
                 which = k;
@@ -157,7 +163,7 @@ static int parse_args(int argc, char **argv, struct stats_args *a, int rank)
                 return PM_ERR_USAGE;
             }
             a->format = val;
-        } else {
+        } else if (which == 2) {
             char *end;
             unsigned long long n = strtoull(val, &end, 10);
             if (!*val || *end || val[0] == '-' || n > 100000) {
@@ -166,6 +172,17 @@ static int parse_args(int argc, char **argv, struct stats_args *a, int rank)
                 return PM_ERR_USAGE;
             }
             a->top = (size_t)n;
+        } else {
+            char *end;
+            unsigned long long n = strtoull(val, &end, 10);
+            if (!*val || *end || val[0] == '-' || n < 8192 || n > (1ULL << 28)) {
+                if (rank == 0)
+                    pm_log_error("stats: --quantile-buckets must be a number from 8192 to "
+                                 "268435456, not '%s'",
+                                 val);
+                return PM_ERR_USAGE;
+            }
+            a->max_buckets = (size_t)n;
         }
     }
     if (!a->ninputs) {
@@ -902,7 +919,9 @@ int cmd_stats(int argc, char **argv, const struct pm_mpi *mpi)
         if (!acc.cs)
             rc = pm_error_set(&err, PM_ERR_NOMEM, "out of memory");
         for (size_t i = 0; !rc && i < p.ncols; i++)
-            rc = column_stats_create(&acc.cs[i], p.cols[i].name, p.cols[i].type, NULL);
+            rc = column_stats_create(
+                &acc.cs[i], p.cols[i].name, p.cols[i].type,
+                &(struct column_stats_options){COLUMN_STATS_MANTISSA_BITS, a.max_buckets, 0, 0});
         if (!rc)
             rc = fold_my_units(&acc, &p, &a, mpi, &err);
         if (rc)

@@ -239,3 +239,18 @@ def test_empty_input_and_format_option(tmp_path):
     a, b = out["columns"]
     assert (a["type"], a["nulls"], a["min"], a["max"], a["mean"]) == ("int64", 1, 1, 3, 2.0)
     assert b["top"] == [{"value": "x", "count": 2}, {"value": "y", "count": 1}]
+
+
+def test_coarse_histogram_bound_and_identity(data):
+    """Few buckets force m down: quantiles stay within the printed bound of pandas' and
+    the output is still identical for another rank count and split."""
+    args = ["--quantile-buckets", "8192", "--cols", "similarity,nanny,SAMPLE_ID,punsafe"]
+    text = stats_json([*args, data["whole"]])
+    out = json.loads(text)
+    df = data["table"].to_pandas()
+    by = {c["name"]: c for c in out["columns"]}
+    assert by["similarity"]["quantile_mantissa_bits"] < 23
+    assert by["punsafe"]["quantile_max_rel_error"] > 0
+    for col in out["columns"]:
+        check_column(col, df[col["name"]])
+    assert stats_json([*args, *data["split"]], np_=2) == text
