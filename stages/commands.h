@@ -22,5 +22,8 @@ enum pm_exit {
 /** Map a pm_status code to an exit status (usage -> 2, interrupted -> 75, else 1). */
 int pm_exit_from_status(int status);
 
+/** pixelmill stats: column summaries of metadata tables (stages/cmd_stats.c). */
+int cmd_stats(int argc, char **argv, const struct pm_mpi *mpi);
+
 
 #endif

@@ -26,7 +26,7 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"version", NULL, 0, "print the version"}, /* handled below; replaced when stats lands */
+    {"stats", cmd_stats, USES_MPI, "column summaries (counts, quantiles, top values) of tables"},
 };
 
 static const size_t ncommands = sizeof commands / sizeof commands[0];
