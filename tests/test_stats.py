@@ -214,8 +214,6 @@ def test_corrupt_row_group_under_mpi(data, tmp_path):
     assert r.stdout == ""
 
 
-@pytest.mark.xfail(reason="parquet_reader rejects pyarrow's 0-row row group "
-                   "(data_page_offset 0): 'column chunk outside the file'", strict=False)
 def test_empty_parquet(tmp_path):
     empty = tmp_path / "empty.parquet"
     pq.write_table(pa.table({"x": pa.array([], pa.float32()), "s": pa.array([], pa.string())}),
