@@ -7,9 +7,10 @@ DEB_PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   zlib1g-dev libzstd-dev libsnappy-dev libjansson-dev libxxhash-dev
   libopenmpi-dev openmpi-bin
-  libcurl4-openssl-dev openssl libjpeg62-turbo-dev libwebp-dev libpng-dev libgif-dev libarchive-dev
+  libcurl4-openssl-dev libssl-dev libxml2-dev openssl libjpeg62-turbo-dev libwebp-dev libpng-dev libgif-dev libarchive-dev
 )
-PY_PACKAGES=(pyarrow pandas numpy pytest webdataset wids xxhash)
+# "pip-name:module" where the module to look for differs from the pip name
+PY_PACKAGES=(pyarrow pandas numpy pytest webdataset wids xxhash "moto[server]:flask_cors" boto3 awscli)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
@@ -25,7 +26,8 @@ fi
 PY=${PYTHON:-python3}
 need_py=()
 for p in "${PY_PACKAGES[@]}"; do
-  $PY -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('$p') else 1)" 2>/dev/null || need_py+=("$p")
+  mod=${p#*:}; pkg=${p%%:*}
+  $PY -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('$mod') else 1)" 2>/dev/null || need_py+=("$pkg")
 done
 if [ ${#need_py[@]} -gt 0 ]; then
   echo "install-deps: pip install ${need_py[*]}"
