@@ -12,6 +12,7 @@ import calendar
 import hashlib
 import http.client
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -105,6 +106,11 @@ class SigV4Proxy:
         self.log = []  # (method, path, query, status or action)
         self.lock = threading.Lock()
         self.rejected = 0
+        self.max_keys = None  # force small listing pages (added after verification)
+        # moto reports every upload as initiated in 2010; this many seconds ago instead
+        self.initiated_age_s = None
+        self.parts_inflight = 0  # part uploads being handled now, and the most at once
+        self.max_parts_inflight = 0
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -230,6 +236,19 @@ class SigV4Proxy:
         h.connection.close()
 
     def handle(self, h):
+        is_part = "partNumber=" in h.path
+        if is_part:
+            with self.lock:
+                self.parts_inflight += 1
+                self.max_parts_inflight = max(self.max_parts_inflight, self.parts_inflight)
+        try:
+            self.handle_request(h)
+        finally:
+            if is_part:
+                with self.lock:
+                    self.parts_inflight -= 1
+
+    def handle_request(self, h):
         method = h.command
         raw_path = h.path
         path, _, query = raw_path.partition("?")
@@ -263,6 +282,10 @@ class SigV4Proxy:
                 time.sleep(action.delay)
         headers = {k: v for k, v in h.headers.items()
                    if k.lower() not in ("connection", "keep-alive")}
+        if self.max_keys and method == "GET" and "list-type=2" in query:
+            raw_path += f"&max-keys={self.max_keys}"
+        elif self.max_keys and method == "GET" and "uploads=" in query:
+            raw_path += f"&max-uploads={self.max_keys}"
         for attempt in range(2):
             conn = self.upstream()
             try:
@@ -280,6 +303,15 @@ class SigV4Proxy:
                                  "date"):
                 h.send_header(k, v)
         length = resp.getheader("Content-Length")
+        if self.initiated_age_s is not None and method == "GET" and "uploads=" in query:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z",
+                                  time.gmtime(time.time() - self.initiated_age_s))
+            data = re.sub(rb"<Initiated>[^<]*</Initiated>",
+                          f"<Initiated>{stamp}</Initiated>".encode(), resp.read())
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data)
+            return
         if length is None and method != "HEAD":
             data = resp.read()
             h.send_header("Content-Length", str(len(data)))
