@@ -6,6 +6,8 @@
 //   pm_store_tool [options] ls URL            list "NAME<TAB>SIZE" under the store URL
 //   pm_store_tool [options] rm URL            delete the object
 //   pm_store_tool [options] sweep URL [AGE]   remove unfinished writes under the store
+//   pm_store_tool [options] tar URL N SIZE    write a shard of N samples (KEY.bin of SIZE
+//                                             bytes, KEY.txt) with tar_writer_open_store
 //
 // Object URLs are "s3://bucket/prefix/name" or "dir/name": the store is everything up to
 // the last '/'. Options: --endpoint URL, --part-size BYTES, --parallel N, --attempts N,
@@ -13,6 +15,7 @@
 // (put: abort the writer after that many bytes, exit 3, as a caller giving up would).
 // Exit 0 ok, 1 error (message on stderr), 2 usage, 3 aborted on request.
 #include "store.h"
+#include "tar_writer.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -166,6 +169,36 @@ int main(int argc, char **argv)
             if (fclose(f) != 0 && ret == 0)
                 ret = 1;
         }
+    } else if (strcmp(cmd, "tar") == 0 && npos == 4) {
+        long nsamples = atol(pos[2]);
+        size_t size = strtoull(pos[3], NULL, 10);
+        char *img = malloc(size ? size : 1);
+        struct tar_writer *w = NULL;
+        struct tar_writer_options o = TAR_WRITER_OPTIONS_INIT;
+        o.mtime = 1700000000;
+        if (!img) {
+            ret = 1;
+        } else if (tar_writer_open_store(s, name, &o, &w, &err) != PM_OK) {
+            ret = fail(&err);
+        } else {
+            for (long k = 0; k < nsamples && ret == 0; k++) {
+                for (size_t i = 0; i < size; i++)
+                    img[i] = (char)(i * 7 + (size_t)k);
+                char key[32], cap[64];
+                snprintf(key, sizeof key, "%09ld", k);
+                snprintf(cap, sizeof cap, "caption %ld", k);
+                struct tar_member m[2] = {{"bin", img, size}, {"txt", cap, strlen(cap)}};
+                if (tar_writer_add_sample(w, key, m, 2, &err) != PM_OK)
+                    ret = fail(&err);
+            }
+            struct tar_writer_result r;
+            if (ret == 0 && tar_writer_close(w, &r, &err) != PM_OK)
+                ret = fail(&err);
+            if (ret == 0)
+                printf("%" PRIu64 " %s\n", r.bytes, r.xxh3);
+        }
+        tar_writer_free(w);
+        free(img);
     } else if (strcmp(cmd, "size") == 0 && npos == 2) {
         uint64_t size;
         if (store_size(s, name, &size, &err) != PM_OK)
