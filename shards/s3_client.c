@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 // Error answers and XML listings are small; a bigger body is not S3 talking.
@@ -383,6 +384,14 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *ud)
         if (vl < sizeof r->etag) {
             memcpy(r->etag, v, vl);
             r->etag[vl] = 0;
+        }
+    } else if (r->status == 200 && r->sink && hdr_is(line, n, "Content-Length", &v, &vl)) {
+        // a whole-object answer: its length is the object's size
+        char tmp[32];
+        if (vl < sizeof tmp) {
+            memcpy(tmp, v, vl);
+            tmp[vl] = 0;
+            r->total = strtoull(tmp, NULL, 10);
         }
     } else if (hdr_is(line, n, "Content-Range", &v, &vl)) {
         // "bytes a-b/total": the first byte and the size of the object
