@@ -125,6 +125,20 @@ def test_roundtrip_single_put_and_multipart(proxy, direct, bucket, tmp_path):
     assert proxy.rejected == 0
 
 
+def test_virtual_hosted_addressing(proxy, direct, bucket, tmp_path):
+    """PIXELMILL_S3_PATH_STYLE=0: the bucket goes in the host name (curl resolves
+    *.localhost to loopback; moto takes the bucket from the first label)."""
+    env = env_for(proxy)
+    env["AWS_ENDPOINT_URL"] = f"http://s3.localhost:{proxy.port}"
+    env["PIXELMILL_S3_PATH_STYLE"] = "0"
+    small = data_file(tmp_path, "small", 777)
+    store_tool(["put", f"s3://{bucket}/v/x.bin", small], env)
+    assert proxy.log[-1][:2] == ("PUT", "/v/x.bin")
+    assert direct.get_object(Bucket=bucket, Key="v/x.bin")["Body"].read() == small.read_bytes()
+    assert store_tool(["ls", f"s3://{bucket}/v"], env).stdout == "x.bin\t777\n"
+    assert proxy.log[-1][:2] == ("GET", "/")
+
+
 def test_wrong_secret_is_rejected_and_never_printed(proxy, direct, bucket, tmp_path):
     small = data_file(tmp_path, "small", 100)
     wrong = SECRET_KEY[:-3] + "QQQ"
