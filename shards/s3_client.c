@@ -571,8 +571,15 @@ static xmlDocPtr xml_parse(const struct bytebuf *b)
     if (!b->data || b->len == 0 || b->len > INT32_MAX)
         return NULL;
     // no network, no entity substitution, no DTD loading
-    return xmlReadMemory(b->data, (int)b->len, NULL, NULL,
-                         XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+    xmlDocPtr d = xmlReadMemory(b->data, (int)b->len, NULL, NULL,
+                                XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+    if (d && (d->intSubset || d->extSubset)) {
+        // S3 never sends a DTD; one could only declare entities to expand (XXE, "billion
+        // laughs"), so such a document is refused
+        xmlFreeDoc(d);
+        return NULL;
+    }
+    return d;
 }
 
 static xmlNodePtr xml_child(xmlNodePtr n, const char *name)
@@ -847,9 +854,10 @@ int s3_client_list(struct s3_client *c, const char *bucket, const char *prefix, 
                     xml_text(k, "Size", size, sizeof size);
                     char *end = NULL;
                     unsigned long long sz = strtoull(size, &end, 10);
-                    if (!key || !size[0] || *end) {
+                    if (!key || !*key || size[0] < '0' || size[0] > '9' || *end) {
                         free(key);
-                        rc = parse_fail(err, "list", bucket, prefix, "an entry lacks Key or Size");
+                        rc = parse_fail(err, "list", bucket, prefix,
+                                        "an entry has no valid Key or Size");
                         break;
                     }
                     stop = fn(ctx, key, sz) != 0;
@@ -1094,7 +1102,7 @@ int s3_upload_create(struct s3_client *c, const char *bucket, const char *key,
                      struct s3_upload **out, struct pm_error *err)
 {
     *out = NULL;
-    if (c->cfg.part_size < S3_PART_SIZE_MIN && !getenv("PIXELMILL_S3_SMALL_PARTS"))
+    if (c->cfg.part_size < S3_PART_SIZE_MIN)
         return pm_error_set(err, PM_ERR_USAGE, "S3 part size %zu is below the minimum of %u",
                             c->cfg.part_size, S3_PART_SIZE_MIN);
     struct s3_upload *u = calloc(1, sizeof *u);

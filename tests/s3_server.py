@@ -74,9 +74,10 @@ class Fault:
     """Inject `action` into requests matching method/query substring, `times` times
     (None: always), skipping the first `skip` matches."""
 
-    def __init__(self, action, method=None, query=None, path=None, times=1, skip=0, delay=1.0):
+    def __init__(self, action, method=None, query=None, path=None, times=1, skip=0, delay=1.0,
+                 body=b""):
         self.action, self.method, self.query, self.path = action, method, query, path
-        self.times, self.skip, self.delay = times, skip, delay
+        self.times, self.skip, self.delay, self.body = times, skip, delay, body
         self.seen = 0
         self.fired = 0
 
@@ -277,6 +278,12 @@ class SigV4Proxy:
                 return
             if action.action == "reset":
                 self.reset(h)
+                return
+            if action.action == "garbage":  # a 200 whose body is not what S3 sends
+                h.send_response(200)
+                h.send_header("Content-Length", str(len(action.body)))
+                h.end_headers()
+                h.wfile.write(action.body)
                 return
             if action.action == "slow":
                 time.sleep(action.delay)

@@ -284,6 +284,41 @@ def test_tar_writer_streams_a_shard_to_s3(proxy, direct, bucket, tmp_path):
     assert uploads(direct, bucket) == []
 
 
+BAD_BODIES = [
+    b"",
+    b"\x00\xff garbage \x80",
+    b"<?xml version='1.0'?><ListBucketResult><Contents><Key>a</Key></Contents>",
+    b"<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>",
+    b"<ListBucketResult><Contents><Key>a</Key><Size>-1x</Size></Contents></ListBucketResult>",
+    b"<!DOCTYPE r [<!ENTITY x SYSTEM 'file:///etc/passwd'>]><ListBucketResult><Contents>"
+    b"<Key>&x;</Key><Size>1</Size></Contents></ListBucketResult>",
+    b"<!DOCTYPE r [<!ENTITY a 'aaaaaaaaaa'><!ENTITY b '&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;'>"
+    b"<!ENTITY c '&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;'><!ENTITY d '&c;&c;&c;&c;&c;&c;&c;&c;&c;'>]>"
+    b"<InitiateMultipartUploadResult><UploadId>&d;&d;&d;</UploadId>"
+    b"</InitiateMultipartUploadResult>",
+    b"<Error><Code>\x01\x02" + b"A" * 5000 + b"</Code></Error>",
+]
+
+
+@pytest.mark.parametrize("i", range(len(BAD_BODIES)))
+def test_malformed_answers_fail_cleanly(proxy, direct, bucket, tmp_path, i):
+    """Answers that are not S3's XML: a clean error (exit 1), never a crash, no file read
+    through an external entity, no upload left behind."""
+    env = env_for(proxy)
+    body = BAD_BODIES[i]
+    proxy.add_fault("garbage", method="GET", query="list-type=2", times=None, body=body)
+    r = store_tool(["--attempts", "2", "ls", f"s3://{bucket}/x"], env, check=False)
+    assert r.returncode == 1 and f"s3://{bucket}/x" in r.stderr
+    assert "root:" not in r.stdout + r.stderr
+    proxy.clear()
+    proxy.add_fault("garbage", method="POST", query="uploads=", times=None, body=body)
+    big = data_file(tmp_path, "big", 6 * MiB)
+    r = store_tool(["--attempts", "2", "--part-size", str(5 * MiB), "put",
+                    f"s3://{bucket}/x/1.tar", big], env, check=False)
+    assert r.returncode == 1 and "cannot start an upload of" in r.stderr
+    assert "Contents" not in direct.list_objects_v2(Bucket=bucket)
+
+
 def test_posix_store_with_the_tool(tmp_path):
     env = dict(os.environ)
     src = data_file(tmp_path, "src", 3 * MiB + 5, seed=7)
