@@ -18,10 +18,10 @@
 
 struct s3_client {
     struct s3_config cfg;
-    CURL *easy;       // reused for the sequential requests (keeps the connection)
-    char *userpwd;    // "key:secret" for libcurl only; never printed
-    char sigv4[160];  // "aws:amz:REGION:s3"
-    unsigned rng;     // backoff jitter
+    CURL *easy;      // reused for the sequential requests (keeps the connection)
+    char *userpwd;   // "key:secret" for libcurl only; never printed
+    char sigv4[160]; // "aws:amz:REGION:s3"
+    unsigned rng;    // backoff jitter
 };
 
 // ---------------------------------------------------------------- small helpers
@@ -86,9 +86,8 @@ static bool unreserved(unsigned char ch)
 static int uri_encode(struct bytebuf *b, const char *s, bool keep_slash)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        int rc = (unreserved(*p) || (keep_slash && *p == '/'))
-                     ? bytebuf_append(b, p, 1)
-                     : bytebuf_printf(b, "%%%02X", *p);
+        int rc = (unreserved(*p) || (keep_slash && *p == '/')) ? bytebuf_append(b, p, 1)
+                                                               : bytebuf_printf(b, "%%%02X", *p);
         if (rc != PM_OK)
             return rc;
     }
@@ -637,20 +636,34 @@ enum outcome { OUT_OK, OUT_RETRY, OUT_FAIL };
 static const char *reason_phrase(long status)
 {
     switch (status) {
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 412: return "Precondition Failed";
-    case 416: return "Range Not Satisfiable";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "error";
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 412:
+        return "Precondition Failed";
+    case 416:
+        return "Range Not Satisfiable";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "error";
     }
 }
 
@@ -755,8 +768,7 @@ static int req_run(struct s3_client *c, struct s3_req *r, const char *verb, stru
 int s3_client_put(struct s3_client *c, const char *bucket, const char *key, const void *data,
                   size_t n, struct pm_error *err)
 {
-    struct s3_req r = {.method = "PUT", .bucket = bucket, .key = key, .body = data,
-                       .body_len = n};
+    struct s3_req r = {.method = "PUT", .bucket = bucket, .key = key, .body = data, .body_len = n};
     int rc = req_run(c, &r, "put", err);
     req_release(&r);
     return rc;
@@ -769,8 +781,12 @@ int s3_client_get(struct s3_client *c, const char *bucket, const char *key, uint
         *got = 0;
     if (len == 0)
         return PM_OK;
-    struct s3_req r = {.method = "GET", .bucket = bucket, .key = key, .sink = sink,
-                       .sink_ctx = ctx, .want_start = off};
+    struct s3_req r = {.method = "GET",
+                       .bucket = bucket,
+                       .key = key,
+                       .sink = sink,
+                       .sink_ctx = ctx,
+                       .want_start = off};
     r.want_end = len == UINT64_MAX || off + len < off ? UINT64_MAX : off + len - 1;
     r.ranged = off > 0 || r.want_end != UINT64_MAX;
     int rc = req_run(c, &r, "get", err);
@@ -797,8 +813,7 @@ int s3_client_head(struct s3_client *c, const char *bucket, const char *key, uin
     return rc;
 }
 
-int s3_client_delete(struct s3_client *c, const char *bucket, const char *key,
-                     struct pm_error *err)
+int s3_client_delete(struct s3_client *c, const char *bucket, const char *key, struct pm_error *err)
 {
     struct s3_req r = {.method = "DELETE", .bucket = bucket, .key = key};
     int rc = req_run(c, &r, "delete", err);
@@ -843,7 +858,8 @@ int s3_client_list(struct s3_client *c, const char *bucket, const char *prefix, 
             xmlDocPtr d = xml_parse(&r.resp);
             xmlNodePtr root = d ? xmlDocGetRootElement(d) : NULL;
             if (!root || strcmp((const char *)root->name, "ListBucketResult") != 0) {
-                rc = parse_fail(err, "list", bucket, prefix, "the answer is not a ListBucketResult");
+                rc =
+                    parse_fail(err, "list", bucket, prefix, "the answer is not a ListBucketResult");
             } else {
                 bool stop = false;
                 for (xmlNodePtr k = root->children; k && !stop; k = k->next) {
@@ -1058,10 +1074,10 @@ struct part_slot {
     struct s3_req req;
     int part_no;
     int attempt;
-    bool busy;      // holds a part not yet uploaded
-    bool running;   // in the multi handle
+    bool busy;            // holds a part not yet uploaded
+    bool running;         // in the multi handle
     struct bytebuf query; // "partNumber=N&uploadId=..."
-    double retry_at; // when not running: start at this time
+    double retry_at;      // when not running: start at this time
 };
 
 struct s3_upload {
@@ -1072,7 +1088,7 @@ struct s3_upload {
     int nslots;
     char *cur; // the part being filled
     size_t cur_len;
-    int nparts; // parts handed to slots so far
+    int nparts;   // parts handed to slots so far
     char **etags; // etags[i]: part i+1
     uint64_t bytes;
     uint64_t since_pump; // bytes written since the last non-blocking drive
@@ -1233,9 +1249,9 @@ static int upload_drive(struct s3_upload *u, enum drive_mode mode, struct pm_err
                 s->retry_at = now_mono() + backoff_s(u->c, s->attempt);
                 continue;
             }
-            return pm_error_set(err, pmcode, "cannot put 's3://%s/%s' (part %d): %s after %d attempt%s",
-                                u->bucket, u->key, s->part_no, why, s->attempt,
-                                s->attempt == 1 ? "" : "s");
+            return pm_error_set(
+                err, pmcode, "cannot put 's3://%s/%s' (part %d): %s after %d attempt%s", u->bucket,
+                u->key, s->part_no, why, s->attempt, s->attempt == 1 ? "" : "s");
         }
         if (mode == DRIVE_POLL)
             return PM_OK;
@@ -1388,8 +1404,13 @@ int s3_upload_complete(struct s3_upload *u, struct pm_error *err)
         bytebuf_release(&q);
         return upload_fail(u, err, PM_ERR_NOMEM, "out of memory");
     }
-    struct s3_req r = {.method = "POST", .bucket = u->bucket, .key = u->key, .query = q.data,
-                       .body = x.data, .body_len = x.len, .content_type = "application/xml"};
+    struct s3_req r = {.method = "POST",
+                       .bucket = u->bucket,
+                       .key = u->key,
+                       .query = q.data,
+                       .body = x.data,
+                       .body_len = x.len,
+                       .content_type = "application/xml"};
     rc = req_run(u->c, &r, "complete the upload of", &e);
     if (rc == PM_OK) {
         // CompleteMultipartUploadResult (moto: ...Response); an <Error> was retried above

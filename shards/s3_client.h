@@ -37,17 +37,17 @@
 
 /** Settings of a client. Strings are owned by the struct (see s3_config_release). */
 struct s3_config {
-    char *access_key;    /* AWS_ACCESS_KEY_ID; NULL: unsigned (anonymous) requests */
-    char *secret_key;    /* AWS_SECRET_ACCESS_KEY */
-    char *session_token; /* AWS_SESSION_TOKEN, or NULL */
-    char *region;        /* AWS_REGION / AWS_DEFAULT_REGION, default "us-east-1" */
-    char *endpoint;      /* "http://127.0.0.1:9000"; NULL: https://s3.REGION.amazonaws.com */
-    int path_style;      /* 1 path-style, 0 virtual-hosted, -1 auto (path-style iff endpoint) */
-    int max_attempts;    /* tries per request, >= 1 (default 5) */
-    double backoff_base_s; /* first backoff ceiling (default 0.2 s) */
-    double backoff_max_s;  /* largest backoff ceiling (default 10 s) */
-    size_t part_size;      /* multipart part size (default 16 MiB; S3 wants >= 5 MiB) */
-    int parts_in_flight;   /* parts uploaded in parallel (default 4) */
+    char *access_key;       /* AWS_ACCESS_KEY_ID; NULL: unsigned (anonymous) requests */
+    char *secret_key;       /* AWS_SECRET_ACCESS_KEY */
+    char *session_token;    /* AWS_SESSION_TOKEN, or NULL */
+    char *region;           /* AWS_REGION / AWS_DEFAULT_REGION, default "us-east-1" */
+    char *endpoint;         /* "http://127.0.0.1:9000"; NULL: https://s3.REGION.amazonaws.com */
+    int path_style;         /* 1 path-style, 0 virtual-hosted, -1 auto (path-style iff endpoint) */
+    int max_attempts;       /* tries per request, >= 1 (default 5) */
+    double backoff_base_s;  /* first backoff ceiling (default 0.2 s) */
+    double backoff_max_s;   /* largest backoff ceiling (default 10 s) */
+    size_t part_size;       /* multipart part size (default 16 MiB; S3 wants >= 5 MiB) */
+    int parts_in_flight;    /* parts uploaded in parallel (default 4) */
     long connect_timeout_s; /* default 10 */
     long low_speed_time_s;  /* abort a transfer slower than 1 KiB/s for this long (default 30) */
 };

@@ -478,13 +478,12 @@ static int cmp_str(const void *a, const void *b)
 
 // Walk `dir` (rel: its name relative to the store, "" for the root). Returns PM_OK, an
 // error, or -1 when the callback asked to stop.
-static int posix_walk(const char *dir, const char *rel, store_list_fn fn, void *ctx,
-                      bool sweep, double min_age_s, size_t *removed, struct pm_error *err)
+static int posix_walk(const char *dir, const char *rel, store_list_fn fn, void *ctx, bool sweep,
+                      double min_age_s, size_t *removed, struct pm_error *err)
 {
     DIR *d = opendir(dir);
     if (!d)
-        return pm_error_set(err, PM_ERR_IO, "cannot open directory '%s': %s", dir,
-                            strerror(errno));
+        return pm_error_set(err, PM_ERR_IO, "cannot open directory '%s': %s", dir, strerror(errno));
     char **names = NULL;
     size_t n = 0, cap = 0;
     int rc = PM_OK;
@@ -524,9 +523,9 @@ static int posix_walk(const char *dir, const char *rel, store_list_fn fn, void *
         if (!path || !r)
             rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory");
         else if (stat(path, &st) != 0)
-            rc = errno == ENOENT ? PM_OK
-                                 : pm_error_set(err, PM_ERR_IO, "cannot stat '%s': %s", path,
-                                                strerror(errno));
+            rc = errno == ENOENT
+                     ? PM_OK
+                     : pm_error_set(err, PM_ERR_IO, "cannot stat '%s': %s", path, strerror(errno));
         else if (S_ISDIR(st.st_mode))
             rc = posix_walk(path, r, fn, ctx, sweep, min_age_s, removed, err);
         else if (S_ISREG(st.st_mode) && fn && fn(ctx, r, (uint64_t)st.st_size) != 0)
@@ -566,8 +565,7 @@ int store_delete(struct store *s, const char *name, struct pm_error *err)
     return rc;
 }
 
-int store_sweep_incomplete(struct store *s, double min_age_s, size_t *removed,
-                           struct pm_error *err)
+int store_sweep_incomplete(struct store *s, double min_age_s, size_t *removed, struct pm_error *err)
 {
     size_t n = 0;
     int rc;

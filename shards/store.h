@@ -35,7 +35,10 @@ struct store_options {
     double backoff_base_s;   /* S3 first backoff ceiling (0: default) */
 };
 
-#define STORE_OPTIONS_INIT {NULL, 0, 0, 0, 0}
+#define STORE_OPTIONS_INIT                                                                         \
+    {                                                                                              \
+        NULL, 0, 0, 0, 0                                                                           \
+    }
 
 struct store;
 struct store_writer;

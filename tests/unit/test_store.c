@@ -80,8 +80,8 @@ static void test_posix_write_read(void)
     struct store *s;
     CHECK(store_open(root, NULL, &s, &err) == PM_OK);
     CHECK(!store_is_s3(s));
-    CHECK(strcmp(store_location(s), root) != 0 && strncmp(store_location(s), root,
-                                                           strlen(root) - 1) == 0);
+    CHECK(strcmp(store_location(s), root) != 0 &&
+          strncmp(store_location(s), root, strlen(root) - 1) == 0);
     enum { N = 300000 };
     unsigned char *data = malloc(N);
     for (int i = 0; i < N; i++)
