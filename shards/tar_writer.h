@@ -13,7 +13,8 @@
  * The file is written through atomic_file (tar_writer_open) or a store writer
  * (tar_writer_open_store: a POSIX directory or S3, streamed in bounded memory): nothing
  * appears under the final name until tar_writer_close() commits it. The checksum
- * (file_hash: XXH3-128) and size of the file are computed as it is written. A writer is used by one thread at a time.
+ * (file_hash: XXH3-128) and size of the file are computed as it is written. A writer is
+ * used by one thread at a time.
  *
  * Names are checked before anything of a sample is written, so a refused sample leaves
  * the shard as it was: PM_ERR_USAGE for an empty or malformed key or extension (see
