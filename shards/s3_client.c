@@ -422,7 +422,8 @@ static int build_url(struct s3_client *c, struct s3_req *r, struct pm_error *err
     while (eplen > 0 && ep[eplen - 1] == '/')
         eplen--;
     int rc = PM_OK;
-    if (c->cfg.path_style) {
+    // a bucket name with dots does not fit the TLS wildcard of virtual-hosted names
+    if (c->cfg.path_style || strchr(r->bucket, '.')) {
         rc = bytebuf_append(&u, ep, eplen);
         if (rc == PM_OK)
             rc = bytebuf_printf(&u, "/%s", r->bucket);
@@ -435,7 +436,7 @@ static int build_url(struct s3_client *c, struct s3_req *r, struct pm_error *err
         if (rc == PM_OK)
             rc = bytebuf_append(&u, host, eplen - (size_t)(host - ep));
     }
-    if (rc == PM_OK && (r->key || !c->cfg.path_style))
+    if (rc == PM_OK && (r->key || !(c->cfg.path_style || strchr(r->bucket, '.'))))
         rc = bytebuf_append(&u, "/", 1);
     if (rc == PM_OK && r->key)
         rc = uri_encode(&u, r->key, true);

@@ -140,6 +140,8 @@ int store_open(const char *url_or_path, const struct store_options *opts, struct
                 cfg.max_attempts = opts->max_attempts;
             if (opts && opts->backoff_base_s > 0)
                 cfg.backoff_base_s = opts->backoff_base_s;
+            if (opts && opts->low_speed_time_s > 0)
+                cfg.low_speed_time_s = opts->low_speed_time_s;
             rc = s3_client_create(&cfg, &s->s3, err);
             s3_config_release(&cfg);
         }

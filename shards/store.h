@@ -33,12 +33,11 @@ struct store_options {
     int parts_in_flight;     /* S3 parts in parallel (0: default, 4) */
     int max_attempts;        /* S3 tries per request (0: default, 5) */
     double backoff_base_s;   /* S3 first backoff ceiling (0: default) */
+    long low_speed_time_s;   /* S3: abandon (and retry) a transfer stalled this long (0: 30) */
 };
 
-#define STORE_OPTIONS_INIT                                                                         \
-    {                                                                                              \
-        NULL, 0, 0, 0, 0                                                                           \
-    }
+/** All defaults. */
+#define STORE_OPTIONS_INIT {0}
 
 struct store;
 struct store_writer;

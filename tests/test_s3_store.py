@@ -9,6 +9,7 @@ session token) on stdout/stderr.
 """
 import hashlib
 import os
+import time
 import tarfile
 import uuid
 
@@ -202,6 +203,13 @@ def test_faults_are_retried_and_objects_intact(proxy, direct, bucket, tmp_path):
     proxy.add_fault("503", method="GET", times=1)
     store_tool(["get", f"s3://{bucket}/f/00001.tar", out, "--range", "100-6000099"], env)
     assert out.read_bytes() == big.read_bytes()[100:6000100]
+    # a stalled answer is abandoned after --low-speed-time and retried
+    proxy.clear()
+    proxy.add_fault("slow", method="GET", delay=4.0)
+    t0 = time.time()
+    store_tool(["--low-speed-time", "1", "get", f"s3://{bucket}/f/s.json", out], env)
+    assert out.read_bytes() == small.read_bytes() and time.time() - t0 < 3.5
+    assert sum(e[0] == "GET" for e in proxy.log) == 2
     # HEAD and LIST retry too
     proxy.clear()
     proxy.add_fault("503", method="HEAD")

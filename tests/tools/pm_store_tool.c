@@ -11,7 +11,7 @@
 //
 // Object URLs are "s3://bucket/prefix/name" or "dir/name": the store is everything up to
 // the last '/'. Options: --endpoint URL, --part-size BYTES, --parallel N, --attempts N,
-// --backoff SECONDS, --chunk BYTES (put: bytes per write call), --abort-after BYTES
+// --backoff SECONDS, --low-speed-time SECONDS, --chunk BYTES (put: bytes per write call), --abort-after BYTES
 // (put: abort the writer after that many bytes, exit 3, as a caller giving up would).
 // Exit 0 ok, 1 error (message on stderr), 2 usage, 3 aborted on request.
 #include "store.h"
@@ -25,8 +25,8 @@
 static int usage(void)
 {
     fprintf(stderr, "usage: pm_store_tool [--endpoint URL] [--part-size N] [--parallel N] "
-                    "[--attempts N] [--backoff S] [--chunk N] [--abort-after N] "
-                    "put|get|size|ls|rm|sweep URL [FILE] [--range A-B]\n");
+                    "[--attempts N] [--backoff S] [--low-speed-time S] [--chunk N] [--abort-after N] "
+                    "put|get|size|ls|rm|sweep|tar URL [FILE] [--range A-B]\n");
     return 2;
 }
 
@@ -82,6 +82,8 @@ int main(int argc, char **argv)
             opts.max_attempts = atoi(v), i++;
         else if (strcmp(a, "--backoff") == 0 && v)
             opts.backoff_base_s = atof(v), i++;
+        else if (strcmp(a, "--low-speed-time") == 0 && v)
+            opts.low_speed_time_s = atol(v), i++;
         else if (strcmp(a, "--chunk") == 0 && v)
             chunk = strtoull(v, NULL, 10), i++;
         else if (strcmp(a, "--abort-after") == 0 && v)
