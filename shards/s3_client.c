@@ -1,8 +1,9 @@
 #include "s3_client.h"
 
+#include "s3_xml.h"
+
 #include <curl/curl.h>
 #include <libxml/parser.h>
-#include <libxml/tree.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -564,72 +565,6 @@ nomem:
     return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
 }
 
-// ---------------------------------------------------------------- XML
-
-static xmlDocPtr xml_parse(const struct bytebuf *b)
-{
-    if (!b->data || b->len == 0 || b->len > INT32_MAX)
-        return NULL;
-    // no network, no entity substitution, no DTD loading
-    xmlDocPtr d = xmlReadMemory(b->data, (int)b->len, NULL, NULL,
-                                XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-    if (d && (d->intSubset || d->extSubset)) {
-        // S3 never sends a DTD; one could only declare entities to expand (XXE, "billion
-        // laughs"), so such a document is refused
-        xmlFreeDoc(d);
-        return NULL;
-    }
-    return d;
-}
-
-static xmlNodePtr xml_child(xmlNodePtr n, const char *name)
-{
-    for (xmlNodePtr k = n ? n->children : NULL; k; k = k->next)
-        if (k->type == XML_ELEMENT_NODE && strcmp((const char *)k->name, name) == 0)
-            return k;
-    return NULL;
-}
-
-// Text of child `name` copied into out (truncated to cap); false if absent.
-static bool xml_text(xmlNodePtr n, const char *name, char *out, size_t cap)
-{
-    xmlNodePtr k = xml_child(n, name);
-    if (!k)
-        return false;
-    xmlChar *s = xmlNodeGetContent(k);
-    snprintf(out, cap, "%s", s ? (const char *)s : "");
-    xmlFree(s);
-    return true;
-}
-
-// Text of child `name`, malloc'ed, or NULL.
-static char *xml_text_dup(xmlNodePtr n, const char *name)
-{
-    xmlNodePtr k = xml_child(n, name);
-    if (!k)
-        return NULL;
-    xmlChar *s = xmlNodeGetContent(k);
-    char *r = strdup(s ? (const char *)s : "");
-    xmlFree(s);
-    return r;
-}
-
-// S3's error code from an <Error> body ("SlowDown"); "" when there is none.
-static void xml_error_code(const struct bytebuf *b, char *code, size_t cap)
-{
-    code[0] = 0;
-    xmlDocPtr d = xml_parse(b);
-    xmlNodePtr root = d ? xmlDocGetRootElement(d) : NULL;
-    if (root && strcmp((const char *)root->name, "Error") == 0) {
-        xml_text(root, "Code", code, cap);
-        // keep it printable and short
-        for (char *p = code; *p; p++)
-            if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
-                *p = '?';
-    }
-    xmlFreeDoc(d);
-}
-
 // ---------------------------------------------------------------- outcome of an attempt
 
 enum outcome { OUT_OK, OUT_RETRY, OUT_FAIL };
@@ -704,7 +639,7 @@ static enum outcome classify(CURLcode cc, struct s3_req *r, char *why, size_t ca
     }
     char code[96] = "";
     if (r->resp.len)
-        xml_error_code(&r->resp, code, sizeof code);
+        s3_xml_error_code(r->resp.data, r->resp.len, code, sizeof code);
     if (r->status >= 200 && r->status <= 299) {
         if (code[0] && r->resp.len && !r->sink) {
             // CompleteMultipartUpload can answer 200 with an <Error> body
@@ -832,11 +767,10 @@ static int query_add(struct bytebuf *q, const char *name, const char *value)
     return uri_encode(q, value, false);
 }
 
-static int parse_fail(struct pm_error *err, const char *verb, const char *bucket,
+static int parse_fail(struct pm_error *err, int code, const char *verb, const char *bucket,
                       const char *prefix, const char *what)
 {
-    return pm_error_set(err, PM_ERR_FORMAT, "cannot %s 's3://%s/%s': %s", verb, bucket, prefix,
-                        what);
+    return pm_error_set(err, code, "cannot %s 's3://%s/%s': %s", verb, bucket, prefix, what);
 }
 
 int s3_client_list(struct s3_client *c, const char *bucket, const char *prefix, s3_list_fn fn,
@@ -844,7 +778,7 @@ int s3_client_list(struct s3_client *c, const char *bucket, const char *prefix, 
 {
     char *token = NULL;
     int rc = PM_OK;
-    for (int page = 0;; page++) {
+    for (;;) {
         struct bytebuf q;
         bytebuf_init(&q, 0);
         if ((token && query_add(&q, "continuation-token", token) != PM_OK) ||
@@ -855,43 +789,13 @@ int s3_client_list(struct s3_client *c, const char *bucket, const char *prefix, 
         }
         struct s3_req r = {.method = "GET", .bucket = bucket, .query = q.data};
         rc = req_run(c, &r, "list", err);
+        free(token);
+        token = NULL;
         if (rc == PM_OK) {
-            xmlDocPtr d = xml_parse(&r.resp);
-            xmlNodePtr root = d ? xmlDocGetRootElement(d) : NULL;
-            if (!root || strcmp((const char *)root->name, "ListBucketResult") != 0) {
-                rc =
-                    parse_fail(err, "list", bucket, prefix, "the answer is not a ListBucketResult");
-            } else {
-                bool stop = false;
-                for (xmlNodePtr k = root->children; k && !stop; k = k->next) {
-                    if (k->type != XML_ELEMENT_NODE || strcmp((const char *)k->name, "Contents"))
-                        continue;
-                    char *key = xml_text_dup(k, "Key");
-                    char size[32] = "";
-                    xml_text(k, "Size", size, sizeof size);
-                    char *end = NULL;
-                    unsigned long long sz = strtoull(size, &end, 10);
-                    if (!key || !*key || size[0] < '0' || size[0] > '9' || *end) {
-                        free(key);
-                        rc = parse_fail(err, "list", bucket, prefix,
-                                        "an entry has no valid Key or Size");
-                        break;
-                    }
-                    stop = fn(ctx, key, sz) != 0;
-                    free(key);
-                }
-                char trunc[16] = "";
-                xml_text(root, "IsTruncated", trunc, sizeof trunc);
-                free(token);
-                token = NULL;
-                if (rc == PM_OK && !stop && strcmp(trunc, "true") == 0) {
-                    token = xml_text_dup(root, "NextContinuationToken");
-                    if (!token || !*token)
-                        rc = parse_fail(err, "list", bucket, prefix,
-                                        "truncated listing without a continuation token");
-                }
-            }
-            xmlFreeDoc(d);
+            const char *why;
+            rc = s3_xml_list_objects(r.resp.data, r.resp.len, fn, ctx, &token, &why);
+            if (rc != PM_OK)
+                rc = parse_fail(err, rc, "list", bucket, prefix, why);
         }
         req_release(&r);
         bytebuf_release(&q);
@@ -924,42 +828,11 @@ int s3_client_list_uploads(struct s3_client *c, const char *bucket, const char *
         struct s3_req r = {.method = "GET", .bucket = bucket, .query = q.data};
         rc = req_run(c, &r, "list uploads of", err);
         if (rc == PM_OK) {
-            xmlDocPtr d = xml_parse(&r.resp);
-            xmlNodePtr root = d ? xmlDocGetRootElement(d) : NULL;
-            if (!root || strcmp((const char *)root->name, "ListMultipartUploadsResult") != 0) {
-                rc = parse_fail(err, "list uploads of", bucket, prefix,
-                                "the answer is not a ListMultipartUploadsResult");
-            } else {
-                bool stop = false;
-                for (xmlNodePtr k = root->children; k && !stop; k = k->next) {
-                    if (k->type != XML_ELEMENT_NODE || strcmp((const char *)k->name, "Upload"))
-                        continue;
-                    char *key = xml_text_dup(k, "Key");
-                    char *id = xml_text_dup(k, "UploadId");
-                    char init[64] = "";
-                    xml_text(k, "Initiated", init, sizeof init);
-                    if (!key || !id) {
-                        free(key);
-                        free(id);
-                        rc = parse_fail(err, "list uploads of", bucket, prefix,
-                                        "an entry lacks Key or UploadId");
-                        break;
-                    }
-                    stop = fn(ctx, key, id, init) != 0;
-                    free(key);
-                    free(id);
-                }
-                char trunc[16] = "";
-                xml_text(root, "IsTruncated", trunc, sizeof trunc);
-                if (rc == PM_OK && !stop && strcmp(trunc, "true") == 0) {
-                    key_marker = xml_text_dup(root, "NextKeyMarker");
-                    id_marker = xml_text_dup(root, "NextUploadIdMarker");
-                    if (!key_marker || !*key_marker)
-                        rc = parse_fail(err, "list uploads of", bucket, prefix,
-                                        "truncated listing without a NextKeyMarker");
-                }
-            }
-            xmlFreeDoc(d);
+            const char *why;
+            rc = s3_xml_list_uploads(r.resp.data, r.resp.len, fn, ctx, &key_marker, &id_marker,
+                                     &why);
+            if (rc != PM_OK)
+                rc = parse_fail(err, rc, "list uploads of", bucket, prefix, why);
         }
         req_release(&r);
         bytebuf_release(&q);
@@ -1140,15 +1013,11 @@ int s3_upload_create(struct s3_client *c, const char *bucket, const char *key,
     struct s3_req r = {.method = "POST", .bucket = bucket, .key = key, .query = "uploads="};
     int rc = req_run(c, &r, "start an upload of", err);
     if (rc == PM_OK) {
-        xmlDocPtr d = xml_parse(&r.resp);
-        xmlNodePtr root = d ? xmlDocGetRootElement(d) : NULL;
-        if (root && strcmp((const char *)root->name, "InitiateMultipartUploadResult") == 0)
-            u->upload_id = xml_text_dup(root, "UploadId");
-        if (!u->upload_id || !*u->upload_id)
+        u->upload_id = s3_xml_upload_id(r.resp.data, r.resp.len);
+        if (!u->upload_id)
             rc = pm_error_set(err, PM_ERR_FORMAT,
                               "cannot start an upload of 's3://%s/%s': no UploadId in the answer",
                               bucket, key);
-        xmlFreeDoc(d);
     }
     req_release(&r);
     if (rc != PM_OK) {
@@ -1415,13 +1284,10 @@ int s3_upload_complete(struct s3_upload *u, struct pm_error *err)
     rc = req_run(u->c, &r, "complete the upload of", &e);
     if (rc == PM_OK) {
         // CompleteMultipartUploadResult (moto: ...Response); an <Error> was retried above
-        xmlDocPtr d = xml_parse(&r.resp);
-        xmlNodePtr root = d ? xmlDocGetRootElement(d) : NULL;
-        if (!root || strncmp((const char *)root->name, "CompleteMultipartUpload", 23) != 0)
+        if (!s3_xml_is_complete_result(r.resp.data, r.resp.len))
             rc = pm_error_set(&e, PM_ERR_FORMAT,
                               "cannot complete the upload of 's3://%s/%s': unexpected answer",
                               u->bucket, u->key);
-        xmlFreeDoc(d);
     } else if (rc == PM_ERR_NOT_FOUND && complete_landed(u)) {
         // an earlier attempt completed it but its answer was lost
         rc = PM_OK;
