@@ -230,6 +230,16 @@ def test_permanent_failure_leaves_no_upload(proxy, direct, bucket, tmp_path):
     assert uploads(direct, bucket) == []
     assert "Contents" not in direct.list_objects_v2(Bucket=bucket)
     assert sum(e[0] == "DELETE" and "uploadId=" in e[2] for e in proxy.log) == 1
+    # a complete that keeps failing: the upload is aborted, no object appears
+    proxy.clear()
+    proxy.add_fault("500", method="POST", query="uploadId=", times=None)
+    r = store_tool(["--part-size", str(5 * MiB), "--attempts", "2", "put",
+                    f"s3://{bucket}/p/00013.tar", big], env, check=False)
+    assert r.returncode == 1
+    assert f"cannot complete the upload of 's3://{bucket}/p/00013.tar': 500 InternalError " \
+        "after 2 attempts" in r.stderr
+    assert uploads(direct, bucket) == []
+    assert "Contents" not in direct.list_objects_v2(Bucket=bucket)
 
 
 def test_caller_abort_leaves_nothing(proxy, direct, bucket, tmp_path):
