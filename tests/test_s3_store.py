@@ -119,6 +119,16 @@ def test_roundtrip_single_put_and_multipart(proxy, direct, bucket, tmp_path):
     ls = store_tool(["ls", f"s3://{bucket}/ds"], env).stdout.splitlines()
     ref = direct.list_objects_v2(Bucket=bucket, Prefix="ds/")["Contents"]
     assert ls == [f"{o['Key'][3:]}\t{o['Size']}" for o in ref]
+    # an empty object, and a key with characters that need encoding
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    odd = "ds/odd/é ü?#%&=~;,:@$!'()*[]{}.bin"
+    store_tool(["put", f"s3://{bucket}/{odd}", empty], env)
+    assert direct.get_object(Bucket=bucket, Key=odd)["Body"].read() == b""
+    store_tool(["get", f"s3://{bucket}/{odd}", out], env)
+    assert out.read_bytes() == b""
+    assert store_tool(["size", f"s3://{bucket}/{odd}"], env).stdout == "0\n"
+    store_tool(["rm", f"s3://{bucket}/{odd}"], env)
     # delete, then the object is gone (not found, named in the message)
     store_tool(["rm", f"s3://{bucket}/ds/a b+c.txt"], env)
     r = store_tool(["size", f"s3://{bucket}/ds/a b+c.txt"], env, check=False)
