@@ -18,6 +18,8 @@ DEB_PACKAGES=(
   libopenmpi-dev
   openmpi-bin
   libcurl4-openssl-dev
+  libssl-dev   # SHA-256 of S3 payloads
+  libxml2-dev  # S3 XML answers
   libjpeg62-turbo-dev
   libwebp-dev
   libpng-dev
@@ -43,6 +45,9 @@ PY_PACKAGES=(
   opencv-python-headless:cv2
   imagehash
   scikit-image:skimage   # tests/fakenet builds test images from the photos in its wheel
+  moto[server]:flask_cors   # the local S3 server of the storage tests
+  boto3
+  awscli
   duckdb                 # bench/sweep
 )
 

@@ -26,7 +26,7 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"version", NULL, 0, "print the version"}, /* handled below; replaced when stats lands */
+    {"stats", cmd_stats, USES_MPI, "column summaries (counts, quantiles, top values) of tables"},
     {"filter", cmd_filter, USES_MPI, "write a view (or filtered metadata) from --where clauses"},
     {"sweep", cmd_sweep, USES_MPI, "kept counts for many thresholds of a column, HTML report"},
     {"sheet", cmd_sheet, USES_MPI, "contact sheet of a dataset's or view's samples"},
