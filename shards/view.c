@@ -102,11 +102,10 @@ int view_bitmap_parse(struct view_bitmap *b, const void *data, size_t size, cons
     b->rows = b->kept = 0;
     b->bits = NULL;
     if (size < VIEW_BITMAP_HEADER_BYTES)
-        return pm_error_set(err, PM_ERR_FORMAT, "view bitmap '%s': shorter than its header",
-                            name);
+        return pm_error_set(err, PM_ERR_FORMAT, "view bitmap '%s': shorter than its header", name);
     if (memcmp(h, VIEW_BITMAP_MAGIC, 8) != 0)
-        return pm_error_set(err, PM_ERR_FORMAT,
-                            "view bitmap '%s': bad magic (not a keep-bitmap)", name);
+        return pm_error_set(err, PM_ERR_FORMAT, "view bitmap '%s': bad magic (not a keep-bitmap)",
+                            name);
     uint32_t version = get_u32(h + 8);
     if (version != VIEW_BITMAP_VERSION || get_u32(h + 12) != 0)
         return pm_error_set(err, PM_ERR_FORMAT,
@@ -153,7 +152,7 @@ int view_bitmap_read(struct view_bitmap *b, const char *path, struct pm_error *e
     size_t got = fread(h, 1, sizeof h, fp);
     uint64_t rows = got == sizeof h ? get_u64(h + 16) : 0;
     if (rows > VIEW_BITMAP_MAX_ROWS)
-        rows = 0; // parse reports it
+        rows = 0;                                                          // parse reports it
     size_t want = VIEW_BITMAP_HEADER_BYTES + (size_t)((rows + 7) / 8) + 1; // +1: detect extra
     unsigned char *buf = malloc(want);
     int rc = PM_OK;
@@ -243,8 +242,10 @@ int view_open(struct view **out, const char *dataset, const char *name, struct p
     json_t *doc = NULL;
     rc = json_file_read(path, VIEW_INDEX_MAX_BYTES, &doc, err);
     if (rc == PM_ERR_NOT_FOUND)
-        return pm_error_set(err, rc, "view '%s' of dataset '%s' does not exist or is not complete "
-                            "(no %s)", name, dataset, path);
+        return pm_error_set(err, rc,
+                            "view '%s' of dataset '%s' does not exist or is not complete "
+                            "(no %s)",
+                            name, dataset, path);
     if (rc != PM_OK)
         return rc;
     struct dataset_index idx;
@@ -265,8 +266,7 @@ int view_open(struct view **out, const char *dataset, const char *name, struct p
     }
     if (!json_is_integer(ver) || json_integer_value(ver) != 1 || !json_is_array(shards)) {
         rc = pm_error_set(err, PM_ERR_FORMAT,
-                          "view '%s': not a view index (view_version 1 and shards expected)",
-                          path);
+                          "view '%s': not a view index (view_version 1 and shards expected)", path);
         goto fail;
     }
     size_t n = json_array_size(shards);
@@ -289,9 +289,9 @@ int view_open(struct view **out, const char *dataset, const char *name, struct p
         json_t *nm = json_object_get(s, "name");
         json_t *xx = json_object_get(s, "xxh3");
         struct view_shard *vs = &v->shards[i];
-        if (!json_is_string(nm) || !view_name_check(json_string_value(nm)) ||
-            !json_is_string(xx) || json_count(s, "rows", &vs->rows) ||
-            json_count(s, "kept", &vs->kept) || vs->kept > vs->rows) {
+        if (!json_is_string(nm) || !view_name_check(json_string_value(nm)) || !json_is_string(xx) ||
+            json_count(s, "rows", &vs->rows) || json_count(s, "kept", &vs->kept) ||
+            vs->kept > vs->rows) {
             rc = pm_error_set(err, PM_ERR_FORMAT, "view '%s': shard entry %zu malformed", path, i);
             goto fail;
         }

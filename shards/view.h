@@ -56,7 +56,10 @@ struct view_bitmap {
     uint8_t *bits; /* ceil(rows/8) bytes, owned */
 };
 
-#define VIEW_BITMAP_INIT {0, 0, NULL}
+#define VIEW_BITMAP_INIT                                                                           \
+    {                                                                                              \
+        0, 0, NULL                                                                                 \
+    }
 
 /** Allocate an all-zero bitmap of `rows` bits (b need not be initialised). Returns PM_OK,
  * PM_ERR_LIMIT or PM_ERR_NOMEM. */

@@ -225,16 +225,16 @@ static int filter_inputs(const struct filter_args *a, struct filter_expr *f,
                 same = !strcmp(schema[j].name, table_reader_column(r, j)->name) &&
                        schema[j].type == table_reader_column(r, j)->type;
             if (!same)
-                rc = pm_error_set(err, PM_ERR_USAGE,
-                                  "input '%s': columns differ from the first input's",
-                                  a->inputs[i]);
+                rc =
+                    pm_error_set(err, PM_ERR_USAGE,
+                                 "input '%s': columns differ from the first input's", a->inputs[i]);
         }
         if (rc == PM_OK)
             rc = filter_expr_bind(f, schema, ncols, err);
         table_batch_release(&in);
         table_batch_release(&out);
-        if (rc == PM_OK && (table_reader_batch_init(r, &in) != PM_OK ||
-                            table_reader_batch_init(r, &out) != PM_OK))
+        if (rc == PM_OK &&
+            (table_reader_batch_init(r, &in) != PM_OK || table_reader_batch_init(r, &out) != PM_OK))
             rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory");
         while (rc == PM_OK) {
             rc = table_reader_next(r, &in, err);
@@ -300,7 +300,7 @@ static int hex_to_u64(const char *s, uint64_t *out)
     uint64_t v = 0;
     for (int i = 0; i < 16; i++) {
         char ch = s[i];
-        int d = ch >= '0' && ch <= '9' ? ch - '0'
+        int d = ch >= '0' && ch <= '9'   ? ch - '0'
                 : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
                 : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
                                          : -1;
@@ -383,9 +383,10 @@ static int filter_shards(const struct filter_args *a, struct filter_expr *f,
             if (rc != PM_OK || in.nrows == 0)
                 break;
             if (row + in.nrows > s->units[u].rows) {
-                rc = pm_error_set(err, PM_ERR_FORMAT, "sidecar '%s' has more rows than the "
-                                  "%" PRIu64 " dataset.json lists", s->files[u],
-                                  s->units[u].rows);
+                rc = pm_error_set(err, PM_ERR_FORMAT,
+                                  "sidecar '%s' has more rows than the "
+                                  "%" PRIu64 " dataset.json lists",
+                                  s->files[u], s->units[u].rows);
                 break;
             }
             uint8_t *p1 = realloc(succ, in.nrows), *p2 = p1 ? realloc(keep, in.nrows) : NULL;
@@ -454,8 +455,10 @@ static int filter_shards(const struct filter_args *a, struct filter_expr *f,
             row += in.nrows;
         }
         if (rc == PM_OK && row != s->units[u].rows)
-            rc = pm_error_set(err, PM_ERR_FORMAT, "sidecar '%s' has %" PRIu64 " rows, dataset.json "
-                              "lists %" PRIu64, s->files[u], row, s->units[u].rows);
+            rc = pm_error_set(err, PM_ERR_FORMAT,
+                              "sidecar '%s' has %" PRIu64 " rows, dataset.json "
+                              "lists %" PRIu64,
+                              s->files[u], row, s->units[u].rows);
         table_reader_free(r);
     }
     c->kept_where = fc.kept;
@@ -491,19 +494,23 @@ static int apply_dedupe(int method, const struct meta_source *s, const struct pm
             struct view_bitmap dup;
             rc = view_bitmap_read(&dup, p, err);
             if (rc == PM_OK && dup.rows != bm[u].rows)
-                rc = pm_error_set(err, PM_ERR_FORMAT, "dedupe marks '%s': %" PRIu64 " rows, the "
-                                  "shard has %" PRIu64, p, dup.rows, bm[u].rows);
+                rc = pm_error_set(err, PM_ERR_FORMAT,
+                                  "dedupe marks '%s': %" PRIu64 " rows, the "
+                                  "shard has %" PRIu64,
+                                  p, dup.rows, bm[u].rows);
             for (uint64_t r = 0; rc == PM_OK && r < dup.rows; r++)
                 if (view_bitmap_get(&dup, r) && view_bitmap_get(&bm[u], r)) {
-                    bm[u].bits[r >> 3] &= (uint8_t)~(1u << (r & 7));
+                    bm[u].bits[r >> 3] &= (uint8_t) ~(1u << (r & 7));
                     bm[u].kept--;
                     count++;
                 }
             view_bitmap_release(&dup);
         }
     } else if (method == DEDUPE_PHASH) {
-        rc = pm_error_set(err, PM_ERR_USAGE, "--dedupe phash needs near-duplicate marks "
-                          "(%s/_dedupe/phash/marks.json): run pixelmill dedupe first", s->dataset);
+        rc = pm_error_set(err, PM_ERR_USAGE,
+                          "--dedupe phash needs near-duplicate marks "
+                          "(%s/_dedupe/phash/marks.json): run pixelmill dedupe first",
+                          s->dataset);
     } else {
         int h = method == DEDUPE_URL ? 0 : 1;
         struct dedupe_record *recs = malloc((kept->n ? kept->n : 1) * sizeof *recs);
@@ -530,7 +537,7 @@ static int apply_dedupe(int method, const struct meta_source *s, const struct pm
             if (keeper[j] == recs[j].id)
                 continue;
             const struct kept_row *kr = &kept->v[which[j]];
-            bm[kr->unit].bits[kr->row >> 3] &= (uint8_t)~(1u << (kr->row & 7));
+            bm[kr->unit].bits[kr->row >> 3] &= (uint8_t) ~(1u << (kr->row & 7));
             bm[kr->unit].kept--;
             count++;
         }
@@ -610,8 +617,8 @@ out:
             for (size_t u = 0; u < s->nunits; u++) {
                 char shard[64];
                 json_t *x = json_object();
-                json_object_set_new(x, "name", json_string(meta_source_shard_name(s, u, shard,
-                                                                                  sizeof shard)));
+                json_object_set_new(x, "name",
+                                    json_string(meta_source_shard_name(s, u, shard, sizeof shard)));
                 json_object_set_new(x, "xxh3", json_string(s->idx.shards[u].xxh3));
                 json_object_set_new(x, "rows", json_integer((json_int_t)s->units[u].rows));
                 json_object_set_new(x, "kept", json_integer((json_int_t)all[u]));
@@ -644,8 +651,8 @@ static int write_view_json(const struct filter_args *a, const struct filter_expr
     for (size_t i = 0; i < a->ndedupe; i++) {
         const char *m = dedupe_names[a->dedupe[i]];
         json_array_append_new(d, json_string(m));
-        json_object_set_new(src, m, json_string(marks_exist(s->dataset, m) ? "_dedupe"
-                                                                           : "computed"));
+        json_object_set_new(src, m,
+                            json_string(marks_exist(s->dataset, m) ? "_dedupe" : "computed"));
     }
     json_object_set_new(doc, "dedupe", d);
     json_object_set_new(doc, "dedupe_source", src);
@@ -716,8 +723,8 @@ int cmd_filter(int argc, char **argv, const struct pm_mpi *mpi)
         memcpy(v + 5, c.dedupe, sizeof c.dedupe);
         MPI_CHECK(MPI_Reduce(v, w, 5 + DEDUPE_METHODS, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD));
         if (nclauses)
-            MPI_CHECK(MPI_Reduce(c.clause, tot.clause, (int)(2 * nclauses), MPI_UINT64_T,
-                                 MPI_SUM, 0, MPI_COMM_WORLD));
+            MPI_CHECK(MPI_Reduce(c.clause, tot.clause, (int)(2 * nclauses), MPI_UINT64_T, MPI_SUM,
+                                 0, MPI_COMM_WORLD));
         tot.rows = w[0], tot.success = w[1], tot.kept_where = w[2], tot.missing = w[3];
         tot.kept = w[4];
         memcpy(tot.dedupe, w + 5, sizeof tot.dedupe);

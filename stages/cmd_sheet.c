@@ -37,7 +37,7 @@ static const char usage[] =
     "PNG/JPEG: a grid of 128x128 center-cropped thumbnails in the same order (row-major).\n";
 
 struct pick {
-    double v;   // sort key (smaller = better)
+    double v; // sort key (smaller = better)
     double shown;
     uint64_t id; // global row id; UINT64_MAX = empty
     uint64_t unit, row;
@@ -326,8 +326,8 @@ int cmd_sheet(int argc, char **argv, const struct pm_mpi *mpi)
     }
     if (mpi->rank == 0)
         all = malloc(n * (size_t)mpi->size * sizeof *all);
-    MPI_CHECK(MPI_Gather(picks, (int)(n * sizeof *picks), MPI_BYTE, all,
-                         (int)(n * sizeof *picks), MPI_BYTE, 0, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Gather(picks, (int)(n * sizeof *picks), MPI_BYTE, all, (int)(n * sizeof *picks),
+                         MPI_BYTE, 0, MPI_COMM_WORLD));
     if (mpi->rank == 0) {
         for (int r = 1; r < mpi->size; r++)
             for (size_t j = 0; j < n; j++)

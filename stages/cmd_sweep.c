@@ -5,8 +5,8 @@
  * success) give a mask; the column values of the rows passing it are compacted into an
  * array (kept for the histogram, whose range is known only after the pass), and while
  * that batch's values are in cache every threshold is counted over them with one tight
- * comparison loop each (vectorised by the compiler). Every sum is over units dealt to ranks, so results are identical for
- * any number of ranks.
+ * comparison loop each (vectorised by the compiler). Every sum is over units dealt to ranks, so
+ * results are identical for any number of ranks.
  */
 #include "commands.h"
 #include "filter_expr.h"
@@ -65,11 +65,11 @@ struct cand {
 };
 
 struct sweep_state {
-    size_t k;        // thresholds
-    double *ts;      // sorted ascending
+    size_t k;         // thresholds
+    double *ts;       // sorted ascending
     const double *tv; // user order
     enum sweep_op op;
-    uint64_t *kept;  // [k]: values v with `v op tv[t]`
+    uint64_t *kept;   // [k]: values v with `v op tv[t]`
     uint64_t *bucket; // [k+1] (many thresholds): values with #(t <= v) (or #(t < v)) == i
     uint64_t rows, base, col_null, col_nan;
     double *vals;
@@ -303,8 +303,8 @@ static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
                     cap *= 2;
                 double *v = realloc(st->vals, cap * sizeof *v);
                 if (!v) {
-                    rc = pm_error_set(err, PM_ERR_NOMEM, "sweep: out of memory for %zu values",
-                                      cap);
+                    rc =
+                        pm_error_set(err, PM_ERR_NOMEM, "sweep: out of memory for %zu values", cap);
                     break;
                 }
                 st->vals = v;
@@ -373,10 +373,22 @@ static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
                     const double th = st->tv[t];
                     uint64_t cnt = 0;
                     switch (st->op) {
-                    case OP_LT: for (size_t i = 0; i < m; i++) cnt += bv[i] < th; break;
-                    case OP_LE: for (size_t i = 0; i < m; i++) cnt += bv[i] <= th; break;
-                    case OP_GT: for (size_t i = 0; i < m; i++) cnt += bv[i] > th; break;
-                    case OP_GE: for (size_t i = 0; i < m; i++) cnt += bv[i] >= th; break;
+                    case OP_LT:
+                        for (size_t i = 0; i < m; i++)
+                            cnt += bv[i] < th;
+                        break;
+                    case OP_LE:
+                        for (size_t i = 0; i < m; i++)
+                            cnt += bv[i] <= th;
+                        break;
+                    case OP_GT:
+                        for (size_t i = 0; i < m; i++)
+                            cnt += bv[i] > th;
+                        break;
+                    case OP_GE:
+                        for (size_t i = 0; i < m; i++)
+                            cnt += bv[i] >= th;
+                        break;
                     }
                     st->kept[t] += cnt;
                 }
@@ -416,13 +428,16 @@ static void svg_histogram(FILE *out, const uint64_t *hist, size_t bins, double l
     uint64_t mx = 1;
     for (size_t i = 0; i < bins; i++)
         mx = hist[i] > mx ? hist[i] : mx;
-    fprintf(out, "<svg class=\"chart\" id=\"histogram\" xmlns=\"http://www.w3.org/2000/svg\" "
-                 "width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\">\n", W, H, W, H);
+    fprintf(out,
+            "<svg class=\"chart\" id=\"histogram\" xmlns=\"http://www.w3.org/2000/svg\" "
+            "width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\">\n",
+            W, H, W, H);
     double pw = W - L - R, ph = H - T - B;
     for (size_t i = 0; i < bins; i++) {
         double h = ph * (double)hist[i] / (double)mx;
-        fprintf(out, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"#4a7ab5\">"
-                     "<title>%" PRIu64 "</title></rect>\n",
+        fprintf(out,
+                "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"#4a7ab5\">"
+                "<title>%" PRIu64 "</title></rect>\n",
                 L + pw * (double)i / (double)bins, T + ph - h, pw / (double)bins * 0.95, h,
                 hist[i]);
     }
@@ -431,17 +446,19 @@ static void svg_histogram(FILE *out, const uint64_t *hist, size_t bins, double l
         if (ts[t] < lo || ts[t] > hi)
             continue;
         double x = L + pw * (ts[t] - lo) / span;
-        fprintf(out, "<line x1=\"%.2f\" y1=\"%.0f\" x2=\"%.2f\" y2=\"%.0f\" stroke=\"#d33\" "
-                     "stroke-dasharray=\"4 3\"/><text x=\"%.2f\" y=\"%.0f\" font-size=\"10\" "
-                     "fill=\"#d33\" text-anchor=\"middle\">",
+        fprintf(out,
+                "<line x1=\"%.2f\" y1=\"%.0f\" x2=\"%.2f\" y2=\"%.0f\" stroke=\"#d33\" "
+                "stroke-dasharray=\"4 3\"/><text x=\"%.2f\" y=\"%.0f\" font-size=\"10\" "
+                "fill=\"#d33\" text-anchor=\"middle\">",
                 x, T, x, T + ph, x, T - 6);
         html_escape(out, tt[t], strlen(tt[t]));
         fputs("</text>\n", out);
     }
     fprintf(out, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#333\"/>\n", L,
             T + ph, L + pw, T + ph);
-    fprintf(out, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\">%.6g</text>"
-                 "<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"end\">%.6g</text>\n",
+    fprintf(out,
+            "<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\">%.6g</text>"
+            "<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"end\">%.6g</text>\n",
             L, H - B + 16, lo, L + pw, H - B + 16, hi);
     fprintf(out, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\">", L + pw / 2,
             H - 6);
@@ -461,12 +478,15 @@ static void svg_curve(FILE *out, const double *tv, char **tt, const double *frac
         hi = tv[i] > hi ? tv[i] : hi;
     }
     double span = hi > lo ? hi - lo : 1;
-    fprintf(out, "<svg class=\"chart\" id=\"curve\" xmlns=\"http://www.w3.org/2000/svg\" "
-                 "width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\">\n", W, H, W, H);
+    fprintf(out,
+            "<svg class=\"chart\" id=\"curve\" xmlns=\"http://www.w3.org/2000/svg\" "
+            "width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\">\n",
+            W, H, W, H);
     for (int g = 0; g <= 4; g++) {
         double y = T + ph * (1 - g / 4.0);
-        fprintf(out, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
-                     "<text x=\"%.0f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%d%%</text>\n",
+        fprintf(out,
+                "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+                "<text x=\"%.0f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%d%%</text>\n",
                 L, y, L + pw, y, L - 4, y + 3, g * 25);
     }
     // thresholds in ascending order for the polyline
@@ -491,12 +511,15 @@ static void svg_curve(FILE *out, const double *tv, char **tt, const double *frac
         html_escape(out, tt[t], strlen(tt[t]));
         fprintf(out, ": %.4f%%</title></circle>\n", 100 * frac[t]);
     }
-    fprintf(out, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\">kept fraction "
-                 "vs threshold (", L + pw / 2, H - 6);
+    fprintf(out,
+            "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\">kept fraction "
+            "vs threshold (",
+            L + pw / 2, H - 6);
     html_escape(out, col, strlen(col));
     fprintf(out, " %s T)</text>\n", op);
-    fprintf(out, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\">%.6g</text>"
-                 "<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"end\">%.6g</text>\n",
+    fprintf(out,
+            "<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\">%.6g</text>"
+            "<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"end\">%.6g</text>\n",
             L, H - B + 16, lo, L + pw, H - B + 16, hi);
     fputs("</svg>\n", out);
     free(ord);
@@ -609,8 +632,7 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
         size_t bin = span > 0 ? (size_t)((x - lo) / span * (double)a.bins) : 0;
         hist[bin < a.bins ? bin : a.bins - 1]++;
     }
-    MPI_CHECK(MPI_Reduce(hist, ghist, (int)(a.bins + 2), MPI_UINT64_T, MPI_SUM, 0,
-                         MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Reduce(hist, ghist, (int)(a.bins + 2), MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD));
     // Contact-sheet candidates: gather every rank's best to rank 0.
     size_t ncand = k * st.per_side;
     struct cand *allb = NULL, *alla = NULL;
@@ -671,7 +693,8 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
                 json_array_append_new(hc, json_integer((json_int_t)ghist[i]));
             json_object_set_new(h, "counts", hc);
             json_object_set_new(doc, "histogram", h);
-            char *txt = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+            char *txt =
+                json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
             if (txt)
                 puts(txt);
             free(txt);
@@ -704,12 +727,14 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
                     html_escape(out, c, strlen(c));
                     fputs("</code>", out);
                 }
-                fprintf(out, "%s. Rows%s: %" PRIu64 "; passing the fixed clauses: %" PRIu64
-                             "; of which %s is null or NaN: %" PRIu64 ".</p>\n",
+                fprintf(out,
+                        "%s. Rows%s: %" PRIu64 "; passing the fixed clauses: %" PRIu64
+                        "; of which %s is null or NaN: %" PRIu64 ".</p>\n",
                         filter_expr_num_clauses(f) ? "" : "none", s.is_dataset ? " (success)" : "",
                         rows, base, a.column, nul + nan);
                 fputs("<table id=\"sweep\"><tr><th>threshold</th><th>kept</th><th>% of rows</th>"
-                      "<th>% of fixed-kept</th></tr>\n", out);
+                      "<th>% of fixed-kept</th></tr>\n",
+                      out);
                 for (size_t t = 0; t < k; t++) {
                     fputs("<tr><td>", out);
                     html_escape(out, tt[t], strlen(tt[t]));

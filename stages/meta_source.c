@@ -50,12 +50,14 @@ int meta_source_open(struct meta_source *s, char *const *paths, size_t n, struct
             const char *url = s->idx.shards[i].url;
             size_t ul = strlen(url);
             if (ul < 5 || strcmp(url + ul - 4, ".tar") != 0)
-                return pm_error_set(err, PM_ERR_FORMAT, "dataset '%s': shard url '%s' is not "
-                                    "NAME.tar", paths[0], url);
+                return pm_error_set(err, PM_ERR_FORMAT,
+                                    "dataset '%s': shard url '%s' is not "
+                                    "NAME.tar",
+                                    paths[0], url);
             snprintf(p, sizeof p, "%s/%.*s.parquet", paths[0], (int)(ul - 4), url);
             if (add_file(s, p) != PM_OK ||
-                add_unit(s, (struct meta_unit){i, 0, (size_t)-1, base,
-                                               s->idx.shards[i].rows}) != PM_OK)
+                add_unit(s, (struct meta_unit){i, 0, (size_t)-1, base, s->idx.shards[i].rows}) !=
+                    PM_OK)
                 return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
             base += s->idx.shards[i].rows;
         }

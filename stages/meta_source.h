@@ -47,8 +47,7 @@ int meta_source_unit_open(const struct meta_source *s, size_t u, const char *con
                           size_t ncolumns, struct table_reader **out, struct pm_error *err);
 
 /** The shard name of dataset unit u ("00012"). */
-const char *meta_source_shard_name(const struct meta_source *s, size_t u, char *buf,
-                                   size_t size);
+const char *meta_source_shard_name(const struct meta_source *s, size_t u, char *buf, size_t size);
 
 /** Copy the rows of `src` with keep[i] != 0 to the end of `dst` (same schema). */
 int table_batch_append_kept(struct table_batch *dst, const struct table_batch *src,

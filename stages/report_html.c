@@ -13,11 +13,21 @@ void html_escape(FILE *out, const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         switch (c) {
-        case '&': fputs("&amp;", out); break;
-        case '<': fputs("&lt;", out); break;
-        case '>': fputs("&gt;", out); break;
-        case '"': fputs("&quot;", out); break;
-        case '\'': fputs("&#39;", out); break;
+        case '&':
+            fputs("&amp;", out);
+            break;
+        case '<':
+            fputs("&lt;", out);
+            break;
+        case '>':
+            fputs("&gt;", out);
+            break;
+        case '"':
+            fputs("&quot;", out);
+            break;
+        case '\'':
+            fputs("&#39;", out);
+            break;
         default:
             if ((unsigned char)c < 0x20 && c != '\n' && c != '\t')
                 fputc(' ', out);
@@ -29,8 +39,7 @@ void html_escape(FILE *out, const char *s, size_t n)
 
 void html_base64(FILE *out, const unsigned char *d, size_t n)
 {
-    static const char tab[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     char buf[4];
     for (size_t i = 0; i < n; i += 3) {
         uint32_t v = (uint32_t)d[i] << 16;
@@ -48,7 +57,8 @@ void html_base64(FILE *out, const unsigned char *d, size_t n)
 
 static int cmp_item_ptr(const void *a, const void *b)
 {
-    const struct sheet_item *x = *(struct sheet_item *const *)a, *y = *(struct sheet_item *const *)b;
+    const struct sheet_item *x = *(struct sheet_item *const *)a,
+                            *y = *(struct sheet_item *const *)b;
     if (x->shard != y->shard)
         return x->shard < y->shard ? -1 : 1;
     return (x->row > y->row) - (x->row < y->row);
