@@ -785,7 +785,7 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
                                     if (items[m].shard == set[j].unit && items[m].row == set[j].row)
                                         break;
                                 char label[64];
-                                snprintf(label, sizeof label, "%.6g", set[j].v);
+                                snprintf(label, sizeof label, "%.9g", set[j].v);
                                 if (m < ni)
                                     html_figure(out, &items[m], label);
                                 idx++;
