@@ -8,6 +8,7 @@ DEB_PACKAGES=(
   zlib1g-dev libzstd-dev libsnappy-dev libjansson-dev libxxhash-dev
   libopenmpi-dev openmpi-bin
   libcurl4-openssl-dev libjpeg62-turbo-dev libwebp-dev libpng-dev libgif-dev libarchive-dev
+  libomp-dev
 )
 PY_PACKAGES=(pyarrow pandas numpy pytest webdataset wids xxhash)
 
