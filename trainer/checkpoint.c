@@ -162,6 +162,39 @@ int checkpoint_write_safetensors(const char *path, const struct unet *m, const f
     return rc;
 }
 
+struct range {
+    size_t begin, end;
+};
+
+static int cmp_range(const void *a, const void *b)
+{
+    const struct range *x = a, *y = b;
+    if (x->begin != y->begin)
+        return x->begin < y->begin ? -1 : 1;
+    return x->end < y->end ? -1 : x->end > y->end;
+}
+
+static bool all_digits(const char *s, size_t min, size_t max)
+{
+    size_t n = strlen(s);
+    if (n < min || n > max)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+static bool all_hex(const char *s, size_t len)
+{
+    if (strlen(s) != len)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
 // Validate one tensor entry against the model's table; returns its byte range.
 static int check_entry(const char *path, json_t *root, const char *prefix,
                        const struct unet_tensor *t, size_t data_len, size_t *begin,
@@ -242,7 +275,12 @@ int checkpoint_read_safetensors(const char *path, const struct unet *m, float *p
     size_t data_len = len - 8 - (size_t)hlen;
     // Every entry other than __metadata__ must be well formed and the ranges must tile the
     // data section exactly (no holes, no overlaps, no trailing bytes), as the format says.
-    size_t total = 0, nentries = 0;
+    size_t cap = json_object_size(root), nr = 0;
+    struct range *ranges = malloc((cap ? cap : 1) * sizeof(*ranges));
+    if (!ranges) {
+        rc = pm_error_set(err, PM_ERR_NOMEM, "'%s': out of memory", path);
+        goto out;
+    }
     const char *key;
     json_t *val;
     json_object_foreach(root, key, val)
@@ -251,49 +289,61 @@ int checkpoint_read_safetensors(const char *path, const struct unet *m, float *p
             continue;
         json_t *offs = json_object_get(val, "data_offsets");
         json_t *a = json_array_get(offs, 0), *b = json_array_get(offs, 1);
-        if (!json_is_object(val) || !json_is_integer(a) || !json_is_integer(b) ||
-            json_integer_value(a) < 0 || json_integer_value(b) < json_integer_value(a) ||
+        if (!json_is_object(val) || json_array_size(offs) != 2 || !json_is_integer(a) ||
+            !json_is_integer(b) || json_integer_value(a) < 0 ||
+            json_integer_value(b) < json_integer_value(a) ||
             (unsigned long long)json_integer_value(b) > data_len) {
+            free(ranges);
             rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': tensor '%s' has bad data_offsets",
                               path, key);
             goto out;
         }
-        total += (size_t)(json_integer_value(b) - json_integer_value(a));
-        nentries++;
+        ranges[nr].begin = (size_t)json_integer_value(a);
+        ranges[nr].end = (size_t)json_integer_value(b);
+        nr++;
     }
-    if (total != data_len) {
+    qsort(ranges, nr, sizeof(*ranges), cmp_range);
+    size_t covered = 0;
+    for (size_t i = 0; i < nr; i++) {
+        if (ranges[i].begin != covered)
+            break;
+        covered = ranges[i].end;
+    }
+    free(ranges);
+    if (covered != data_len) {
         rc = pm_error_set(err, PM_ERR_FORMAT,
-                          "'%s': tensors cover %zu bytes but the data section has %zu", path,
-                          total, data_len);
+                          "'%s': tensor data ranges do not tile the %zu-byte data section", path,
+                          data_len);
         goto out;
     }
+    // Our metadata is required and checked entry by entry, so that any damage to the header
+    // is caught (the CRC covers the data section only).
     json_t *meta = json_object_get(root, "__metadata__");
-    if (meta && !json_is_object(meta)) {
-        rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': __metadata__ is not an object", path);
+    const char *fmt = json_string_value(json_object_get(meta, "format"));
+    const char *prod = json_string_value(json_object_get(meta, "producer"));
+    const char *cfgname = json_string_value(json_object_get(meta, "config"));
+    const char *stepstr = json_string_value(json_object_get(meta, "step"));
+    const char *crcstr = json_string_value(json_object_get(meta, "crc32"));
+    if (!json_is_object(meta) || json_object_size(meta) != 5 || !fmt || strcmp(fmt, "pt") != 0 ||
+        !prod || strcmp(prod, "pixelmill-trainer") != 0 || !cfgname || !stepstr || !crcstr ||
+        !all_digits(stepstr, 1, 20) || !all_hex(crcstr, 8)) {
+        rc = pm_error_set(err, PM_ERR_FORMAT,
+                          "'%s': __metadata__ missing or damaged (not a pixelmill checkpoint?)",
+                          path);
         goto out;
     }
-    json_t *crcv = json_object_get(meta, "crc32");
-    if (crcv) {
-        const char *s = json_string_value(crcv);
-        char *end = NULL;
-        unsigned long want = s ? strtoul(s, &end, 16) : 0;
-        if (!s || !*s || *end || crc32_bytes(0, data, data_len) != (uint32_t)want) {
-            rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': data CRC-32 mismatch (corrupted file)",
-                              path);
-            goto out;
-        }
+    if (crc32_bytes(0, data, data_len) != (uint32_t)strtoul(crcstr, NULL, 16)) {
+        rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': data CRC-32 mismatch (corrupted file)",
+                          path);
+        goto out;
     }
-    json_t *cfgv = json_object_get(meta, "config");
-    if (json_is_string(cfgv) && strcmp(json_string_value(cfgv), unet_get_config(m)->name) != 0) {
+    if (strcmp(cfgname, unet_get_config(m)->name) != 0) {
         rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': checkpoint is for model '%s', not '%s'",
-                          path, json_string_value(cfgv), unet_get_config(m)->name);
+                          path, cfgname, unet_get_config(m)->name);
         goto out;
     }
-    if (step) {
-        json_t *sv = json_object_get(meta, "step");
-        if (json_is_string(sv))
-            *step = strtoull(json_string_value(sv), NULL, 10);
-    }
+    if (step)
+        *step = strtoull(stepstr, NULL, 10);
     // validate every tensor first, copy only when all are good
     for (int pass = 0; pass < 2; pass++)
         for (int c = 0; c < (ema ? 2 : 1); c++) {
@@ -307,7 +357,6 @@ int checkpoint_read_safetensors(const char *path, const struct unet *m, float *p
                     memcpy(dst + tab[i].offset, data + begin, tab[i].numel * sizeof(float));
             }
         }
-    (void)nentries;
 out:
     json_decref(root);
     free(buf);

@@ -98,9 +98,18 @@ void layer_matmul(int M, int N, int K, const float *A, int lda, bool ta, const f
     }
 }
 
+// Below this much work a loop runs on the calling thread (a parallel region costs more than
+// it saves). Results do not depend on it.
+static size_t par_min = 32768;
+
+void layer_set_parallel_threshold(size_t work)
+{
+    par_min = work;
+}
+
 void layer_reduce_partials(float *dst, const float *partials, int B, size_t n, size_t stride)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * (size_t)B >= par_min)
     for (size_t i = 0; i < n; i++) {
         float s = dst[i];
         for (int b = 0; b < B; b++)
@@ -174,7 +183,9 @@ void layer_conv2d_forward(float *y, const float *x, const float *w, const float 
     int Ho = conv_out_size(H, k, s), Wo = conv_out_size(W, k, s);
     int P = Ho * Wo, Kc = Cin * k * k;
     bool direct = (k == 1 && s == 1);
-#pragma omp parallel for schedule(static) num_threads(sc->nthreads)
+    size_t work = (size_t)B * P * Kc * Cout;
+#pragma omp parallel for schedule(static) num_threads(sc->nthreads)                            \
+    if (B > 1 && work >= 8 * par_min)
     for (int b = 0; b < B; b++) {
         const float *xb = x + (size_t)b * Cin * H * W;
         float *yb = y + (size_t)b * Cout * P;
@@ -201,7 +212,9 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
     int P = Ho * Wo, Kc = Cin * k * k;
     size_t nw = (size_t)Cout * Kc;
     bool direct = (k == 1 && s == 1);
-#pragma omp parallel for schedule(static) num_threads(sc->nthreads)
+    size_t work = (size_t)B * P * Kc * Cout;
+#pragma omp parallel for schedule(static) num_threads(sc->nthreads)                            \
+    if (B > 1 && work >= 8 * par_min)
     for (int b = 0; b < B; b++) {
         const float *xb = x + (size_t)b * Cin * H * W;
         const float *dyb = dy + (size_t)b * Cout * P;
@@ -243,7 +256,7 @@ void layer_groupnorm_forward(float *y, float *mean, float *rstd, const float *x,
                              const float *gamma, const float *beta, int B, int C, int HW, int G)
 {
     int cpg = C / G;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)B * C * HW >= par_min)
     for (int bg = 0; bg < B * G; bg++) {
         int b = bg / G, g = bg % G;
         size_t n = (size_t)cpg * HW;
@@ -280,7 +293,7 @@ void layer_groupnorm_backward(float *dx, float *dgamma, float *dbeta, const floa
                               struct layer_scratch *sc)
 {
     int cpg = C / G;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B > 1 && (size_t)B * C * HW >= par_min)
     for (int b = 0; b < B; b++) {
         float *part = sc->partial + (size_t)b * sc->partial_per_image; // [dgamma C | dbeta C]
         for (int g = 0; g < G; g++) {
@@ -326,14 +339,14 @@ void layer_groupnorm_backward(float *dx, float *dgamma, float *dbeta, const floa
 
 void layer_silu_forward(float *y, const float *x, size_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= par_min)
     for (size_t i = 0; i < n; i++)
         y[i] = x[i] / (1.0f + expf(-x[i]));
 }
 
 void layer_silu_backward(float *dx, const float *dy, const float *x, size_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= par_min)
     for (size_t i = 0; i < n; i++) {
         float sg = 1.0f / (1.0f + expf(-x[i]));
         dx[i] += dy[i] * sg * (1.0f + x[i] * (1.0f - sg));
@@ -367,7 +380,7 @@ void layer_linear_backward(float *dx, float *dw, float *dbias, const float *dy, 
 
 void layer_upsample_forward(float *y, const float *x, int B, int C, int H, int W)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)B * C * H * W >= par_min)
     for (int bc = 0; bc < B * C; bc++) {
         const float *xs = x + (size_t)bc * H * W;
         float *ys = y + (size_t)bc * 4 * H * W;
@@ -379,7 +392,7 @@ void layer_upsample_forward(float *y, const float *x, int B, int C, int H, int W
 
 void layer_upsample_backward(float *dx, const float *dy, int B, int C, int H, int W)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)B * C * H * W >= par_min)
     for (int bc = 0; bc < B * C; bc++) {
         float *xs = dx + (size_t)bc * H * W;
         const float *ys = dy + (size_t)bc * 4 * H * W;
@@ -401,7 +414,8 @@ void layer_attention_forward(float *y, float *qkv, float *P, float *o, const flo
 {
     (void)sc;
     float scale = 1.0f / sqrtf((float)C);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static)                                                      \
+    if (B > 1 && (size_t)B * N * N * C >= 8 * par_min)
     for (int b = 0; b < B; b++) {
         const float *xnb = xn + (size_t)b * C * N;
         float *qkvb = qkv + (size_t)b * 3 * C * N;
@@ -457,7 +471,8 @@ void layer_attention_backward(float *dx, float *dxn, float *dwqkv, float *dbqkv,
     size_t nqkv = (size_t)3 * C * C, nproj = (size_t)C * C;
     // partial layout per image: [dwqkv | dbqkv (3C) | dwproj | dbproj (C)]
     size_t off_bqkv = nqkv, off_wproj = nqkv + 3 * (size_t)C, off_bproj = off_wproj + nproj;
-#pragma omp parallel for schedule(static) num_threads(sc->nthreads)
+#pragma omp parallel for schedule(static) num_threads(sc->nthreads)                            \
+    if (B > 1 && (size_t)B * N * N * C >= 8 * par_min)
     for (int b = 0; b < B; b++) {
         const float *dyb = dy + (size_t)b * C * N;
         const float *xnb = xn + (size_t)b * C * N;

@@ -31,6 +31,13 @@
 void layer_matmul(int M, int N, int K, const float *A, int lda, bool ta, const float *B, int ldb,
                   bool tb, float *C, int ldc, bool accumulate);
 
+/**
+ * Loops with less work than about `work` floats run on the calling thread instead of an
+ * OpenMP team (default 32768). Results are the same either way; tests set 0 to exercise the
+ * threaded paths on tiny shapes. Not thread-safe: set it before computing.
+ */
+void layer_set_parallel_threshold(size_t work);
+
 /** Scratch for the batched layers: per-thread im2col buffers and per-image partials. */
 struct layer_scratch {
     float *col;       /* nthreads * col_per_thread floats */

@@ -13,7 +13,7 @@ void adamw_update(const struct adamw_config *c, float *params, const float *grad
     float bc2_sqrt = (float)sqrt(bc2);
     float decay = 1.0f - c->lr * c->weight_decay;
     float b1 = c->beta1, b2 = c->beta2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= 32768)
     for (size_t i = 0; i < n; i++) {
         float p = params[i], g = grads[i];
         if (c->weight_decay != 0.0f && (!decay_mask || decay_mask[i]))
@@ -29,7 +29,7 @@ void adamw_update(const struct adamw_config *c, float *params, const float *grad
 
 void ema_update(float *ema, const float *params, float decay, size_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= 32768)
     for (size_t i = 0; i < n; i++)
         ema[i] = decay * ema[i] + (1.0f - decay) * params[i];
 }

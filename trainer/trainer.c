@@ -44,7 +44,11 @@ int trainer_create(const struct trainer_options *o, struct trainer **out, struct
 {
     *out = NULL;
     struct unet_config cfg;
-    int rc = unet_config_get(o->config ? o->config : "", &cfg, err);
+    int rc = PM_OK;
+    if (o->model)
+        cfg = *o->model;
+    else
+        rc = unet_config_get(o->config ? o->config : "", &cfg, err);
     if (rc)
         return rc;
     if (!(o->caption_dropout >= 0.0f && o->caption_dropout <= 1.0f) ||

@@ -36,6 +36,7 @@
 /** Training options. */
 struct trainer_options {
     const char *config;    /* model config name ("tiny-32", "small-64", "test-16") */
+    const struct unet_config *model; /* if not NULL, this architecture instead of config */
     int max_batch;         /* largest local batch (and sampling chunk) */
     uint64_t seed;         /* weights init and the training RNG */
     struct adamw_config adamw;

@@ -360,11 +360,11 @@ def cmd_check_checkpoint(args):
     assert meta["config"] == cfg_name, (meta, cfg_name)
     sd = load_file(path)
     model = UNet(CONFIGS[cfg_name])
-    which = "ema." if args.ema else ""
-    state = {k[len(which):]: v for k, v in sd.items() if k.startswith(which) and
-             (args.ema or not k.startswith("ema."))}
-    missing, unexpected = model.load_state_dict(state, strict=True), None
-    del missing, unexpected
+    # the EMA copy must be there too, with the same names under "ema."
+    ema = {k[4:]: v for k, v in sd.items() if k.startswith("ema.")}
+    state = {k: v for k, v in sd.items() if not k.startswith("ema.")}
+    assert set(ema) == set(state), "ema. tensors do not mirror the weights"
+    model.load_state_dict(state, strict=True)
     tokens = [caption_tokens(c, CONFIGS[cfg_name]["cap_buckets"]) for c in caps]
     with torch.no_grad():
         out = model(torch.from_numpy(x.copy()), torch.from_numpy(t.astype(np.int64)), tokens)
@@ -389,7 +389,6 @@ def main():
     g.add_argument("--out", default="tests/golden/unet_test16.bin")
     c = sub.add_parser("check-checkpoint")
     c.add_argument("dir")
-    c.add_argument("--ema", action="store_true", help="load the ema. tensors instead")
     p = sub.add_parser("params")
     p.add_argument("--config", default="tiny-32")
     args = ap.parse_args()
