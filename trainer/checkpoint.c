@@ -127,8 +127,8 @@ int checkpoint_write_safetensors(const char *path, const struct unet *m, const f
     int bad = 0;
     for (int c = 0; c < copies; c++)
         for (size_t i = 0; i < nt; i++)
-            bad |= add_tensor_entry(root, c ? "ema." : "",
-                                    &tab[i], (c * np + tab[i].offset) * sizeof(float));
+            bad |= add_tensor_entry(root, c ? "ema." : "", &tab[i],
+                                    (c * np + tab[i].offset) * sizeof(float));
     char *text = bad ? NULL : json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(root);
     if (!text)
@@ -207,18 +207,16 @@ static int check_entry(const char *path, json_t *root, const char *prefix,
         return pm_error_set(err, PM_ERR_FORMAT, "'%s': tensor '%s' missing", path, name);
     json_t *dt = json_object_get(e, "dtype");
     if (!json_is_string(dt) || strcmp(json_string_value(dt), "F32") != 0)
-        return pm_error_set(err, PM_ERR_FORMAT, "'%s': tensor '%s' is not dtype F32", path,
-                            name);
+        return pm_error_set(err, PM_ERR_FORMAT, "'%s': tensor '%s' is not dtype F32", path, name);
     json_t *shape = json_object_get(e, "shape");
     if (!json_is_array(shape) || json_array_size(shape) != (size_t)t->ndim)
-        return pm_error_set(err, PM_ERR_FORMAT, "'%s': tensor '%s' has the wrong rank", path,
-                            name);
+        return pm_error_set(err, PM_ERR_FORMAT, "'%s': tensor '%s' has the wrong rank", path, name);
     for (int d = 0; d < t->ndim; d++) {
         json_t *v = json_array_get(shape, (size_t)d);
         if (!json_is_integer(v) || json_integer_value(v) != t->shape[d])
             return pm_error_set(err, PM_ERR_FORMAT,
-                                "'%s': tensor '%s' dimension %d differs from the model", path,
-                                name, d);
+                                "'%s': tensor '%s' dimension %d differs from the model", path, name,
+                                d);
     }
     json_t *offs = json_object_get(e, "data_offsets");
     json_t *a = json_array_get(offs, 0), *b = json_array_get(offs, 1);
@@ -237,8 +235,8 @@ static int check_entry(const char *path, json_t *root, const char *prefix,
     return PM_OK;
 }
 
-int checkpoint_read_safetensors(const char *path, const struct unet *m, float *params,
-                                float *ema, uint64_t *step, struct pm_error *err)
+int checkpoint_read_safetensors(const char *path, const struct unet *m, float *params, float *ema,
+                                uint64_t *step, struct pm_error *err)
 {
     if (step)
         *step = 0;
@@ -260,8 +258,8 @@ int checkpoint_read_safetensors(const char *path, const struct unet *m, float *p
     memcpy(&hlen, buf, 8);
     if (hlen < 2 || hlen > CHECKPOINT_HEADER_MAX || hlen > len - 8) {
         rc = pm_error_set(err, PM_ERR_FORMAT,
-                          "'%s': header length %" PRIu64 " invalid for a %zu-byte file", path,
-                          hlen, len);
+                          "'%s': header length %" PRIu64 " invalid for a %zu-byte file", path, hlen,
+                          len);
         goto out;
     }
     json_error_t je;
@@ -294,8 +292,8 @@ int checkpoint_read_safetensors(const char *path, const struct unet *m, float *p
             json_integer_value(b) < json_integer_value(a) ||
             (unsigned long long)json_integer_value(b) > data_len) {
             free(ranges);
-            rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': tensor '%s' has bad data_offsets",
-                              path, key);
+            rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': tensor '%s' has bad data_offsets", path,
+                              key);
             goto out;
         }
         ranges[nr].begin = (size_t)json_integer_value(a);
@@ -333,13 +331,12 @@ int checkpoint_read_safetensors(const char *path, const struct unet *m, float *p
         goto out;
     }
     if (crc32_bytes(0, data, data_len) != (uint32_t)strtoul(crcstr, NULL, 16)) {
-        rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': data CRC-32 mismatch (corrupted file)",
-                          path);
+        rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': data CRC-32 mismatch (corrupted file)", path);
         goto out;
     }
     if (strcmp(cfgname, unet_get_config(m)->name) != 0) {
-        rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': checkpoint is for model '%s', not '%s'",
-                          path, cfgname, unet_get_config(m)->name);
+        rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': checkpoint is for model '%s', not '%s'", path,
+                          cfgname, unet_get_config(m)->name);
         goto out;
     }
     if (step)
@@ -390,12 +387,11 @@ static uint64_t get_u64(const unsigned char *p)
     return v;
 }
 
-int checkpoint_write_state(const char *path, const struct checkpoint_data *d,
-                           struct pm_error *err)
+int checkpoint_write_state(const char *path, const struct checkpoint_data *d, struct pm_error *err)
 {
     if (d->loader_len > CHECKPOINT_LOADER_MAX)
-        return pm_error_set(err, PM_ERR_USAGE, "'%s': loader state of %zu bytes is too large",
-                            path, d->loader_len);
+        return pm_error_set(err, PM_ERR_USAGE, "'%s': loader state of %zu bytes is too large", path,
+                            d->loader_len);
     size_t np = unet_num_params(d->model);
     unsigned char h[STATE_HEADER_BYTES] = {0};
     put_u32(h, CHECKPOINT_STATE_MAGIC);
@@ -443,13 +439,12 @@ int checkpoint_read_state(const char *path, struct checkpoint_data *d, struct pm
         return rc;
     char cfgname[25] = {0};
     if (len < STATE_HEADER_BYTES + 4) {
-        rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': %zu bytes, too short for a state file",
-                          path, len);
+        rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': %zu bytes, too short for a state file", path,
+                          len);
         goto out;
     }
     if (get_u32(buf) != CHECKPOINT_STATE_MAGIC) {
-        rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': bad magic (not a trainer state file)",
-                          path);
+        rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': bad magic (not a trainer state file)", path);
         goto out;
     }
     if (get_u32(buf + 4) != CHECKPOINT_STATE_VERSION) {
@@ -471,14 +466,14 @@ int checkpoint_read_state(const char *path, struct checkpoint_data *d, struct pm
     uint64_t ll = get_u64(buf + 64);
     if (ll > CHECKPOINT_LOADER_MAX || len != STATE_HEADER_BYTES + 2 * np * 4 + ll + 4) {
         rc = pm_error_set(err, PM_ERR_FORMAT,
-                          "'%s': %zu bytes, sizes in the header say otherwise (truncated?)",
-                          path, len);
+                          "'%s': %zu bytes, sizes in the header say otherwise (truncated?)", path,
+                          len);
         goto out;
     }
     memcpy(cfgname, buf + 72, 24);
     if (strcmp(cfgname, unet_get_config(d->model)->name) != 0) {
-        rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': state for model '%s', not '%s'", path,
-                          cfgname, unet_get_config(d->model)->name);
+        rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': state for model '%s', not '%s'", path, cfgname,
+                          unet_get_config(d->model)->name);
         goto out;
     }
     if (crc32_bytes(0, buf, len - 4) != get_u32(buf + len - 4)) {
@@ -513,8 +508,7 @@ static int fsync_dir(const char *dir, struct pm_error *err)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
-        return pm_error_set(err, PM_ERR_IO, "cannot open directory '%s': %s", dir,
-                            strerror(errno));
+        return pm_error_set(err, PM_ERR_IO, "cannot open directory '%s': %s", dir, strerror(errno));
     int rc = fsync(fd);
     int e = errno;
     close(fd);

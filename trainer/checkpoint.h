@@ -48,11 +48,11 @@
 struct checkpoint_data {
     const struct unet *model; /* tensor table and config name */
     float *params;
-    float *ema;               /* may be NULL: not written / not read */
+    float *ema; /* may be NULL: not written / not read */
     float *adam_m, *adam_v;
     uint64_t step;
     struct train_rng rng;
-    unsigned char *loader;    /* write: caller's bytes; read: malloc'ed, caller frees */
+    unsigned char *loader; /* write: caller's bytes; read: malloc'ed, caller frees */
     size_t loader_len;
 };
 
@@ -71,12 +71,11 @@ int checkpoint_write_safetensors(const char *path, const struct unet *m, const f
  * step is not NULL it receives the metadata step (0 if absent). Returns PM_OK,
  * PM_ERR_NOT_FOUND, PM_ERR_IO or PM_ERR_FORMAT (message names file and tensor).
  */
-int checkpoint_read_safetensors(const char *path, const struct unet *m, float *params,
-                                float *ema, uint64_t *step, struct pm_error *err);
+int checkpoint_read_safetensors(const char *path, const struct unet *m, float *params, float *ema,
+                                uint64_t *step, struct pm_error *err);
 
 /** Write state.bin from d (atomic). PM_OK, PM_ERR_IO or PM_ERR_USAGE (blob too large). */
-int checkpoint_write_state(const char *path, const struct checkpoint_data *d,
-                           struct pm_error *err);
+int checkpoint_write_state(const char *path, const struct checkpoint_data *d, struct pm_error *err);
 
 /**
  * Read state.bin into d (adam_m, adam_v must be allocated; d->loader is replaced by a

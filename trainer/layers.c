@@ -17,81 +17,103 @@ static int thread_id(void)
 }
 
 // ---------------------------------------------------------------------------------------
-// matmul: blocked, B packed per (k, j) block, 4 x 16 register tile. The summation order of
-// every element is k = 0..K-1 whatever the blocking, so results do not depend on it.
+// matmul: A is packed into panels of MR rows, B into panels of NR columns (zero padded), and
+// a 6 x 16 register tile accumulates over k. Every element of C, wherever it falls in the
+// tiling, is computed by the same kernel as c = c + a_k * b_k for k = 0..K-1 in order, so the
+// result does not depend on the blocking or on the shape around it. On x86-64 with GCC the
+// function is also compiled for AVX2+FMA and picked at load time (the FMA build rounds
+// differently from the SSE build, but one machine always runs the same one).
 
-enum { MM_NB = 256, MM_KB = 128, MM_MR = 4, MM_NR = 16 };
+enum { MM_MR = 6, MM_NR = 16, MM_KB = 256, MM_NB = 512 };
+
+typedef float v8f __attribute__((vector_size(32)));
 
 static inline float mat_at(const float *A, int lda, bool t, int i, int k)
 {
     return t ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
 }
 
+static inline __attribute__((always_inline)) void mm_kernel(int kb, const float *Ap,
+                                                            const float *Bp, float *C, int ldc)
+{
+    v8f c[MM_MR][2];
+    for (int r = 0; r < MM_MR; r++) {
+        memcpy(&c[r][0], C + (size_t)r * ldc, sizeof(v8f));
+        memcpy(&c[r][1], C + (size_t)r * ldc + 8, sizeof(v8f));
+    }
+    for (int k = 0; k < kb; k++) {
+        v8f b0, b1;
+        memcpy(&b0, Bp + (size_t)k * MM_NR, sizeof(v8f));
+        memcpy(&b1, Bp + (size_t)k * MM_NR + 8, sizeof(v8f));
+        for (int r = 0; r < MM_MR; r++) {
+            float a = Ap[k * MM_MR + r];
+            c[r][0] += a * b0;
+            c[r][1] += a * b1;
+        }
+    }
+    for (int r = 0; r < MM_MR; r++) {
+        memcpy(C + (size_t)r * ldc, &c[r][0], sizeof(v8f));
+        memcpy(C + (size_t)r * ldc + 8, &c[r][1], sizeof(v8f));
+    }
+}
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
 void layer_matmul(int M, int N, int K, const float *A, int lda, bool ta, const float *B, int ldb,
                   bool tb, float *C, int ldc, bool accumulate)
 {
-    if (!accumulate || K == 0) {
-        for (int i = 0; i < M; i++) {
-            if (!accumulate)
-                memset(C + (size_t)i * ldc, 0, sizeof(float) * N);
-        }
-        if (K == 0)
-            return;
-    }
-    float Bp[MM_KB * MM_NB];
-    float Ap[MM_MR * MM_KB];
+    if (!accumulate)
+        for (int i = 0; i < M; i++)
+            memset(C + (size_t)i * ldc, 0, sizeof(float) * N);
+    if (K == 0 || M == 0 || N == 0)
+        return;
+    // per-call packing buffers on the stack: B block 256 x 512 floats is too big, so the
+    // B panels live in a thread-local static buffer
+    static _Thread_local float Bp[MM_KB * MM_NB] __attribute__((aligned(64)));
+    float Ap[MM_KB * MM_MR] __attribute__((aligned(64)));
+    float tile[MM_MR * MM_NR] __attribute__((aligned(64)));
     for (int j0 = 0; j0 < N; j0 += MM_NB) {
         int nb = N - j0 < MM_NB ? N - j0 : MM_NB;
+        int npanels = (nb + MM_NR - 1) / MM_NR;
         for (int k0 = 0; k0 < K; k0 += MM_KB) {
             int kb = K - k0 < MM_KB ? K - k0 : MM_KB;
-            for (int kk = 0; kk < kb; kk++) {
-                float *dst = Bp + (size_t)kk * nb;
-                if (!tb) {
-                    memcpy(dst, B + (size_t)(k0 + kk) * ldb + j0, sizeof(float) * nb);
-                } else {
-                    for (int jj = 0; jj < nb; jj++)
-                        dst[jj] = B[(size_t)(j0 + jj) * ldb + k0 + kk];
-                }
-            }
-            int i = 0;
-            for (; i + MM_MR <= M; i += MM_MR) {
-                for (int r = 0; r < MM_MR; r++)
-                    for (int kk = 0; kk < kb; kk++)
-                        Ap[r * MM_KB + kk] = mat_at(A, lda, ta, i + r, k0 + kk);
-                int j = 0;
-                for (; j + MM_NR <= nb; j += MM_NR) {
-                    float acc[MM_MR][MM_NR];
-                    for (int r = 0; r < MM_MR; r++)
-                        for (int c = 0; c < MM_NR; c++)
-                            acc[r][c] = C[(size_t)(i + r) * ldc + j0 + j + c];
-                    for (int kk = 0; kk < kb; kk++) {
-                        const float *b = Bp + (size_t)kk * nb + j;
-                        for (int r = 0; r < MM_MR; r++) {
-                            float a = Ap[r * MM_KB + kk];
-                            for (int c = 0; c < MM_NR; c++)
-                                acc[r][c] += a * b[c];
-                        }
-                    }
-                    for (int r = 0; r < MM_MR; r++)
-                        for (int c = 0; c < MM_NR; c++)
-                            C[(size_t)(i + r) * ldc + j0 + j + c] = acc[r][c];
-                }
-                for (; j < nb; j++) {
-                    for (int r = 0; r < MM_MR; r++) {
-                        float s = C[(size_t)(i + r) * ldc + j0 + j];
-                        for (int kk = 0; kk < kb; kk++)
-                            s += Ap[r * MM_KB + kk] * Bp[(size_t)kk * nb + j];
-                        C[(size_t)(i + r) * ldc + j0 + j] = s;
-                    }
-                }
-            }
-            for (; i < M; i++) {
-                float *crow = C + (size_t)i * ldc + j0;
+            for (int p = 0; p < npanels; p++) {
+                float *dst = Bp + (size_t)p * kb * MM_NR;
+                int jb = j0 + p * MM_NR, w = nb - p * MM_NR < MM_NR ? nb - p * MM_NR : MM_NR;
                 for (int kk = 0; kk < kb; kk++) {
-                    float a = mat_at(A, lda, ta, i, k0 + kk);
-                    const float *b = Bp + (size_t)kk * nb;
-                    for (int jj = 0; jj < nb; jj++)
-                        crow[jj] += a * b[jj];
+                    float *d = dst + (size_t)kk * MM_NR;
+                    if (!tb && w == MM_NR) {
+                        memcpy(d, B + (size_t)(k0 + kk) * ldb + jb, sizeof(float) * MM_NR);
+                        continue;
+                    }
+                    for (int c = 0; c < MM_NR; c++)
+                        d[c] = c < w ? (tb ? B[(size_t)(jb + c) * ldb + k0 + kk]
+                                           : B[(size_t)(k0 + kk) * ldb + jb + c])
+                                     : 0.0f;
+                }
+            }
+            for (int i0 = 0; i0 < M; i0 += MM_MR) {
+                int h = M - i0 < MM_MR ? M - i0 : MM_MR;
+                for (int kk = 0; kk < kb; kk++)
+                    for (int r = 0; r < MM_MR; r++)
+                        Ap[kk * MM_MR + r] = r < h ? mat_at(A, lda, ta, i0 + r, k0 + kk) : 0.0f;
+                for (int p = 0; p < npanels; p++) {
+                    int jb = j0 + p * MM_NR, w = nb - p * MM_NR < MM_NR ? nb - p * MM_NR : MM_NR;
+                    float *cptr = C + (size_t)i0 * ldc + jb;
+                    const float *bp = Bp + (size_t)p * kb * MM_NR;
+                    if (h == MM_MR && w == MM_NR) {
+                        mm_kernel(kb, Ap, bp, cptr, ldc);
+                        continue;
+                    }
+                    // edge tile: through a zero-padded copy, same arithmetic per element
+                    for (int r = 0; r < MM_MR; r++)
+                        for (int c = 0; c < MM_NR; c++)
+                            tile[r * MM_NR + c] = (r < h && c < w) ? cptr[(size_t)r * ldc + c] : 0;
+                    mm_kernel(kb, Ap, bp, tile, MM_NR);
+                    for (int r = 0; r < h; r++)
+                        for (int c = 0; c < w; c++)
+                            cptr[(size_t)r * ldc + c] = tile[r * MM_NR + c];
                 }
             }
         }
@@ -177,15 +199,14 @@ static void col2im_add(float *dx, const float *dcol, int Cin, int H, int W, int 
 }
 
 void layer_conv2d_forward(float *y, const float *x, const float *w, const float *bias, int B,
-                          int Cin, int H, int W, int Cout, int k, int s,
-                          struct layer_scratch *sc)
+                          int Cin, int H, int W, int Cout, int k, int s, struct layer_scratch *sc)
 {
     int Ho = conv_out_size(H, k, s), Wo = conv_out_size(W, k, s);
     int P = Ho * Wo, Kc = Cin * k * k;
     bool direct = (k == 1 && s == 1);
     size_t work = (size_t)B * P * Kc * Cout;
-#pragma omp parallel for schedule(static) num_threads(sc->nthreads)                            \
-    if (B > 1 && work >= 8 * par_min)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(sc->nthreads) if (B > 1 && work >= 8 * par_min)
     for (int b = 0; b < B; b++) {
         const float *xb = x + (size_t)b * Cin * H * W;
         float *yb = y + (size_t)b * Cout * P;
@@ -213,8 +234,8 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
     size_t nw = (size_t)Cout * Kc;
     bool direct = (k == 1 && s == 1);
     size_t work = (size_t)B * P * Kc * Cout;
-#pragma omp parallel for schedule(static) num_threads(sc->nthreads)                            \
-    if (B > 1 && work >= 8 * par_min)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(sc->nthreads) if (B > 1 && work >= 8 * par_min)
     for (int b = 0; b < B; b++) {
         const float *xb = x + (size_t)b * Cin * H * W;
         const float *dyb = dy + (size_t)b * Cout * P;
@@ -252,8 +273,8 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
 // ---------------------------------------------------------------------------------------
 // GroupNorm
 
-void layer_groupnorm_forward(float *y, float *mean, float *rstd, const float *x,
-                             const float *gamma, const float *beta, int B, int C, int HW, int G)
+void layer_groupnorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                             const float *beta, int B, int C, int HW, int G)
 {
     int cpg = C / G;
 #pragma omp parallel for schedule(static) if ((size_t)B * C * HW >= par_min)
@@ -414,8 +435,7 @@ void layer_attention_forward(float *y, float *qkv, float *P, float *o, const flo
 {
     (void)sc;
     float scale = 1.0f / sqrtf((float)C);
-#pragma omp parallel for schedule(static)                                                      \
-    if (B > 1 && (size_t)B * N * N * C >= 8 * par_min)
+#pragma omp parallel for schedule(static) if (B > 1 && (size_t)B * N * N * C >= 8 * par_min)
     for (int b = 0; b < B; b++) {
         const float *xnb = xn + (size_t)b * C * N;
         float *qkvb = qkv + (size_t)b * 3 * C * N;
@@ -464,15 +484,15 @@ size_t layer_attention_scratch_size(int C, int N)
 
 void layer_attention_backward(float *dx, float *dxn, float *dwqkv, float *dbqkv, float *dwproj,
                               float *dbproj, const float *dy, const float *xn, const float *qkv,
-                              const float *P, const float *o, const float *wqkv,
-                              const float *wproj, int B, int C, int N, struct layer_scratch *sc)
+                              const float *P, const float *o, const float *wqkv, const float *wproj,
+                              int B, int C, int N, struct layer_scratch *sc)
 {
     float scale = 1.0f / sqrtf((float)C);
     size_t nqkv = (size_t)3 * C * C, nproj = (size_t)C * C;
     // partial layout per image: [dwqkv | dbqkv (3C) | dwproj | dbproj (C)]
     size_t off_bqkv = nqkv, off_wproj = nqkv + 3 * (size_t)C, off_bproj = off_wproj + nproj;
-#pragma omp parallel for schedule(static) num_threads(sc->nthreads)                            \
-    if (B > 1 && (size_t)B * N * N * C >= 8 * par_min)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(sc->nthreads) if (B > 1 && (size_t)B * N * N * C >= 8 * par_min)
     for (int b = 0; b < B; b++) {
         const float *dyb = dy + (size_t)b * C * N;
         const float *xnb = xn + (size_t)b * C * N;
@@ -521,8 +541,7 @@ void layer_attention_backward(float *dx, float *dxn, float *dwqkv, float *dbqkv,
                 s += dqkv[(size_t)r * N + n];
             part[off_bqkv + r] = s;
         }
-        layer_matmul(C, N, 3 * C, wqkv, C, true, dqkv, N, false, dxn + (size_t)b * C * N, N,
-                     true);
+        layer_matmul(C, N, 3 * C, wqkv, C, true, dqkv, N, false, dxn + (size_t)b * C * N, N, true);
     }
     layer_reduce_partials(dwqkv, sc->partial, B, nqkv, sc->partial_per_image);
     layer_reduce_partials(dbqkv, sc->partial + off_bqkv, B, 3 * (size_t)C, sc->partial_per_image);

@@ -40,9 +40,9 @@ void layer_set_parallel_threshold(size_t work);
 
 /** Scratch for the batched layers: per-thread im2col buffers and per-image partials. */
 struct layer_scratch {
-    float *col;       /* nthreads * col_per_thread floats */
+    float *col; /* nthreads * col_per_thread floats */
     size_t col_per_thread;
-    float *partial;   /* max_batch * partial_per_image floats (per-image weight grads) */
+    float *partial; /* max_batch * partial_per_image floats (per-image weight grads) */
     size_t partial_per_image;
     int nthreads;
 };
@@ -56,8 +56,7 @@ void layer_reduce_partials(float *dst, const float *partials, int B, size_t n, s
  * bias may be NULL.
  */
 void layer_conv2d_forward(float *y, const float *x, const float *w, const float *bias, int B,
-                          int Cin, int H, int W, int Cout, int k, int s,
-                          struct layer_scratch *sc);
+                          int Cin, int H, int W, int Cout, int k, int s, struct layer_scratch *sc);
 
 /** Backward of layer_conv2d_forward; dx may be NULL (input needs no gradient). */
 void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x,
@@ -71,8 +70,8 @@ size_t layer_conv2d_col_size(int Cin, int H, int W, int k, int s);
  * GroupNorm over G groups of C/G channels with affine gamma/beta, eps 1e-5.
  * y = (x - mean) * rstd * gamma + beta; mean and rstd [B*G] are saved for backward.
  */
-void layer_groupnorm_forward(float *y, float *mean, float *rstd, const float *x,
-                             const float *gamma, const float *beta, int B, int C, int HW, int G);
+void layer_groupnorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                             const float *beta, int B, int C, int HW, int G);
 
 /** Backward of GroupNorm. Needs x, the saved mean/rstd; partial scratch for dgamma/dbeta. */
 void layer_groupnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
@@ -114,8 +113,8 @@ void layer_attention_forward(float *y, float *qkv, float *P, float *o, const flo
  */
 void layer_attention_backward(float *dx, float *dxn, float *dwqkv, float *dbqkv, float *dwproj,
                               float *dbproj, const float *dy, const float *xn, const float *qkv,
-                              const float *P, const float *o, const float *wqkv,
-                              const float *wproj, int B, int C, int N, struct layer_scratch *sc);
+                              const float *P, const float *o, const float *wqkv, const float *wproj,
+                              int B, int C, int N, struct layer_scratch *sc);
 
 /** Per-thread scratch floats for attention backward. */
 size_t layer_attention_scratch_size(int C, int N);

@@ -19,7 +19,10 @@ struct adamw_config {
 };
 
 /** Defaults: lr 2e-4, betas (0.9, 0.999), eps 1e-8, weight decay 0.0. */
-#define ADAMW_CONFIG_DEFAULT {2e-4f, 0.9f, 0.999f, 1e-8f, 0.0f}
+#define ADAMW_CONFIG_DEFAULT                                                                       \
+    {                                                                                              \
+        2e-4f, 0.9f, 0.999f, 1e-8f, 0.0f                                                           \
+    }
 
 /**
  * One AdamW step `step` (1-based, after this update) over n parameters. decay_mask[i]

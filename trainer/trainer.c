@@ -152,8 +152,7 @@ int trainer_compute_gradients_explicit(struct trainer *t, const float *x0,
                                        float *loss, struct pm_error *err)
 {
     if (B < 1 || B > t->opt.max_batch)
-        return pm_error_set(err, PM_ERR_USAGE, "batch of %d outside 1..%d", B,
-                            t->opt.max_batch);
+        return pm_error_set(err, PM_ERR_USAGE, "batch of %d outside 1..%d", B, t->opt.max_batch);
     for (int b = 0; b < B; b++)
         if (ts[b] < 0 || ts[b] >= DIFFUSION_STEPS)
             return pm_error_set(err, PM_ERR_USAGE, "timestep %d out of range", ts[b]);
@@ -181,8 +180,7 @@ int trainer_compute_gradients(struct trainer *t, const struct trainer_batch *bat
 {
     int B = batch->B;
     if (B < 1 || B > t->opt.max_batch)
-        return pm_error_set(err, PM_ERR_USAGE, "batch of %d outside 1..%d", B,
-                            t->opt.max_batch);
+        return pm_error_set(err, PM_ERR_USAGE, "batch of %d outside 1..%d", B, t->opt.max_batch);
     if ((batch->images_u8 == NULL) == (batch->images_f32 == NULL))
         return pm_error_set(err, PM_ERR_USAGE, "batch needs exactly one of uint8 or float images");
     const struct unet_config *c = unet_get_config(t->model);
@@ -207,8 +205,8 @@ int trainer_compute_gradients(struct trainer *t, const struct trainer_batch *bat
         t->drop[b] = train_rng_uniform(&r) < (double)t->opt.caption_dropout;
         train_rng_normal_fill(&r, t->noise + (size_t)b * n, n);
     }
-    return trainer_compute_gradients_explicit(t, t->x0, batch->captions, t->ts, t->noise,
-                                              t->drop, B, loss, err);
+    return trainer_compute_gradients_explicit(t, t->x0, batch->captions, t->ts, t->noise, t->drop,
+                                              B, loss, err);
 }
 
 void trainer_scale_grads(struct trainer *t, float s)
@@ -226,8 +224,8 @@ void trainer_apply_update(struct trainer *t)
     train_rng_next(&t->rng); // the key of the step just taken is consumed
 }
 
-int trainer_sample(struct trainer *t, const char *const *prompts, int n, float guidance,
-                   int steps, uint64_t seed, bool use_ema, uint8_t *out, struct pm_error *err)
+int trainer_sample(struct trainer *t, const char *const *prompts, int n, float guidance, int steps,
+                   uint64_t seed, bool use_ema, uint8_t *out, struct pm_error *err)
 {
     if (n < 0 || steps < 1 || steps > DIFFUSION_STEPS)
         return pm_error_set(err, PM_ERR_USAGE, "sample: bad count %d or steps %d", n, steps);
@@ -283,8 +281,7 @@ int trainer_sample(struct trainer *t, const char *const *prompts, int n, float g
                     for (size_t ch = 0; ch < C; ch++) {
                         float v = (x[(size_t)i * nf + (ch * S + y) * S + xx] + 1.0f) * 127.5f;
                         v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
-                        out[(size_t)(i0 + i) * nf + (y * S + xx) * C + ch] =
-                            (uint8_t)lrintf(v);
+                        out[(size_t)(i0 + i) * nf + (y * S + xx) * C + ch] = (uint8_t)lrintf(v);
                     }
     }
 out:

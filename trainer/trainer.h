@@ -35,10 +35,10 @@
 
 /** Training options. */
 struct trainer_options {
-    const char *config;    /* model config name ("tiny-32", "small-64", "test-16") */
+    const char *config;              /* model config name ("tiny-32", "small-64", "test-16") */
     const struct unet_config *model; /* if not NULL, this architecture instead of config */
-    int max_batch;         /* largest local batch (and sampling chunk) */
-    uint64_t seed;         /* weights init and the training RNG */
+    int max_batch;                   /* largest local batch (and sampling chunk) */
+    uint64_t seed;                   /* weights init and the training RNG */
     struct adamw_config adamw;
     float ema_decay;       /* e.g. 0.9999; 0 keeps ema == weights */
     float caption_dropout; /* probability of training a sample with the null caption */
@@ -63,8 +63,7 @@ struct trainer_batch {
 struct trainer;
 
 /** Create a trainer: model, weights initialised from the seed, EMA = weights, step 0. */
-int trainer_create(const struct trainer_options *o, struct trainer **out,
-                   struct pm_error *err);
+int trainer_create(const struct trainer_options *o, struct trainer **out, struct pm_error *err);
 
 /** Free. Accepts NULL. */
 void trainer_free(struct trainer *t);
@@ -114,8 +113,8 @@ void trainer_apply_update(struct trainer *t);
  * receives n images [S, S, C] uint8. Uses the training activation memory (call between
  * steps). Returns PM_OK or PM_ERR_USAGE.
  */
-int trainer_sample(struct trainer *t, const char *const *prompts, int n, float guidance,
-                   int steps, uint64_t seed, bool use_ema, uint8_t *out, struct pm_error *err);
+int trainer_sample(struct trainer *t, const char *const *prompts, int n, float guidance, int steps,
+                   uint64_t seed, bool use_ema, uint8_t *out, struct pm_error *err);
 
 /**
  * Save a checkpoint under dir (see checkpoint.h) with the caller's opaque loader state,

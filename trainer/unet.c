@@ -61,8 +61,7 @@ int unet_config_check(const struct unet_config *c, struct pm_error *err)
         c->num_res_blocks > 8 || c->groups < 1 || c->temb_dim < 1 || c->temb_dim > 65536 ||
         c->cap_buckets < 1 || c->cap_dim < 1 || c->cap_dim > 65536 || c->image_size < 1 ||
         c->image_size > 4096 || c->channels % 2 != 0)
-        return pm_error_set(err, PM_ERR_USAGE, "model config '%s': value out of range",
-                            c->name);
+        return pm_error_set(err, PM_ERR_USAGE, "model config '%s': value out of range", c->name);
     if (c->image_size % (1 << (c->num_levels - 1)) != 0)
         return pm_error_set(err, PM_ERR_USAGE,
                             "model config '%s': image size %d not divisible by 2^%d", c->name,
@@ -93,22 +92,22 @@ enum { OP_NW, OP_NB, OP_CW, OP_CB }; // BK_OUT
 
 struct block {
     int kind;
-    int cin, cout;   // for BK_RES with a skip, cin = channels of input + skip
-    int H, W;        // input resolution
-    int Ho, Wo;      // output resolution
-    int stride;      // BK_CONV
-    int input;       // block index of the input, -1 = the image
-    int skip;        // BK_RES on the up path: block index concatenated, else -1
+    int cin, cout; // for BK_RES with a skip, cin = channels of input + skip
+    int H, W;      // input resolution
+    int Ho, Wo;    // output resolution
+    int stride;    // BK_CONV
+    int input;     // block index of the input, -1 = the image
+    int skip;      // BK_RES on the up path: block index concatenated, else -1
     bool has_skip_conv;
     size_t p[12];
     // activations (forward) and their gradients
     float *out, *dout;
-    float *cat;                  // BK_RES with skip: [B, cin, H, W]
-    float *y1, *a1, *m1, *r1;    // first norm/silu (BK_RES, BK_ATTN, BK_OUT use y1/m1/r1)
+    float *cat;               // BK_RES with skip: [B, cin, H, W]
+    float *y1, *a1, *m1, *r1; // first norm/silu (BK_RES, BK_ATTN, BK_OUT use y1/m1/r1)
     float *h1, *y2, *a2, *m2, *r2;
-    float *eproj;                // [B, cout]
-    float *qkv, *P, *o;          // attention
-    float *ups;                  // upsampled input
+    float *eproj;       // [B, cout]
+    float *qkv, *P, *o; // attention
+    float *ups;         // upsampled input
 };
 
 struct unet {
@@ -129,9 +128,9 @@ struct unet {
     float *demb_act, *demb, *dt1a, *dt1, *dcapvec, *deproj;
     float *s1, *s2, *s3;
     size_t max_act;
-    uint32_t *tok;   // [max_batch * UNET_CAPTION_MAX_TOKENS]
-    int *ntok;       // [max_batch], 0 = null embedding
-    int B;           // batch of the last forward
+    uint32_t *tok; // [max_batch * UNET_CAPTION_MAX_TOKENS]
+    int *ntok;     // [max_batch], 0 = null embedding
+    int B;         // batch of the last forward
     struct layer_scratch sc;
     float *scratch_mem;
 };
@@ -270,8 +269,7 @@ static int add_up(struct unet *m, int input, int c, int H, const char *name)
     return m->nblocks - 1;
 }
 
-static int add_res(struct unet *m, int input, int skip, int cin, int cout, int H,
-                   const char *name)
+static int add_res(struct unet *m, int input, int skip, int cin, int cout, int H, const char *name)
 {
     const struct unet_config *c = &m->cfg;
     struct block *b = new_block(m);
@@ -530,8 +528,7 @@ int unet_create(const struct unet_config *cfg, int max_batch, struct unet **out,
     m->carving = true;
     size_t np = m->nparams;
     build(m, &mg->gp); // pass 1: pointers
-    if (m->build_failed || m->nparams != np || m->act_cur != m->act_n ||
-        m->dact_cur != m->dact_n) {
+    if (m->build_failed || m->nparams != np || m->act_cur != m->act_n || m->dact_cur != m->dact_n) {
         unet_free(m);
         return pm_error_set(err, PM_ERR_INTERNAL, "model layout mismatch between passes");
     }
@@ -663,8 +660,7 @@ static uint64_t fnv1a_update(uint64_t h, const unsigned char *s, size_t n)
 
 static bool is_word_byte(unsigned char c)
 {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           c >= 0x80;
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80;
 }
 
 static unsigned char lower(unsigned char c)
@@ -754,11 +750,11 @@ static void res_forward(struct unet *m, const float *P, struct block *b, int B)
         x = b->cat;
     }
     size_t nin = (size_t)B * b->cin * HW, nout = (size_t)B * b->cout * HW;
-    layer_groupnorm_forward(b->y1, b->m1, b->r1, x, P + b->p[RP_N1W], P + b->p[RP_N1B], B,
-                            b->cin, HW, G);
+    layer_groupnorm_forward(b->y1, b->m1, b->r1, x, P + b->p[RP_N1W], P + b->p[RP_N1B], B, b->cin,
+                            HW, G);
     layer_silu_forward(b->a1, b->y1, nin);
-    layer_conv2d_forward(b->h1, b->a1, P + b->p[RP_C1W], P + b->p[RP_C1B], B, b->cin, b->H,
-                         b->W, b->cout, 3, 1, &m->sc);
+    layer_conv2d_forward(b->h1, b->a1, P + b->p[RP_C1W], P + b->p[RP_C1B], B, b->cin, b->H, b->W,
+                         b->cout, 3, 1, &m->sc);
     layer_linear_forward(b->eproj, m->emb_act, P + b->p[RP_EW], P + b->p[RP_EB], B, c->temb_dim,
                          b->cout);
     for (int i = 0; i < B; i++)
@@ -771,8 +767,8 @@ static void res_forward(struct unet *m, const float *P, struct block *b, int B)
     layer_groupnorm_forward(b->y2, b->m2, b->r2, b->h1, P + b->p[RP_N2W], P + b->p[RP_N2B], B,
                             b->cout, HW, G);
     layer_silu_forward(b->a2, b->y2, nout);
-    layer_conv2d_forward(b->out, b->a2, P + b->p[RP_C2W], P + b->p[RP_C2B], B, b->cout, b->H,
-                         b->W, b->cout, 3, 1, &m->sc);
+    layer_conv2d_forward(b->out, b->a2, P + b->p[RP_C2W], P + b->p[RP_C2B], B, b->cout, b->H, b->W,
+                         b->cout, 3, 1, &m->sc);
     if (b->has_skip_conv) {
         layer_conv2d_forward(m->s1, x, P + b->p[RP_SW], P + b->p[RP_SB], B, b->cin, b->H, b->W,
                              b->cout, 1, 1, &m->sc);
@@ -788,11 +784,10 @@ static void attn_forward(struct unet *m, const float *P, struct block *b, int B)
 {
     int N = b->H * b->W;
     const float *x = block_input(m, b);
-    layer_groupnorm_forward(b->y1, b->m1, b->r1, x, P + b->p[AP_NW], P + b->p[AP_NB], B, b->cin,
-                            N, m->cfg.groups);
-    layer_attention_forward(b->out, b->qkv, b->P, b->o, x, b->y1, P + b->p[AP_QW],
-                            P + b->p[AP_QB], P + b->p[AP_PW], P + b->p[AP_PB], B, b->cin, N,
-                            &m->sc);
+    layer_groupnorm_forward(b->y1, b->m1, b->r1, x, P + b->p[AP_NW], P + b->p[AP_NB], B, b->cin, N,
+                            m->cfg.groups);
+    layer_attention_forward(b->out, b->qkv, b->P, b->o, x, b->y1, P + b->p[AP_QW], P + b->p[AP_QB],
+                            P + b->p[AP_PW], P + b->p[AP_PB], B, b->cin, N, &m->sc);
 }
 
 int unet_forward(struct unet *m, const float *params, const float *x, const int *t,
@@ -816,8 +811,8 @@ int unet_forward(struct unet *m, const float *params, const float *x, const int 
     for (int i = 0; i < B; i++) {
         uint32_t *ids = m->tok + (size_t)i * UNET_CAPTION_MAX_TOKENS;
         bool dropped = drop && drop[i];
-        m->ntok[i] = dropped ? 0 : unet_caption_tokens(captions ? captions[i] : NULL,
-                                                        c->cap_buckets, ids);
+        m->ntok[i] =
+            dropped ? 0 : unet_caption_tokens(captions ? captions[i] : NULL, c->cap_buckets, ids);
         float *v = m->capvec + (size_t)i * c->cap_dim;
         if (m->ntok[i] == 0) {
             memcpy(v, P + gp->null, (size_t)c->cap_dim * sizeof(float));
@@ -847,8 +842,8 @@ int unet_forward(struct unet *m, const float *params, const float *x, const int 
             break;
         case BK_UP:
             layer_upsample_forward(b->ups, block_input(m, b), B, b->cin, b->H, b->W);
-            layer_conv2d_forward(b->out, b->ups, P + b->p[CP_W], P + b->p[CP_B], B, b->cin,
-                                 b->Ho, b->Wo, b->cout, 3, 1, &m->sc);
+            layer_conv2d_forward(b->out, b->ups, P + b->p[CP_W], P + b->p[CP_B], B, b->cin, b->Ho,
+                                 b->Wo, b->cout, 3, 1, &m->sc);
             break;
         case BK_RES:
             res_forward(m, P, b, B);
@@ -861,8 +856,8 @@ int unet_forward(struct unet *m, const float *params, const float *x, const int 
             layer_groupnorm_forward(b->y1, b->m1, b->r1, block_input(m, b), P + b->p[OP_NW],
                                     P + b->p[OP_NB], B, b->cin, HW, c->groups);
             layer_silu_forward(b->a1, b->y1, (size_t)B * b->cin * HW);
-            layer_conv2d_forward(b->out, b->a1, P + b->p[OP_CW], P + b->p[OP_CB], B, b->cin,
-                                 b->H, b->W, b->cout, 3, 1, &m->sc);
+            layer_conv2d_forward(b->out, b->a1, P + b->p[OP_CW], P + b->p[OP_CB], B, b->cin, b->H,
+                                 b->W, b->cout, 3, 1, &m->sc);
             break;
         }
         }
@@ -901,13 +896,13 @@ static void res_backward(struct unet *m, const float *P, float *G, struct block 
             dx[i] += dout[i];
     }
     zero(m->s1, nout);
-    layer_conv2d_backward(m->s1, G + b->p[RP_C2W], G + b->p[RP_C2B], dout, b->a2,
-                          P + b->p[RP_C2W], B, b->cout, b->H, b->W, b->cout, 3, 1, &m->sc);
+    layer_conv2d_backward(m->s1, G + b->p[RP_C2W], G + b->p[RP_C2B], dout, b->a2, P + b->p[RP_C2W],
+                          B, b->cout, b->H, b->W, b->cout, 3, 1, &m->sc);
     zero(m->s2, nout);
     layer_silu_backward(m->s2, m->s1, b->y2, nout);
     zero(m->s1, nout);
-    layer_groupnorm_backward(m->s1, G + b->p[RP_N2W], G + b->p[RP_N2B], m->s2, b->h1, b->m2,
-                             b->r2, P + b->p[RP_N2W], B, b->cout, HW, NG, &m->sc);
+    layer_groupnorm_backward(m->s1, G + b->p[RP_N2W], G + b->p[RP_N2B], m->s2, b->h1, b->m2, b->r2,
+                             P + b->p[RP_N2W], B, b->cout, HW, NG, &m->sc);
     // d(eproj)[b, o] = sum over pixels of dh1
     for (int i = 0; i < B; i++)
         for (int o = 0; o < b->cout; o++) {
@@ -920,8 +915,8 @@ static void res_backward(struct unet *m, const float *P, float *G, struct block 
     layer_linear_backward(m->demb_act, G + b->p[RP_EW], G + b->p[RP_EB], m->deproj, m->emb_act,
                           P + b->p[RP_EW], B, c->temb_dim, b->cout);
     zero(m->s2, nin);
-    layer_conv2d_backward(m->s2, G + b->p[RP_C1W], G + b->p[RP_C1B], m->s1, b->a1,
-                          P + b->p[RP_C1W], B, b->cin, b->H, b->W, b->cout, 3, 1, &m->sc);
+    layer_conv2d_backward(m->s2, G + b->p[RP_C1W], G + b->p[RP_C1B], m->s1, b->a1, P + b->p[RP_C1W],
+                          B, b->cin, b->H, b->W, b->cout, 3, 1, &m->sc);
     zero(m->s1, nin);
     layer_silu_backward(m->s1, m->s2, b->y1, nin);
     layer_groupnorm_backward(dx, G + b->p[RP_N1W], G + b->p[RP_N1B], m->s1, x, b->m1, b->r1,
@@ -958,8 +953,8 @@ void unet_backward(struct unet *m, const float *params, float *grads, const floa
         switch (b->kind) {
         case BK_CONV:
             layer_conv2d_backward(block_dinput(m, b), G + b->p[CP_W], G + b->p[CP_B], b->dout,
-                                  block_input(m, b), P + b->p[CP_W], B, b->cin, b->H, b->W,
-                                  b->cout, 3, b->stride, &m->sc);
+                                  block_input(m, b), P + b->p[CP_W], B, b->cin, b->H, b->W, b->cout,
+                                  3, b->stride, &m->sc);
             break;
         case BK_UP: {
             size_t n = (size_t)B * b->cin * b->Ho * b->Wo;
@@ -976,12 +971,11 @@ void unet_backward(struct unet *m, const float *params, float *grads, const floa
             size_t n = (size_t)B * b->cin * HW;
             zero(m->s1, n);
             layer_attention_backward(block_dinput(m, b), m->s1, G + b->p[AP_QW], G + b->p[AP_QB],
-                                     G + b->p[AP_PW], G + b->p[AP_PB], b->dout, b->y1, b->qkv,
-                                     b->P, b->o, P + b->p[AP_QW], P + b->p[AP_PW], B, b->cin,
-                                     HW, &m->sc);
+                                     G + b->p[AP_PW], G + b->p[AP_PB], b->dout, b->y1, b->qkv, b->P,
+                                     b->o, P + b->p[AP_QW], P + b->p[AP_PW], B, b->cin, HW, &m->sc);
             layer_groupnorm_backward(block_dinput(m, b), G + b->p[AP_NW], G + b->p[AP_NB], m->s1,
-                                     block_input(m, b), b->m1, b->r1, P + b->p[AP_NW], B,
-                                     b->cin, HW, c->groups, &m->sc);
+                                     block_input(m, b), b->m1, b->r1, P + b->p[AP_NW], B, b->cin,
+                                     HW, c->groups, &m->sc);
             break;
         }
         case BK_OUT: {
@@ -992,8 +986,8 @@ void unet_backward(struct unet *m, const float *params, float *grads, const floa
             zero(m->s2, n);
             layer_silu_backward(m->s2, m->s1, b->y1, n);
             layer_groupnorm_backward(block_dinput(m, b), G + b->p[OP_NW], G + b->p[OP_NB], m->s2,
-                                     block_input(m, b), b->m1, b->r1, P + b->p[OP_NW], B,
-                                     b->cin, HW, c->groups, &m->sc);
+                                     block_input(m, b), b->m1, b->r1, P + b->p[OP_NW], B, b->cin,
+                                     HW, c->groups, &m->sc);
             break;
         }
         }
@@ -1011,8 +1005,8 @@ void unet_backward(struct unet *m, const float *params, float *grads, const floa
     layer_linear_backward(NULL, G + gp->l1w, G + gp->l1b, m->dt1, m->temb_in, P + gp->l1w, B,
                           c->channels, td);
     zero(m->dcapvec, (size_t)B * c->cap_dim);
-    layer_linear_backward(m->dcapvec, G + gp->cpw, G + gp->cpb, m->demb, m->capvec, P + gp->cpw,
-                          B, c->cap_dim, td);
+    layer_linear_backward(m->dcapvec, G + gp->cpw, G + gp->cpb, m->demb, m->capvec, P + gp->cpw, B,
+                          c->cap_dim, td);
     for (int i = 0; i < B; i++) {
         const float *dv = m->dcapvec + (size_t)i * c->cap_dim;
         if (m->ntok[i] == 0) {

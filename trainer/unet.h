@@ -40,18 +40,18 @@
 
 /** Architecture hyper-parameters. */
 struct unet_config {
-    char name[24]; /* at most 23 characters (stored in state.bin) */
-    int image_size;                  /* square input, pixels */
-    int in_channels;                 /* 3 (RGB) */
-    int channels;                    /* base channels */
-    int num_levels;                  /* length of mult */
-    int mult[UNET_MAX_LEVELS];       /* channel multiplier per level */
-    int num_res_blocks;              /* ResBlocks per level on the down path */
-    int attn_resolution;             /* feature-map side with self-attention (and middle) */
-    int groups;                      /* GroupNorm groups */
-    int temb_dim;                    /* time/caption embedding width */
-    int cap_buckets;                 /* hashed caption vocabulary rows */
-    int cap_dim;                     /* caption embedding width */
+    char name[24];             /* at most 23 characters (stored in state.bin) */
+    int image_size;            /* square input, pixels */
+    int in_channels;           /* 3 (RGB) */
+    int channels;              /* base channels */
+    int num_levels;            /* length of mult */
+    int mult[UNET_MAX_LEVELS]; /* channel multiplier per level */
+    int num_res_blocks;        /* ResBlocks per level on the down path */
+    int attn_resolution;       /* feature-map side with self-attention (and middle) */
+    int groups;                /* GroupNorm groups */
+    int temb_dim;              /* time/caption embedding width */
+    int cap_buckets;           /* hashed caption vocabulary rows */
+    int cap_dim;               /* caption embedding width */
 };
 
 /**
@@ -72,7 +72,7 @@ struct unet_tensor {
     int shape[4];
     size_t offset; /* in floats */
     size_t numel;
-    int decay;     /* 1 if AdamW weight decay applies (tensors with ndim >= 2) */
+    int decay; /* 1 if AdamW weight decay applies (tensors with ndim >= 2) */
 };
 
 struct unet;

@@ -1,5 +1,7 @@
 // pm_trainer_tool — helpers around the trainer library for parity checks and benchmarks.
 //
+//   pm_trainer_tool params
+//       prints the parameter count of each config
 //   pm_trainer_tool ckpt-forward OUTDIR [CONFIG [STEPS]]
 //       trains STEPS (default 2) steps of CONFIG (default tiny-32) on a synthetic batch,
 //       saves a checkpoint to OUTDIR/ckpt, runs one forward pass on a fixed input and writes
@@ -167,13 +169,37 @@ static int bench(int argc, char **argv)
     return 0;
 }
 
+static int params(void)
+{
+    const char *names[] = {"tiny-32", "small-64", "test-16"};
+    for (int i = 0; i < 3; i++) {
+        struct unet_config c;
+        struct unet *m = NULL;
+        struct pm_error err = PM_ERROR_INIT;
+        if (unet_config_get(names[i], &c, &err) != PM_OK || unet_create(&c, 1, &m, &err) != PM_OK) {
+            fprintf(stderr, "pm_trainer_tool: %s\n", err.msg);
+            return 1;
+        }
+        const struct unet_tensor *t = unet_find_tensor(m, "cap.table");
+        printf("%-9s %10zu parameters (%zu without the caption table), %.1f MB activations per "
+               "image\n",
+               names[i], unet_num_params(m), unet_num_params(m) - t->numel,
+               unet_activation_bytes(m) / 1e6);
+        unet_free(m);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "params") == 0)
+        return params();
     if (argc >= 3 && strcmp(argv[1], "ckpt-forward") == 0)
         return ckpt_forward(argc, argv);
     if (argc >= 5 && strcmp(argv[1], "bench") == 0)
         return bench(argc, argv);
-    fprintf(stderr, "usage: pm_trainer_tool ckpt-forward OUTDIR [CONFIG [STEPS]]\n"
+    fprintf(stderr, "usage: pm_trainer_tool params\n"
+                    "       pm_trainer_tool ckpt-forward OUTDIR [CONFIG [STEPS]]\n"
                     "       pm_trainer_tool bench CONFIG BATCH STEPS\n");
     return 2;
 }

@@ -45,9 +45,9 @@ static float *zeros(size_t n)
 
 struct fd {
     void (*run)(struct fd *);
-    float *y;  // output of run()
+    float *y; // output of run()
     size_t ny;
-    float *r;  // loss weights
+    float *r; // loss weights
     void *ctx;
 };
 
@@ -120,9 +120,10 @@ static void test_conv(int k, int s)
     int Ho = (H + 2 * (k / 2) - k) / s + 1;
     size_t nx = (size_t)B * Cin * H * H, nw = (size_t)Cout * Cin * k * k;
     size_t ny = (size_t)B * Cout * Ho * Ho;
-    struct layer_scratch sc = make_scratch(2 * layer_conv2d_col_size(Cin, H, H, k, s), nw + Cout, B);
-    struct conv_ctx c = {rand_buf(nx, 1), rand_buf(nw, 0.5f), rand_buf(Cout, 0.5f), B, Cin, H,
-                         Cout, k, s, &sc};
+    struct layer_scratch sc =
+        make_scratch(2 * layer_conv2d_col_size(Cin, H, H, k, s), nw + Cout, B);
+    struct conv_ctx c = {
+        rand_buf(nx, 1), rand_buf(nw, 0.5f), rand_buf(Cout, 0.5f), B, Cin, H, Cout, k, s, &sc};
     struct fd f = {conv_run, zeros(ny), ny, rand_buf(ny, 1), &c};
     float *dx = zeros(nx), *dw = zeros(nw), *db = zeros(Cout);
     conv_run(&f);
@@ -155,8 +156,8 @@ static void test_groupnorm(void)
     int B = 2, C = 6, HW = 5, G = 3;
     size_t n = (size_t)B * C * HW;
     struct layer_scratch sc = make_scratch(1, 2 * (size_t)C, B);
-    struct gn_ctx c = {rand_buf(n, 1), rand_buf(C, 1), rand_buf(C, 1), zeros(B * G),
-                       zeros(B * G), B, C, HW, G};
+    struct gn_ctx c = {
+        rand_buf(n, 1), rand_buf(C, 1), rand_buf(C, 1), zeros(B * G), zeros(B * G), B, C, HW, G};
     struct fd f = {gn_run, zeros(n), n, rand_buf(n, 1), &c};
     float *dx = zeros(n), *dg = zeros(C), *db = zeros(C);
     gn_run(&f);
@@ -204,8 +205,14 @@ static void test_simple(void)
     free(c.x), free(f.y), free(f.r), free(dx);
 
     int B = 3, in = 5, out = 4;
-    struct simple_ctx l = {rand_buf((size_t)B * in, 1), rand_buf((size_t)in * out, 1),
-                           rand_buf(out, 1), B, in, out, 0, 0};
+    struct simple_ctx l = {rand_buf((size_t)B * in, 1),
+                           rand_buf((size_t)in * out, 1),
+                           rand_buf(out, 1),
+                           B,
+                           in,
+                           out,
+                           0,
+                           0};
     struct fd g = {linear_run, zeros((size_t)B * out), (size_t)B * out,
                    rand_buf((size_t)B * out, 1), &l};
     float *ldx = zeros((size_t)B * in), *ldw = zeros((size_t)in * out), *ldb = zeros(out);
@@ -236,25 +243,35 @@ struct attn_ctx {
 static void attn_run(struct fd *f)
 {
     struct attn_ctx *c = f->ctx;
-    layer_attention_forward(f->y, c->qkv, c->P, c->o, c->x, c->xn, c->wq, c->bq, c->wp, c->bp,
-                            c->B, c->C, c->N, c->sc);
+    layer_attention_forward(f->y, c->qkv, c->P, c->o, c->x, c->xn, c->wq, c->bq, c->wp, c->bp, c->B,
+                            c->C, c->N, c->sc);
 }
 
 static void test_attention(void)
 {
     int B = 2, C = 4, N = 6;
     size_t n = (size_t)B * C * N;
-    struct layer_scratch sc = make_scratch(layer_attention_scratch_size(C, N),
-                                           4 * (size_t)C * C + 4 * (size_t)C, B);
-    struct attn_ctx c = {rand_buf(n, 1), rand_buf(n, 1), rand_buf(3 * C * C, 0.7f),
-                         rand_buf(3 * C, 0.3f), rand_buf(C * C, 0.7f), rand_buf(C, 0.3f),
-                         zeros(3 * n), zeros((size_t)B * N * N), zeros(n), B, C, N, &sc};
+    struct layer_scratch sc =
+        make_scratch(layer_attention_scratch_size(C, N), 4 * (size_t)C * C + 4 * (size_t)C, B);
+    struct attn_ctx c = {rand_buf(n, 1),
+                         rand_buf(n, 1),
+                         rand_buf(3 * C * C, 0.7f),
+                         rand_buf(3 * C, 0.3f),
+                         rand_buf(C * C, 0.7f),
+                         rand_buf(C, 0.3f),
+                         zeros(3 * n),
+                         zeros((size_t)B * N * N),
+                         zeros(n),
+                         B,
+                         C,
+                         N,
+                         &sc};
     struct fd f = {attn_run, zeros(n), n, rand_buf(n, 1), &c};
     float *dx = zeros(n), *dxn = zeros(n), *dwq = zeros(3 * C * C), *dbq = zeros(3 * C);
     float *dwp = zeros(C * C), *dbp = zeros(C);
     attn_run(&f);
-    layer_attention_backward(dx, dxn, dwq, dbq, dwp, dbp, f.r, c.xn, c.qkv, c.P, c.o, c.wq, c.wp,
-                             B, C, N, &sc);
+    layer_attention_backward(dx, dxn, dwq, dbq, dwp, dbp, f.r, c.xn, c.qkv, c.P, c.o, c.wq, c.wp, B,
+                             C, N, &sc);
     CHECK(fd_check(&f, c.x, dx, n, "attention dx (residual)") == 0);
     CHECK(fd_check(&f, c.xn, dxn, n, "attention dxn") == 0);
     CHECK(fd_check(&f, c.wq, dwq, 3 * C * C, "attention dwqkv") == 0);
@@ -346,8 +363,7 @@ static void test_model_fd(void)
     size_t nt;
     const struct unet_tensor *tab = unet_tensors(m, &nt);
     for (size_t i = 0; i < nt; i++) {
-        float sc = tab[i].ndim >= 2 ? 1.0f / sqrtf((float)(tab[i].numel / tab[i].shape[0]))
-                                    : 0.2f;
+        float sc = tab[i].ndim >= 2 ? 1.0f / sqrtf((float)(tab[i].numel / tab[i].shape[0])) : 0.2f;
         for (size_t k = 0; k < tab[i].numel; k++)
             params[tab[i].offset + k] *= sc;
         if (strstr(tab[i].name, "norm") && strstr(tab[i].name, "weight"))
@@ -499,7 +515,8 @@ static void train_steps(struct trainer *t, int n, float *last_loss)
 static bool same_state(struct trainer *a, struct trainer *b)
 {
     size_t n = trainer_num_params(a) * sizeof(float);
-    return trainer_step(a) == trainer_step(b) && memcmp(trainer_params(a), trainer_params(b), n) == 0 &&
+    return trainer_step(a) == trainer_step(b) &&
+           memcmp(trainer_params(a), trainer_params(b), n) == 0 &&
            memcmp(trainer_ema(a), trainer_ema(b), n) == 0;
 }
 

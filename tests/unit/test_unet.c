@@ -94,8 +94,9 @@ int main(void)
     size_t len;
     unsigned char *buf = read_all(GOLDEN_PATH, &len);
     if (!buf) {
-        fprintf(stderr, "cannot read %s (run from the repository root; regenerate with "
-                        "bench/train-ref/unet_ref.py golden)\n",
+        fprintf(stderr,
+                "cannot read %s (run from the repository root; regenerate with "
+                "bench/train-ref/unet_ref.py golden)\n",
                 GOLDEN_PATH);
         return 1;
     }
@@ -232,8 +233,7 @@ int main(void)
     int bad_grads = 0;
     double worst = 0.0;
     for (size_t i = 0; i < nt; i++) {
-        compare(trainer_grads(t) + tab[i].offset, ref_grads + tab[i].offset, tab[i].numel, &e,
-                &s);
+        compare(trainer_grads(t) + tab[i].offset, ref_grads + tab[i].offset, tab[i].numel, &e, &s);
         double rel = e / fmax(s, 1e-30);
         bool ok = e <= 1e-4 * s + 1e-8;
         worst = rel > worst && s > 1e-6 ? rel : worst;
@@ -259,23 +259,21 @@ int main(void)
     size_t far = 0;
     double worst_w = 0.0, worst_e = 0.0;
     for (size_t i = 0; i < nt; i++) {
-        compare(trainer_params(t) + tab[i].offset, ref_after + tab[i].offset, tab[i].numel, &e,
-                &s);
+        compare(trainer_params(t) + tab[i].offset, ref_after + tab[i].offset, tab[i].numel, &e, &s);
         size_t nfar = count_far(trainer_params(t) + tab[i].offset, ref_after + tab[i].offset,
                                 tab[i].numel, 1e-5);
         far += nfar;
         bool ok = e <= 2.0 * nsteps * opt.adamw.lr;
         worst_w = e > worst_w ? e : worst_w;
         if (!ok)
-            printf("  weights %-32s max abs err %.3e (max |ref| %.3e)  <-- FAIL\n", tab[i].name,
-                   e, s);
+            printf("  weights %-32s max abs err %.3e (max |ref| %.3e)  <-- FAIL\n", tab[i].name, e,
+                   s);
         bad_w += !ok;
         compare(trainer_ema(t) + tab[i].offset, ref_ema + tab[i].offset, tab[i].numel, &e, &s);
         ok = e <= 2.0 * nsteps * opt.adamw.lr;
         worst_e = e > worst_e ? e : worst_e;
         if (!ok)
-            printf("  ema %-32s max abs err %.3e (max |ref| %.3e)  <-- FAIL\n", tab[i].name, e,
-                   s);
+            printf("  ema %-32s max abs err %.3e (max |ref| %.3e)  <-- FAIL\n", tab[i].name, e, s);
         bad_w += !ok;
     }
     printf("after %d steps: weights max abs err %.3e, EMA max abs err %.3e; %zu of %zu weights "
