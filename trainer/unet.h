@@ -22,7 +22,8 @@
  * or their EMA. Activations for up to max_batch images are allocated once at creation.
  *
  * A model handle is used by one thread at a time (it parallelises internally with OpenMP,
- * bit-identically for any thread count).
+ * bit-identically for any thread count). The number of threads the convolutions use is
+ * omp_get_max_threads() at unet_create() (their per-thread scratch is sized for it).
  */
 #ifndef PM_UNET_H
 #define PM_UNET_H
