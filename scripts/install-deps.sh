@@ -11,6 +11,9 @@ DEB_PACKAGES=(
   libomp-dev
 )
 PY_PACKAGES=(pyarrow pandas numpy pytest webdataset wids xxhash)
+# Not installed here (large, never needed by CI): torch and safetensors, used only by
+# bench/train-ref/unet_ref.py (regenerating tests/golden/) and bench/train-cpu/:
+#   python3 -m pip install torch safetensors
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

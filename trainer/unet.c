@@ -110,7 +110,13 @@ struct block {
     float *ups;         // upsampled input
 };
 
+// Global tensors other than blocks; their offsets are found by name at run time.
+struct global_params {
+    size_t l1w, l1b, l2w, l2b, table, null, cpw, cpb;
+};
+
 struct unet {
+    struct global_params gp;
     struct unet_config cfg;
     int max_batch;
     struct unet_tensor *tensors;
@@ -357,11 +363,6 @@ static int add_out_block(struct unet *m, int input, int cin, int H)
     return m->nblocks - 1;
 }
 
-// Global tensors other than blocks; their offsets are found by name at run time.
-struct global_params {
-    size_t l1w, l1b, l2w, l2b, table, null, cpw, cpb;
-};
-
 static void build(struct unet *m, struct global_params *gp)
 {
     const struct unet_config *c = &m->cfg;
@@ -485,16 +486,9 @@ static void scratch_sizes(const struct unet *m, size_t *col, size_t *part)
     }
 }
 
-// The global parameter offsets are kept in a side table keyed by model (stored after the
-// struct to keep the public struct opaque and simple).
-struct unet_with_globals {
-    struct unet m;
-    struct global_params gp;
-};
-
-static struct global_params *gparams(const struct unet *m)
+static const struct global_params *gparams(const struct unet *m)
 {
-    return &((struct unet_with_globals *)m)->gp;
+    return &m->gp;
 }
 
 int unet_create(const struct unet_config *cfg, int max_batch, struct unet **out,
@@ -506,13 +500,12 @@ int unet_create(const struct unet_config *cfg, int max_batch, struct unet **out,
         return rc;
     if (max_batch < 1 || max_batch > 65536)
         return pm_error_set(err, PM_ERR_USAGE, "max batch %d out of range", max_batch);
-    struct unet_with_globals *mg = calloc(1, sizeof(*mg));
-    if (!mg)
+    struct unet *m = calloc(1, sizeof(*m));
+    if (!m)
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory creating model");
-    struct unet *m = &mg->m;
     m->cfg = *cfg;
     m->max_batch = max_batch;
-    build(m, &mg->gp); // pass 0: tensor table and sizes
+    build(m, &m->gp); // pass 0: tensor table and sizes
     if (m->build_failed)
         goto nomem;
     m->act = malloc(m->act_n * sizeof(float));
@@ -527,7 +520,7 @@ int unet_create(const struct unet_config *cfg, int max_batch, struct unet **out,
         goto nomem;
     m->carving = true;
     size_t np = m->nparams;
-    build(m, &mg->gp); // pass 1: pointers
+    build(m, &m->gp); // pass 1: pointers
     if (m->build_failed || m->nparams != np || m->act_cur != m->act_n || m->dact_cur != m->dact_n) {
         unet_free(m);
         return pm_error_set(err, PM_ERR_INTERNAL, "model layout mismatch between passes");
