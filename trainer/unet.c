@@ -102,9 +102,9 @@ struct block {
     size_t p[12];
     // activations (forward) and their gradients
     float *out, *dout;
-    float *cat;               // BK_RES with skip: [B, cin, H, W]
-    float *y1, *a1, *m1, *r1; // first norm/silu (BK_RES, BK_ATTN, BK_OUT use y1/m1/r1)
-    float *h1, *y2, *a2, *m2, *r2;
+    float *cat;          // BK_RES with skip: [B, cin, H, W]
+    float *y1, *m1, *r1; // first norm (BK_RES, BK_ATTN, BK_OUT); SiLU outputs are recomputed
+    float *h1, *y2, *m2, *r2;
     float *eproj;       // [B, cout]
     float *qkv, *P, *o; // attention
     float *ups;         // upsampled input
@@ -132,7 +132,7 @@ struct unet {
     // global activations
     float *x_in, *temb_in, *t1, *t1a, *t2, *capvec, *cproj, *emb, *emb_act;
     float *demb_act, *demb, *dt1a, *dt1, *dcapvec, *deproj;
-    float *s1, *s2, *s3;
+    float *s1, *s2, *s3, *s4; // scratch of max_act floats (s4: recomputed SiLU outputs)
     size_t max_act;
     uint32_t *tok; // [max_batch * UNET_CAPTION_MAX_TOKENS]
     int *ntok;     // [max_batch], 0 = null embedding
@@ -303,12 +303,10 @@ static int add_res(struct unet *m, int input, int skip, int cin, int cout, int H
     if (skip >= 0)
         b->cat = act_take(m, B * cin * HW);
     b->y1 = act_take(m, B * cin * HW);
-    b->a1 = act_take(m, B * cin * HW);
     b->m1 = act_take(m, B * c->groups);
     b->r1 = act_take(m, B * c->groups);
     b->h1 = act_take(m, B * cout * HW);
     b->y2 = act_take(m, B * cout * HW);
-    b->a2 = act_take(m, B * cout * HW);
     b->m2 = act_take(m, B * c->groups);
     b->r2 = act_take(m, B * c->groups);
     b->eproj = act_take(m, B * cout);
@@ -356,7 +354,6 @@ static int add_out_block(struct unet *m, int input, int cin, int H)
     b->p[OP_CB] = add_param(m, 1, SHAPE(b->cout), "conv_out.bias");
     size_t B = (size_t)m->max_batch, HW = (size_t)H * H;
     b->y1 = act_take(m, B * cin * HW);
-    b->a1 = act_take(m, B * cin * HW);
     b->m1 = act_take(m, B * m->cfg.groups);
     b->r1 = act_take(m, B * m->cfg.groups);
     add_out(m, b);
@@ -514,9 +511,10 @@ int unet_create(const struct unet_config *cfg, int max_batch, struct unet **out,
     m->s1 = malloc(s * sizeof(float));
     m->s2 = malloc(s * sizeof(float));
     m->s3 = malloc(s * sizeof(float));
+    m->s4 = malloc(s * sizeof(float));
     m->tok = malloc((size_t)max_batch * UNET_CAPTION_MAX_TOKENS * sizeof(uint32_t));
     m->ntok = calloc((size_t)max_batch, sizeof(int));
-    if (!m->act || !m->dact || !m->s1 || !m->s2 || !m->s3 || !m->tok || !m->ntok)
+    if (!m->act || !m->dact || !m->s1 || !m->s2 || !m->s3 || !m->s4 || !m->tok || !m->ntok)
         goto nomem;
     m->carving = true;
     size_t np = m->nparams;
@@ -557,6 +555,7 @@ void unet_free(struct unet *m)
     free(m->s1);
     free(m->s2);
     free(m->s3);
+    free(m->s4);
     free(m->tok);
     free(m->ntok);
     free(m->sc.col);
@@ -595,7 +594,7 @@ const struct unet_tensor *unet_find_tensor(const struct unet *m, const char *nam
 
 size_t unet_activation_bytes(const struct unet *m)
 {
-    return (m->act_n + m->dact_n + 3 * m->max_act) * sizeof(float) +
+    return (m->act_n + m->dact_n + 4 * m->max_act) * sizeof(float) +
            (m->sc.col_per_thread * m->sc.nthreads + m->sc.partial_per_image * m->max_batch) *
                sizeof(float);
 }
@@ -745,8 +744,8 @@ static void res_forward(struct unet *m, const float *P, struct block *b, int B)
     size_t nin = (size_t)B * b->cin * HW, nout = (size_t)B * b->cout * HW;
     layer_groupnorm_forward(b->y1, b->m1, b->r1, x, P + b->p[RP_N1W], P + b->p[RP_N1B], B, b->cin,
                             HW, G);
-    layer_silu_forward(b->a1, b->y1, nin);
-    layer_conv2d_forward(b->h1, b->a1, P + b->p[RP_C1W], P + b->p[RP_C1B], B, b->cin, b->H, b->W,
+    layer_silu_forward(m->s4, b->y1, nin);
+    layer_conv2d_forward(b->h1, m->s4, P + b->p[RP_C1W], P + b->p[RP_C1B], B, b->cin, b->H, b->W,
                          b->cout, 3, 1, &m->sc);
     layer_linear_forward(b->eproj, m->emb_act, P + b->p[RP_EW], P + b->p[RP_EB], B, c->temb_dim,
                          b->cout);
@@ -759,8 +758,8 @@ static void res_forward(struct unet *m, const float *P, struct block *b, int B)
         }
     layer_groupnorm_forward(b->y2, b->m2, b->r2, b->h1, P + b->p[RP_N2W], P + b->p[RP_N2B], B,
                             b->cout, HW, G);
-    layer_silu_forward(b->a2, b->y2, nout);
-    layer_conv2d_forward(b->out, b->a2, P + b->p[RP_C2W], P + b->p[RP_C2B], B, b->cout, b->H, b->W,
+    layer_silu_forward(m->s4, b->y2, nout);
+    layer_conv2d_forward(b->out, m->s4, P + b->p[RP_C2W], P + b->p[RP_C2B], B, b->cout, b->H, b->W,
                          b->cout, 3, 1, &m->sc);
     if (b->has_skip_conv) {
         layer_conv2d_forward(m->s1, x, P + b->p[RP_SW], P + b->p[RP_SB], B, b->cin, b->H, b->W,
@@ -848,8 +847,8 @@ int unet_forward(struct unet *m, const float *params, const float *x, const int 
             int HW = b->H * b->W;
             layer_groupnorm_forward(b->y1, b->m1, b->r1, block_input(m, b), P + b->p[OP_NW],
                                     P + b->p[OP_NB], B, b->cin, HW, c->groups);
-            layer_silu_forward(b->a1, b->y1, (size_t)B * b->cin * HW);
-            layer_conv2d_forward(b->out, b->a1, P + b->p[OP_CW], P + b->p[OP_CB], B, b->cin, b->H,
+            layer_silu_forward(m->s4, b->y1, (size_t)B * b->cin * HW);
+            layer_conv2d_forward(b->out, m->s4, P + b->p[OP_CW], P + b->p[OP_CB], B, b->cin, b->H,
                                  b->W, b->cout, 3, 1, &m->sc);
             break;
         }
@@ -889,7 +888,8 @@ static void res_backward(struct unet *m, const float *P, float *G, struct block 
             dx[i] += dout[i];
     }
     zero(m->s1, nout);
-    layer_conv2d_backward(m->s1, G + b->p[RP_C2W], G + b->p[RP_C2B], dout, b->a2, P + b->p[RP_C2W],
+    layer_silu_forward(m->s4, b->y2, nout); // conv2's input, recomputed
+    layer_conv2d_backward(m->s1, G + b->p[RP_C2W], G + b->p[RP_C2B], dout, m->s4, P + b->p[RP_C2W],
                           B, b->cout, b->H, b->W, b->cout, 3, 1, &m->sc);
     zero(m->s2, nout);
     layer_silu_backward(m->s2, m->s1, b->y2, nout);
@@ -908,7 +908,8 @@ static void res_backward(struct unet *m, const float *P, float *G, struct block 
     layer_linear_backward(m->demb_act, G + b->p[RP_EW], G + b->p[RP_EB], m->deproj, m->emb_act,
                           P + b->p[RP_EW], B, c->temb_dim, b->cout);
     zero(m->s2, nin);
-    layer_conv2d_backward(m->s2, G + b->p[RP_C1W], G + b->p[RP_C1B], m->s1, b->a1, P + b->p[RP_C1W],
+    layer_silu_forward(m->s4, b->y1, nin); // conv1's input, recomputed
+    layer_conv2d_backward(m->s2, G + b->p[RP_C1W], G + b->p[RP_C1B], m->s1, m->s4, P + b->p[RP_C1W],
                           B, b->cin, b->H, b->W, b->cout, 3, 1, &m->sc);
     zero(m->s1, nin);
     layer_silu_backward(m->s1, m->s2, b->y1, nin);
@@ -974,7 +975,8 @@ void unet_backward(struct unet *m, const float *params, float *grads, const floa
         case BK_OUT: {
             size_t n = (size_t)B * b->cin * HW;
             zero(m->s1, n);
-            layer_conv2d_backward(m->s1, G + b->p[OP_CW], G + b->p[OP_CB], b->dout, b->a1,
+            layer_silu_forward(m->s4, b->y1, n);
+            layer_conv2d_backward(m->s1, G + b->p[OP_CW], G + b->p[OP_CB], b->dout, m->s4,
                                   P + b->p[OP_CW], B, b->cin, b->H, b->W, b->cout, 3, 1, &m->sc);
             zero(m->s2, n);
             layer_silu_backward(m->s2, m->s1, b->y1, n);
