@@ -25,6 +25,7 @@ DEB_PACKAGES=(
   libpng-dev
   libgif-dev
   libarchive-dev
+  libomp-dev   # OpenMP for the trainer in the clang (sanitizer) build
   openssl   # test CAs (tests/fakenet, fetcher tests)
   curl      # tests/fakenet checks
   nginx     # tests/fakenet: the fake internet (started unprivileged by the tests)
