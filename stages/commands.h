@@ -25,5 +25,8 @@ int pm_exit_from_status(int status);
 /** pixelmill stats: column summaries of metadata tables (stages/cmd_stats.c). */
 int cmd_stats(int argc, char **argv, const struct pm_mpi *mpi);
 
+/** pixelmill doctor: node health checks for prologs and operators (stages/cmd_doctor.c). */
+int cmd_doctor(int argc, char **argv, const struct pm_mpi *mpi);
+
 
 #endif

@@ -27,6 +27,7 @@ struct command {
 
 static const struct command commands[] = {
     {"stats", cmd_stats, USES_MPI, "column summaries (counts, quantiles, top values) of tables"},
+    {"doctor", cmd_doctor, 0, "node health checks (CPU, disk, GPU, NCCL, fabric, S3)"},
 };
 
 static const size_t ncommands = sizeof commands / sizeof commands[0];
