@@ -26,8 +26,9 @@ PIXELMILL=${PIXELMILL:-pixelmill}
 ARGS=${PIXELMILL_DOCTOR_ARGS:---storage /tmp --storage-mib 64}
 NODE=${SLURMD_NODENAME:-$(hostname -s)}
 
-# shellcheck disable=SC2086
-out=$(timeout "${PIXELMILL_DOCTOR_TIMEOUT:-120}" "$PIXELMILL" doctor $ARGS 2>&1)
+# ARGS follow shell quoting ("--force-fail 'two words'"); it comes from root's config
+eval "set -- $ARGS"
+out=$(timeout "${PIXELMILL_DOCTOR_TIMEOUT:-120}" "$PIXELMILL" doctor "$@" 2>&1)
 rc=$?
 [ "$rc" -eq 0 ] && exit 0
 
