@@ -26,6 +26,11 @@ DEB_PACKAGES=(
   openssl   # test CAs (tests/fakenet, fetcher tests)
   curl      # tests/fakenet checks
   nginx     # tests/fakenet: the fake internet (started unprivileged by the tests)
+  slurm-wlm       # tests: a real single-machine Slurm (cluster/slurm/local/start.sh)
+  munge           # Slurm's authentication
+  libfabric-dev   # doctor --fabric: headers (the library itself is loaded with dlopen)
+  libfabric-bin   # fi_info: the reference the doctor's provider list is tested against
+  prometheus      # promtool check metrics (~25 MB download, ~45 s to install here)
 )
 
 # pip-name[:import-name] where the two differ
@@ -42,6 +47,7 @@ PY_PACKAGES=(
   opencv-python-headless:cv2
   imagehash
   scikit-image:skimage   # tests/fakenet builds test images from the photos in its wheel
+  prometheus-client:prometheus_client   # reference parser for the metrics files
 )
 
 missing=()
