@@ -56,13 +56,13 @@ static void load_once(void)
     void *h = cuda_api_dlopen_first(names, load_error, sizeof load_error);
     if (!h)
         return;
-#define SYM(field, sym)                                                                          \
-    do {                                                                                         \
-        *(void **)&api.field = dlsym(h, sym);                                                    \
-        if (!api.field) {                                                                        \
-            snprintf(load_error, sizeof load_error, "%s lacks %s", soname, sym);                 \
-            return;                                                                              \
-        }                                                                                        \
+#define SYM(field, sym)                                                                            \
+    do {                                                                                           \
+        *(void **)&api.field = dlsym(h, sym);                                                      \
+        if (!api.field) {                                                                          \
+            snprintf(load_error, sizeof load_error, "%s lacks %s", soname, sym);                   \
+            return;                                                                                \
+        }                                                                                          \
     } while (0)
     SYM(GetDeviceCount, "cudaGetDeviceCount");
     SYM(SetDevice, "cudaSetDevice");
@@ -95,8 +95,7 @@ static void load_once(void)
     loaded = &api;
 }
 
-void cuda_api_no_device_reason(const struct cuda_api *cu, cudaError_t e, char *buf,
-                               size_t size)
+void cuda_api_no_device_reason(const struct cuda_api *cu, cudaError_t e, char *buf, size_t size)
 {
     if (e == cudaErrorInsufficientDriver) {
         void *drv = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);

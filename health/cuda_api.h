@@ -61,8 +61,7 @@ const struct cuda_api *cuda_api_load(char *why, size_t why_size);
  * NVIDIA driver (libcuda.so.1 not loadable)" when the runtime's "driver version is
  * insufficient" really means there is no driver at all.
  */
-void cuda_api_no_device_reason(const struct cuda_api *cu, cudaError_t e, char *buf,
-                               size_t size);
+void cuda_api_no_device_reason(const struct cuda_api *cu, cudaError_t e, char *buf, size_t size);
 #endif
 
 /**

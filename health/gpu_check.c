@@ -65,15 +65,15 @@ struct gpu_ctx {
 };
 
 // A failed CUDA call fails the row named ctx->row with the call and the runtime's message.
-#define CU_TRY(ctx, call)                                                                         \
-    do {                                                                                          \
-        cudaError_t e_ = (call);                                                                  \
-        if (e_ != cudaSuccess) {                                                                  \
-            if (!health_report_add((ctx)->r, (ctx)->row, HEALTH_FAIL, "%s: %s", #call,            \
-                                   (ctx)->cu->GetErrorString(e_)))                                \
-                (ctx)->oom = 1;                                                                   \
-            goto out;                                                                             \
-        }                                                                                         \
+#define CU_TRY(ctx, call)                                                                          \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            if (!health_report_add((ctx)->r, (ctx)->row, HEALTH_FAIL, "%s: %s", #call,             \
+                                   (ctx)->cu->GetErrorString(e_)))                                 \
+                (ctx)->oom = 1;                                                                    \
+            goto out;                                                                              \
+        }                                                                                          \
     } while (0)
 
 static void check_sgemm(struct gpu_ctx *c, int dev, const struct gpu_check_opts *o)
@@ -185,9 +185,9 @@ static void check_membw(struct gpu_ctx *c, int dev, const struct gpu_check_opts 
     double gbps = 2.0 * (double)bytes * repeats / (ms * 1e-3) / 1e9;
     enum health_status s =
         o->min_membw_gbps > 0 && gbps < o->min_membw_gbps ? HEALTH_FAIL : HEALTH_OK;
-    struct health_result *res =
-        health_report_add(c->r, c->row, s, "%.0f GB/s device-to-device (read+write, %d x 512 MiB)%s",
-                          gbps, repeats, s == HEALTH_FAIL ? " below the minimum" : "");
+    struct health_result *res = health_report_add(
+        c->r, c->row, s, "%.0f GB/s device-to-device (read+write, %d x 512 MiB)%s", gbps, repeats,
+        s == HEALTH_FAIL ? " below the minimum" : "");
     if (!res)
         c->oom = 1;
     health_result_measure(res, gbps * 1e9, "pixelmill_doctor_gpu_memory_bandwidth_bytes_per_second",

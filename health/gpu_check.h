@@ -17,10 +17,10 @@
 #include "health_report.h"
 
 struct gpu_check_opts {
-    int min_gpus;           // fail when fewer devices (0: a missing GPU is "skipped")
-    double min_tflops;      // fail below this SGEMM rate (0 = no minimum)
-    double min_membw_gbps;  // fail below this device-to-device rate (0 = no minimum)
-    int gemm_n;             // GEMM size (default 4096 when 0)
+    int min_gpus;          // fail when fewer devices (0: a missing GPU is "skipped")
+    double min_tflops;     // fail below this SGEMM rate (0 = no minimum)
+    double min_membw_gbps; // fail below this device-to-device rate (0 = no minimum)
+    int gemm_n;            // GEMM size (default 4096 when 0)
 };
 
 /** Append the GPU rows. Returns PM_OK or PM_ERR_NOMEM. */

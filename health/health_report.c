@@ -59,10 +59,14 @@ void health_result_measure(struct health_result *res, double value, const char *
 const char *health_status_name(enum health_status s)
 {
     switch (s) {
-    case HEALTH_OK: return "ok";
-    case HEALTH_WARN: return "warn";
-    case HEALTH_FAIL: return "fail";
-    case HEALTH_SKIPPED: return "skipped";
+    case HEALTH_OK:
+        return "ok";
+    case HEALTH_WARN:
+        return "warn";
+    case HEALTH_FAIL:
+        return "fail";
+    case HEALTH_SKIPPED:
+        return "skipped";
     }
     return "?";
 }
@@ -91,8 +95,8 @@ void health_report_reasons(const struct health_report *r, bool fail_on_warning, 
         const struct health_result *res = &r->results[i];
         if (!counts_as_failure(res->status, fail_on_warning))
             continue;
-        int k = snprintf(buf + len, size - len, "%s%s: %s", len ? "; " : "", res->name,
-                         res->detail);
+        int k =
+            snprintf(buf + len, size - len, "%s%s: %s", len ? "; " : "", res->name, res->detail);
         if (k < 0 || (size_t)k >= size - len) {
             len = size - 1;
             break;
@@ -101,8 +105,7 @@ void health_report_reasons(const struct health_report *r, bool fail_on_warning, 
     }
 }
 
-void health_report_print_table(const struct health_report *r, bool fail_on_warning,
-                               FILE *out)
+void health_report_print_table(const struct health_report *r, bool fail_on_warning, FILE *out)
 {
     int wname = 5;
     for (size_t i = 0; i < r->n; i++) {
@@ -170,16 +173,15 @@ oom:
     return NULL;
 }
 
-int health_report_to_metrics(const struct health_report *r, bool fail_on_warning,
-                             struct metrics *m)
+int health_report_to_metrics(const struct health_report *r, bool fail_on_warning, struct metrics *m)
 {
     int rc = metrics_set(m, "pixelmill_doctor_healthy",
                          "1 when the last pixelmill doctor run found the node healthy",
                          METRIC_GAUGE, NULL, NULL, health_report_healthy(r, fail_on_warning));
     if (rc == PM_OK)
         rc = metrics_set(m, "pixelmill_doctor_last_run_timestamp_seconds",
-                         "Unix time of the last pixelmill doctor run", METRIC_GAUGE, NULL,
-                         NULL, (double)time(NULL));
+                         "Unix time of the last pixelmill doctor run", METRIC_GAUGE, NULL, NULL,
+                         (double)time(NULL));
     for (size_t i = 0; rc == PM_OK && i < r->n; i++) {
         const struct health_result *res = &r->results[i];
         rc = metrics_set(m, "pixelmill_doctor_check_status",

@@ -27,7 +27,7 @@ enum health_status { HEALTH_OK = 0, HEALTH_WARN = 1, HEALTH_FAIL = 2, HEALTH_SKI
 
 /** One check's result. `value` is NaN when the check measured nothing numeric. */
 struct health_result {
-    char name[HEALTH_NAME_MAX];     // "cpu", "storage", "gpu0", "nccl", ...
+    char name[HEALTH_NAME_MAX]; // "cpu", "storage", "gpu0", "nccl", ...
     enum health_status status;
     char detail[HEALTH_DETAIL_MAX]; // the measurement in words, or the reason
     double value;                   // the main measurement, in `metric`'s unit
@@ -79,8 +79,7 @@ void health_report_reasons(const struct health_report *r, bool fail_on_warning, 
                            size_t size);
 
 /** Print the aligned table (CHECK STATUS DETAIL) and a closing verdict line. */
-void health_report_print_table(const struct health_report *r, bool fail_on_warning,
-                               FILE *out);
+void health_report_print_table(const struct health_report *r, bool fail_on_warning, FILE *out);
 
 /**
  * Render the report as one JSON document: {"healthy", "reasons", "checks": [{"name",

@@ -38,8 +38,8 @@ int host_check_cpu(struct health_report *r, long min_cpus)
     cpu_model(model, sizeof model);
     struct health_result *res;
     if (min_cpus > 0 && n < min_cpus)
-        res = health_report_add(r, "cpu", HEALTH_FAIL, "%ld CPUs online, expected at least %ld",
-                                n, min_cpus);
+        res = health_report_add(r, "cpu", HEALTH_FAIL, "%ld CPUs online, expected at least %ld", n,
+                                min_cpus);
     else
         res = health_report_add(r, "cpu", HEALTH_OK, "%ld x %s", n, model);
     if (!res)
@@ -91,13 +91,13 @@ int host_check_load(struct health_report *r, double max_load_per_cpu)
     double load[3];
     if (getloadavg(load, 3) != 3)
         return health_report_add(r, "load", HEALTH_SKIPPED, "getloadavg failed") ? PM_OK
-                                                                                : PM_ERR_NOMEM;
+                                                                                 : PM_ERR_NOMEM;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     double limit = max_load_per_cpu * (double)n;
     enum health_status s = load[0] > limit ? HEALTH_WARN : HEALTH_OK;
     struct health_result *res =
-        health_report_add(r, "load", s, "%.2f %.2f %.2f (1/5/15 min)%s", load[0], load[1],
-                          load[2], s == HEALTH_WARN ? "; above the limit" : "");
+        health_report_add(r, "load", s, "%.2f %.2f %.2f (1/5/15 min)%s", load[0], load[1], load[2],
+                          s == HEALTH_WARN ? "; above the limit" : "");
     if (!res)
         return PM_ERR_NOMEM;
     if (s == HEALTH_WARN) {

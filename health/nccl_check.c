@@ -154,11 +154,13 @@ out:;
         enum health_status s =
             o->min_busbw_gbps > 0 && busbw < o->min_busbw_gbps ? HEALTH_FAIL : HEALTH_OK;
         struct health_result *res = health_report_add(
-            r, "nccl", s, "all-reduce busbw %.1f GB/s, algbw %.1f GB/s (%d GPUs, %zu MiB, NCCL %d)%s",
-            busbw, algbw, n, bytes >> 20, ver, s == HEALTH_FAIL ? " below the minimum" : "");
+            r, "nccl", s,
+            "all-reduce busbw %.1f GB/s, algbw %.1f GB/s (%d GPUs, %zu MiB, NCCL %d)%s", busbw,
+            algbw, n, bytes >> 20, ver, s == HEALTH_FAIL ? " below the minimum" : "");
         if (!res)
             rc = PM_ERR_NOMEM;
-        health_result_measure(res, busbw * 1e9, "pixelmill_doctor_nccl_allreduce_busbw_bytes_per_second",
+        health_result_measure(res, busbw * 1e9,
+                              "pixelmill_doctor_nccl_allreduce_busbw_bytes_per_second",
                               "NCCL all-reduce bus bandwidth across local GPUs (nccl-tests busbw)");
     }
     for (int d = 0; d < n; d++) {

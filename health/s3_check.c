@@ -44,8 +44,8 @@ int s3_check_run(struct health_report *r, const char *url, long timeout_s)
 {
     char http[4096];
     if (s3_check_http_url(url, http, sizeof http) != PM_OK)
-        return health_report_add(r, "s3", HEALTH_FAIL,
-                                 "'%s' is not an s3:// or http(s):// URL", url)
+        return health_report_add(r, "s3", HEALTH_FAIL, "'%s' is not an s3:// or http(s):// URL",
+                                 url)
                    ? PM_OK
                    : PM_ERR_NOMEM;
     CURL *c = curl_easy_init();

@@ -36,11 +36,11 @@ static void fill_block(uint64_t *w, uint64_t seed, uint64_t b)
     }
 }
 
-static int add(struct health_report *r, const char *name, enum health_status s,
-               const char *what, const char *path, int e)
+static int add(struct health_report *r, const char *name, enum health_status s, const char *what,
+               const char *path, int e)
 {
     return health_report_add(r, name, s, "%s '%s': %s", what, path, strerror(e)) ? PM_OK
-                                                                                : PM_ERR_NOMEM;
+                                                                                 : PM_ERR_NOMEM;
 }
 
 // Write the file; returns the seconds taken (including fsync) or -1 with errno set.
@@ -143,8 +143,8 @@ int storage_check_run(struct health_report *r, const struct storage_check_opts *
         return add(r, "storage.free", HEALTH_FAIL, "cannot stat", o->path, errno);
     double free_b = (double)sv.f_bavail * (double)sv.f_frsize;
     double total_b = (double)sv.f_blocks * (double)sv.f_frsize;
-    enum health_status s = o->min_free_gib > 0 && free_b < o->min_free_gib * gib ? HEALTH_FAIL
-                                                                                  : HEALTH_OK;
+    enum health_status s =
+        o->min_free_gib > 0 && free_b < o->min_free_gib * gib ? HEALTH_FAIL : HEALTH_OK;
     struct health_result *res =
         health_report_add(r, "storage.free", s, "%.1f GiB free of %.1f GiB on %s%s", free_b / gib,
                           total_b / gib, o->path, s == HEALTH_FAIL ? " (below the minimum)" : "");
@@ -197,8 +197,8 @@ int storage_check_run(struct health_report *r, const struct storage_check_opts *
     }
     double rmbps = bytes / (tr > 0 ? tr : 1e-9) / 1e6;
     s = o->min_read_mbps > 0 && rmbps < o->min_read_mbps ? HEALTH_FAIL : HEALTH_OK;
-    res = health_report_add(r, "storage.read", s, "%.0f MB/s (%u MiB, %s, verified)%s", rmbps,
-                            mib, method, s == HEALTH_FAIL ? " below the minimum" : "");
+    res = health_report_add(r, "storage.read", s, "%.0f MB/s (%u MiB, %s, verified)%s", rmbps, mib,
+                            method, s == HEALTH_FAIL ? " below the minimum" : "");
     if (!res) {
         rc = PM_ERR_NOMEM;
         goto out;

@@ -18,9 +18,9 @@
 #include "health_report.h"
 
 struct storage_check_opts {
-    const char *path;     // directory to test
-    unsigned mib;         // MiB written and read (>= 1)
-    double min_free_gib;  // fail below this much free space (0 = no minimum)
+    const char *path;      // directory to test
+    unsigned mib;          // MiB written and read (>= 1)
+    double min_free_gib;   // fail below this much free space (0 = no minimum)
     double min_write_mbps; // fail below this write rate (0 = no minimum)
     double min_read_mbps;  // fail below this read rate (0 = no minimum)
 };

@@ -111,25 +111,26 @@ static int parse_args(int argc, char **argv, struct doctor_opts *o, bool *help)
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         long l;
-        double d;
-#define NEEDS_VALUE                                                                               \
-    do {                                                                                          \
-        if (!v) {                                                                                 \
-            pm_log_error("doctor: %s needs a value", a);                                          \
-            return PM_EXIT_USAGE;                                                                 \
-        }                                                                                         \
-        i++;                                                                                      \
+        double d = 0;
+#define NEEDS_VALUE                                                                                \
+    do {                                                                                           \
+        if (!v) {                                                                                  \
+            pm_log_error("doctor: %s needs a value", a);                                           \
+            return PM_EXIT_USAGE;                                                                  \
+        }                                                                                          \
+        i++;                                                                                       \
     } while (0)
-#define DOUBLE_OPT(name, field)                                                                   \
-    if (!strcmp(a, name)) {                                                                       \
-        NEEDS_VALUE;                                                                              \
-        if (parse_double(a, v, &d) || d < 0) {                                                    \
-            if (d < 0)                                                                            \
-                pm_log_error("doctor: %s must not be negative", a);                               \
-            return PM_EXIT_USAGE;                                                                 \
-        }                                                                                         \
-        field = d;                                                                                \
-        continue;                                                                                 \
+#define DOUBLE_OPT(name, field)                                                                    \
+    if (!strcmp(a, name)) {                                                                        \
+        NEEDS_VALUE;                                                                               \
+        if (parse_double(a, v, &d))                                                                \
+            return PM_EXIT_USAGE;                                                                  \
+        if (d < 0) {                                                                               \
+            pm_log_error("doctor: %s must not be negative", a);                                    \
+            return PM_EXIT_USAGE;                                                                  \
+        }                                                                                          \
+        field = d;                                                                                 \
+        continue;                                                                                  \
     }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             *help = true;

@@ -22,8 +22,8 @@ static void test_verdicts(void)
     CHECK_STR(buf, "");
     CHECK(health_report_add(&r, "gpu", HEALTH_SKIPPED, "no GPU: %s", "none") != NULL);
     CHECK(health_report_add(&r, "load", HEALTH_WARN, "high") != NULL);
-    CHECK(health_report_healthy(&r, false));  // skipped and warn are not failures
-    CHECK(!health_report_healthy(&r, true));  // unless warnings count
+    CHECK(health_report_healthy(&r, false)); // skipped and warn are not failures
+    CHECK(!health_report_healthy(&r, true)); // unless warnings count
     health_report_reasons(&r, true, buf, sizeof buf);
     CHECK_STR(buf, "load: high");
     CHECK(health_report_add(&r, "s3", HEALTH_FAIL, "down") != NULL);
