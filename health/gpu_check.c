@@ -165,7 +165,8 @@ static void check_membw(struct gpu_ctx *c, int dev, const struct gpu_check_opts 
 {
     const struct cuda_api *cu = c->cu;
     snprintf(c->row, sizeof c->row, "gpu%d.membw", dev);
-    const size_t bytes = (size_t)512 << 20;
+    const unsigned mib = o->membw_mib ? o->membw_mib : 512;
+    const size_t bytes = (size_t)mib << 20;
     const int repeats = 10;
     void *src = NULL, *dst = NULL;
     cudaEvent_t t0 = NULL, t1 = NULL;
@@ -185,9 +186,9 @@ static void check_membw(struct gpu_ctx *c, int dev, const struct gpu_check_opts 
     double gbps = 2.0 * (double)bytes * repeats / (ms * 1e-3) / 1e9;
     enum health_status s =
         o->min_membw_gbps > 0 && gbps < o->min_membw_gbps ? HEALTH_FAIL : HEALTH_OK;
-    struct health_result *res = health_report_add(
-        c->r, c->row, s, "%.0f GB/s device-to-device (read+write, %d x 512 MiB)%s", gbps, repeats,
-        s == HEALTH_FAIL ? " below the minimum" : "");
+    struct health_result *res =
+        health_report_add(c->r, c->row, s, "%.0f GB/s device-to-device (read+write, %d x %u MiB)%s",
+                          gbps, repeats, mib, s == HEALTH_FAIL ? " below the minimum" : "");
     if (!res)
         c->oom = 1;
     health_result_measure(res, gbps * 1e9, "pixelmill_doctor_gpu_memory_bandwidth_bytes_per_second",

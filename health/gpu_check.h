@@ -8,8 +8,8 @@
  * "gpuD.sgemm" (an N x N single-precision GEMM of all-ones by all-twos, repeated;
  * TFLOP/s = 2 N^3 x repeats / time; every element of the result is checked to equal
  * 2N exactly, so a device that computes wrongly fails), "gpuD.membw" (cudaMemcpy
- * device-to-device of a 512 MiB buffer, repeated; GB/s counts bytes read + written, as
- * CUDA's bandwidthTest does). Times come from CUDA events after one warm-up call.
+ * device-to-device of a `membw_mib` MiB buffer (512), repeated; GB/s counts bytes read +
+ * written, as CUDA's bandwidthTest does). Times come from CUDA events after one warm-up call.
  */
 #ifndef PM_GPU_CHECK_H
 #define PM_GPU_CHECK_H
@@ -21,6 +21,7 @@ struct gpu_check_opts {
     double min_tflops;     // fail below this SGEMM rate (0 = no minimum)
     double min_membw_gbps; // fail below this device-to-device rate (0 = no minimum)
     int gemm_n;            // GEMM size (default 4096 when 0)
+    unsigned membw_mib;    // copy size of the bandwidth check in MiB (default 512 when 0)
 };
 
 /** Append the GPU rows. Returns PM_OK or PM_ERR_NOMEM. */

@@ -15,6 +15,56 @@ double nccl_check_allreduce_busbw_factor(int n)
 
 #if !defined(PM_HAVE_CUDA_HEADERS) || !defined(PM_HAVE_NCCL_HEADERS)
 
+#define VERIFY_COUNT (256 * 1024)
+
+static void verify_allreduce(const struct nccl_api *nc, const struct cuda_api *cu, int n,
+                             ncclComm_t *comms, cudaStream_t *streams, float **buf, char *err,
+                             size_t err_size)
+{
+    float *host = malloc(VERIFY_COUNT * sizeof(float));
+    if (!host) {
+        snprintf(err, err_size, "out of memory");
+        return;
+    }
+    cudaError_t ce;
+    for (int d = 0; d < n && !err[0]; d++) {
+        for (size_t i = 0; i < VERIFY_COUNT; i++)
+            host[i] = (float)(d + 1);
+        if ((ce = cu->SetDevice(d)) ||
+            (ce = cu->Memcpy(buf[d], host, VERIFY_COUNT * sizeof(float), cudaMemcpyHostToDevice)))
+            snprintf(err, err_size, "GPU %d: %s", d, cu->GetErrorString(ce));
+    }
+    if (!err[0]) {
+        nc->GroupStart();
+        for (int d = 0; d < n; d++) {
+            ncclResult_t nr = nc->AllReduce(buf[d], buf[d], VERIFY_COUNT, ncclFloat, ncclSum,
+                                            comms[d], streams[d]);
+            if (nr != ncclSuccess && !err[0])
+                snprintf(err, err_size, "ncclAllReduce: %s", nc->GetErrorString(nr));
+        }
+        ncclResult_t nr = nc->GroupEnd();
+        if (nr != ncclSuccess && !err[0])
+            snprintf(err, err_size, "ncclGroupEnd: %s", nc->GetErrorString(nr));
+    }
+    const float want = (float)n * (float)(n + 1) / 2.0f;
+    for (int d = 0; d < n && !err[0]; d++) {
+        if ((ce = cu->SetDevice(d)) || (ce = cu->StreamSynchronize(streams[d])) ||
+            (ce = cu->Memcpy(host, buf[d], VERIFY_COUNT * sizeof(float), cudaMemcpyDeviceToHost))) {
+            snprintf(err, err_size, "GPU %d: %s", d, cu->GetErrorString(ce));
+            break;
+        }
+        for (size_t i = 0; i < VERIFY_COUNT; i++) {
+            if (host[i] != want) {
+                snprintf(err, err_size,
+                         "all-reduce result wrong on GPU %d: element %zu = %g, want %g", d, i,
+                         host[i], want);
+                break;
+            }
+        }
+    }
+    free(host);
+}
+
 int nccl_check_run(struct health_report *r, const struct nccl_check_opts *o)
 {
     return health_report_add(r, "nccl", o->required ? HEALTH_FAIL : HEALTH_SKIPPED,
@@ -70,6 +120,56 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+#define VERIFY_COUNT (256 * 1024)
+
+static void verify_allreduce(const struct nccl_api *nc, const struct cuda_api *cu, int n,
+                             ncclComm_t *comms, cudaStream_t *streams, float **buf, char *err,
+                             size_t err_size)
+{
+    float *host = malloc(VERIFY_COUNT * sizeof(float));
+    if (!host) {
+        snprintf(err, err_size, "out of memory");
+        return;
+    }
+    cudaError_t ce;
+    for (int d = 0; d < n && !err[0]; d++) {
+        for (size_t i = 0; i < VERIFY_COUNT; i++)
+            host[i] = (float)(d + 1);
+        if ((ce = cu->SetDevice(d)) ||
+            (ce = cu->Memcpy(buf[d], host, VERIFY_COUNT * sizeof(float), cudaMemcpyHostToDevice)))
+            snprintf(err, err_size, "GPU %d: %s", d, cu->GetErrorString(ce));
+    }
+    if (!err[0]) {
+        nc->GroupStart();
+        for (int d = 0; d < n; d++) {
+            ncclResult_t nr = nc->AllReduce(buf[d], buf[d], VERIFY_COUNT, ncclFloat, ncclSum,
+                                            comms[d], streams[d]);
+            if (nr != ncclSuccess && !err[0])
+                snprintf(err, err_size, "ncclAllReduce: %s", nc->GetErrorString(nr));
+        }
+        ncclResult_t nr = nc->GroupEnd();
+        if (nr != ncclSuccess && !err[0])
+            snprintf(err, err_size, "ncclGroupEnd: %s", nc->GetErrorString(nr));
+    }
+    const float want = (float)n * (float)(n + 1) / 2.0f;
+    for (int d = 0; d < n && !err[0]; d++) {
+        if ((ce = cu->SetDevice(d)) || (ce = cu->StreamSynchronize(streams[d])) ||
+            (ce = cu->Memcpy(host, buf[d], VERIFY_COUNT * sizeof(float), cudaMemcpyDeviceToHost))) {
+            snprintf(err, err_size, "GPU %d: %s", d, cu->GetErrorString(ce));
+            break;
+        }
+        for (size_t i = 0; i < VERIFY_COUNT; i++) {
+            if (host[i] != want) {
+                snprintf(err, err_size,
+                         "all-reduce result wrong on GPU %d: element %zu = %g, want %g", d, i,
+                         host[i], want);
+                break;
+            }
+        }
+    }
+    free(host);
+}
+
 int nccl_check_run(struct health_report *r, const struct nccl_check_opts *o)
 {
     enum health_status missing = o->required ? HEALTH_FAIL : HEALTH_SKIPPED;
@@ -95,6 +195,8 @@ int nccl_check_run(struct health_report *r, const struct nccl_check_opts *o)
         return health_report_add(r, "nccl", missing, "%s", why) ? PM_OK : PM_ERR_NOMEM;
 
     size_t bytes = o->bytes ? o->bytes : (size_t)256 << 20;
+    if (bytes < VERIFY_COUNT * sizeof(float))
+        bytes = VERIFY_COUNT * sizeof(float);
     size_t count = bytes / sizeof(float);
     bytes = count * sizeof(float);
     ncclComm_t comms[MAX_GPUS] = {0};
@@ -117,6 +219,10 @@ int nccl_check_run(struct health_report *r, const struct nccl_check_opts *o)
             (ce = cu->Malloc((void **)&buf[d], bytes)) || (ce = cu->Memset(buf[d], 0, bytes)))
             snprintf(err, sizeof err, "GPU %d: %s", d, cu->GetErrorString(ce));
     }
+    // Correctness first: GPU d contributes d+1 in every element of a 1 MiB message; each
+    // result element must be n(n+1)/2 exactly (small integers are exact in float).
+    if (!err[0])
+        verify_allreduce(&nc, cu, n, comms, streams, buf, err, sizeof err);
     double t0 = 0;
     for (int it = 0; it < warmup + iters && !err[0]; it++) {
         if (it == warmup) {
@@ -155,8 +261,9 @@ out:;
             o->min_busbw_gbps > 0 && busbw < o->min_busbw_gbps ? HEALTH_FAIL : HEALTH_OK;
         struct health_result *res = health_report_add(
             r, "nccl", s,
-            "all-reduce busbw %.1f GB/s, algbw %.1f GB/s (%d GPUs, %zu MiB, NCCL %d)%s", busbw,
-            algbw, n, bytes >> 20, ver, s == HEALTH_FAIL ? " below the minimum" : "");
+            "all-reduce busbw %.1f GB/s, algbw %.1f GB/s (%d GPUs, %zu MiB, NCCL %d, sums "
+            "verified)%s",
+            busbw, algbw, n, bytes >> 20, ver, s == HEALTH_FAIL ? " below the minimum" : "");
         if (!res)
             rc = PM_ERR_NOMEM;
         health_result_measure(res, busbw * 1e9,

@@ -2,8 +2,11 @@
  * nccl_check — NCCL all-reduce bus bandwidth across the GPUs of this node for
  * `pixelmill doctor --nccl`, through NCCL and the CUDA runtime loaded with dlopen.
  *
- * One process drives every local GPU (ncclCommInitAll), all-reduces `bytes` of floats
- * (sum) `iters` times after `warmup` runs, and reports nccl-tests' figures: algbw =
+ * One process drives every local GPU (ncclCommInitAll). It first checks correctness:
+ * GPU d contributes d+1 to every element of a 1 MiB all-reduce and every result element
+ * on every GPU must equal n(n+1)/2 (a wrong sum fails the row). Then it all-reduces
+ * `bytes` of floats (sum, in place) 20 times after 5 warm-up runs, and reports
+ * nccl-tests' figures: algbw =
  * bytes / time per all-reduce, busbw = algbw x 2(n-1)/n (the rate each link carries,
  * comparable across GPU counts). Row "nccl": fails below `min_busbw_gbps` (GB/s, 10^9);
  * skipped when NCCL or CUDA is missing or fewer than 2 GPUs are visible (busbw is 0

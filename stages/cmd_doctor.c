@@ -49,6 +49,7 @@ static void print_help(FILE *out)
             "  --min-cpus N            --max-load-per-cpu X (warn above; default 2)\n"
             "  --min-gpus N            (GPUs expected: a missing GPU fails, not skips)\n"
             "  --min-gpu-tflops X      --min-gpu-membw GBPS      --gemm-size N (4096)\n"
+            "  --membw-mib N (512)\n"
             "  --min-nccl-busbw GBPS   --nccl-mib N (256)\n"
             "  --min-free-gib G (1)    --min-write-mbps X        --min-read-mbps X\n"
             "  --storage-mib N (256)   --s3-timeout S (10)\n"
@@ -203,6 +204,13 @@ static int parse_args(int argc, char **argv, struct doctor_opts *o, bool *help)
             if (parse_long(a, v, 16, 16384, &l))
                 return PM_EXIT_USAGE;
             o->gpu_opts.gemm_n = (int)l;
+            continue;
+        }
+        if (!strcmp(a, "--membw-mib")) {
+            NEEDS_VALUE;
+            if (parse_long(a, v, 1, 65536, &l))
+                return PM_EXIT_USAGE;
+            o->gpu_opts.membw_mib = (unsigned)l;
             continue;
         }
         if (!strcmp(a, "--nccl-mib")) {

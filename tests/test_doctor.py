@@ -256,3 +256,90 @@ def test_doctor_metric_names_in_docs_and_dashboard():
     for n in names:
         base = re.sub(r"_(bucket|sum|count)$", "", n)
         assert base in doc, f"dashboard metric {n} is not documented in docs/operators.md"
+
+
+# --- GPU and NCCL code paths against a CPU stand-in runtime ------------------------------
+# No GPU here: tests/gpu_stub/cuda_stub.c implements the few CUDA runtime, cuBLAS and NCCL
+# calls the doctor makes on the CPU (memory = malloc, GEMM = loops, all-reduce = sums),
+# so the doctor's own logic — rows per device, exact-result checks, busbw formula, error
+# handling — runs for real. The numbers it measures are CPU numbers, not GPU numbers.
+
+def cmake_cache(name):
+    build = Path(tool("pixelmill")).parent
+    m = re.search(rf"^{name}:\w+=(.*)$", (build / "CMakeCache.txt").read_text(), re.M)
+    return m.group(1) if m and not m.group(1).endswith("NOTFOUND") else None
+
+
+@pytest.fixture(scope="module")
+def gpu_stub(tmp_path_factory):
+    inc = [cmake_cache("CUDA_RUNTIME_INCLUDE"), cmake_cache("CUBLAS_INCLUDE"),
+           cmake_cache("NCCL_INCLUDE")]
+    if not all(inc) or shutil.which("cc") is None:
+        pytest.skip("pixelmill was built without the CUDA/NCCL headers")
+    ver = Path(inc[0], "cuda_runtime_api.h").read_text()
+    major = int(re.search(r"#define CUDART_VERSION\s+(\d+)", ver).group(1)) // 1000
+    d = tmp_path_factory.mktemp("gpu_stub")
+    src = Path(__file__).parent / "gpu_stub/cuda_stub.c"
+    for define, lib in [("STUB_CUDART", f"libcudart.so.{major}"),
+                        ("STUB_CUBLAS", f"libcublas.so.{major}"), ("STUB_NCCL", "libnccl.so.2")]:
+        run(["cc", "-shared", "-fPIC", "-O2", f"-D{define}", *[f"-I{i}" for i in set(inc)],
+             "-o", d / lib, src])
+    return str(d)
+
+
+def stub_doctor(stub, *args, **env):
+    e = {"LD_LIBRARY_PATH": stub, **{k: str(v) for k, v in env.items()}}
+    return doctor_json("--gemm-size", "48", "--membw-mib", "4", "--nccl-mib", "2", *args,
+                       *LAX, env=e)
+
+
+def test_gpu_rows_per_device_and_busbw_formula(gpu_stub):
+    rc, doc, c = stub_doctor(gpu_stub, "--gpu", "--nccl", "--min-gpus", "3", STUB_GPUS=3)
+    assert rc == 0, doc
+    assert c["gpu"]["value"] == 3 and c["gpu"]["status"] == "ok"
+    for d in range(3):
+        assert c[f"gpu{d}"]["value"] == 80 << 30
+        assert "results exact" in c[f"gpu{d}.sgemm"]["detail"]
+        assert c[f"gpu{d}.sgemm"]["value"] > 0 and c[f"gpu{d}.membw"]["value"] > 0
+    assert "gpu3" not in c
+    m = re.search(r"busbw ([\d.]+) GB/s, algbw ([\d.]+) GB/s \(3 GPUs", c["nccl"]["detail"])
+    assert m and "sums verified" in c["nccl"]["detail"]
+    busbw = c["nccl"]["value"] / 1e9
+    assert abs(busbw - float(m.group(1))) <= 0.051
+    algbw = float(m.group(2))
+    assert abs(busbw - algbw * 2 * (3 - 1) / 3) <= 0.05 * 4 / 3 + 0.001
+
+
+def test_wrong_gemm_result_fails_the_gpu(gpu_stub):
+    rc, doc, c = stub_doctor(gpu_stub, "--gpu", STUB_CORRUPT_SGEMM=1)
+    assert rc == 1
+    assert c["gpu0.sgemm"]["status"] == "fail"
+    assert c["gpu0.sgemm"]["detail"].startswith("1 of 2304 results wrong")
+    assert any(r.startswith("gpu0.sgemm: ") for r in doc["reasons"])
+
+
+def test_wrong_allreduce_sum_fails_nccl(gpu_stub):
+    rc, doc, c = stub_doctor(gpu_stub, "--nccl", STUB_GPUS=4, STUB_CORRUPT_NCCL=1)
+    assert rc == 1
+    assert c["nccl"]["detail"].startswith("all-reduce result wrong on GPU 1")
+    assert "want 10" in c["nccl"]["detail"]
+
+
+def test_cuda_errors_fail_with_the_call_and_message(gpu_stub):
+    rc, doc, c = stub_doctor(gpu_stub, "--gpu", STUB_FAIL_MALLOC=1)
+    assert rc == 1
+    assert c["gpu0.sgemm"]["status"] == "fail"
+    assert "Malloc" in c["gpu0.sgemm"]["detail"]
+    assert "out of memory (stub)" in c["gpu0.sgemm"]["detail"]
+
+
+def test_one_gpu_skips_nccl_unless_required_and_thresholds(gpu_stub):
+    rc, doc, c = stub_doctor(gpu_stub, "--gpu", "--nccl", STUB_GPUS=1)
+    assert rc == 0 and c["nccl"]["status"] == "skipped" and "1 visible" in c["nccl"]["detail"]
+    rc, doc, c = stub_doctor(gpu_stub, "--min-gpus", "2", "--nccl", STUB_GPUS=1)
+    assert rc == 1 and c["gpu"]["status"] == "fail" and c["nccl"]["status"] == "fail"
+    rc, doc, c = stub_doctor(gpu_stub, "--gpu", "--min-gpu-tflops", "1e6",
+                             "--min-gpu-membw", "1e9", STUB_GPUS=1)
+    assert rc == 1
+    assert "below the minimum" in c["gpu0.sgemm"]["detail"]
+    assert "below the minimum" in c["gpu0.membw"]["detail"]
