@@ -15,18 +15,19 @@
 #   120 s before the limit. The trap forwards the stop request to the step as SIGUSR2
 #   (some NCCL versions swallow SIGUSR1; pixelmill treats TERM, USR1 and USR2 alike) and
 #   waits again for the step to finish its unit of work and exit.
-# - Preemption (PreemptMode=REQUEUE with a GraceTime): Slurm sends SIGTERM to the job's
-#   steps itself (seen on Slurm 22.05: the step gets TERM directly, the batch shell gets
-#   nothing), then SIGKILL when GraceTime runs out.
+# - Preemption (PreemptMode=REQUEUE with a GraceTime), as seen on Slurm 22.05: at the
+#   start of GraceTime Slurm sends SIGTERM to the job's steps only (the batch shell gets
+#   nothing); when GraceTime ends it requeues the job, sending SIGTERM to the batch shell
+#   and SIGKILL after KillWait.
 # - A pixelmill command that stopped on a signal with its state clean exits 75. Slurm's
 #   own requeue does NOT suffice: a preempted job that exits by itself within GraceTime is
-#   recorded as FAILED (exit 75) and not requeued (only a job still running when
-#   GraceTime ends is killed and requeued), and nothing requeues a job at its time
-#   limit. So on exit status 75 we run `scontrol requeue $SLURM_JOB_ID` ourselves, but only
-#   while the job is still RUNNING: a job cancelled with scancel is already COMPLETING
-#   then (and scontrol would requeue it all the same). The next
-#   run sees SLURM_RESTART_COUNT=1, 2, ... and the same command resumes from the output
-#   already on disk. A requeued job is held back ~120 s (BeginTime) before it can start.
+#   recorded as FAILED (exit 75) and not requeued (a job still running when GraceTime
+#   ends is requeued, whatever its exit status), and nothing requeues a job at its time
+#   limit. So on exit status 75 we run `scontrol requeue $SLURM_JOB_ID` ourselves, but
+#   only while the job is still RUNNING: a job cancelled with scancel is already
+#   COMPLETING then (and scontrol would requeue it all the same). The next run sees
+#   SLURM_RESTART_COUNT=1, 2, ... and the same command resumes from the output already
+#   on disk. A requeued job is held back ~120 s (BeginTime) before it can start.
 # - SIGKILL cannot be trapped: the partition's GraceTime must cover the step's longest
 #   unit of work.
 
