@@ -68,7 +68,7 @@ def job_field(env, job, field):
     return m.group(1) if m else None
 
 
-def wait_for(what, pred, timeout=40):
+def wait_for(what, pred, timeout=60):
     t0 = time.time()
     while time.time() - t0 < timeout:
         v = pred()
