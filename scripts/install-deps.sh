@@ -39,6 +39,7 @@ PY_PACKAGES=(
   pandas
   numpy
   pytest
+  prometheus-client:prometheus_client   # reference parser for the metrics files
   webdataset
   wids
   xxhash
@@ -47,7 +48,6 @@ PY_PACKAGES=(
   opencv-python-headless:cv2
   imagehash
   scikit-image:skimage   # tests/fakenet builds test images from the photos in its wheel
-  prometheus-client:prometheus_client   # reference parser for the metrics files
 )
 
 missing=()
