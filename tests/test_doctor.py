@@ -343,3 +343,48 @@ def test_one_gpu_skips_nccl_unless_required_and_thresholds(gpu_stub):
     assert rc == 1
     assert "below the minimum" in c["gpu0.sgemm"]["detail"]
     assert "below the minimum" in c["gpu0.membw"]["detail"]
+
+
+# --- cluster/slurm/prolog.sh without Slurm: a recording `scontrol` on PATH -------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_prolog(tmp_path, pixelmill, args, timeout_s="120"):
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    rec = tmp_path / "scontrol.args"
+    (bindir / "scontrol").write_text(
+        f'#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > {rec}\n')
+    (bindir / "scontrol").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", PIXELMILL=pixelmill,
+               PIXELMILL_DOCTOR_ARGS=args, PIXELMILL_DOCTOR_CONF=str(tmp_path / "none"),
+               PIXELMILL_DOCTOR_TIMEOUT=timeout_s, SLURMD_NODENAME="node-17")
+    r = subprocess.run([ROOT / "cluster/slurm/prolog.sh"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    return r, (rec.read_text().splitlines() if rec.exists() else None)
+
+
+def test_prolog_passes_a_healthy_node(tmp_path):
+    r, rec = run_prolog(tmp_path, tool("pixelmill"), "--max-load-per-cpu 1000")
+    assert r.returncode == 0 and rec is None
+
+
+def test_prolog_drains_with_the_reason(tmp_path):
+    r, rec = run_prolog(tmp_path, tool("pixelmill"),
+                        "--max-load-per-cpu 1000 --force-fail 'GPU 3 \"fell off the bus\"'")
+    assert r.returncode == 1
+    assert rec == ["update", "nodename=node-17", "state=drain",
+                   "reason=pixelmill doctor: forced: GPU 3 'fell off the bus'"]
+
+
+def test_prolog_drains_when_the_doctor_is_missing_or_hangs(tmp_path):
+    r, rec = run_prolog(tmp_path, str(tmp_path / "no-such-pixelmill"), "")
+    assert r.returncode == 1
+    assert rec[-1].startswith("reason=pixelmill doctor: pixelmill not found")
+    hang = tmp_path / "hang.sh"
+    hang.write_text("#!/bin/sh\nsleep 30\n")
+    hang.chmod(0o755)
+    r, rec = run_prolog(tmp_path, str(hang), "", timeout_s="1")
+    assert r.returncode == 1
+    assert rec[-1] == "reason=pixelmill doctor: doctor hung (timeout 1s)"
