@@ -439,30 +439,23 @@ static void search_group(struct search *s, uint64_t *v, size_t n, uint64_t free_
         los[j] = (unsigned)__builtin_ctzll(masks[j]);
         ws[j] = 64 - (unsigned)__builtin_clzll(masks[j]) - los[j];
     }
-    // Split only while it pays: the pairs left inside the sub-groups plus the sorting
-    // must cost well under comparing the whole group.
+    // Split while it pays: sort by each sub-band and search its groups, counting the
+    // work; once the sub-groups' pairs plus the sorting pass half of comparing the whole
+    // group, compare the whole group instead (pairs already emitted are simply found
+    // twice; the leaf's union-find and the forest keep the edges bounded).
     double all_pairs = (double)n * (double)(n - 1) / 2;
     int split = n > DEDUPE_NEAR_LEAF && depth < DEDUPE_NEAR_MAX_DEPTH;
-    if (split) {
-        double cost = 8.0 * s->nb * (double)n;
-        for (unsigned j = 0; j < s->nb && cost < all_pairs / 2; j++) {
-            sort_by_field(v, n, los[j], ws[j], s->tmp);
-            cost += group_pairs(v, n, los[j], width_mask(ws[j]));
-        }
-        split = cost < all_pairs / 2;
-    }
-    if (!split) {
-        static int popcnt = -1;
-        if (popcnt < 0)
-            popcnt = have_popcnt();
-        (popcnt ? leaf_popcnt : leaf_generic)(s, v, n, depth);
-        return;
-    }
-    for (unsigned j = 0; j < s->nb && !s->rc; j++) {
+    double cost = 0;
+    for (unsigned j = 0; split && j < s->nb && !s->rc; j++) {
         unsigned lo = los[j];
         uint64_t wmask = width_mask(ws[j]);
         // bits inside [lo, lo+w) outside masks[j] are fixed in this group
         sort_by_field(v, n, lo, ws[j], s->tmp);
+        cost += 8.0 * (double)n + group_pairs(v, n, lo, wmask);
+        if (cost >= all_pairs / 2) {
+            split = 0;
+            break;
+        }
         memcpy(s->prior[depth + 1], masks, j * sizeof *masks);
         s->nprior[depth + 1] = j;
         for (size_t a = 0; a < n;) {
@@ -474,6 +467,12 @@ static void search_group(struct search *s, uint64_t *v, size_t n, uint64_t free_
                 search_group(s, v + a, b - a, free_bits & ~masks[j], depth + 1);
             a = b;
         }
+    }
+    if (!split) {
+        static int popcnt = -1;
+        if (popcnt < 0)
+            popcnt = have_popcnt();
+        (popcnt ? leaf_popcnt : leaf_generic)(s, v, n, depth);
     }
 }
 
@@ -569,15 +568,7 @@ static int collapse_round(const struct dedupe_near_record *recs, const uint64_t 
     size_t m = rt->nrecv;
     struct coll_entry *ent = xmalloc(m, sizeof *ent), *tmp = xmalloc(m, sizeof *tmp);
     size_t *count = malloc(65536 * sizeof *count);
-    struct node *nodes = realloc(st->nodes, (st->nnodes + m + 1) * sizeof *nodes);
-    uint32_t *node_of = realloc(st->node_of, (st->nowned + m + 1) * sizeof *node_of);
-    if (nodes)
-        st->nodes = nodes;
-    if (node_of)
-        st->node_of = node_of;
-    rc = ent && tmp && count && nodes && node_of ? PM_OK : PM_ERR_NOMEM;
-    if (rc == PM_OK && st->nnodes + m > UINT32_MAX)
-        rc = PM_ERR_LIMIT;
+    rc = ent && tmp && count ? PM_OK : PM_ERR_NOMEM;
     if ((rc = all_agree(rc, st->comm))) {
         free(recv);
         free(ent);
@@ -603,6 +594,25 @@ static int collapse_round(const struct dedupe_near_record *recs, const uint64_t 
     }
     free(tmp);
     free(count);
+    // the sort scratch is gone before the nodes grow: the peak stays near 64 bytes/record
+    size_t distinct = 0;
+    for (size_t i = 0; i < m; i++)
+        distinct += i == 0 || ent[i].phash != ent[i - 1].phash;
+    struct node *nodes = realloc(st->nodes, (st->nnodes + distinct + 1) * sizeof *nodes);
+    if (nodes)
+        st->nodes = nodes;
+    uint32_t *node_of = nodes ? realloc(st->node_of, (st->nowned + m + 1) * sizeof *node_of)
+                              : NULL;
+    if (node_of)
+        st->node_of = node_of;
+    rc = nodes && node_of ? PM_OK : PM_ERR_NOMEM;
+    if (rc == PM_OK && st->nnodes + distinct > UINT32_MAX)
+        rc = PM_ERR_LIMIT;
+    if ((rc = all_agree(rc, st->comm))) {
+        free(recv);
+        free(ent);
+        return rc;
+    }
     for (size_t i = 0; i < m;) {
         size_t j = i;
         struct label best = {recv[3 * ent[i].pos + 1], recv[3 * ent[i].pos + 2]};

@@ -2,7 +2,7 @@
  * lines r, r+size, ...; runs dedupe_near_run and writes "id keeper" for its records, then
  * on rank 0 "stats records duplicates distinct rounds", into FILE.out.RANK (separate
  * files, so ranks' lines never interleave). Edges, pairs tested and iterations (which
- * may depend on the rank count) go to stderr on rank 0.
+ * may depend on the rank count) and the run's seconds go to stderr on rank 0.
  * Usage: FILE RADIUS [MEMORY_LIMIT]. */
 #include "dedupe_near.h"
 #include "pm_mpi.h"
@@ -51,12 +51,14 @@ int main(int argc, char **argv)
     uint64_t *keeper = malloc((n ? n : 1) * sizeof *keeper);
     struct dedupe_near_stats st;
     struct pm_error err = PM_ERROR_INIT;
+    double t0 = MPI_Wtime();
     if (dedupe_near_run(recs, have_prio ? prio : NULL, n, keeper, radius, MPI_COMM_WORLD, limit,
                         &st, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         pm_mpi_finalize();
         return 1;
     }
+    double secs = MPI_Wtime() - t0;
     char outpath[4096];
     snprintf(outpath, sizeof outpath, "%s.out.%d", argv[1], m.rank);
     FILE *out = fopen(outpath, "w");
@@ -67,8 +69,8 @@ int main(int argc, char **argv)
     if (m.rank == 0) {
         fprintf(out, "stats %" PRIu64 " %" PRIu64 " %" PRIu64 " %u\n", st.records,
                 st.duplicates, st.distinct, st.rounds);
-        fprintf(stderr, "edges %" PRIu64 " pairs_tested %" PRIu64 " iterations %u\n", st.edges,
-                st.pairs_tested, st.iterations);
+        fprintf(stderr, "edges %" PRIu64 " pairs_tested %" PRIu64 " iterations %u seconds %.6f\n",
+                st.edges, st.pairs_tested, st.iterations, secs);
     }
     fclose(out);
     free(recs);
