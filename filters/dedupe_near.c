@@ -451,8 +451,8 @@ static void search_group(struct search *s, uint64_t *v, size_t n, uint64_t free_
         uint64_t wmask = width_mask(ws[j]);
         // bits inside [lo, lo+w) outside masks[j] are fixed in this group
         sort_by_field(v, n, lo, ws[j], s->tmp);
-        cost += 8.0 * (double)n + group_pairs(v, n, lo, wmask);
-        if (cost >= all_pairs / 2) {
+        cost += 3.0 * (double)n + 512 + group_pairs(v, n, lo, wmask);
+        if (cost >= all_pairs) {
             split = 0;
             break;
         }
