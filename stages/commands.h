@@ -34,6 +34,8 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi);
 /** pixelmill sheet: a contact sheet (HTML or PNG) of a dataset's or view's samples. */
 int cmd_sheet(int argc, char **argv, const struct pm_mpi *mpi);
 
+/** pixelmill dedupe: global exact and near-duplicate marks in _dedupe/ (cmd_dedupe.c). */
+int cmd_dedupe(int argc, char **argv, const struct pm_mpi *mpi);
 /** pixelmill doctor: node health checks for prologs and operators (stages/cmd_doctor.c). */
 int cmd_doctor(int argc, char **argv, const struct pm_mpi *mpi);
 

@@ -30,6 +30,7 @@ static const struct command commands[] = {
     {"filter", cmd_filter, USES_MPI, "write a view (or filtered metadata) from --where clauses"},
     {"sweep", cmd_sweep, USES_MPI, "kept counts for many thresholds of a column, HTML report"},
     {"sheet", cmd_sheet, USES_MPI, "contact sheet of a dataset's or view's samples"},
+    {"dedupe", cmd_dedupe, USES_MPI, "global exact and near-duplicate marks (url, content, phash)"},
     {"doctor", cmd_doctor, 0, "node health checks (CPU, disk, GPU, NCCL, fabric, S3)"},
 };
 
