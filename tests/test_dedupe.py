@@ -1,0 +1,290 @@
+"""pixelmill dedupe: marks in _dedupe/ on a dataset with a known duplicate structure.
+
+Checked against references computed here in Python: url/content groups by construction
+(ground truth of the fixture) and by recomputing the hashes; phash against a brute-force
+connected-components reference on the sidecar phashes, and precision/recall against the
+fixture's ground truth (re-encodes, rescales, exact copies; look-alikes are distinct).
+Also: -np 1/2/4 byte-identical marks, a tiny --memory-limit (rounds) gives the same
+marks, kill -9 + rerun == straight run, reruns skip up-to-date methods, and
+`filter --dedupe` consumes the marks.
+"""
+import filecmp
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from conftest import mpirun, run, tool
+from dedupe_fixture import make_dup_dataset
+
+METHODS = ["url", "content", "phash"]
+
+
+@pytest.fixture(scope="module")
+def dup_dataset(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dedupe") / "ds"
+    table, truth = make_dup_dataset(str(d), tool("pm_image_tool"))
+    return str(d), table, truth
+
+
+def fresh_copy(src, dst):
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("_dedupe", "_views"))
+    return str(dst)
+
+
+def read_marks(ds, method):
+    """{global row: keeper global row} for every duplicate, from .dup + .keeper files."""
+    index = json.load(open(os.path.join(ds, "dataset.json")))
+    out, base = {}, 0
+    for sh in index["shardlist"]:
+        name = sh["url"][:-4]
+        dup = open(os.path.join(ds, "_dedupe", method, name + ".dup"), "rb").read()
+        magic, ver, _, rows, kept = struct.unpack("<8sIIQQ", dup[:32])
+        assert magic == b"PMVKEEP\0" and ver == 1 and rows == sh["rows"]
+        bits = np.unpackbits(np.frombuffer(dup[32:], np.uint8), bitorder="little")[:rows]
+        assert bits.sum() == kept
+        kp = open(os.path.join(ds, "_dedupe", method, name + ".keeper"), "rb").read()
+        kmagic, kver, _, krows, count = struct.unpack("<8sIIQQ", kp[:32])
+        assert kmagic == b"PMDKEEP\0" and kver == 1 and krows == rows and count == kept
+        assert len(kp) == 32 + 8 * count
+        keepers = struct.unpack(f"<{count}Q", kp[32:])
+        for row, k in zip(np.nonzero(bits)[0], keepers):
+            out[base + int(row)] = k
+        base += rows
+    return out
+
+
+def clusters_from_marks(ds, method, success_rows):
+    dups = read_marks(ds, method)
+    for g, k in dups.items():
+        assert k in success_rows and k not in dups, "a keeper must be a kept success row"
+    return {g: dups.get(g, g) for g in success_rows}
+
+
+def components(keys, edges_fn, n):
+    parent = list(range(n))
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+    for i, j in edges_fn():
+        a, b = find(i), find(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return [find(i) for i in range(n)]
+
+
+def reference_keepers(table, method, k=4, largest=False):
+    """Brute-force reference: {global row: keeper global row} over success rows."""
+    t = table.to_pylist()
+    ok = [i for i, r in enumerate(t) if r["status"] == "success"]
+    n = len(ok)
+    if method == "phash":
+        ph = np.array([t[i]["phash"] for i in ok], dtype=np.int64).view(np.uint64)
+        x = ph[:, None] ^ ph[None, :]
+        d = np.zeros(x.shape, dtype=np.int64)
+        for b in range(64):
+            d += ((x >> np.uint64(b)) & np.uint64(1)).astype(np.int64)
+        pairs = np.argwhere(np.triu(d <= k, 1))
+        comp = components(ok, lambda: pairs.tolist(), n)
+    else:
+        if method == "url":
+            from urllib.parse import urlsplit, urlunsplit
+            def norm(u):  # enough of the normalisation for the fixture's URLs
+                p = urlsplit(u)
+                host = p.hostname
+                port = p.port
+                if port and not ((p.scheme.lower() == "https" and port == 443) or
+                                 (p.scheme.lower() == "http" and port == 80)):
+                    host += f":{port}"
+                return urlunsplit((p.scheme.lower(), host, p.path or "/", p.query, ""))
+            vals = [norm(t[i]["url"]) for i in ok]
+        else:
+            vals = [t[i]["content_hash"] for i in ok]
+        first = {}
+        comp = [first.setdefault(v, j) for j, v in enumerate(vals)]
+    best = {}
+    for j, c in enumerate(comp):
+        g = ok[j]
+        area = (t[g]["original_width"] or 0) * (t[g]["original_height"] or 0) if largest else 0
+        key = (-area, g)
+        if c not in best or key < best[c]:
+            best[c] = key
+    return {ok[j]: best[c][1] for j, c in enumerate(comp)}
+
+
+def pair_scores(pred, truth_group, rows):
+    """Pairwise precision/recall of predicted clusters vs ground-truth groups."""
+    from collections import Counter
+    def pairs(labels):
+        c = Counter(labels[r] for r in rows)
+        return sum(v * (v - 1) // 2 for v in c.values())
+    both = Counter((pred[r], truth_group[r]) for r in rows)
+    tp = sum(v * (v - 1) // 2 for v in both.values())
+    pp, tt = pairs(pred), pairs(truth_group)
+    return (tp / pp if pp else 1.0), (tp / tt if tt else 1.0)
+
+
+def dedupe_json(ds, *extra, np_=None):
+    args = [tool("pixelmill"), "dedupe", ds, "--json", *extra]
+    r = mpirun(np_, args) if np_ else run(args)
+    return json.loads(r.stdout)
+
+
+def test_quality_against_reference_and_truth(dup_dataset, tmp_path):
+    src, table, truth = dup_dataset
+    ds = fresh_copy(src, tmp_path / "ds")
+    report = tmp_path / "report.html"
+    summary = dedupe_json(ds, "--report", str(report))
+    t = table.to_pylist()
+    ok = [i for i, r in enumerate(t) if r["status"] == "success"]
+    assert summary["success"] == len(ok)
+    for m in METHODS:
+        pred = clusters_from_marks(ds, m, set(ok))
+        ref = reference_keepers(table, m)
+        assert pred == ref, f"{m}: keepers differ from the brute-force reference"
+        s = summary["methods"][m]
+        assert s["duplicates"] == sum(1 for g in ok if pred[g] != g)
+        assert s["records"] == len(ok)
+        sizes = {}
+        for g in ok:
+            sizes[pred[g]] = sizes.get(pred[g], 0) + 1
+        assert s["groups"] == sum(1 for v in sizes.values() if v > 1)
+        assert s["largest_group"] == max(sizes.values())
+        assert sum(s["cluster_sizes"].values()) == s["groups"]
+    # ground truth: precision / recall per method
+    url_truth = {g: truth[g]["url_group"] for g in ok}
+    content_truth = {g: truth[g]["blob"] for g in ok}
+    near_truth = {g: truth[g]["group"] for g in ok}
+    scores = {}
+    for m, tg in (("url", url_truth), ("content", content_truth), ("phash", near_truth)):
+        pred = clusters_from_marks(ds, m, set(ok))
+        scores[m] = pair_scores(pred, tg, ok)
+        print(f"dedupe {m}: pairwise precision {scores[m][0]:.4f} recall {scores[m][1]:.4f}")
+    assert scores["url"] == (1.0, 1.0)
+    assert scores["content"] == (1.0, 1.0)
+    # phash: recall on re-encodes and rescales (is each variant in its base's cluster?)
+    pred = clusters_from_marks(ds, "phash", set(ok))
+    base_of = {truth[g]["group"]: pred[g] for g in ok if truth[g]["kind"] == "base"}
+    for kind in ("exact", "reencode", "rescale"):
+        rows = [g for g in ok if truth[g]["kind"] == kind]
+        rec = sum(pred[g] == base_of[truth[g]["group"]] for g in rows) / len(rows)
+        print(f"dedupe phash K=4: recall on {kind} {rec:.4f} ({len(rows)} rows)")
+        assert rec >= 0.95
+    look = [g for g in ok if truth[g]["kind"] == "lookalike"]
+    merged = sum(1 for g in look if sum(pred[h] == pred[g] for h in ok) > 1)
+    print(f"dedupe phash K=4: look-alikes merged with another picture: {merged}/{len(look)}")
+    assert scores["phash"][0] >= 0.99 and scores["phash"][1] >= 0.95
+    html = report.read_text()
+    assert html.count("data:image/jpeg;base64,") >= 10
+    assert "phash duplicate groups" in html and "<script" not in html
+
+
+def test_ranks_rounds_identical(dup_dataset, tmp_path):
+    src, _, _ = dup_dataset
+    dirs = []
+    for np_, extra in ((1, []), (2, []), (4, []), (2, ["--memory-limit", "2K"])):
+        ds = fresh_copy(src, tmp_path / f"np{np_}{len(extra)}")
+        s = dedupe_json(ds, *extra, np_=np_)
+        if extra:
+            assert all(s["runs"][m]["rounds"] > 1 for m in METHODS), s["runs"]
+        dirs.append(ds)
+    for ds in dirs[1:]:
+        for m in METHODS:
+            d0 = os.path.join(dirs[0], "_dedupe", m)
+            names = sorted(os.listdir(d0))
+            assert names == sorted(os.listdir(os.path.join(ds, "_dedupe", m)))
+            match, mismatch, errors = filecmp.cmpfiles(d0, os.path.join(ds, "_dedupe", m),
+                                                       names, shallow=False)
+            assert not mismatch and not errors, (ds, m, mismatch)
+        assert filecmp.cmp(os.path.join(dirs[0], "_dedupe", "summary.json"),
+                           os.path.join(ds, "_dedupe", "summary.json"), shallow=False)
+
+
+def snapshot(ds):
+    out = {}
+    root = os.path.join(ds, "_dedupe")
+    for dp, _, files in os.walk(root):
+        for f in files:
+            out[os.path.relpath(os.path.join(dp, f), root)] = open(os.path.join(dp, f), "rb").read()
+    return out
+
+
+def test_kill_and_rerun(dup_dataset, tmp_path):
+    src, _, _ = dup_dataset
+    straight = fresh_copy(src, tmp_path / "straight")
+    dedupe_json(straight, "--keep", "largest")
+    want = snapshot(straight)
+    for delay in (0.02, 0.08, 0.2):
+        ds = fresh_copy(src, tmp_path / f"kill{delay}")
+        p = subprocess.Popen([tool("pixelmill"), "dedupe", ds, "--keep", "largest"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        # whatever the kill left: every method with marks.json is complete and correct
+        got = snapshot(ds)
+        for m in METHODS:
+            if f"{m}/marks.json" in got:
+                for k, v in want.items():
+                    if k.startswith(m + "/"):
+                        assert got.get(k) == v, (delay, k)
+        dedupe_json(ds, "--keep", "largest")
+        got = {k: v for k, v in snapshot(ds).items() if ".tmp" not in k}
+        assert got == want, delay
+    # a rerun with the same parameters skips every method; another radius recomputes phash
+    s = dedupe_json(straight, "--keep", "largest")
+    assert all(s["runs"][m]["skipped"] for m in METHODS)
+    assert snapshot(straight) == want
+    s = dedupe_json(straight, "--keep", "largest", "--by", "phash", "--hamming", "2")
+    assert not s["runs"]["phash"]["skipped"]
+    assert s["methods"]["phash"]["params"]["hamming"] == 2
+
+
+def test_keep_largest(dup_dataset, tmp_path):
+    src, table, _ = dup_dataset
+    ds = fresh_copy(src, tmp_path / "ds")
+    dedupe_json(ds, "--keep", "largest", "--by", "content,phash", "--by", "url")
+    ok = {i for i, r in enumerate(table.to_pylist()) if r["status"] == "success"}
+    for m in METHODS:
+        pred = clusters_from_marks(ds, m, ok)
+        assert pred == reference_keepers(table, m, largest=True), m
+    # the largest rule actually changed some keepers
+    assert clusters_from_marks(ds, "phash", ok) != reference_keepers(table, "phash")
+
+
+def test_filter_consumes_marks(dup_dataset, tmp_path):
+    src, table, _ = dup_dataset
+    ds = fresh_copy(src, tmp_path / "ds")
+    s = dedupe_json(ds)
+    px = tool("pixelmill")
+    for m in METHODS:
+        r = run([px, "filter", ds, "--dedupe", m, "--view", f"v{m}", "--json"])
+        c = json.loads(r.stdout)
+        assert c["dedupe"][m] == s["methods"][m]["duplicates"]
+        assert c["kept"] == s["success"] - s["methods"][m]["duplicates"]
+    r = mpirun(2, [px, "filter", ds, "--dedupe", "url,content,phash", "--view", "all", "--json"])
+    c = json.loads(r.stdout)
+    dropped = set()
+    for m in METHODS:
+        dropped |= set(read_marks(ds, m))
+    assert c["kept"] == s["success"] - len(dropped)
+    v = json.load(open(os.path.join(ds, "_views", "all", "view.json")))
+    assert v["dedupe_source"] == {m: "_dedupe" for m in METHODS}
+
+
+def test_usage_errors(dup_dataset, tmp_path):
+    src, _, _ = dup_dataset
+    px = tool("pixelmill")
+    assert run([px, "dedupe", src, "--by", "nope"], check=False).returncode == 2
+    assert run([px, "dedupe", src, "--hamming", "40"], check=False).returncode == 2
+    assert run([px, "dedupe", src, "--memory-limit", "lots"], check=False).returncode == 2
+    assert run([px, "dedupe", str(tmp_path)], check=False).returncode != 0
