@@ -26,6 +26,7 @@ struct command {
 };
 
 static const struct command commands[] = {
+    {"download", cmd_download, USES_MPI, "download URL lists into webdataset shards"},
     {"version", NULL, 0, "print the version"}, /* handled below; replaced when stats lands */
 };
 
