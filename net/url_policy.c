@@ -189,7 +189,13 @@ static int addr_allowed(const struct url_policy *p, const struct url_addr *a, en
     enum addr_class c = classify_v6(a->b);
     if (cls)
         *cls = c;
-    if (c == ADDR_PUBLIC || p->allow_private_network)
+    if (c == ADDR_PUBLIC)
+        return 1;
+    // allow_private_network opens the ranges a self-hosted image server can live in;
+    // link-local (cloud metadata endpoints), multicast, unspecified and reserved
+    // addresses stay refused unless named one by one on the allow list.
+    if (p->allow_private_network &&
+        (c == ADDR_LOOPBACK || c == ADDR_PRIVATE || c == ADDR_CGNAT))
         return 1;
     for (size_t i = 0; i < p->nallow; i++)
         if (memcmp(p->allow[i].b, a->b, 16) == 0)

@@ -14,8 +14,11 @@
  *    is not changed and international host names are not converted to punycode.
  * 3. The address policy: the address a socket is about to connect to is classified
  *    (loopback, private, link-local, CGNAT, multicast, unspecified, reserved, public)
- *    and everything but public is refused unless `allow_private_network` is set or the
- *    exact address is on the policy's allow list. The fetcher applies this to the
+ *    and everything but public is refused. `allow_private_network` opens loopback,
+ *    private and CGNAT addresses (a self-hosted image server); link-local addresses (the
+ *    cloud metadata endpoint 169.254.169.254 among them), multicast, unspecified and
+ *    reserved ones stay refused even then, unless the exact address is on the policy's
+ *    allow list. The fetcher applies this to the
  *    resolved socket address of every connection (so DNS answers, numeric tricks like
  *    http://2130706433/ and redirects cannot get around it); the checks on URL strings
  *    here are only an early, cheaper refusal for IP literals.
@@ -69,7 +72,7 @@ struct url_addr {
 
 /** The address policy. Caller-owned; set up with url_policy_init, no heap. */
 struct url_policy {
-    int allow_private_network;                   /* allow every address class */
+    int allow_private_network;                   /* allow loopback, private, CGNAT */
     size_t nallow;                               /* entries in allow[] */
     struct url_addr allow[URL_POLICY_ALLOW_MAX]; /* exact addresses allowed anyway */
 };

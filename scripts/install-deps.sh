@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian and Python package pixelmill needs to build, run its demo and
-# run its tests. Idempotent: apt-get runs only for packages that are missing.
+# run its tests. Idempotent: apt-get and pip run only for what is missing.
+# One package per line, so parallel changes merge cleanly.
 set -euo pipefail
 
 DEB_PACKAGES=(
@@ -17,14 +18,17 @@ DEB_PACKAGES=(
   libopenmpi-dev
   openmpi-bin
   libcurl4-openssl-dev
-  openssl
   libjpeg62-turbo-dev
   libwebp-dev
   libpng-dev
   libgif-dev
   libarchive-dev
+  openssl   # test CAs (tests/fakenet, fetcher tests)
+  curl      # tests/fakenet checks
+  nginx     # tests/fakenet: the fake internet (started unprivileged by the tests)
 )
-# One package per line, so parallel changes merge cleanly.
+
+# pip-name[:import-name] where the two differ
 PY_PACKAGES=(
   pyarrow
   pandas
@@ -34,6 +38,10 @@ PY_PACKAGES=(
   wids
   xxhash
   zstandard
+  pillow:PIL
+  opencv-python-headless:cv2
+  imagehash
+  scikit-image:skimage   # tests/fakenet builds test images from the photos in its wheel
 )
 
 missing=()
@@ -44,13 +52,25 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "install-deps: apt-get install ${missing[*]}"
   $SUDO apt-get update -qq
+  # never let a package's maintainer script start a service (nginx would take port 80)
+  made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  [ "$made_policy" = 0 ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
 PY=${PYTHON:-python3}
 need_py=()
-for p in "${PY_PACKAGES[@]}"; do
-  $PY -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('$p') else 1)" 2>/dev/null || need_py+=("$p")
+for spec in "${PY_PACKAGES[@]}"; do
+  pkg=${spec%%:*}
+  mod=${spec#*:}
+  mod=${mod//-/_}
+  $PY -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('$mod') else 1)" 2>/dev/null ||
+    need_py+=("$pkg")
 done
 if [ ${#need_py[@]} -gt 0 ]; then
   echo "install-deps: pip install ${need_py[*]}"

@@ -124,6 +124,15 @@ static void test_sockaddr(void)
     CHECK(c == ADDR_PRIVATE);
     p.allow_private_network = 1;
     CHECK(url_policy_sockaddr_allowed(&p, (struct sockaddr *)&in6, sizeof in6, NULL));
+    // ... but never the metadata endpoint or other link-local addresses
+    inet_pton(AF_INET, "169.254.169.254", &in4.sin_addr);
+    CHECK(!url_policy_sockaddr_allowed(&p, (struct sockaddr *)&in4, sizeof in4, &c));
+    inet_pton(AF_INET6, "::ffff:169.254.169.254", &in6.sin6_addr);
+    CHECK(!url_policy_sockaddr_allowed(&p, (struct sockaddr *)&in6, sizeof in6, &c));
+    inet_pton(AF_INET, "127.0.0.1", &in4.sin_addr);
+    CHECK(url_policy_sockaddr_allowed(&p, (struct sockaddr *)&in4, sizeof in4, &c));
+    inet_pton(AF_INET, "100.64.1.1", &in4.sin_addr);
+    CHECK(url_policy_sockaddr_allowed(&p, (struct sockaddr *)&in4, sizeof in4, &c));
 
     struct sockaddr unix_sa;
     memset(&unix_sa, 0, sizeof unix_sa);
@@ -211,6 +220,7 @@ static void test_check(void)
     CHECK(url_policy_check(&p, "http://8.8.8.8/", NULL) == URL_OK);
     p.allow_private_network = 1;
     CHECK(url_policy_check(&p, "http://127.0.0.1/", NULL) == URL_OK);
+    CHECK(url_policy_check(&p, "http://169.254.169.254/latest", NULL) == URL_BLOCKED_ADDRESS);
     CHECK(url_policy_check(&p, "file:///etc/passwd", NULL) == URL_BLOCKED_SCHEME);
 }
 
