@@ -536,9 +536,10 @@ static int dedupe_urls(const struct dl_options *o, const struct download_plan *p
     MPI_CHECK(MPI_Bcast(&done, 1, MPI_INT, 0, MPI_COMM_WORLD));
     if (done)
         return PM_OK;
+    int rc = PM_OK;
     if (mpi->rank == 0 && mkdir(dir, 0777) && errno != EEXIST)
-        pm_error_set(err, PM_ERR_IO, "cannot create '%s': %s", dir, strerror(errno));
-    int rc = agree_status(err->code);
+        rc = pm_error_set(err, PM_ERR_IO, "cannot create '%s': %s", dir, strerror(errno));
+    rc = agree_status(rc);
     if (rc)
         return rc;
     struct filter_expr *where = NULL;

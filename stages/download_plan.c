@@ -359,6 +359,7 @@ int download_plan_make(struct download_plan *p, const struct download_plan_optio
         rc = json_file_read(plan_path, PLAN_MAX_BYTES, &doc, err);
         if (rc == PM_ERR_NOT_FOUND) {
             rc = PM_OK;
+            pm_error_clear(err);
         } else if (!rc) {
             struct download_plan tmp;
             memset(&tmp, 0, sizeof tmp);
