@@ -486,3 +486,46 @@ def test_rerun_with_other_options_is_refused(net, tmp_path):
     bad = run(dl_args(net, inp, tmp_path / "x", "--where", "punsafe <"), check=False)
     assert bad.returncode == 2
     assert run([tool("pixelmill"), "download", "--help"]).stdout.startswith("usage:")
+
+
+# ---- 6. memory does not grow with the input ---------------------------------------------------
+
+RSS_BOUND_MB = 100  # documented in docs/operators.md
+
+
+def peak_rss_kb(args, tmp_path):
+    """Peak RSS of the command, measured by GNU time (a small parent: the RSS a forked
+    Python would have before exec would otherwise count)."""
+    rep = tmp_path / "time.txt"
+    r = run(["/usr/bin/time", "-o", rep, "-f", "%M"] + list(args), timeout=300)
+    assert r.returncode == 0
+    return int(rep.read_text().split()[-1])
+
+
+@pytest.mark.skipif(SANITIZED, reason="RSS bound only in the normal build")
+def test_rss_bound_independent_of_input_size(net, tmp_path):
+    """1M rows: 1 % fetched (to a closed port: connection refused at once), the rest
+    dropped by --where; peak RSS at 1M rows is no larger than at 100k rows (within noise)
+    and under RSS_BOUND_MB."""
+    peaks = {}
+    for n in (100_000, 1_000_000):
+        i = np.arange(n)
+        urls = [f"{net.closed_base}/img/{k}.jpg" for k in range(n)]
+        t = pa.table({"URL": urls, "TEXT": pa.array(["a caption of some length"] * n),
+                      "punsafe": pa.array(np.where(i % 100 == 0, 0.0, 1.0), pa.float32()),
+                      "WIDTH": pa.array(i, pa.int64()), "HEIGHT": pa.array(i, pa.int64())})
+        inp = tmp_path / f"in{n}.parquet"
+        pq.write_table(t, inp)
+        out = tmp_path / f"ds{n}"
+        a = dl_args(net, inp, out, "--where", "punsafe < 0.5", sps=10000) + [
+            "--retries", "0", "--concurrency", "256"]
+        del t, urls, i
+        peaks[n] = peak_rss_kb(a, tmp_path) / 1024
+        rows = pq.read_table(out / "00000.parquet", columns=["status", "error_message"])
+        assert rows.num_rows == 10000
+        assert rows.column("error_message").to_pylist()[:2] == ["connect", "where: punsafe < 0.5"]
+        ds = json.loads((out / "dataset.json").read_text())
+        assert ds["counts"]["rows"] == n
+    print(f"peak RSS: {peaks}")
+    assert peaks[1_000_000] < RSS_BOUND_MB
+    assert peaks[1_000_000] < peaks[100_000] * 1.25 + 10
