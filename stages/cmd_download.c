@@ -675,7 +675,6 @@ static int finalize(const struct dl_options *o, const struct download_plan *plan
         return pm_error_set(err, rc, "out of memory");
     struct stat_map errors;
     stat_map_init(&errors, true);
-    uint64_t bytes_in = 0;
     const char *base = strrchr(o->output, '/');
     base = base && base[1] ? base + 1 : o->output;
     rc = dataset_index_set_info(&x, base, "download", "pixelmill " PIXELMILL_VERSION);
@@ -689,7 +688,6 @@ static int finalize(const struct dl_options *o, const struct download_plan *plan
             pm_error_set(err, PM_ERR_INTERNAL, "shard %" PRIu64 " is not complete", u);
         rc = rc ? rc : dataset_index_add_stats(&x, &st, err);
         rc = rc ? rc : stat_map_merge(&errors, &st.errors);
-        bytes_in += (uint64_t)stat_map_get(&st.bytes, "downloaded");
         shard_stats_release(&st);
     }
     char path[PATH_MAX];
