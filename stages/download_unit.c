@@ -1024,15 +1024,17 @@ int download_unit_run(struct download_engine *e, uint64_t unit, struct pm_error 
         if (rc || next_write == n)
             break;
         // drive the network and collect decodes
+        // Decoded rows wait at most this long to be noticed; throughput does not depend
+        // on it (the window keeps transfers going), CPU does: a shorter poll spins.
         int waiting_decode = e->outstanding > 0;
         if (fetcher_pending(e->fetcher) > 0) {
-            if ((rc = fetcher_poll(e->fetcher, waiting_decode ? 2 : 20, err)))
+            if ((rc = fetcher_poll(e->fetcher, waiting_decode ? 10 : 50, err)))
                 break;
             while (fetcher_next(e->fetcher, &e->res))
                 take_fetch(e, &e->res, unit);
         }
         struct decode_job *done =
-            jobs_collect(e, fetcher_pending(e->fetcher) > 0 ? 0 : 20);
+            jobs_collect(e, fetcher_pending(e->fetcher) > 0 ? 0 : 50);
         for (struct decode_job *j = done, *nx; j; j = nx) {
             nx = j->next;
             take_job(e, j);

@@ -51,6 +51,7 @@ def main():
     ap.add_argument("--img2dataset-path", default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--build", default=str(ROOT / "build"))
+    ap.add_argument("--skip-img2dataset", action="store_true")
     a = ap.parse_args()
     corpus = Path(make_corpus.ensure_corpus(count=a.rows))
     work = Path(tempfile.mkdtemp(prefix="pm-bench-"))
@@ -82,11 +83,12 @@ def main():
         pm = dict(ok=ok, cpu=cpu, wall=wall, rss=rss)
 
         # img2dataset, one process with threads (its own default way of running)
+        i2d = dict(ok=0, cpu=float("nan"), wall=float("nan"), rss=float("nan"))
         env = dict(os.environ, SSL_CERT_FILE=net.ca_file)
         if a.img2dataset_path:
             env["PYTHONPATH"] = a.img2dataset_path + os.pathsep + env.get("PYTHONPATH", "")
         out2 = work / "i2d"
-        cpu, wall, rss = timed([sys.executable, "-m", "img2dataset", "--url_list", inp,
+        cpu, wall, rss = (float("nan"),) * 3 if a.skip_img2dataset else timed([sys.executable, "-m", "img2dataset", "--url_list", inp,
                                 "--input_format", "parquet", "--url_col", "URL",
                                 "--caption_col", "TEXT", "--output_format", "webdataset",
                                 "--output_folder", out2, "--processes_count", "1",
@@ -97,7 +99,8 @@ def main():
                                 "multiprocessing", "--enable_wandb", "False"], env=env)
         ok2 = sum(json.loads(Path(p).read_text())["successes"]
                   for p in glob.glob(str(out2 / "*_stats.json")))
-        i2d = dict(ok=ok2, cpu=cpu, wall=wall, rss=rss)
+        if not a.skip_img2dataset:
+            i2d = dict(ok=ok2, cpu=cpu, wall=wall, rss=rss)
 
         # the codec floor: same files, decode + resize + encode, one thread
         r = subprocess.run([Path(a.build) / "pm_codec_floor", "--size", "256", "--mode",
@@ -105,7 +108,7 @@ def main():
                            text=True, check=True)
         floor = json.loads(r.stdout)
     pm_rate = pm["ok"] / pm["cpu"]
-    i2d_rate = i2d["ok"] / i2d["cpu"]
+    i2d_rate = i2d["ok"] / i2d["cpu"] if i2d["ok"] else float("nan")
     print(json.dumps({"rows": len(keep), "pixelmill": pm, "img2dataset": i2d,
                       "codec_floor": floor, "settings": common}, indent=1))
     print()
