@@ -88,7 +88,10 @@ def main():
         if a.img2dataset_path:
             env["PYTHONPATH"] = a.img2dataset_path + os.pathsep + env.get("PYTHONPATH", "")
         out2 = work / "i2d"
-        cpu, wall, rss = (float("nan"),) * 3 if a.skip_img2dataset else timed([sys.executable, "-m", "img2dataset", "--url_list", inp,
+        cpu, wall, rss = (float("nan"),) * 3 if a.skip_img2dataset else timed([
+                                sys.executable, "-c",
+                                "import fire; from img2dataset import download; "
+                                "fire.Fire(download)", "--url_list", inp,
                                 "--input_format", "parquet", "--url_col", "URL",
                                 "--caption_col", "TEXT", "--output_format", "webdataset",
                                 "--output_folder", out2, "--processes_count", "1",
