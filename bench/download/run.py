@@ -110,10 +110,15 @@ def main():
                             "border", "--quality", "95"] + files, capture_output=True,
                            text=True, check=True)
         floor = json.loads(r.stdout)
+        r = subprocess.run([Path(a.build) / "pm_codec_floor", "--size", "256", "--mode",
+                            "border", "--quality", "95", "--phash", "1"] + files,
+                           capture_output=True, text=True, check=True)
+        floor_ph = json.loads(r.stdout)
     pm_rate = pm["ok"] / pm["cpu"]
     i2d_rate = i2d["ok"] / i2d["cpu"] if i2d["ok"] else float("nan")
     print(json.dumps({"rows": len(keep), "pixelmill": pm, "img2dataset": i2d,
-                      "codec_floor": floor, "settings": common}, indent=1))
+                      "codec_floor": floor, "codec_floor_phash": floor_ph,
+                      "settings": common}, indent=1))
     print()
     print("| tool | successes | CPU s | wall s | peak RSS MB | successes / CPU-s |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -123,7 +128,10 @@ def main():
           f"{i2d['rss']:.0f} | {i2d_rate:.1f} |")
     print(f"| codec floor | {floor['successes']} | {floor['cpu_s']:.2f} | - | - | "
           f"{floor['per_cpu_s']:.1f} |")
+    print(f"| codec floor + pHash | {floor_ph['successes']} | {floor_ph['cpu_s']:.2f} | - | - | "
+          f"{floor_ph['per_cpu_s']:.1f} |")
     print()
+    print(f"codec floor + pHash / pixelmill: {floor_ph['per_cpu_s'] / pm_rate:.2f}x")
     print(f"pixelmill / img2dataset per CPU-second: {pm_rate / i2d_rate:.2f}x; "
           f"codec floor / pixelmill: {floor['per_cpu_s'] / pm_rate:.2f}x")
 

@@ -4,12 +4,16 @@
  * image files already in memory, one thread, no network, no hashing. Prints images,
  * successes and CPU seconds as one JSON line.
  *
- *   pm_codec_floor --size 256 --mode border --quality 95 [--iters N] FILE...
+ *   pm_codec_floor --size 256 --mode border --quality 95 [--iters N] [--phash 1] FILE...
+ *
+ * --phash 1 also computes the 64-bit pHash of each decoded image, as the downloader does
+ * (the same work per image, minus network, XXH3 and output files).
  */
 #include "bytebuf.h"
 #include "image.h"
 #include "image_decode.h"
 #include "image_encode.h"
+#include "image_phash.h"
 #include "image_resize.h"
 #include "pm_error.h"
 
@@ -30,7 +34,7 @@ int main(int argc, char **argv)
 {
     struct image_resize_params rp = {IMAGE_RESIZE_BORDER, 256, false};
     struct image_encode_opts eo = IMAGE_ENCODE_OPTS_INIT;
-    int iters = 1, first = 1;
+    int iters = 1, first = 1, phash = 0;
     for (; first < argc && !strncmp(argv[first], "--", 2); first += 2) {
         if (first + 1 >= argc)
             return 2;
@@ -41,6 +45,8 @@ int main(int argc, char **argv)
                 return 2;
         } else if (!strcmp(argv[first], "--quality"))
             eo.quality = atoi(argv[first + 1]);
+        else if (!strcmp(argv[first], "--phash"))
+            phash = atoi(argv[first + 1]);
         else if (!strcmp(argv[first], "--iters"))
             iters = atoi(argv[first + 1]);
         else
@@ -78,6 +84,9 @@ int main(int argc, char **argv)
             total++;
             if (image_decode(ctx, files[i].data, files[i].len, &dopts, &dec, &info, &err) ||
                 image_geometry_compute(&rp, info.width, info.height, &g))
+                continue;
+            uint64_t h;
+            if (phash && image_phash(ctx, &dec, &h, &err))
                 continue;
             const struct image *src = &dec;
             if (!(g.identity && !info.reduced)) {
