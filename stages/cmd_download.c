@@ -129,12 +129,33 @@ struct dl_options {
 };
 
 /* Error classes shown in progress and metrics (a fixed list; "other" takes the rest). */
-static const char *const error_classes[] = {
-    "http 403", "http 404", "http 410", "http 429", "http 4xx", "http 5xx", "timeout", "dns",
-    "tls", "connect", "network", "too large", "truncated", "redirect loop", "bad url",
-    "missing url", "blocked", "disallowed", "unsupported format", "corrupt", "too many pixels",
-    "where", "image too small", "aspect ratio too large", "image area too large", "duplicate",
-    "other"};
+static const char *const error_classes[] = {"http 403",
+                                            "http 404",
+                                            "http 410",
+                                            "http 429",
+                                            "http 4xx",
+                                            "http 5xx",
+                                            "timeout",
+                                            "dns",
+                                            "tls",
+                                            "connect",
+                                            "network",
+                                            "too large",
+                                            "truncated",
+                                            "redirect loop",
+                                            "bad url",
+                                            "missing url",
+                                            "blocked",
+                                            "disallowed",
+                                            "unsupported format",
+                                            "corrupt",
+                                            "too many pixels",
+                                            "where",
+                                            "image too small",
+                                            "aspect ratio too large",
+                                            "image area too large",
+                                            "duplicate",
+                                            "other"};
 #define NERRCLASS (sizeof error_classes / sizeof error_classes[0])
 
 enum {
@@ -231,10 +252,38 @@ static int parse_d(const char *s, double lo, double *out)
 }
 
 enum {
-    O_INPUT = 256, O_OUTPUT, O_FORMAT, O_URL, O_CAPTION, O_KEEP, O_SIZE, O_MODE, O_BIGGER,
-    O_EFMT, O_EQ, O_SPS, O_TIMEOUT, O_RETRIES, O_CONC, O_THREADS, O_MINSIZE, O_AREA, O_ASPECT,
-    O_MAXBYTES, O_MAXPIX, O_WHERE, O_DEDUPE, O_UA, O_DIRECTIVES, O_PRIVATE, O_CA, O_METRICS,
-    O_QUIET, O_HELP, O_ALLOWADDR, O_TTY
+    O_INPUT = 256,
+    O_OUTPUT,
+    O_FORMAT,
+    O_URL,
+    O_CAPTION,
+    O_KEEP,
+    O_SIZE,
+    O_MODE,
+    O_BIGGER,
+    O_EFMT,
+    O_EQ,
+    O_SPS,
+    O_TIMEOUT,
+    O_RETRIES,
+    O_CONC,
+    O_THREADS,
+    O_MINSIZE,
+    O_AREA,
+    O_ASPECT,
+    O_MAXBYTES,
+    O_MAXPIX,
+    O_WHERE,
+    O_DEDUPE,
+    O_UA,
+    O_DIRECTIVES,
+    O_PRIVATE,
+    O_CA,
+    O_METRICS,
+    O_QUIET,
+    O_HELP,
+    O_ALLOWADDR,
+    O_TTY
 };
 
 static const struct option long_opts[] = {
@@ -296,24 +345,32 @@ static int parse_options(int argc, char **argv, struct dl_options *o, int rank)
     int c;
     long long v;
     double d;
-#define BAD(...)                                                                              \
-    do {                                                                                      \
-        if (rank == 0)                                                                        \
-            pm_log_error(__VA_ARGS__);                                                        \
-        return PM_EXIT_USAGE;                                                                 \
+#define BAD(...)                                                                                   \
+    do {                                                                                           \
+        if (rank == 0)                                                                             \
+            pm_log_error(__VA_ARGS__);                                                             \
+        return PM_EXIT_USAGE;                                                                      \
     } while (0)
     while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
         switch (c) {
-        case O_INPUT: push_str(&o->inputs, &o->ninputs, optarg); break;
-        case O_OUTPUT: o->output = optarg; break;
+        case O_INPUT:
+            push_str(&o->inputs, &o->ninputs, optarg);
+            break;
+        case O_OUTPUT:
+            o->output = optarg;
+            break;
         case O_FORMAT:
             if (strcmp(optarg, "csv") && strcmp(optarg, "tsv") && strcmp(optarg, "jsonl") &&
                 strcmp(optarg, "parquet"))
                 BAD("--input-format: '%s' is not csv, tsv, jsonl or parquet", optarg);
             o->input_format = optarg;
             break;
-        case O_URL: o->url_col = optarg; break;
-        case O_CAPTION: o->caption_col = optarg; break;
+        case O_URL:
+            o->url_col = optarg;
+            break;
+        case O_CAPTION:
+            o->caption_col = optarg;
+            break;
         case O_KEEP: {
             free(o->keep_cols_arg);
             free(o->keep);
@@ -342,7 +399,9 @@ static int parse_options(int argc, char **argv, struct dl_options *o, int rank)
             o->resize_mode = optarg;
             break;
         }
-        case O_BIGGER: o->only_if_bigger = 1; break;
+        case O_BIGGER:
+            o->only_if_bigger = 1;
+            break;
         case O_EFMT:
             if (strcmp(optarg, "jpg") && strcmp(optarg, "webp"))
                 BAD("--encode-format: '%s' is not jpg or webp", optarg);
@@ -403,14 +462,30 @@ static int parse_options(int argc, char **argv, struct dl_options *o, int rank)
                 BAD("--max-pixels: '%s' is not a positive integer", optarg);
             o->max_pixels = v;
             break;
-        case O_WHERE: push_str(&o->where, &o->nwhere, optarg); break;
-        case O_DEDUPE: o->dedupe_urls = 1; break;
-        case O_UA: o->ua_token = optarg; break;
-        case O_DIRECTIVES: o->directives = optarg; break;
-        case O_PRIVATE: o->allow_private = 1; break;
-        case O_CA: o->ca_file = optarg; break;
-        case O_METRICS: o->metrics_file = optarg; break;
-        case O_QUIET: o->quiet = 1; break;
+        case O_WHERE:
+            push_str(&o->where, &o->nwhere, optarg);
+            break;
+        case O_DEDUPE:
+            o->dedupe_urls = 1;
+            break;
+        case O_UA:
+            o->ua_token = optarg;
+            break;
+        case O_DIRECTIVES:
+            o->directives = optarg;
+            break;
+        case O_PRIVATE:
+            o->allow_private = 1;
+            break;
+        case O_CA:
+            o->ca_file = optarg;
+            break;
+        case O_METRICS:
+            o->metrics_file = optarg;
+            break;
+        case O_QUIET:
+            o->quiet = 1;
+            break;
         case O_HELP:
             if (rank == 0)
                 fputs(usage_text, stdout);
@@ -419,11 +494,13 @@ static int parse_options(int argc, char **argv, struct dl_options *o, int rank)
             size_t l = strlen(o->allow_addresses);
             if (l + strlen(optarg) + 2 > sizeof o->allow_addresses)
                 BAD("--allow-address: too many addresses");
-            snprintf(o->allow_addresses + l, sizeof o->allow_addresses - l, "%s%s",
-                     l ? "," : "", optarg);
+            snprintf(o->allow_addresses + l, sizeof o->allow_addresses - l, "%s%s", l ? "," : "",
+                     optarg);
             break;
         }
-        case O_TTY: o->progress_tty = 1; break;
+        case O_TTY:
+            o->progress_tty = 1;
+            break;
         default:
             BAD("download: unknown or incomplete option '%s'; see 'pixelmill download --help'",
                 argv[optind - 1]);
@@ -437,8 +514,7 @@ static int parse_options(int argc, char **argv, struct dl_options *o, int rank)
         BAD("download: no --output given; see 'pixelmill download --help'");
     for (size_t i = 0; i < o->ninputs; i++)
         if (!o->input_format && !table_format_from_name(o->inputs[i]))
-            BAD("cannot tell the format of '%s' from its name; use --input-format",
-                o->inputs[i]);
+            BAD("cannot tell the format of '%s' from its name; use --input-format", o->inputs[i]);
     return -1;
 #undef BAD
 }
@@ -450,11 +526,11 @@ static json_t *make_config(const struct dl_options *o)
         json_array_append_new(keep, json_string(o->keep[i]));
     for (size_t i = 0; i < o->nwhere; i++)
         json_array_append_new(where, json_string(o->where[i]));
-    json_object_set_new(c, "input_format", o->input_format ? json_string(o->input_format)
-                                                           : json_null());
+    json_object_set_new(c, "input_format",
+                        o->input_format ? json_string(o->input_format) : json_null());
     json_object_set_new(c, "url_col", json_string(o->url_col));
-    json_object_set_new(c, "caption_col", o->caption_col ? json_string(o->caption_col)
-                                                         : json_null());
+    json_object_set_new(c, "caption_col",
+                        o->caption_col ? json_string(o->caption_col) : json_null());
     json_object_set_new(c, "keep_cols", keep);
     json_object_set_new(c, "where", where);
     json_object_set_new(c, "dedupe_urls", json_boolean(o->dedupe_urls));
@@ -467,13 +543,13 @@ static json_t *make_config(const struct dl_options *o)
     json_object_set_new(c, "min_image_size", json_integer(o->min_image_size));
     json_object_set_new(c, "max_image_area",
                         isfinite(o->max_image_area) ? json_real(o->max_image_area) : json_null());
-    json_object_set_new(c, "max_aspect_ratio", isfinite(o->max_aspect_ratio)
-                                                   ? json_real(o->max_aspect_ratio)
-                                                   : json_null());
+    json_object_set_new(c, "max_aspect_ratio",
+                        isfinite(o->max_aspect_ratio) ? json_real(o->max_aspect_ratio)
+                                                      : json_null());
     json_object_set_new(c, "max_bytes", json_integer(o->max_bytes));
     json_object_set_new(c, "max_pixels", json_integer(o->max_pixels));
-    json_object_set_new(c, "user_agent_token", o->ua_token ? json_string(o->ua_token)
-                                                           : json_null());
+    json_object_set_new(c, "user_agent_token",
+                        o->ua_token ? json_string(o->ua_token) : json_null());
     json_object_set_new(c, "disallowed_header_directives",
                         o->directives ? json_string(o->directives) : json_null());
     json_object_set_new(c, "allow_private_network", json_boolean(o->allow_private));
@@ -666,8 +742,8 @@ static int cmp_count_desc(const void *a, const void *b)
     return x[0] < y[0] ? 1 : x[0] > y[0] ? -1 : 0;
 }
 
-static int finalize(const struct dl_options *o, const struct download_plan *plan,
-                    json_t *config, struct progress *prog, struct pm_error *err)
+static int finalize(const struct dl_options *o, const struct download_plan *plan, json_t *config,
+                    struct progress *prog, struct pm_error *err)
 {
     struct dataset_index x;
     int rc = dataset_index_init(&x);
@@ -705,7 +781,7 @@ static int finalize(const struct dl_options *o, const struct download_plan *plan
             printf("  %-22s %12.0f %6.2f%%\n", x.status.names[i], x.status.values[i],
                    rows ? 100.0 * x.status.values[i] / (double)rows : 0.0);
         if (errors.n) {
-            double (*order)[2] = malloc(errors.n * sizeof *order);
+            double(*order)[2] = malloc(errors.n * sizeof *order);
             if (order) {
                 for (size_t i = 0; i < errors.n; i++) {
                     order[i][0] = errors.values[i];
@@ -778,8 +854,7 @@ int cmd_download(int argc, char **argv, const struct pm_mpi *mpi)
     // output directory and stale temporary files (rank 0, before anything is written)
     if (mpi->rank == 0) {
         if (mkdir(o.output, 0777) && errno != EEXIST)
-            rc = pm_error_set(&err, PM_ERR_IO, "cannot create '%s': %s", o.output,
-                              strerror(errno));
+            rc = pm_error_set(&err, PM_ERR_IO, "cannot create '%s': %s", o.output, strerror(errno));
         char d[PATH_MAX];
         sweep_dir(o.output);
         snprintf(d, sizeof d, "%s/_work", o.output);
@@ -794,9 +869,9 @@ int cmd_download(int argc, char **argv, const struct pm_mpi *mpi)
     if ((rc = slice_columns(&o, &cols, &ncols, &err)))
         goto fail;
     config = make_config(&o);
-    struct download_plan_options po = {o.inputs, o.ninputs,         o.input_format, cols,
-                                       ncols,    (uint64_t)o.samples_per_shard, o.output,
-                                       config};
+    struct download_plan_options po = {o.inputs, o.ninputs, o.input_format,
+                                       cols,     ncols,     (uint64_t)o.samples_per_shard,
+                                       o.output, config};
     if ((rc = download_plan_make(&plan, &po, mpi, &err)))
         goto fail;
     if (!plan.reused)

@@ -209,9 +209,8 @@ static json_t *plan_to_json(const struct download_plan *p, const json_t *config)
         const struct download_plan_input *in = &p->inputs[i];
         json_array_append_new(ins, json_pack("{s:s,s:I,s:I,s:I,s:I}", "path", in->path, "size",
                                              (json_int_t)in->size, "mtime_ns",
-                                             (json_int_t)in->mtime_ns, "rows",
-                                             (json_int_t)in->rows, "slices",
-                                             (json_int_t)in->slices));
+                                             (json_int_t)in->mtime_ns, "rows", (json_int_t)in->rows,
+                                             "slices", (json_int_t)in->slices));
     }
     json_object_set_new(o, "inputs", ins);
     json_object_set(o, "config", (json_t *)config);
@@ -236,8 +235,8 @@ static int plan_from_json(struct download_plan *p, const json_t *o,
 {
     json_int_t ver = 0, created = 0, sps = 0;
     json_t *cols = NULL, *ins = NULL, *config = NULL;
-    if (json_unpack((json_t *)o, "{s:I,s:I,s:I,s:o,s:o,s:o}", "plan_version", &ver, "created", &created,
-                    "samples_per_shard", &sps, "columns", &cols, "inputs", &ins, "config",
+    if (json_unpack((json_t *)o, "{s:I,s:I,s:I,s:o,s:o,s:o}", "plan_version", &ver, "created",
+                    &created, "samples_per_shard", &sps, "columns", &cols, "inputs", &ins, "config",
                     &config) ||
         ver != PLAN_VERSION || !json_is_array(cols) || !json_is_array(ins))
         return pm_error_set(err, PM_ERR_FORMAT, "'%s': not a plan of this version", path);
@@ -305,8 +304,7 @@ static int plan_from_json(struct download_plan *p, const json_t *o,
         in->rows = (uint64_t)json_integer_value(r);
         in->slices = (uint64_t)json_integer_value(s);
         if (in->slices != (in->rows + p->samples_per_shard - 1) / p->samples_per_shard)
-            return pm_error_set(err, PM_ERR_FORMAT, "'%s': inconsistent input entry %zu", path,
-                                i);
+            return pm_error_set(err, PM_ERR_FORMAT, "'%s': inconsistent input entry %zu", path, i);
         in->first_unit = unit;
         unit += in->slices;
         rows += in->rows;
@@ -416,10 +414,9 @@ int download_plan_make(struct download_plan *p, const struct download_plan_optio
         rc = slice_input(o, i, &counts[i], &counts[n + i], &types[i * nc], err);
     if ((rc = agree(rc, err)))
         goto out;
-    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, counts, (int)(2 * n), MPI_UINT64_T, MPI_SUM,
-                            MPI_COMM_WORLD));
-    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, types, (int)(n * nc), MPI_INT, MPI_MAX,
-                            MPI_COMM_WORLD));
+    MPI_CHECK(
+        MPI_Allreduce(MPI_IN_PLACE, counts, (int)(2 * n), MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, types, (int)(n * nc), MPI_INT, MPI_MAX, MPI_COMM_WORLD));
     p->samples_per_shard = o->samples_per_shard;
     p->ncolumns = nc;
     p->columns = calloc(nc, sizeof *p->columns);

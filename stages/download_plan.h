@@ -56,9 +56,9 @@ struct download_plan {
     struct download_plan_input *inputs;
     size_t ninputs;
     uint64_t samples_per_shard;
-    uint64_t nunits;     /* shards of the dataset */
-    uint64_t total_rows; /* rows over all inputs */
-    int digits;          /* shard_digits(nunits) */
+    uint64_t nunits;             /* shards of the dataset */
+    uint64_t total_rows;         /* rows over all inputs */
+    int digits;                  /* shard_digits(nunits) */
     struct column_info *columns; /* the slices' columns (names and types) */
     size_t ncolumns;
     int64_t created; /* when the plan was made, seconds since the epoch */

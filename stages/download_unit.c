@@ -31,8 +31,8 @@
 #define BODY_KEEP_MAX ((size_t)4 << 20) /* larger body buffers are freed after decode */
 
 static const char *const status_names[DL_NSTATUS] = {
-    "success", "failed_to_download", "failed_to_decode", "filtered",
-    "disallowed", "blocked", "duplicate"};
+    "success", "failed_to_download", "failed_to_decode", "filtered", "disallowed",
+    "blocked", "duplicate"};
 
 const char *download_status_name(enum download_status s)
 {
@@ -172,9 +172,11 @@ static int json_append_value(struct bytebuf *b, const struct column *c, size_t i
     if (!c->valid[i])
         return bytebuf_append_str(b, "null");
     switch (c->type) {
-    case COLUMN_BOOL: return bytebuf_append_str(b, c->ints[i] ? "true" : "false");
+    case COLUMN_BOOL:
+        return bytebuf_append_str(b, c->ints[i] ? "true" : "false");
     case COLUMN_INT32:
-    case COLUMN_INT64: return bytebuf_printf(b, "%" PRId64, c->ints[i]);
+    case COLUMN_INT64:
+        return bytebuf_printf(b, "%" PRId64, c->ints[i]);
     case COLUMN_FLOAT:
     case COLUMN_DOUBLE:
         if (!isfinite(c->reals[i]))
@@ -276,7 +278,8 @@ static void decode_one(struct worker *w, struct decode_job *j)
         rc = image_encode(w->ctx, out, &cfg->encode, &j->encoded, &err);
     if (rc) {
         j->status = DL_FAILED_TO_DECODE;
-        snprintf(j->error, ERR_LEN, "image processing: %.70s", err.msg[0] ? err.msg : pm_strerror(rc));
+        snprintf(j->error, ERR_LEN, "image processing: %.70s",
+                 err.msg[0] ? err.msg : pm_strerror(rc));
         copy_str(j->eclass, ERR_LEN, "image processing");
         j->has_phash = 0;
         return;
@@ -379,11 +382,12 @@ static struct decode_job *jobs_collect(struct download_engine *e, int wait_ms)
 /* ---- engine ------------------------------------------------------------------------- */
 
 static const char *const side_names[] = {
-    "key", "url", "caption", "status", "error_message", "width", "height",
-    "original_width", "original_height", "content_hash", "phash"};
+    "key",   "url",    "caption",        "status",          "error_message",
+    "width", "height", "original_width", "original_height", "content_hash",
+    "phash"};
 static const enum column_type side_types[] = {
     COLUMN_STRING, COLUMN_STRING, COLUMN_STRING, COLUMN_STRING, COLUMN_STRING, COLUMN_INT32,
-    COLUMN_INT32, COLUMN_INT32, COLUMN_INT32, COLUMN_STRING, COLUMN_INT64};
+    COLUMN_INT32,  COLUMN_INT32,  COLUMN_INT32,  COLUMN_STRING, COLUMN_INT64};
 #define SIDE_FIXED 11
 
 static int find_col(const struct download_plan *p, const char *name)
@@ -604,8 +608,8 @@ int download_dedupe_write(const char *output, uint64_t unit, int digits, const u
     return rc;
 }
 
-int download_dedupe_read(const char *output, uint64_t unit, int digits, uint64_t rows,
-                         uint64_t sps, uint64_t **entries, size_t *n, struct pm_error *err)
+int download_dedupe_read(const char *output, uint64_t unit, int digits, uint64_t rows, uint64_t sps,
+                         uint64_t **entries, size_t *n, struct pm_error *err)
 {
     *entries = NULL;
     *n = 0;
@@ -625,8 +629,7 @@ int download_dedupe_read(const char *output, uint64_t unit, int digits, uint64_t
     }
     uint64_t count = get_u64(head + 24);
     if (memcmp(head, DEDUPE_MAGIC, 8) || head[8] != 1 || head[9] || head[10] || head[11] ||
-        get_u64(head + 16) != unit || count > rows ||
-        (uint64_t)st.st_size != 32 + count * 24) {
+        get_u64(head + 16) != unit || count > rows || (uint64_t)st.st_size != 32 + count * 24) {
         rc = pm_error_set(err, PM_ERR_FORMAT,
                           "'%s': not a url dedupe file of version 1 for unit %" PRIu64
                           " (magic, version, unit or size wrong)",
@@ -679,8 +682,8 @@ static void resolve(struct download_engine *e, struct row_state *r, enum downloa
     (void)e;
 }
 
-static int make_key(char *buf, size_t n, const struct download_plan *p, uint64_t unit,
-                    uint64_t row, struct pm_error *err)
+static int make_key(char *buf, size_t n, const struct download_plan *p, uint64_t unit, uint64_t row,
+                    struct pm_error *err)
 {
     return shard_key(buf, n, unit, row, p->samples_per_shard, p->digits, err);
 }
@@ -713,8 +716,7 @@ static int build_json(struct download_engine *e, const struct table_batch *b, si
                              ", \"status\": \"%s\", \"error_message\": null, \"width\": %d, "
                              "\"height\": %d, \"original_width\": %d, \"original_height\": %d, "
                              "\"content_hash\": \"%s\", \"phash\": ",
-                             download_status_name(r->status), r->w, r->h, r->ow, r->oh,
-                             r->hash);
+                             download_status_name(r->status), r->w, r->h, r->ow, r->oh, r->hash);
     if (!rc)
         rc = r->has_phash ? bytebuf_printf(j, "\"%s\"", ph) : bytebuf_append_str(j, "null");
     for (size_t k = 0; !rc && k < e->cfg.nkeep; k++) {
@@ -772,8 +774,9 @@ static int write_sidecar(struct download_engine *e, const struct table_batch *b,
         const struct column *uc = &b->cols[e->url_idx];
         const char *url = column_string(uc, i, &un);
         rc = column_append_string(&s.cols[0], key, strlen(key));
-        rc = rc ? rc : uc->valid[i] ? column_append_string(&s.cols[1], url, un)
-                                    : column_append_null(&s.cols[1]);
+        rc = rc             ? rc
+             : uc->valid[i] ? column_append_string(&s.cols[1], url, un)
+                            : column_append_null(&s.cols[1]);
         if (!rc) {
             if (e->caption_idx >= 0 && b->cols[e->caption_idx].valid[i]) {
                 rc = text_of_value(&e->text, &b->cols[e->caption_idx], i);
@@ -784,20 +787,25 @@ static int write_sidecar(struct download_engine *e, const struct table_batch *b,
         }
         const char *st = download_status_name(r->status);
         rc = rc ? rc : column_append_string(&s.cols[3], st, strlen(st));
-        rc = rc ? rc : r->status == DL_SUCCESS ? column_append_null(&s.cols[4])
-                                               : column_append_string(&s.cols[4], r->error,
-                                                                      strlen(r->error));
+        rc = rc ? rc
+             : r->status == DL_SUCCESS
+                 ? column_append_null(&s.cols[4])
+                 : column_append_string(&s.cols[4], r->error, strlen(r->error));
         int img = r->status == DL_SUCCESS;
         rc = rc ? rc : img ? column_append_int(&s.cols[5], r->w) : column_append_null(&s.cols[5]);
         rc = rc ? rc : img ? column_append_int(&s.cols[6], r->h) : column_append_null(&s.cols[6]);
-        rc = rc ? rc : r->has_size ? column_append_int(&s.cols[7], r->ow)
-                                   : column_append_null(&s.cols[7]);
-        rc = rc ? rc : r->has_size ? column_append_int(&s.cols[8], r->oh)
-                                   : column_append_null(&s.cols[8]);
-        rc = rc ? rc : r->has_hash ? column_append_string(&s.cols[9], r->hash, FILE_HASH_HEX_LEN)
-                                   : column_append_null(&s.cols[9]);
-        rc = rc ? rc : r->has_phash ? column_append_int(&s.cols[10], (int64_t)r->phash)
-                                    : column_append_null(&s.cols[10]);
+        rc = rc            ? rc
+             : r->has_size ? column_append_int(&s.cols[7], r->ow)
+                           : column_append_null(&s.cols[7]);
+        rc = rc            ? rc
+             : r->has_size ? column_append_int(&s.cols[8], r->oh)
+                           : column_append_null(&s.cols[8]);
+        rc = rc            ? rc
+             : r->has_hash ? column_append_string(&s.cols[9], r->hash, FILE_HASH_HEX_LEN)
+                           : column_append_null(&s.cols[9]);
+        rc = rc             ? rc
+             : r->has_phash ? column_append_int(&s.cols[10], (int64_t)r->phash)
+                            : column_append_null(&s.cols[10]);
         for (size_t k = 0; !rc && k < e->cfg.nkeep; k++)
             rc = column_append_range(&s.cols[SIDE_FIXED + k], &b->cols[e->keep_idx[k]], i, 1);
         if (rc)
@@ -811,8 +819,8 @@ static int write_sidecar(struct download_engine *e, const struct table_batch *b,
         goto out;
     struct parquet_writer *w = NULL;
     struct parquet_writer_options po = {PARQUET_CODEC_ZSTD, 0};
-    rc = parquet_writer_open(&w, atomic_file_temp_path(af), e->side_schema, e->side_ncols, &po,
-                             err);
+    rc =
+        parquet_writer_open(&w, atomic_file_temp_path(af), e->side_schema, e->side_ncols, &po, err);
     rc = rc ? rc : parquet_writer_write(w, &s, err);
     rc = rc ? rc : parquet_writer_close(w, err);
     parquet_writer_free(w);
@@ -871,8 +879,8 @@ static void take_fetch(struct download_engine *e, struct fetch_result *res, uint
     enum download_status st = DL_FAILED_TO_DOWNLOAD;
     if (res->error_class == FETCH_E_BLOCKED_ADDRESS || res->error_class == FETCH_E_BLOCKED_SCHEME)
         st = DL_BLOCKED;
-    const char *cls = res->error_class == FETCH_E_HTTP ? res->error
-                                                      : fetch_error_name(res->error_class);
+    const char *cls =
+        res->error_class == FETCH_E_HTTP ? res->error : fetch_error_name(res->error_class);
     resolve(e, r, st, res->error[0] ? res->error : cls, cls);
 }
 
@@ -1033,8 +1041,7 @@ int download_unit_run(struct download_engine *e, uint64_t unit, struct pm_error 
             while (fetcher_next(e->fetcher, &e->res))
                 take_fetch(e, &e->res, unit);
         }
-        struct decode_job *done =
-            jobs_collect(e, fetcher_pending(e->fetcher) > 0 ? 0 : 50);
+        struct decode_job *done = jobs_collect(e, fetcher_pending(e->fetcher) > 0 ? 0 : 50);
         for (struct decode_job *j = done, *nx; j; j = nx) {
             nx = j->next;
             take_job(e, j);
@@ -1071,8 +1078,7 @@ int download_unit_run(struct download_engine *e, uint64_t unit, struct pm_error 
         goto out;
     }
     if (pm_signal_pending()) {
-        rc = pm_error_set(err, PM_ERR_INTERRUPTED, "interrupted by signal %d",
-                          pm_signal_pending());
+        rc = pm_error_set(err, PM_ERR_INTERRUPTED, "interrupted by signal %d", pm_signal_pending());
         goto out;
     }
     if ((rc = write_sidecar(e, &b, unit, path, err)))

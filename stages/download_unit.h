@@ -50,24 +50,24 @@ const char *download_status_name(enum download_status s);
 
 /** Settings of a run (the engine keeps pointers: they must outlive it). */
 struct download_unit_config {
-    const char *output;                /* dataset directory */
-    const struct download_plan *plan;  /* columns of the slices */
-    const char *url_col;               /* name of the URL column (a slice column) */
-    const char *caption_col;           /* NULL: no caption */
-    const char *const *keep_cols;      /* carried columns (slice columns) */
+    const char *output;               /* dataset directory */
+    const struct download_plan *plan; /* columns of the slices */
+    const char *url_col;              /* name of the URL column (a slice column) */
+    const char *caption_col;          /* NULL: no caption */
+    const char *const *keep_cols;     /* carried columns (slice columns) */
     size_t nkeep;
-    const char *const *where;          /* --where strings */
+    const char *const *where; /* --where strings */
     size_t nwhere;
-    int dedupe_urls;                   /* read _work/dedupe-urls/NNNNN.bin per unit */
+    int dedupe_urls; /* read _work/dedupe-urls/NNNNN.bin per unit */
     struct image_resize_params resize;
     struct image_encode_opts encode;
     uint64_t max_pixels;
-    int min_image_size;                /* 0: none */
-    double max_image_area;             /* 0: none */
-    double max_aspect_ratio;           /* 0: none */
-    int concurrency;                   /* fetcher.concurrency */
-    int threads;                       /* decode workers */
-    int64_t tar_mtime;                 /* mtime of tar members */
+    int min_image_size;      /* 0: none */
+    double max_image_area;   /* 0: none */
+    double max_aspect_ratio; /* 0: none */
+    int concurrency;         /* fetcher.concurrency */
+    int threads;             /* decode workers */
+    int64_t tar_mtime;       /* mtime of tar members */
     struct fetcher_config fetch;
 };
 
@@ -75,8 +75,8 @@ struct download_unit_config {
 struct download_hooks {
     void *arg;
     /* a row got its status; `error_class` is NULL on success; bytes: body bytes fetched */
-    void (*on_row)(void *arg, enum download_status st, const char *error_class,
-                   uint64_t bytes_in, uint64_t bytes_out);
+    void (*on_row)(void *arg, enum download_status st, const char *error_class, uint64_t bytes_in,
+                   uint64_t bytes_out);
     /* called every few milliseconds while the unit runs (progress, MPI progress) */
     void (*on_poll)(void *arg);
 };

@@ -17,9 +17,9 @@ struct progress {
     MPI_Comm comm;
     int rank;
     MPI_Win win;
-    int64_t *win_mem;     // rank 0: the job-wide totals
-    int64_t *local;       // not yet pushed
-    int64_t *totals;      // rank 0: last read
+    int64_t *win_mem; // rank 0: the job-wide totals
+    int64_t *local;   // not yet pushed
+    int64_t *totals;  // rank 0: last read
     size_t n;
     struct progress_layout lay;
     struct progress_options opt;
@@ -37,8 +37,8 @@ static double now_s(void)
 }
 
 int progress_create(struct progress **out, MPI_Comm comm, const struct progress_layout *layout,
-                    const struct progress_options *opt, uint64_t rows_total,
-                    uint64_t units_total, struct pm_error *err)
+                    const struct progress_options *opt, uint64_t rows_total, uint64_t units_total,
+                    struct pm_error *err)
 {
     struct progress *p = calloc(1, sizeof *p);
     if (!p)
@@ -150,8 +150,9 @@ static void render(struct progress *p, char *line, size_t size)
             }
     }
     for (int s = 0; s < 3 && top[s] != SIZE_MAX && k > 0 && (size_t)k < size; s++)
-        k += snprintf(line + k, size - (size_t)k, "%s%s %lld", s ? ", " : ", errors: ",
-                      p->lay.error_names[top[s]], (long long)t[p->lay.first_error + top[s]]);
+        k += snprintf(line + k, size - (size_t)k, "%s%s %lld",
+                      s ? ", " : ", errors: ", p->lay.error_names[top[s]],
+                      (long long)t[p->lay.first_error + top[s]]);
     char eta[32];
     double left = (double)p->rows_total - (double)rows;
     fmt_duration(eta, sizeof eta, rate_rows > 0 ? left / rate_rows : -1);
@@ -176,8 +177,8 @@ static void write_metrics(struct progress *p)
                     (double)t[p->lay.first_status + s]);
     snprintf(name, sizeof name, "%s_errors_total", pre);
     for (size_t e = 0; e < p->lay.nerror; e++)
-        metrics_set(m, name, "Rows by error class", METRIC_COUNTER, "class",
-                    p->lay.error_names[e], (double)t[p->lay.first_error + e]);
+        metrics_set(m, name, "Rows by error class", METRIC_COUNTER, "class", p->lay.error_names[e],
+                    (double)t[p->lay.first_error + e]);
     snprintf(name, sizeof name, "%s_bytes_total", pre);
     metrics_set(m, name, "Bytes downloaded", METRIC_COUNTER, NULL, NULL,
                 (double)t[p->lay.bytes_slot]);

@@ -28,27 +28,27 @@
 
 /** What the slots mean. Slot indexes < nslots; names are copied. */
 struct progress_layout {
-    const char *metric_prefix;  /* "pixelmill_download" */
+    const char *metric_prefix; /* "pixelmill_download" */
     size_t nslots;
-    size_t rows_slot;           /* input rows finished */
-    size_t success_slot;        /* successful samples */
-    size_t bytes_slot;          /* bytes downloaded */
-    size_t units_slot;          /* units finished */
-    size_t skipped_rows_slot;   /* rows of units finished by an earlier run */
-    size_t first_status;        /* statuses: slots [first_status, first_status + nstatus) */
+    size_t rows_slot;         /* input rows finished */
+    size_t success_slot;      /* successful samples */
+    size_t bytes_slot;        /* bytes downloaded */
+    size_t units_slot;        /* units finished */
+    size_t skipped_rows_slot; /* rows of units finished by an earlier run */
+    size_t first_status;      /* statuses: slots [first_status, first_status + nstatus) */
     size_t nstatus;
     const char *const *status_names;
-    size_t first_error;         /* error classes: [first_error, first_error + nerror) */
+    size_t first_error; /* error classes: [first_error, first_error + nerror) */
     size_t nerror;
     const char *const *error_names;
 };
 
 struct progress_options {
-    int quiet;                 /* no live line or log lines */
-    const char *metrics_file;  /* NULL: none */
-    double push_interval_s;    /* 0: 2 s */
-    double log_interval_s;     /* 0: 10 s */
-    int force_tty;             /* -1: never a live line, 1: always, 0: isatty(stderr) */
+    int quiet;                /* no live line or log lines */
+    const char *metrics_file; /* NULL: none */
+    double push_interval_s;   /* 0: 2 s */
+    double log_interval_s;    /* 0: 10 s */
+    int force_tty;            /* -1: never a live line, 1: always, 0: isatty(stderr) */
 };
 
 struct progress;
@@ -58,8 +58,8 @@ struct progress;
  * `units_total` are the job's totals (known by every rank). Returns PM_OK or PM_ERR_NOMEM.
  */
 int progress_create(struct progress **out, MPI_Comm comm, const struct progress_layout *layout,
-                    const struct progress_options *opt, uint64_t rows_total,
-                    uint64_t units_total, struct pm_error *err);
+                    const struct progress_options *opt, uint64_t rows_total, uint64_t units_total,
+                    struct pm_error *err);
 
 /** Add delta to a slot of this rank's counters. */
 void progress_add(struct progress *p, size_t slot, int64_t delta);
