@@ -18,14 +18,23 @@ DEB_PACKAGES=(
   libopenmpi-dev
   openmpi-bin
   libcurl4-openssl-dev
+  libssl-dev   # SHA-256 of S3 payloads
+  libxml2-dev  # S3 XML answers
   libjpeg62-turbo-dev
   libwebp-dev
   libpng-dev
   libgif-dev
   libarchive-dev
+  libomp-dev   # OpenMP for the trainer in the clang (sanitizer) build
   openssl   # test CAs (tests/fakenet, fetcher tests)
   curl      # tests/fakenet checks
   nginx     # tests/fakenet: the fake internet (started unprivileged by the tests)
+  chromium  # tests/test_sweep.py: the HTML report renders in headless Chromium
+  slurm-wlm       # tests: a real single-machine Slurm (cluster/slurm/local/start.sh)
+  munge           # Slurm's authentication
+  libfabric-dev   # doctor --fabric: headers (the library itself is loaded with dlopen)
+  libfabric-bin   # fi_info: the reference the doctor's provider list is tested against
+  prometheus      # promtool check metrics (~25 MB download, ~45 s to install here)
 )
 
 # pip-name[:import-name] where the two differ
@@ -34,6 +43,7 @@ PY_PACKAGES=(
   pandas
   numpy
   pytest
+  prometheus-client:prometheus_client   # reference parser for the metrics files
   webdataset
   wids
   xxhash
@@ -42,6 +52,10 @@ PY_PACKAGES=(
   opencv-python-headless:cv2
   imagehash
   scikit-image:skimage   # tests/fakenet builds test images from the photos in its wheel
+  moto[server]:flask_cors   # the local S3 server of the storage tests
+  boto3
+  awscli
+  duckdb                 # bench/sweep
 )
 
 missing=()

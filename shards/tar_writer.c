@@ -1,6 +1,7 @@
 #include "tar_writer.h"
 
 #include "atomic_file.h"
+#include "store.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -17,7 +18,8 @@
 struct tar_writer {
     struct archive *ar;
     struct archive_entry *entry;
-    struct atomic_file *file;
+    struct atomic_file *file; // output: a file path (tar_writer_open)...
+    struct store_writer *sw;  // ...or a store object (tar_writer_open_store)
     struct file_hash *hash;
     struct tar_writer_options opts;
     uint64_t nsamples;
@@ -29,11 +31,35 @@ struct tar_writer {
     char last_key[TAR_WRITER_NAME_MAX + 1];
 };
 
+// The output, whichever it is.
+static const char *out_name(const struct tar_writer *w)
+{
+    return w->sw ? store_writer_name(w->sw) : atomic_file_path(w->file);
+}
+
+static int out_write(struct tar_writer *w, const void *buf, size_t n, struct pm_error *err)
+{
+    return w->sw ? store_writer_write(w->sw, buf, n, err) : atomic_file_write(w->file, buf, n, err);
+}
+
+static int out_commit(struct tar_writer *w, struct pm_error *err)
+{
+    return w->sw ? store_writer_commit(w->sw, err) : atomic_file_commit(w->file, err);
+}
+
+static void out_abort(struct tar_writer *w)
+{
+    if (w->sw)
+        store_writer_abort(w->sw);
+    else
+        atomic_file_abort(w->file);
+}
+
 static la_ssize_t write_cb(struct archive *a, void *client, const void *buf, size_t n)
 {
     (void)a;
     struct tar_writer *w = client;
-    if (atomic_file_write(w->file, buf, n, &w->io_err) != PM_OK)
+    if (out_write(w, buf, n, &w->io_err) != PM_OK)
         return -1;
     file_hash_update(w->hash, buf, n);
     return (la_ssize_t)n;
@@ -44,31 +70,22 @@ static int archive_fail(struct tar_writer *w, struct pm_error *err, const char *
     w->failed = true;
     if (w->io_err.code != PM_OK)
         return pm_error_set(err, w->io_err.code, "%s", w->io_err.msg);
-    return pm_error_set(err, PM_ERR_IO, "shard '%s': %s: %s", atomic_file_path(w->file), what,
+    return pm_error_set(err, PM_ERR_IO, "shard '%s': %s: %s", out_name(w), what,
                         archive_error_string(w->ar) ? archive_error_string(w->ar)
                                                     : "libarchive error");
 }
 
-int tar_writer_open(const char *path, const struct tar_writer_options *opts,
-                    struct tar_writer **out, struct pm_error *err)
+// Set up libarchive on a writer whose output (file or sw) is open.
+static int writer_start(struct tar_writer *w, struct tar_writer **out, struct pm_error *err)
 {
-    *out = NULL;
-    struct tar_writer *w = calloc(1, sizeof *w);
-    if (!w)
-        return pm_error_set(err, PM_ERR_NOMEM, "out of memory opening shard '%s'", path);
-    if (opts)
-        w->opts = *opts;
-    int rc = atomic_file_open(path, &w->file, err);
-    if (rc != PM_OK) {
-        tar_writer_free(w);
-        return rc;
-    }
+    int rc;
     w->hash = file_hash_create();
     w->ar = archive_write_new();
     w->entry = archive_entry_new();
     if (!w->hash || !w->ar || !w->entry) {
+        rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory opening shard '%s'", out_name(w));
         tar_writer_free(w);
-        return pm_error_set(err, PM_ERR_NOMEM, "out of memory opening shard '%s'", path);
+        return rc;
     }
     if (archive_write_set_format_ustar(w->ar) != ARCHIVE_OK ||
         archive_write_add_filter_none(w->ar) != ARCHIVE_OK ||
@@ -85,6 +102,41 @@ int tar_writer_open(const char *path, const struct tar_writer_options *opts,
     w->open = true;
     *out = w;
     return PM_OK;
+}
+
+int tar_writer_open(const char *path, const struct tar_writer_options *opts,
+                    struct tar_writer **out, struct pm_error *err)
+{
+    *out = NULL;
+    struct tar_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory opening shard '%s'", path);
+    if (opts)
+        w->opts = *opts;
+    int rc = atomic_file_open(path, &w->file, err);
+    if (rc != PM_OK) {
+        tar_writer_free(w);
+        return rc;
+    }
+    return writer_start(w, out, err);
+}
+
+int tar_writer_open_store(struct store *store, const char *name,
+                          const struct tar_writer_options *opts, struct tar_writer **out,
+                          struct pm_error *err)
+{
+    *out = NULL;
+    struct tar_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory opening shard '%s'", name);
+    if (opts)
+        w->opts = *opts;
+    int rc = store_writer_open(store, name, &w->sw, err);
+    if (rc != PM_OK) {
+        tar_writer_free(w);
+        return rc;
+    }
+    return writer_start(w, out, err);
 }
 
 static bool printable(unsigned char c)
@@ -173,7 +225,7 @@ int tar_writer_add_sample(struct tar_writer *w, const char *key, const struct ta
                           size_t n, struct pm_error *err)
 {
     if (w->failed || w->closed)
-        return pm_error_set(err, PM_ERR_USAGE, "shard '%s' is %s", atomic_file_path(w->file),
+        return pm_error_set(err, PM_ERR_USAGE, "shard '%s' is %s", out_name(w),
                             w->closed ? "closed" : "unusable after an earlier error");
     int rc = check_sample(w, key, members, n, err);
     if (rc != PM_OK)
@@ -224,19 +276,19 @@ int tar_writer_close(struct tar_writer *w, struct tar_writer_result *result, str
 {
     if (w->closed)
         return pm_error_set(err, PM_ERR_USAGE, "shard '%s' closed twice",
-                            atomic_file_path(w->file));
+                            out_name(w));
     if (w->failed) {
-        atomic_file_abort(w->file);
+        out_abort(w);
         return pm_error_set(err, PM_ERR_USAGE, "shard '%s' is unusable after an earlier error",
-                            atomic_file_path(w->file));
+                            out_name(w));
     }
     w->open = false;
     if (archive_write_close(w->ar) != ARCHIVE_OK) {
         int rc = archive_fail(w, err, "cannot finish tar");
-        atomic_file_abort(w->file);
+        out_abort(w);
         return rc;
     }
-    int rc = atomic_file_commit(w->file, err);
+    int rc = out_commit(w, err);
     if (rc != PM_OK) {
         w->failed = true;
         return rc;
@@ -262,6 +314,7 @@ void tar_writer_free(struct tar_writer *w)
     }
     archive_entry_free(w->entry);
     atomic_file_free(w->file);
+    store_writer_free(w->sw);
     file_hash_free(w->hash);
     free(w);
 }

@@ -10,9 +10,11 @@
  * therefore give byte-identical files. Output is padded to 10240-byte records as tar
  * does.
  *
- * The file is written through atomic_file: nothing appears under the final path until
- * tar_writer_close() commits it. The checksum (file_hash: XXH3-128) and size of the
- * file are computed as it is written. A writer is used by one thread at a time.
+ * The file is written through atomic_file (tar_writer_open) or a store writer
+ * (tar_writer_open_store: a POSIX directory or S3, streamed in bounded memory): nothing
+ * appears under the final name until tar_writer_close() commits it. The checksum
+ * (file_hash: XXH3-128) and size of the file are computed as it is written. A writer is
+ * used by one thread at a time.
  *
  * Names are checked before anything of a sample is written, so a refused sample leaves
  * the shard as it was: PM_ERR_USAGE for an empty or malformed key or extension (see
@@ -34,6 +36,7 @@
 #define TAR_WRITER_NAME_MAX 99
 
 struct tar_writer;
+struct store;
 
 struct tar_writer_options {
     int64_t mtime; /* modification time of every member (seconds since the epoch) */
@@ -62,6 +65,15 @@ struct tar_writer_result {
  */
 int tar_writer_open(const char *path, const struct tar_writer_options *opts,
                     struct tar_writer **out, struct pm_error *err);
+
+/**
+ * Start a shard to be committed as object `name` of `store` (store.h: a directory or an
+ * S3 prefix; on S3 the tar streams as a multipart upload completed by tar_writer_close).
+ * The store must outlive the writer. Otherwise as tar_writer_open.
+ */
+int tar_writer_open_store(struct store *store, const char *name,
+                          const struct tar_writer_options *opts, struct tar_writer **out,
+                          struct pm_error *err);
 
 /**
  * Append one sample. `key`: non-empty, printable bytes (no control characters), not

@@ -1522,6 +1522,12 @@ int parquet_reader_next(struct parquet_reader *r, struct table_batch *batch, siz
     int rc = PM_OK;
     while (batch->nrows < max_rows && r->rg_cur < r->rg_first + r->rg_count) {
         int64_t rows = r->meta.row_groups[r->rg_cur].num_rows;
+        if (rows == 0 && !r->rg_open) {
+            // pyarrow writes an empty table as one row group of 0 rows whose chunks have
+            // no data page (data_page_offset 0): nothing to read, nothing to check.
+            r->rg_cur++;
+            continue;
+        }
         if (!r->rg_open && (rc = open_row_group(r, err)))
             break;
         if (r->rg_row >= rows) {

@@ -445,3 +445,13 @@ def test_writer_extras(tmp_path):
         except (TypeError, ValueError, NotImplementedError, pa.ArrowException) as e:
             pytest.skip(f"this pyarrow cannot write {kw}: {e}")
         check_file(str(p))
+
+
+def test_empty_table_as_written_by_pyarrow(tmp_path):
+    """pyarrow writes an empty table as one 0-row row group without data pages."""
+    p = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"a": pa.array([], pa.int64()), "s": pa.array([], pa.string())}), p)
+    assert pq.ParquetFile(p).metadata.num_row_groups == 1
+    r = run([tool("pm_parquet_dump"), p])
+    lines = r.stdout.splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["num_rows"] == 0
