@@ -179,6 +179,9 @@ static void write_metrics(struct progress *p)
     for (size_t e = 0; e < p->lay.nerror; e++)
         metrics_set(m, name, "Rows by error class", METRIC_COUNTER, "class", p->lay.error_names[e],
                     (double)t[p->lay.first_error + e]);
+    snprintf(name, sizeof name, "%s_images_total", pre);
+    metrics_set(m, name, "Images written to shards (successful samples)", METRIC_COUNTER, NULL,
+                NULL, (double)t[p->lay.success_slot]);
     snprintf(name, sizeof name, "%s_bytes_total", pre);
     metrics_set(m, name, "Bytes downloaded", METRIC_COUNTER, NULL, NULL,
                 (double)t[p->lay.bytes_slot]);

@@ -302,6 +302,7 @@ def test_progress_metrics_and_summary(full):
     for name in ("pixelmill_download_rows_total 200", 'pixelmill_download_samples_total{status="success"}',
                  'pixelmill_download_errors_total{class="http 404"} 4',
                  "pixelmill_download_bytes_total", "pixelmill_download_units_done 4",
+                 "pixelmill_download_images_total",
                  "pixelmill_download_units_total 4", "pixelmill_download_rows_per_second"):
         assert name in text, name
     assert "success" in full["stdout"] and "top error classes" in full["stdout"]
