@@ -19,6 +19,9 @@ enum pm_exit {
     PM_EXIT_RESUMABLE = 75,  /* interrupted by a signal, state clean: requeue */
 };
 
+/** `pixelmill download`: URL lists to webdataset shards (stages/cmd_download.c). */
+int cmd_download(int argc, char **argv, const struct pm_mpi *mpi);
+
 /** Map a pm_status code to an exit status (usage -> 2, interrupted -> 75, else 1). */
 int pm_exit_from_status(int status);
 

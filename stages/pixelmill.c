@@ -26,6 +26,7 @@ struct command {
 };
 
 static const struct command commands[] = {
+    {"download", cmd_download, USES_MPI, "download URL lists into webdataset shards"},
     {"stats", cmd_stats, USES_MPI, "column summaries (counts, quantiles, top values) of tables"},
     {"filter", cmd_filter, USES_MPI, "write a view (or filtered metadata) from --where clauses"},
     {"sweep", cmd_sweep, USES_MPI, "kept counts for many thresholds of a column, HTML report"},
