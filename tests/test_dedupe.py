@@ -288,3 +288,60 @@ def test_usage_errors(dup_dataset, tmp_path):
     assert run([px, "dedupe", src, "--hamming", "40"], check=False).returncode == 2
     assert run([px, "dedupe", src, "--memory-limit", "lots"], check=False).returncode == 2
     assert run([px, "dedupe", str(tmp_path)], check=False).returncode != 0
+
+
+# ---- the fake internet: download a small corpus, dedupe it, score against duplicates.json --
+
+def test_fakenet_corpus_precision_recall(tmp_path):
+    import sys
+    import pyarrow.parquet as pq
+    from conftest import ROOT
+    sys.path.insert(0, str(ROOT / "tests" / "fakenet"))
+    import make_corpus
+    from server import FakeInternet
+    corpus = make_corpus.ensure_corpus(count=200)
+    with FakeInternet(corpus) as net:
+        lists = tmp_path / "lists"
+        lists.mkdir()
+        net.write_lists(lists)
+        man = net.manifest()
+        keep = [i for i, m in enumerate(man) if m["outcome"] == "success"]
+        t = pq.read_table(lists / "urls.parquet")
+        pq.write_table(t.take(keep), lists / "ok.parquet")
+        limits = json.load(open(os.path.join(corpus, "corpus.json")))["limits"]
+        ds = str(tmp_path / "ds")
+        mpirun(2, [tool("pixelmill"), "download", "--input", lists / "ok.parquet", "--output",
+                   ds, "--url-col", "URL", "--caption-col", "TEXT", "--samples-per-shard", "40",
+                   "--timeout", "6", "--retries", "2", "--ca-file", net.ca_file,
+                   "--max-bytes", str(limits["max_success_bytes"] + 1024), "--concurrency",
+                   "16", "--threads", "2", "--allow-address", "127.0.0.1"], timeout=300)
+    dups = json.load(open(lists / "duplicates.json"))
+    s = dedupe_json(ds, np_=2)
+    rows = []
+    index = json.load(open(os.path.join(ds, "dataset.json")))
+    for sh in index["shardlist"]:
+        rows += pq.read_table(os.path.join(ds, sh["url"][:-4] + ".parquet")).to_pylist()
+    ok = [g for g, r in enumerate(rows) if r["status"] == "success"]
+    assert len(ok) >= 0.9 * len(keep)
+    url_of = {g: rows[g]["url"] for g in ok}
+    for m, keys in (("content", ["exact"]), ("phash", ["exact", "near"])):
+        # phash truth: exact copies are near-duplicates too (join the groups by URL)
+        gid = {}
+        for key in keys:
+            for grp in dups[key]:
+                old = {gid[u] for u in grp if u in gid}
+                new = min(old | {min(grp)})
+                for u in list(gid):
+                    if gid[u] in old:
+                        gid[u] = new
+                for u in grp:
+                    gid[u] = new
+        truth = {g: ("g", gid[url_of[g]]) if url_of[g] in gid else ("u", url_of[g]) for g in ok}
+        pred = clusters_from_marks(ds, m, set(ok))
+        p, r = pair_scores(pred, truth, ok)
+        print(f"fakenet dedupe {m}: {len(ok)} images, {s['methods'][m]['duplicates']} "
+              f"duplicates, pairwise precision {p:.4f} recall {r:.4f}")
+        if m == "content":
+            assert (p, r) == (1.0, 1.0)
+        else:
+            assert p >= 0.99 and r >= 0.95
