@@ -5,11 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct owned_record {
-    uint64_t hash_hi;
-    uint64_t hash_lo;
-    uint64_t id;
-    uint64_t pos; // index in the arrival order; the keeper goes back to this slot
+// Owner-side sort entry: the record's hash_lo mapped into the owner's range (see
+// owner_key) and its index in the arrival order. 16 bytes; the 24-byte received record
+// is only read again for the rare entries whose key prefix is shared.
+struct sort_entry {
+    uint64_t key;
+    uint64_t pos;
 };
 
 static int owner_of(const struct dedupe_record *r, int size)
@@ -22,9 +23,21 @@ static unsigned round_of(const struct dedupe_record *r, unsigned rounds)
     return (unsigned)(((unsigned __int128)r->hash_hi * rounds) >> 64);
 }
 
-static int owned_cmp(const void *a, const void *b)
+// The owner of hash_lo is mulhi(hash_lo, size); the low half of the same product is the
+// position of hash_lo inside that owner's range, uniform over 64 bits and monotone in
+// hash_lo. Its top bits are therefore a good radix key on every owner (hash_lo's own top
+// bits are nearly constant there).
+static uint64_t owner_key(uint64_t hash_lo, int size)
 {
-    const struct owned_record *x = a, *y = b;
+    return hash_lo * (uint64_t)size;
+}
+
+#define KEY_SHIFT 31u    // the radix sorts key bits 31..63
+#define DIGIT_BITS 11u   // three passes of 11 bits (2048 counters each: fits L1)
+#define DIGITS (1u << DIGIT_BITS)
+
+static int record_cmp(const struct dedupe_record *x, const struct dedupe_record *y)
+{
     if (x->hash_lo != y->hash_lo)
         return x->hash_lo < y->hash_lo ? -1 : 1;
     if (x->hash_hi != y->hash_hi)
@@ -32,47 +45,75 @@ static int owned_cmp(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-// LSD radix sort on hash_lo (16-bit digits), then order equal hash_lo runs (rare beyond
-// true duplicates) by (hash_hi, id). Stable passes keep it deterministic.
-static int sort_owned(struct owned_record *v, size_t n)
+static const struct dedupe_record *cmp_base; // qsort context (one sort at a time per rank)
+
+static int pos_cmp(const void *a, const void *b)
 {
-    if (n < 4096) {
-        qsort(v, n, sizeof *v, owned_cmp);
+    const struct sort_entry *x = a, *y = b;
+    return record_cmp(&cmp_base[x->pos], &cmp_base[y->pos]);
+}
+
+// Sort entries by the top 33 bits of key (LSD radix, 3 passes of 11-bit digits, the three
+// histograms built in one read), then order each run of equal 33-bit prefixes by the full
+// (hash_lo, hash_hi, id) of its records. Runs longer than one are true duplicates or
+// prefix collisions (about n^2 / 2^34 of them for n entries): both are rare and short.
+static int sort_entries(struct sort_entry *v, size_t n, const struct dedupe_record *recs)
+{
+    cmp_base = recs;
+    if (n < 2048) {
+        qsort(v, n, sizeof *v, pos_cmp);
         return PM_OK;
     }
-    struct owned_record *tmp = malloc(n * sizeof *tmp);
-    size_t *count = malloc(65536 * sizeof *count);
+    struct sort_entry *tmp = malloc(n * sizeof *tmp);
+    size_t *count = calloc(3 * DIGITS, sizeof *count);
     if (!tmp || !count) {
         free(tmp);
         free(count);
         return PM_ERR_NOMEM;
     }
-    struct owned_record *src = v, *dst = tmp;
-    for (int shift = 0; shift < 64; shift += 16) {
-        memset(count, 0, 65536 * sizeof *count);
-        for (size_t i = 0; i < n; i++)
-            count[(src[i].hash_lo >> shift) & 0xFFFF]++;
-        size_t sum = 0;
-        for (size_t d = 0; d < 65536; d++) {
-            size_t c = count[d];
-            count[d] = sum;
-            sum += c;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t k = v[i].key >> KEY_SHIFT;
+        count[k & (DIGITS - 1)]++;
+        count[DIGITS + ((k >> DIGIT_BITS) & (DIGITS - 1))]++;
+        count[2 * DIGITS + (k >> (2 * DIGIT_BITS))]++;
+    }
+    for (unsigned p = 0; p < 3; p++) {
+        size_t sum = 0, *c = count + p * DIGITS;
+        for (size_t d = 0; d < DIGITS; d++) {
+            size_t x = c[d];
+            c[d] = sum;
+            sum += x;
         }
-        for (size_t i = 0; i < n; i++)
-            dst[count[(src[i].hash_lo >> shift) & 0xFFFF]++] = src[i];
-        struct owned_record *t = src;
+    }
+    struct sort_entry *src = v, *dst = tmp;
+    for (unsigned p = 0; p < 3; p++) {
+        size_t *c = count + p * DIGITS;
+        unsigned shift = KEY_SHIFT + p * DIGIT_BITS;
+        for (size_t i = 0; i < n; i++) {
+            struct sort_entry e = src[i];
+            dst[c[(e.key >> shift) & (DIGITS - 1)]++] = e;
+        }
+        struct sort_entry *t = src;
         src = dst;
         dst = t;
     }
-    // four passes: the result is back in v
+    // three passes: the result is in tmp; copy back
+    memcpy(v, src, n * sizeof *v);
     free(tmp);
     free(count);
     for (size_t i = 0; i < n;) {
         size_t j = i + 1;
-        while (j < n && v[j].hash_lo == v[i].hash_lo)
+        uint64_t k = v[i].key >> KEY_SHIFT;
+        while (j < n && v[j].key >> KEY_SHIFT == k)
             j++;
-        if (j - i > 1)
-            qsort(v + i, j - i, sizeof *v, owned_cmp);
+        if (j - i == 2) { // the common case: one pair (a duplicate or a collision)
+            if (pos_cmp(&v[i], &v[i + 1]) > 0) {
+                struct sort_entry t = v[i];
+                v[i] = v[i + 1];
+                v[i + 1] = t;
+            }
+        } else if (j - i > 2)
+            qsort(v + i, j - i, sizeof *v, pos_cmp);
         i = j;
     }
     return PM_OK;
@@ -97,7 +138,10 @@ int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keepe
     MPI_CHECK(MPI_Allreduce(&local, &total, 1, MPI_UINT64_T, MPI_SUM, comm));
 
     // Owner-side bytes per rank for one round: received records, sort scratch, send-back.
-    double per_rank = (double)total / size * 1.25 * (2 * sizeof(struct owned_record) + 8);
+    // Owner-side bytes per rank for one round: received record (24), sort entry and its
+    // radix scratch (2 x 16), answer (8).
+    double per_rank = (double)total / size * 1.25 *
+                      (sizeof(struct dedupe_record) + 2 * sizeof(struct sort_entry) + 8);
     unsigned rounds = 1;
     if (memory_limit && per_rank > (double)memory_limit)
         rounds = (unsigned)(per_rank / (double)memory_limit) + 1;
@@ -146,7 +190,7 @@ int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keepe
             nrecv += (size_t)rcount[r];
         }
         struct dedupe_record *recvbuf = malloc((nrecv ? nrecv : 1) * sizeof *recvbuf);
-        struct owned_record *owned = malloc((nrecv ? nrecv : 1) * sizeof *owned);
+        struct sort_entry *owned = malloc((nrecv ? nrecv : 1) * sizeof *owned);
         uint64_t *answer = malloc((nrecv ? nrecv : 1) * sizeof *answer);
         rc = all_agree(recvbuf && owned && answer ? PM_OK : PM_ERR_NOMEM, comm);
         if (rc == PM_OK) {
@@ -157,23 +201,33 @@ int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keepe
                                     rec_type, comm));
             MPI_CHECK(MPI_Type_free(&rec_type));
             for (size_t i = 0; i < nrecv; i++)
-                owned[i] = (struct owned_record){recvbuf[i].hash_hi, recvbuf[i].hash_lo,
-                                                 recvbuf[i].id, i};
-            rc = sort_owned(owned, nrecv);
+                owned[i] = (struct sort_entry){owner_key(recvbuf[i].hash_lo, size), i};
+            rc = sort_entries(owned, nrecv, recvbuf);
         }
         rc = all_agree(rc, comm);
         if (rc == PM_OK) {
+            // Every record keeps itself unless a group says otherwise (sequential pass;
+            // the scan below touches received records only inside runs of equal keys).
+            for (size_t i = 0; i < nrecv; i++)
+                answer[i] = recvbuf[i].id;
             for (size_t i = 0; i < nrecv;) {
+                if (i + 1 == nrecv || owned[i + 1].key != owned[i].key) {
+                    i++;
+                    continue;
+                }
+                const struct dedupe_record *first = &recvbuf[owned[i].pos];
                 size_t j = i + 1;
-                while (j < nrecv && owned[j].hash_lo == owned[i].hash_lo &&
-                       owned[j].hash_hi == owned[i].hash_hi)
+                // equal full hash implies equal key: only compare inside a key run
+                while (j < nrecv && owned[j].key == owned[i].key &&
+                       recvbuf[owned[j].pos].hash_lo == first->hash_lo &&
+                       recvbuf[owned[j].pos].hash_hi == first->hash_hi)
                     j++;
                 if (j - i > 1) {
                     groups++;
                     dups += j - i - 1;
                 }
-                for (size_t k = i; k < j; k++)
-                    answer[owned[k].pos] = owned[i].id; // sorted by id within the group
+                for (size_t k = i + 1; k < j; k++)
+                    answer[owned[k].pos] = first->id; // sorted by id within the group
                 i = j;
             }
             uint64_t *back = malloc((n ? n : 1) * sizeof *back);
