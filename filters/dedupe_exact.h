@@ -11,8 +11,9 @@
  * back along the same route. The answer depends only on the records, never on the
  * number of ranks or on which rank held which record.
  *
- * Memory: 32 bytes per record on its owner during a round (the record plus its place
- * in the arrival order), plus the sender's copy. When the estimate exceeds
+ * Memory per record on its owner during a round: the received record (24 bytes), a
+ * 16-byte sort entry and its 16-byte radix scratch, and the 8-byte answer; plus the
+ * sender's copy (24) and slot map (8). When the estimate exceeds
  * `memory_limit` bytes per rank, the hash space is split into rounds processed one
  * after another (same answer, less memory).
  */
