@@ -495,6 +495,10 @@ static int run_method(const struct dedupe_args *a, int m, const struct meta_sour
         snprintf(p, sizeof p, "%s/marks.json", dir);
         if (rc == PM_OK && unlink(p) != 0 && errno != ENOENT)
             rc = pm_error_set(err, PM_ERR_IO, "cannot remove '%s': %s", p, strerror(errno));
+        // Temporary files a killed run left (no rank writes here before the barrier below;
+        // one dedupe run per dataset at a time).
+        if (rc == PM_OK)
+            rc = atomic_file_sweep(dir, 0, NULL, err);
     }
     if (all_ok(rc) != PM_OK) {
         json_decref(params);
@@ -838,8 +842,12 @@ int cmd_dedupe(int argc, char **argv, const struct pm_mpi *mpi)
             json_object_set(ms, method_names[a.by[i]], res[a.by[i]].marks);
         json_object_set_new(sum, "methods", ms);
         char p[4096];
+        // a killed run may have left a temporary summary behind
+        snprintf(p, sizeof p, "%s/_dedupe", s.dataset);
+        rc = atomic_file_sweep(p, 0, NULL, &err);
         snprintf(p, sizeof p, "%s/_dedupe/summary.json", s.dataset);
-        rc = json_file_write(p, sum, &err);
+        if (rc == PM_OK)
+            rc = json_file_write(p, sum, &err);
         if (rc == PM_OK && a.report)
             rc = write_report(&a, &s, res, &err);
         if (rc == PM_OK && a.json) {
