@@ -27,6 +27,8 @@ struct command {
 
 static const struct command commands[] = {
     {"stats", cmd_stats, USES_MPI, "column summaries (counts, quantiles, top values) of tables"},
+    {"pack", cmd_pack, USES_MPI, "uniform shards of a dataset or view (shuffle, resize, raw)"},
+    {"verify", cmd_verify, 0, "check a dataset: tars, sidecars, counts, checksums"},
 };
 
 static const size_t ncommands = sizeof commands / sizeof commands[0];
