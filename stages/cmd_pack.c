@@ -62,6 +62,9 @@ struct pack_args {
     char *view; /* NULL: all success rows */
     const char *output;
     const char *s3_endpoint;
+    uint64_t s3_part_size;
+    int s3_parallel;
+    double s3_backoff;
     const char *name;
     uint64_t samples_per_shard;
     uint64_t shard_bytes;
@@ -118,6 +121,9 @@ static void print_help(FILE *out)
             "  --seed S        shuffle seed (default 0)\n"
             "  --name NAME     dataset name in dataset.json (default: the source's)\n"
             "  --s3-endpoint URL  S3 endpoint (default: AWS_ENDPOINT_URL or AWS)\n"
+            "  --s3-part-size SIZE  multipart part size (default 16Mi, at least 5Mi)\n"
+            "  --s3-parallel N parts uploaded in parallel per shard (default 4)\n"
+            "  --s3-backoff S  first retry backoff ceiling, seconds (default 0.2)\n"
             "  -h, --help      this help\n"
             "\n"
             "Each sample's JSON keeps the source key (source_key), the caption and the\n"
@@ -171,6 +177,9 @@ static int parse_args(int argc, char **argv, struct pack_args *a, int rank)
                                          {"seed", required_argument, 0, 's'},
                                          {"name", required_argument, 0, 'N'},
                                          {"s3-endpoint", required_argument, 0, 'e'},
+                                         {"s3-part-size", required_argument, 0, 'P'},
+                                         {"s3-parallel", required_argument, 0, 'J'},
+                                         {"s3-backoff", required_argument, 0, 'B'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     optind = 1;
@@ -221,6 +230,20 @@ static int parse_args(int argc, char **argv, struct pack_args *a, int rank)
             break;
         case 'N': a->name = optarg; break;
         case 'e': a->s3_endpoint = optarg; break;
+        case 'P':
+            if (parse_size(optarg, &a->s3_part_size) || a->s3_part_size < ((uint64_t)5 << 20))
+                goto bad;
+            break;
+        case 'J':
+            a->s3_parallel = (int)strtol(optarg, &end, 10);
+            if (*end || a->s3_parallel < 1 || a->s3_parallel > 64)
+                goto bad;
+            break;
+        case 'B':
+            a->s3_backoff = strtod(optarg, &end);
+            if (*end || a->s3_backoff < 0)
+                goto bad;
+            break;
         case 'h':
             if (rank == 0)
                 print_help(stdout);
@@ -240,6 +263,9 @@ static int parse_args(int argc, char **argv, struct pack_args *a, int rank)
                          : c == 'r' ? "resize-mode"
                          : c == 'f' ? "encode-format"
                          : c == 'q' ? "encode-quality"
+                         : c == 'P' ? "s3-part-size (at least 5Mi)"
+                         : c == 'J' ? "s3-parallel"
+                         : c == 'B' ? "s3-backoff"
                                     : "seed");
         return PM_ERR_USAGE;
     }
@@ -987,6 +1013,9 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
     struct pm_error err = PM_ERROR_INIT;
     struct store_options so = STORE_OPTIONS_INIT;
     so.s3_endpoint = a.s3_endpoint;
+    so.part_size = (size_t)a.s3_part_size;
+    so.parts_in_flight = a.s3_parallel;
+    so.backoff_base_s = a.s3_backoff;
     struct store *src = NULL, *dst = NULL;
     struct plan p = {0};
     rc = store_open(a.src, &so, &src, &err);
