@@ -54,6 +54,7 @@
 
 #define DEFAULT_SAMPLES_PER_SHARD 10000
 #define PACK_MAX_SOURCE_TAR ((size_t)64 << 30)
+#define PACK_PLAN_FILE "_pack.json"
 
 enum out_format { OUT_KEEP, OUT_RAW, OUT_JPG, OUT_WEBP };
 
@@ -964,6 +965,39 @@ static json_t *config_json(const struct pack_args *a, const struct plan *p)
     return o;
 }
 
+/*
+ * `_pack.json` records the configuration and a checksum of the plan. rank 0 writes it
+ * before any shard; a rerun into the same output must find the same record, so complete
+ * shards of a different pack (other options or source) are never mixed in.
+ */
+static int plan_guard(const struct pack_args *a, const struct plan *p, struct store *dst,
+                      struct pm_error *err)
+{
+    json_t *o = config_json(a, p);
+    char h[FILE_HASH_HEX_LEN + 1];
+    file_hash_hex_of(p->e ? (const void *)p->e : "", p->n * sizeof *p->e, h);
+    json_object_set_new(o, "plan_xxh3", json_string(h));
+    json_object_set_new(o, "shards", json_integer((json_int_t)p->nout));
+    char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (!text)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+    struct bytebuf old;
+    bytebuf_init(&old, (size_t)1 << 20);
+    int rc = store_read_all(dst, PACK_PLAN_FILE, &old, err);
+    if (rc == PM_ERR_NOT_FOUND) {
+        pm_error_clear(err);
+        rc = store_write_all(dst, PACK_PLAN_FILE, text, strlen(text), err);
+    } else if (rc == PM_OK && (old.len != strlen(text) || memcmp(old.data, text, old.len)))
+        rc = pm_error_set(err, PM_ERR_USAGE,
+                          "%s/%s: the output holds a pack with other options or another source; "
+                          "use a new --output (or remove it)",
+                          store_location(dst), PACK_PLAN_FILE);
+    bytebuf_release(&old);
+    free(text);
+    return rc;
+}
+
 static int write_index(const struct pack_args *a, const struct plan *p, struct store *src,
                        struct store *dst, struct pm_error *err)
 {
@@ -1030,6 +1064,8 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
         if (rc == PM_OK && (rc = store_sweep_incomplete(dst, 0, &removed, &err)) == PM_OK &&
             removed)
             pm_log_info("pack: removed %zu unfinished writes of an earlier run", removed);
+        if (rc == PM_OK)
+            rc = plan_guard(&a, &p, dst, &err);
     }
     if (rc != PM_OK)
         pm_log_error("pack: %s", err.msg);

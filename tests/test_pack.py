@@ -206,30 +206,62 @@ KILL_OPTS = ["--samples-per-shard", 3, "--encode-format", "raw", "--image-size",
              "--resize-mode", "fixed", "--shuffle", "--seed", 5]
 
 
+def kill_at_random_moments(cmd, env, rng, startup, duration, remaining, check_visible,
+                           kills=5):
+    """Start `cmd` and kill -9 it at a random moment, `kills` times, each run resuming the
+    previous one's state; check_visible() after each kill. The moment is drawn from
+    [0.8 startup, startup + work still to do] (remaining(): fraction of shards not yet
+    complete), so most kills land while shards are being written. Returns how many kills
+    hit a running process."""
+    hit = 0
+    for _ in range(kills):
+        left = remaining()
+        p = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.8 * startup, startup + (duration - startup) * left))
+        if p.poll() is None:
+            hit += 1
+        p.kill()
+        p.wait()
+        check_visible()
+    return hit
+
+
+def timed(f):
+    t0 = time.time()
+    f()
+    return time.time() - t0
+
+
 def test_kill_9_at_random_moments_fs(src, tmp_path):
     d, _ = src
     ref = tmp_path / "ref"
-    t0 = time.time()
-    pack([d, "--output", ref, *KILL_OPTS])
-    duration = time.time() - t0
+    duration = timed(lambda: pack([d, "--output", ref, *KILL_OPTS]))
+    startup = timed(lambda: pack([d, "--output", ref, *KILL_OPTS]))  # all complete: no-op
     ref_files = files(ref)
-    rng = random.Random(1234)
-    for i in range(5):
-        out = tmp_path / f"k{i}"
-        p = subprocess.Popen([tool("pixelmill"), "pack", str(d), "--output", str(out),
-                              *map(str, KILL_OPTS)], stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.05, max(0.1, duration * 0.9)))
-        p.kill()
-        p.wait()
-        if out.exists():
-            visible = {k: v for k, v in files(out).items()}
-            assert_no_partial(visible, ref_files)
-        pack([d, "--output", out, *KILL_OPTS])
-        got = files(out)
-        assert got.keys() == ref_files.keys()
-        assert_no_partial(got, ref_files)
-        assert not [n for n in os.listdir(out) if n.startswith(".")]
-        verify(out)
+    total = len(list(ref.glob("*_stats.json")))
+    out = tmp_path / "k"
+    cmd = [tool("pixelmill"), "pack", str(d), "--output", str(out), *map(str, KILL_OPTS)]
+    hit = kill_at_random_moments(
+        cmd, None, random.Random(1234), startup, duration,
+        lambda: 1 - len(list(out.glob("*_stats.json"))) / total,
+        lambda: out.exists() and assert_no_partial(files(out), ref_files))
+    assert hit >= 3, "the kills came too late to interrupt anything"
+    pack([d, "--output", out, *KILL_OPTS])
+    got = files(out)
+    assert got.keys() == ref_files.keys()
+    assert_no_partial(got, ref_files)
+    assert not [n for n in os.listdir(out) if n.startswith(".")]
+    verify(out)
+
+
+def test_rerun_with_other_options_is_refused(src, tmp_path):
+    d, _ = src
+    out = tmp_path / "o"
+    pack([d, "--output", out, "--samples-per-shard", 5])
+    r = pack([d, "--output", out, "--samples-per-shard", 6], check=False)
+    assert r.returncode == 2 and "other options" in r.stderr
+    r = pack([d, "--output", out, "--samples-per-shard", 5])
+    assert "0 shards, 6 already complete" in r.stderr
 
 
 # ------------------------------------------------------------------------------ S3
@@ -303,7 +335,7 @@ def test_pipeline_fs_and_s3_give_the_same_objects(src, tmp_path, proxy, direct, 
     for k in ref:
         if k.endswith((".tar", ".parquet")):
             assert got[k] == ref[k], k
-    assert any(p[0] == "POST" and "uploads=" in p[2] for p in proxy.log) or True
+    assert any(p[0] == "POST" and "uploads=" in p[2] for p in proxy.log), "no multipart"
     assert uploads(direct, bucket) == []
     # S3 source to a local directory
     back = tmp_path / "back"
@@ -346,22 +378,25 @@ def test_kill_9_at_random_moments_s3(src, tmp_path, proxy, direct, bucket):
     ref = tmp_path / "ref"
     pack([d, "--output", ref, *BIG])
     ref_files = files(ref)
-    t0 = time.time()
-    pack([f"s3://{bucket}/src", "--output", f"s3://{bucket}/full", *BIG], env=env)
-    duration = time.time() - t0
-    rng = random.Random(99)
-    for i in range(5):
-        prefix = f"k{i}"
-        p = subprocess.Popen([tool("pixelmill"), "pack", f"s3://{bucket}/src", "--output",
-                              f"s3://{bucket}/{prefix}", *map(str, BIG)], env=env,
-                             stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.1, max(0.2, duration * 0.9)))
-        p.kill()
-        p.wait()
-        assert_no_partial(s3_files(direct, bucket, prefix), ref_files)
-        pack([f"s3://{bucket}/src", "--output", f"s3://{bucket}/{prefix}", *BIG], env=env)
-        got = s3_files(direct, bucket, prefix)
-        assert got.keys() == ref_files.keys()
-        assert_no_partial(got, ref_files)
-        verify(f"s3://{bucket}/{prefix}", env=env)
+    full = ["s3://%s/src" % bucket, "--output", f"s3://{bucket}/full", *BIG]
+    duration = timed(lambda: pack(full, env=env))
+    startup = timed(lambda: pack(full, env=env))
+    total = len([k for k in ref_files if k.endswith("_stats.json")])
+    prefix = "k"
+    cmd = [tool("pixelmill"), "pack", f"s3://{bucket}/src", "--output", f"s3://{bucket}/{prefix}",
+           *map(str, BIG)]
+
+    def remaining():
+        r = direct.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")
+        return 1 - len([o for o in r.get("Contents", []) if o["Key"].endswith("_stats.json")]) / total
+
+    hit = kill_at_random_moments(
+        cmd, env, random.Random(99), startup, duration, remaining,
+        lambda: assert_no_partial(s3_files(direct, bucket, prefix), ref_files))
+    assert hit >= 3, "the kills came too late to interrupt anything"
+    pack([f"s3://{bucket}/src", "--output", f"s3://{bucket}/{prefix}", *BIG], env=env)
+    got = s3_files(direct, bucket, prefix)
+    assert got.keys() == ref_files.keys()
+    assert_no_partial(got, ref_files)
+    verify(f"s3://{bucket}/{prefix}", env=env)
     assert uploads(direct, bucket) == []
