@@ -383,7 +383,8 @@ static int plan_build(struct plan *p, const struct pack_args *a, struct store *s
     for (size_t i = 0; rc == PM_OK && i < x.nshards; i++) {
         const char *url = x.shards[i].url;
         size_t n = strlen(url);
-        if (n < 5 || strcmp(url + n - 4, ".tar") != 0 || strchr(url, '/') || i > UINT32_MAX) {
+        if (n < 5 || n - 4 > SHARD_NAME_MAX || strcmp(url + n - 4, ".tar") != 0 ||
+            strchr(url, '/') || i > UINT32_MAX) {
             rc = pm_error_set(err, PM_ERR_FORMAT, "%s/dataset.json: shard url '%s' unusable",
                               store_location(src), url);
             break;

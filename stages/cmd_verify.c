@@ -27,6 +27,7 @@
 
 #include <dirent.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -101,6 +102,20 @@ static int parse_args(int argc, char **argv, struct verify_args *a)
 static void note(json_t *list, const char *shard, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+// A JSON string of s; bytes that are not valid UTF-8 (names from a damaged tar) become '?'.
+static json_t *safe_string(const char *s)
+{
+    json_t *v = json_string(s);
+    if (v)
+        return v;
+    char buf[2048];
+    size_t i = 0;
+    for (; s[i] && i < sizeof buf - 1; i++)
+        buf[i] = (unsigned char)s[i] < 0x80 ? s[i] : '?';
+    buf[i] = 0;
+    return json_string(buf);
+}
+
 static void note(json_t *list, const char *shard, const char *key, const char *fmt, ...)
 {
     char msg[2048];
@@ -109,9 +124,9 @@ static void note(json_t *list, const char *shard, const char *key, const char *f
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     json_t *o = json_object();
-    json_object_set_new(o, "shard", shard ? json_string(shard) : json_null());
-    json_object_set_new(o, "key", key ? json_stringn(key, strlen(key)) : json_null());
-    json_object_set_new(o, "message", json_string(msg));
+    json_object_set_new(o, "shard", shard ? safe_string(shard) : json_null());
+    json_object_set_new(o, "key", key ? safe_string(key) : json_null());
+    json_object_set_new(o, "message", safe_string(msg));
     json_array_append_new(list, o);
 }
 
