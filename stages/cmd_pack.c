@@ -37,6 +37,7 @@
 #include "store.h"
 #include "tar_reader.h"
 #include "tar_writer.h"
+#include "view.h"
 #include "work_counter.h"
 
 #include <getopt.h>
@@ -313,13 +314,12 @@ static void args_release(struct pack_args *a)
 /*
  * The keep-bitmap source: which rows of source shard `name` are packed. Without a view
  * every `success` row; with a view, the success rows its keep-bitmap
- * (`_views/VIEW/NAME.keep`, shards/view.h) sets. keep[] has side->nrows entries.
+ * (`_views/VIEW/NAME.keep`, shards/view.h, read through the store so S3 works too) sets.
+ * keep[] has side->nrows entries.
  */
 static int keep_rows(struct store *src, const char *view, const char *name,
                      const struct table_batch *side, uint8_t *keep, struct pm_error *err)
 {
-    (void)src;
-    (void)name;
     int sc = table_batch_find(side, "status");
     if (sc < 0 || side->cols[sc].type != COLUMN_STRING)
         return pm_error_set(err, PM_ERR_FORMAT, "sidecar of shard %s has no string column status",
@@ -329,13 +329,49 @@ static int keep_rows(struct store *src, const char *view, const char *name,
         const char *s = column_string(&side->cols[sc], i, &n);
         keep[i] = n == 7 && !memcmp(s, "success", 7);
     }
-    if (view)
-        // The view module (shards/view.h, branch `tuning`) is not in this build yet; when
-        // it is: store_read_all(src, "_views/VIEW/NAME.keep"), view_bitmap_parse(), and
-        // keep[i] &= view_bitmap_get(&b, i) (rows must equal side->nrows).
-        return pm_error_set(err, PM_ERR_UNSUPPORTED,
-                            "view '%s': views are not supported by this build yet", view);
-    return PM_OK;
+    if (!view)
+        return PM_OK;
+    char obj[512];
+    snprintf(obj, sizeof obj, "%s/%s/%s.keep", VIEW_DIR, view, name);
+    struct bytebuf buf;
+    bytebuf_init(&buf, VIEW_BITMAP_HEADER_BYTES + (size_t)(VIEW_BITMAP_MAX_ROWS / 8));
+    int rc = store_read_all(src, obj, &buf, err);
+    struct view_bitmap b = VIEW_BITMAP_INIT;
+    if (rc == PM_OK) {
+        char what[4200];
+        snprintf(what, sizeof what, "%s/%s", store_location(src), obj);
+        rc = view_bitmap_parse(&b, buf.data ? buf.data : "", buf.len, what, err);
+        if (rc == PM_OK && b.rows != side->nrows)
+            rc = pm_error_set(err, PM_ERR_FORMAT,
+                              "%s has %llu rows but the sidecar of shard %s has %zu", what,
+                              (unsigned long long)b.rows, name, side->nrows);
+    }
+    for (size_t i = 0; rc == PM_OK && i < side->nrows; i++)
+        keep[i] = keep[i] && view_bitmap_get(&b, i);
+    view_bitmap_release(&b);
+    bytebuf_release(&buf);
+    return rc;
+}
+
+// A view must be complete (view.json written last) and, on POSIX, match the dataset
+// (view_open checks the shards' checksums against dataset.json).
+static int view_check(struct store *src, const char *view, struct pm_error *err)
+{
+    if (!view_name_check(view))
+        return pm_error_set(err, PM_ERR_USAGE, "'%s' is not a valid view name", view);
+    char obj[512];
+    snprintf(obj, sizeof obj, "%s/%s/%s", VIEW_DIR, view, VIEW_INDEX_FILE);
+    bool exists = false;
+    int rc = store_exists(src, obj, &exists, err);
+    if (rc == PM_OK && !exists)
+        return pm_error_set(err, PM_ERR_NOT_FOUND, "view '%s' not found (no %s/%s)", view,
+                            store_location(src), obj);
+    if (rc == PM_OK && !store_is_s3(src)) {
+        struct view *v = NULL;
+        rc = view_open(&v, store_location(src), view, err);
+        view_free(v);
+    }
+    return rc;
 }
 
 static uint64_t splitmix64(uint64_t *x)
@@ -370,6 +406,11 @@ static int plan_build(struct plan *p, const struct pack_args *a, struct store *s
                       struct pm_error *err)
 {
     memset(p, 0, sizeof *p);
+    if (a->view) {
+        int vrc = view_check(src, a->view, err);
+        if (vrc != PM_OK)
+            return vrc;
+    }
     struct dataset_index x;
     int rc = dataset_store_read_index(src, &x, err);
     if (rc != PM_OK) {

@@ -31,5 +31,17 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi);
 /** pixelmill verify: check a dataset's shards, sidecars, counts and checksums. */
 int cmd_verify(int argc, char **argv, const struct pm_mpi *mpi);
 
+/** pixelmill filter: a view of a dataset, or filtered input metadata (cmd_filter.c). */
+int cmd_filter(int argc, char **argv, const struct pm_mpi *mpi);
+
+/** pixelmill sweep: kept counts for many thresholds of one column, with a report. */
+int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi);
+
+/** pixelmill sheet: a contact sheet (HTML or PNG) of a dataset's or view's samples. */
+int cmd_sheet(int argc, char **argv, const struct pm_mpi *mpi);
+
+/** pixelmill doctor: node health checks for prologs and operators (stages/cmd_doctor.c). */
+int cmd_doctor(int argc, char **argv, const struct pm_mpi *mpi);
+
 
 #endif

@@ -29,6 +29,10 @@ static const struct command commands[] = {
     {"stats", cmd_stats, USES_MPI, "column summaries (counts, quantiles, top values) of tables"},
     {"pack", cmd_pack, USES_MPI, "uniform shards of a dataset or view (shuffle, resize, raw)"},
     {"verify", cmd_verify, 0, "check a dataset: tars, sidecars, counts, checksums"},
+    {"filter", cmd_filter, USES_MPI, "write a view (or filtered metadata) from --where clauses"},
+    {"sweep", cmd_sweep, USES_MPI, "kept counts for many thresholds of a column, HTML report"},
+    {"sheet", cmd_sheet, USES_MPI, "contact sheet of a dataset's or view's samples"},
+    {"doctor", cmd_doctor, 0, "node health checks (CPU, disk, GPU, NCCL, fabric, S3)"},
 };
 
 static const size_t ncommands = sizeof commands / sizeof commands[0];

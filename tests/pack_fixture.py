@@ -134,6 +134,9 @@ def make_dataset(out, nshards=3, rows=12, seed=1, fail_every=5, sizes=((40, 30),
 
 
 def upload_dir(client, bucket, prefix, directory):
-    for p in sorted(Path(directory).iterdir()):
+    """Copy a directory tree to s3://bucket/prefix/ (recursively)."""
+    directory = Path(directory)
+    for p in sorted(directory.rglob("*")):
         if p.is_file():
-            client.put_object(Bucket=bucket, Key=f"{prefix}/{p.name}", Body=p.read_bytes())
+            rel = p.relative_to(directory).as_posix()
+            client.put_object(Bucket=bucket, Key=f"{prefix}/{rel}", Body=p.read_bytes())

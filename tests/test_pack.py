@@ -11,6 +11,7 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -96,6 +97,35 @@ def test_pack_gives_exactly_the_kept_samples(src, tmp_path):
     assert stats["successes"] == 2 and stats["count"] == 2
 
 
+def view_source(tmp_path_factory, src):
+    """A copy of the source with view `good` (aesthetic > 5) made by `pixelmill filter`;
+    returns (dir, expected source keys in global order) computed with pyarrow."""
+    d, _ = src
+    v = tmp_path_factory.mktemp("view") / "ds"
+    shutil.copytree(d, v)
+    run([tool("pixelmill"), "filter", v, "--where", "aesthetic > 5", "--view", "good"])
+    want = []
+    for sh in sorted(v.glob("*.parquet")):
+        t = pq.read_table(sh).to_pandas()
+        want += list(t[(t.status == "success") & (t.aesthetic > 5)].key)
+    return v, want
+
+
+def test_pack_of_a_view_gives_exactly_its_samples(src, tmp_path_factory, tmp_path):
+    v, want = view_source(tmp_path_factory, src)
+    assert 0 < len(want) < 30
+    out = tmp_path / "out"
+    pack([f"{v}:good", "--output", out, "--samples-per-shard", 4], np_=2)
+    verify(out)
+    got = wds_samples(out)
+    assert [s["json"]["source_key"] for s in got] == want
+    assert [e["nsamples"] for e in json.loads((out / "dataset.json").read_text())["shardlist"]
+            ][:-1] == [4] * ((len(want) - 1) // 4)
+    assert json.loads((out / "dataset.json").read_text())["config"]["view"] == "good"
+    r = pack([f"{v}:nosuch", "--output", tmp_path / "x"], check=False)
+    assert r.returncode == 1 and "view 'nosuch' not found" in r.stderr
+
+
 def test_shuffle_is_a_deterministic_permutation_independent_of_ranks(src, tmp_path):
     d, samples = src
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
@@ -163,8 +193,6 @@ def test_shard_bytes_and_usage(src, tmp_path):
                 check=False).returncode == 2
     assert pack([d, "--output", out, "--encode-format", "gif"], check=False).returncode == 2
     assert pack([d], check=False).returncode == 2
-    r = pack([f"{d}:someview", "--output", tmp_path / "v"], check=False)
-    assert r.returncode == 1 and "view" in r.stderr
 
 
 def test_rerun_skips_complete_shards_and_sigterm_exits_75(src, tmp_path):
@@ -314,7 +342,8 @@ BIG = ["--samples-per-shard", 12, "--encode-format", "raw", "--image-size", 384,
        "--resize-mode", "fixed", "--s3-part-size", "5Mi", "--s3-backoff", "0.01"]
 
 
-def test_pipeline_fs_and_s3_give_the_same_objects(src, tmp_path, proxy, direct, bucket):
+def test_pipeline_fs_and_s3_give_the_same_objects(src, tmp_path, proxy, direct, bucket,
+                                                  tmp_path_factory):
     d, samples = src
     upload_dir(direct, bucket, "src", d)
     env = s3env(proxy)
@@ -337,6 +366,17 @@ def test_pipeline_fs_and_s3_give_the_same_objects(src, tmp_path, proxy, direct, 
     for k in ref:
         if k.endswith((".tar", ".parquet")):
             assert files(back)[k] == ref[k], k
+    # a view read from S3
+    v, want = view_source(tmp_path_factory, src)
+    upload_dir(direct, bucket, "viewsrc", v)
+    pack([f"s3://{bucket}/viewsrc:good", "--output", f"s3://{bucket}/vout",
+          "--samples-per-shard", 5], env=env)
+    verify(f"s3://{bucket}/vout", env=env)
+    vdir = tmp_path / "vout"
+    vdir.mkdir()
+    for k, data in s3_files(direct, bucket, "vout").items():
+        (vdir / k).write_bytes(data)
+    assert [s["json"]["source_key"] for s in wds_samples(vdir)] == want
 
 
 def test_s3_under_injected_faults(src, tmp_path, proxy, direct, bucket):

@@ -1,0 +1,550 @@
+// layers — forward/backward of the UNet building blocks (see layers.h for the contract).
+#include "layers.h"
+
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+// ---------------------------------------------------------------------------------------
+// matmul: A is packed into panels of MR rows, B into panels of NR columns (zero padded), and
+// a 6 x 16 register tile accumulates over k. Every element of C, wherever it falls in the
+// tiling, is computed by the same kernel as c = c + a_k * b_k for k = 0..K-1 in order, so the
+// result does not depend on the blocking or on the shape around it. On x86-64 with GCC the
+// function is also compiled for AVX2+FMA and picked at load time (the FMA build rounds
+// differently from the SSE build, but one machine always runs the same one).
+
+enum { MM_MR = 6, MM_NR = 16, MM_KB = 256, MM_NB = 512 };
+
+typedef float v8f __attribute__((vector_size(32)));
+
+static inline float mat_at(const float *A, int lda, bool t, int i, int k)
+{
+    return t ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+}
+
+static inline __attribute__((always_inline)) void mm_kernel(int kb, const float *Ap,
+                                                            const float *Bp, float *C, int ldc)
+{
+    v8f c[MM_MR][2];
+    for (int r = 0; r < MM_MR; r++) {
+        memcpy(&c[r][0], C + (size_t)r * ldc, sizeof(v8f));
+        memcpy(&c[r][1], C + (size_t)r * ldc + 8, sizeof(v8f));
+    }
+    for (int k = 0; k < kb; k++) {
+        v8f b0, b1;
+        memcpy(&b0, Bp + (size_t)k * MM_NR, sizeof(v8f));
+        memcpy(&b1, Bp + (size_t)k * MM_NR + 8, sizeof(v8f));
+        for (int r = 0; r < MM_MR; r++) {
+            float a = Ap[k * MM_MR + r];
+            c[r][0] += a * b0;
+            c[r][1] += a * b1;
+        }
+    }
+    for (int r = 0; r < MM_MR; r++) {
+        memcpy(C + (size_t)r * ldc, &c[r][0], sizeof(v8f));
+        memcpy(C + (size_t)r * ldc + 8, &c[r][1], sizeof(v8f));
+    }
+}
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+void layer_matmul(int M, int N, int K, const float *A, int lda, bool ta, const float *B, int ldb,
+                  bool tb, float *C, int ldc, bool accumulate)
+{
+    if (!accumulate)
+        for (int i = 0; i < M; i++)
+            memset(C + (size_t)i * ldc, 0, sizeof(float) * N);
+    if (K == 0 || M == 0 || N == 0)
+        return;
+    // per-call packing buffers on the stack: B block 256 x 512 floats is too big, so the
+    // B panels live in a thread-local static buffer
+    static _Thread_local float Bp[MM_KB * MM_NB] __attribute__((aligned(64)));
+    float Ap[MM_KB * MM_MR] __attribute__((aligned(64)));
+    float tile[MM_MR * MM_NR] __attribute__((aligned(64)));
+    for (int j0 = 0; j0 < N; j0 += MM_NB) {
+        int nb = N - j0 < MM_NB ? N - j0 : MM_NB;
+        int npanels = (nb + MM_NR - 1) / MM_NR;
+        for (int k0 = 0; k0 < K; k0 += MM_KB) {
+            int kb = K - k0 < MM_KB ? K - k0 : MM_KB;
+            for (int p = 0; p < npanels; p++) {
+                float *dst = Bp + (size_t)p * kb * MM_NR;
+                int jb = j0 + p * MM_NR, w = nb - p * MM_NR < MM_NR ? nb - p * MM_NR : MM_NR;
+                for (int kk = 0; kk < kb; kk++) {
+                    float *d = dst + (size_t)kk * MM_NR;
+                    if (!tb && w == MM_NR) {
+                        memcpy(d, B + (size_t)(k0 + kk) * ldb + jb, sizeof(float) * MM_NR);
+                        continue;
+                    }
+                    for (int c = 0; c < MM_NR; c++)
+                        d[c] = c < w ? (tb ? B[(size_t)(jb + c) * ldb + k0 + kk]
+                                           : B[(size_t)(k0 + kk) * ldb + jb + c])
+                                     : 0.0f;
+                }
+            }
+            for (int i0 = 0; i0 < M; i0 += MM_MR) {
+                int h = M - i0 < MM_MR ? M - i0 : MM_MR;
+                for (int kk = 0; kk < kb; kk++)
+                    for (int r = 0; r < MM_MR; r++)
+                        Ap[kk * MM_MR + r] = r < h ? mat_at(A, lda, ta, i0 + r, k0 + kk) : 0.0f;
+                for (int p = 0; p < npanels; p++) {
+                    int jb = j0 + p * MM_NR, w = nb - p * MM_NR < MM_NR ? nb - p * MM_NR : MM_NR;
+                    float *cptr = C + (size_t)i0 * ldc + jb;
+                    const float *bp = Bp + (size_t)p * kb * MM_NR;
+                    if (h == MM_MR && w == MM_NR) {
+                        mm_kernel(kb, Ap, bp, cptr, ldc);
+                        continue;
+                    }
+                    // edge tile: through a zero-padded copy, same arithmetic per element
+                    for (int r = 0; r < MM_MR; r++)
+                        for (int c = 0; c < MM_NR; c++)
+                            tile[r * MM_NR + c] = (r < h && c < w) ? cptr[(size_t)r * ldc + c] : 0;
+                    mm_kernel(kb, Ap, bp, tile, MM_NR);
+                    for (int r = 0; r < h; r++)
+                        for (int c = 0; c < w; c++)
+                            cptr[(size_t)r * ldc + c] = tile[r * MM_NR + c];
+                }
+            }
+        }
+    }
+}
+
+// Below this much work a loop runs on the calling thread (a parallel region costs more than
+// it saves). Results do not depend on it.
+static size_t par_min = 32768;
+
+void layer_set_parallel_threshold(size_t work)
+{
+    par_min = work;
+}
+
+void layer_reduce_partials(float *dst, const float *partials, int B, size_t n, size_t stride)
+{
+#pragma omp parallel for schedule(static) if (n * (size_t)B >= par_min)
+    for (size_t i = 0; i < n; i++) {
+        float s = dst[i];
+        for (int b = 0; b < B; b++)
+            s += partials[(size_t)b * stride + i];
+        dst[i] = s;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// convolution via im2col
+
+static int conv_out_size(int H, int k, int s)
+{
+    return (H + 2 * (k / 2) - k) / s + 1;
+}
+
+size_t layer_conv2d_col_size(int Cin, int H, int W, int k, int s)
+{
+    return (size_t)Cin * k * k * conv_out_size(H, k, s) * conv_out_size(W, k, s);
+}
+
+// col[(c*k*k + ky*k + kx), oy*Wo + ox] = x[c, oy*s + ky - p, ox*s + kx - p] (0 outside)
+static void im2col(float *col, const float *x, int Cin, int H, int W, int k, int s)
+{
+    int Ho = conv_out_size(H, k, s), Wo = conv_out_size(W, k, s), p = k / 2;
+    for (int c = 0; c < Cin; c++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                float *dst = col + ((size_t)(c * k + ky) * k + kx) * Ho * Wo;
+                const float *src = x + (size_t)c * H * W;
+                for (int oy = 0; oy < Ho; oy++) {
+                    int iy = oy * s + ky - p;
+                    if (iy < 0 || iy >= H) {
+                        memset(dst + (size_t)oy * Wo, 0, sizeof(float) * Wo);
+                        continue;
+                    }
+                    for (int ox = 0; ox < Wo; ox++) {
+                        int ix = ox * s + kx - p;
+                        dst[(size_t)oy * Wo + ox] = (ix >= 0 && ix < W) ? src[iy * W + ix] : 0.0f;
+                    }
+                }
+            }
+}
+
+// dx += col2im(dcol), in a fixed order.
+static void col2im_add(float *dx, const float *dcol, int Cin, int H, int W, int k, int s)
+{
+    int Ho = conv_out_size(H, k, s), Wo = conv_out_size(W, k, s), p = k / 2;
+    for (int c = 0; c < Cin; c++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                const float *src = dcol + ((size_t)(c * k + ky) * k + kx) * Ho * Wo;
+                float *dst = dx + (size_t)c * H * W;
+                for (int oy = 0; oy < Ho; oy++) {
+                    int iy = oy * s + ky - p;
+                    if (iy < 0 || iy >= H)
+                        continue;
+                    for (int ox = 0; ox < Wo; ox++) {
+                        int ix = ox * s + kx - p;
+                        if (ix >= 0 && ix < W)
+                            dst[iy * W + ix] += src[(size_t)oy * Wo + ox];
+                    }
+                }
+            }
+}
+
+void layer_conv2d_forward(float *y, const float *x, const float *w, const float *bias, int B,
+                          int Cin, int H, int W, int Cout, int k, int s, struct layer_scratch *sc)
+{
+    int Ho = conv_out_size(H, k, s), Wo = conv_out_size(W, k, s);
+    int P = Ho * Wo, Kc = Cin * k * k;
+    bool direct = (k == 1 && s == 1);
+    size_t work = (size_t)B * P * Kc * Cout;
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(sc->nthreads) if (B > 1 && work >= 8 * par_min)
+    for (int b = 0; b < B; b++) {
+        const float *xb = x + (size_t)b * Cin * H * W;
+        float *yb = y + (size_t)b * Cout * P;
+        const float *col = xb;
+        if (!direct) {
+            float *c = sc->col + (size_t)thread_id() * sc->col_per_thread;
+            im2col(c, xb, Cin, H, W, k, s);
+            col = c;
+        }
+        if (bias) {
+            for (int o = 0; o < Cout; o++)
+                for (int p = 0; p < P; p++)
+                    yb[(size_t)o * P + p] = bias[o];
+        }
+        layer_matmul(Cout, P, Kc, w, Kc, false, col, P, false, yb, P, bias != NULL);
+    }
+}
+
+void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x,
+                           const float *w, int B, int Cin, int H, int W, int Cout, int k, int s,
+                           struct layer_scratch *sc)
+{
+    int Ho = conv_out_size(H, k, s), Wo = conv_out_size(W, k, s);
+    int P = Ho * Wo, Kc = Cin * k * k;
+    size_t nw = (size_t)Cout * Kc;
+    bool direct = (k == 1 && s == 1);
+    size_t work = (size_t)B * P * Kc * Cout;
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(sc->nthreads) if (B > 1 && work >= 8 * par_min)
+    for (int b = 0; b < B; b++) {
+        const float *xb = x + (size_t)b * Cin * H * W;
+        const float *dyb = dy + (size_t)b * Cout * P;
+        float *part = sc->partial + (size_t)b * sc->partial_per_image;
+        float *col = sc->col + (size_t)thread_id() * sc->col_per_thread;
+        float *dcol = col + (size_t)Kc * P;
+        const float *cx = xb;
+        if (!direct) {
+            im2col(col, xb, Cin, H, W, k, s);
+            cx = col;
+        }
+        // dW_b = dy_b * col^T
+        layer_matmul(Cout, Kc, P, dyb, P, false, cx, P, true, part, Kc, false);
+        for (int o = 0; o < Cout; o++) {
+            float acc = 0.0f;
+            for (int p = 0; p < P; p++)
+                acc += dyb[(size_t)o * P + p];
+            part[nw + o] = acc;
+        }
+        if (dx) {
+            float *dxb = dx + (size_t)b * Cin * H * W;
+            if (direct) {
+                layer_matmul(Kc, P, Cout, w, Kc, true, dyb, P, false, dxb, P, true);
+            } else {
+                layer_matmul(Kc, P, Cout, w, Kc, true, dyb, P, false, dcol, P, false);
+                col2im_add(dxb, dcol, Cin, H, W, k, s);
+            }
+        }
+    }
+    layer_reduce_partials(dw, sc->partial, B, nw, sc->partial_per_image);
+    if (dbias)
+        layer_reduce_partials(dbias, sc->partial + nw, B, Cout, sc->partial_per_image);
+}
+
+// ---------------------------------------------------------------------------------------
+// GroupNorm
+
+void layer_groupnorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                             const float *beta, int B, int C, int HW, int G)
+{
+    int cpg = C / G;
+#pragma omp parallel for schedule(static) if ((size_t)B * C * HW >= par_min)
+    for (int bg = 0; bg < B * G; bg++) {
+        int b = bg / G, g = bg % G;
+        size_t n = (size_t)cpg * HW;
+        const float *xs = x + ((size_t)b * C + (size_t)g * cpg) * HW;
+        float *ys = y + ((size_t)b * C + (size_t)g * cpg) * HW;
+        double sum = 0.0;
+        for (size_t i = 0; i < n; i++)
+            sum += xs[i];
+        double m = sum / (double)n;
+        double var = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            double d = xs[i] - m;
+            var += d * d;
+        }
+        var /= (double)n;
+        float mf = (float)m;
+        float rs = (float)(1.0 / sqrt(var + (double)LAYER_GN_EPS));
+        mean[bg] = mf;
+        rstd[bg] = rs;
+        for (int c = 0; c < cpg; c++) {
+            int ch = g * cpg + c;
+            float ga = gamma[ch] * rs, be = beta[ch] - mf * ga;
+            const float *xc = xs + (size_t)c * HW;
+            float *yc = ys + (size_t)c * HW;
+            for (int i = 0; i < HW; i++)
+                yc[i] = xc[i] * ga + be;
+        }
+    }
+}
+
+void layer_groupnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                              const float *x, const float *mean, const float *rstd,
+                              const float *gamma, int B, int C, int HW, int G,
+                              struct layer_scratch *sc)
+{
+    int cpg = C / G;
+#pragma omp parallel for schedule(static) if (B > 1 && (size_t)B * C * HW >= par_min)
+    for (int b = 0; b < B; b++) {
+        float *part = sc->partial + (size_t)b * sc->partial_per_image; // [dgamma C | dbeta C]
+        for (int g = 0; g < G; g++) {
+            float m = mean[b * G + g], rs = rstd[b * G + g];
+            // xhat = (x - m) * rs; dxhat = dy * gamma
+            // dx = rs * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+            double s1 = 0.0, s2 = 0.0;
+            for (int c = 0; c < cpg; c++) {
+                int ch = g * cpg + c;
+                const float *xc = x + ((size_t)b * C + ch) * HW;
+                const float *dyc = dy + ((size_t)b * C + ch) * HW;
+                double dg = 0.0, db = 0.0;
+                for (int i = 0; i < HW; i++) {
+                    float xh = (xc[i] - m) * rs;
+                    dg += (double)dyc[i] * xh;
+                    db += dyc[i];
+                }
+                part[ch] = (float)dg;
+                part[C + ch] = (float)db;
+                s1 += db * gamma[ch];
+                s2 += dg * gamma[ch];
+            }
+            double n = (double)cpg * HW;
+            float m1 = (float)(s1 / n), m2 = (float)(s2 / n);
+            for (int c = 0; c < cpg; c++) {
+                int ch = g * cpg + c;
+                const float *xc = x + ((size_t)b * C + ch) * HW;
+                const float *dyc = dy + ((size_t)b * C + ch) * HW;
+                float *dxc = dx + ((size_t)b * C + ch) * HW;
+                for (int i = 0; i < HW; i++) {
+                    float xh = (xc[i] - m) * rs;
+                    dxc[i] += rs * (dyc[i] * gamma[ch] - m1 - xh * m2);
+                }
+            }
+        }
+    }
+    layer_reduce_partials(dgamma, sc->partial, B, C, sc->partial_per_image);
+    layer_reduce_partials(dbeta, sc->partial + C, B, C, sc->partial_per_image);
+}
+
+// ---------------------------------------------------------------------------------------
+// SiLU, linear, upsample
+
+void layer_silu_forward(float *y, const float *x, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n >= par_min)
+    for (size_t i = 0; i < n; i++)
+        y[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+void layer_silu_backward(float *dx, const float *dy, const float *x, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n >= par_min)
+    for (size_t i = 0; i < n; i++) {
+        float sg = 1.0f / (1.0f + expf(-x[i]));
+        dx[i] += dy[i] * sg * (1.0f + x[i] * (1.0f - sg));
+    }
+}
+
+void layer_linear_forward(float *y, const float *x, const float *w, const float *bias, int B,
+                          int in, int out)
+{
+    for (int b = 0; b < B; b++)
+        for (int o = 0; o < out; o++)
+            y[(size_t)b * out + o] = bias ? bias[o] : 0.0f;
+    layer_matmul(B, out, in, x, in, false, w, in, true, y, out, true);
+}
+
+void layer_linear_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x,
+                           const float *w, int B, int in, int out)
+{
+    if (dx)
+        layer_matmul(B, in, out, dy, out, false, w, in, false, dx, in, true);
+    layer_matmul(out, in, B, dy, out, true, x, in, false, dw, in, true);
+    if (dbias) {
+        for (int o = 0; o < out; o++) {
+            float s = dbias[o];
+            for (int b = 0; b < B; b++)
+                s += dy[(size_t)b * out + o];
+            dbias[o] = s;
+        }
+    }
+}
+
+void layer_upsample_forward(float *y, const float *x, int B, int C, int H, int W)
+{
+#pragma omp parallel for schedule(static) if ((size_t)B * C * H * W >= par_min)
+    for (int bc = 0; bc < B * C; bc++) {
+        const float *xs = x + (size_t)bc * H * W;
+        float *ys = y + (size_t)bc * 4 * H * W;
+        for (int oy = 0; oy < 2 * H; oy++)
+            for (int ox = 0; ox < 2 * W; ox++)
+                ys[oy * 2 * W + ox] = xs[(oy / 2) * W + ox / 2];
+    }
+}
+
+void layer_upsample_backward(float *dx, const float *dy, int B, int C, int H, int W)
+{
+#pragma omp parallel for schedule(static) if ((size_t)B * C * H * W >= par_min)
+    for (int bc = 0; bc < B * C; bc++) {
+        float *xs = dx + (size_t)bc * H * W;
+        const float *ys = dy + (size_t)bc * 4 * H * W;
+        for (int iy = 0; iy < H; iy++)
+            for (int ix = 0; ix < W; ix++) {
+                const float *q = ys + (2 * iy) * 2 * W + 2 * ix;
+                xs[iy * W + ix] += (q[0] + q[1]) + (q[2 * W] + q[2 * W + 1]);
+            }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// attention
+
+void layer_attention_forward(float *y, float *qkv, float *P, float *o, const float *x,
+                             const float *xn, const float *wqkv, const float *bqkv,
+                             const float *wproj, const float *bproj, int B, int C, int N,
+                             struct layer_scratch *sc)
+{
+    (void)sc;
+    float scale = 1.0f / sqrtf((float)C);
+#pragma omp parallel for schedule(static) if (B > 1 && (size_t)B * N * N * C >= 8 * par_min)
+    for (int b = 0; b < B; b++) {
+        const float *xnb = xn + (size_t)b * C * N;
+        float *qkvb = qkv + (size_t)b * 3 * C * N;
+        float *Pb = P + (size_t)b * N * N;
+        float *ob = o + (size_t)b * C * N;
+        float *yb = y + (size_t)b * C * N;
+        for (int r = 0; r < 3 * C; r++)
+            for (int n = 0; n < N; n++)
+                qkvb[(size_t)r * N + n] = bqkv[r];
+        layer_matmul(3 * C, N, C, wqkv, C, false, xnb, N, false, qkvb, N, true);
+        const float *q = qkvb, *k = qkvb + (size_t)C * N, *v = qkvb + (size_t)2 * C * N;
+        // S[i,j] = sum_c q[c,i] k[c,j]
+        layer_matmul(N, N, C, q, N, true, k, N, false, Pb, N, false);
+        for (int i = 0; i < N; i++) {
+            float *row = Pb + (size_t)i * N;
+            float mx = -INFINITY;
+            for (int j = 0; j < N; j++) {
+                row[j] *= scale;
+                mx = row[j] > mx ? row[j] : mx;
+            }
+            float sum = 0.0f;
+            for (int j = 0; j < N; j++) {
+                row[j] = expf(row[j] - mx);
+                sum += row[j];
+            }
+            float inv = 1.0f / sum;
+            for (int j = 0; j < N; j++)
+                row[j] *= inv;
+        }
+        // o[c,i] = sum_j v[c,j] P[i,j]
+        layer_matmul(C, N, N, v, N, false, Pb, N, true, ob, N, false);
+        const float *xb = x + (size_t)b * C * N;
+        for (int c = 0; c < C; c++)
+            for (int n = 0; n < N; n++)
+                yb[(size_t)c * N + n] = bproj[c];
+        layer_matmul(C, N, C, wproj, C, false, ob, N, false, yb, N, true);
+        for (size_t i = 0; i < (size_t)C * N; i++)
+            yb[i] += xb[i];
+    }
+}
+
+size_t layer_attention_scratch_size(int C, int N)
+{
+    return (size_t)C * N + (size_t)N * N + (size_t)3 * C * N;
+}
+
+void layer_attention_backward(float *dx, float *dxn, float *dwqkv, float *dbqkv, float *dwproj,
+                              float *dbproj, const float *dy, const float *xn, const float *qkv,
+                              const float *P, const float *o, const float *wqkv, const float *wproj,
+                              int B, int C, int N, struct layer_scratch *sc)
+{
+    float scale = 1.0f / sqrtf((float)C);
+    size_t nqkv = (size_t)3 * C * C, nproj = (size_t)C * C;
+    // partial layout per image: [dwqkv | dbqkv (3C) | dwproj | dbproj (C)]
+    size_t off_bqkv = nqkv, off_wproj = nqkv + 3 * (size_t)C, off_bproj = off_wproj + nproj;
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(sc->nthreads) if (B > 1 && (size_t)B * N * N * C >= 8 * par_min)
+    for (int b = 0; b < B; b++) {
+        const float *dyb = dy + (size_t)b * C * N;
+        const float *xnb = xn + (size_t)b * C * N;
+        const float *qkvb = qkv + (size_t)b * 3 * C * N;
+        const float *q = qkvb, *k = qkvb + (size_t)C * N, *v = qkvb + (size_t)2 * C * N;
+        const float *Pb = P + (size_t)b * N * N;
+        const float *ob = o + (size_t)b * C * N;
+        float *part = sc->partial + (size_t)b * sc->partial_per_image;
+        float *dO = sc->col + (size_t)thread_id() * sc->col_per_thread;
+        float *dP = dO + (size_t)C * N;
+        float *dqkv = dP + (size_t)N * N;
+        float *dq = dqkv, *dk = dqkv + (size_t)C * N, *dv = dqkv + (size_t)2 * C * N;
+        float *dxb = dx + (size_t)b * C * N;
+        for (size_t i = 0; i < (size_t)C * N; i++)
+            dxb[i] += dyb[i];
+        // proj
+        layer_matmul(C, C, N, dyb, N, false, ob, N, true, part + off_wproj, C, false);
+        for (int c = 0; c < C; c++) {
+            float s = 0.0f;
+            for (int n = 0; n < N; n++)
+                s += dyb[(size_t)c * N + n];
+            part[off_bproj + c] = s;
+        }
+        layer_matmul(C, N, C, wproj, C, true, dyb, N, false, dO, N, false);
+        // dv[c,j] = sum_i dO[c,i] P[i,j]; dP[i,j] = sum_c dO[c,i] v[c,j]
+        layer_matmul(C, N, N, dO, N, false, Pb, N, false, dv, N, false);
+        layer_matmul(N, N, C, dO, N, true, v, N, false, dP, N, false);
+        // softmax backward, times the scale: dS = P * (dP - sum_j dP*P) * scale
+        for (int i = 0; i < N; i++) {
+            float *row = dP + (size_t)i * N;
+            const float *prow = Pb + (size_t)i * N;
+            float dot = 0.0f;
+            for (int j = 0; j < N; j++)
+                dot += row[j] * prow[j];
+            for (int j = 0; j < N; j++)
+                row[j] = prow[j] * (row[j] - dot) * scale;
+        }
+        // dq[c,i] = sum_j k[c,j] dS[i,j]; dk[c,j] = sum_i q[c,i] dS[i,j]
+        layer_matmul(C, N, N, k, N, false, dP, N, true, dq, N, false);
+        layer_matmul(C, N, N, q, N, false, dP, N, false, dk, N, false);
+        // qkv projection
+        layer_matmul(3 * C, C, N, dqkv, N, false, xnb, N, true, part, C, false);
+        for (int r = 0; r < 3 * C; r++) {
+            float s = 0.0f;
+            for (int n = 0; n < N; n++)
+                s += dqkv[(size_t)r * N + n];
+            part[off_bqkv + r] = s;
+        }
+        layer_matmul(C, N, 3 * C, wqkv, C, true, dqkv, N, false, dxn + (size_t)b * C * N, N, true);
+    }
+    layer_reduce_partials(dwqkv, sc->partial, B, nqkv, sc->partial_per_image);
+    layer_reduce_partials(dbqkv, sc->partial + off_bqkv, B, 3 * (size_t)C, sc->partial_per_image);
+    layer_reduce_partials(dwproj, sc->partial + off_wproj, B, nproj, sc->partial_per_image);
+    layer_reduce_partials(dbproj, sc->partial + off_bproj, B, C, sc->partial_per_image);
+}
