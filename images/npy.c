@@ -3,8 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-int npy_header(char *buf, int height, int width, int channels, size_t *len,
-               struct pm_error *err)
+int npy_header(char *buf, int height, int width, int channels, size_t *len, struct pm_error *err)
 {
     if (height <= 0 || width <= 0 || channels <= 0)
         return pm_error_set(err, PM_ERR_USAGE, "npy: bad shape (%d, %d, %d)", height, width,
@@ -46,8 +45,7 @@ int npy_parse(const void *data, size_t size, struct npy_info *info, struct pm_er
     if (size < 10 || memcmp(p, "\x93NUMPY", 6) != 0)
         return pm_error_set(err, PM_ERR_FORMAT, "npy: no magic");
     if (p[6] != 1 || p[7] != 0)
-        return pm_error_set(err, PM_ERR_UNSUPPORTED, "npy: version %u.%u (only 1.0)", p[6],
-                            p[7]);
+        return pm_error_set(err, PM_ERR_UNSUPPORTED, "npy: version %u.%u (only 1.0)", p[6], p[7]);
     size_t hlen = (size_t)p[8] | (size_t)p[9] << 8;
     if (10 + hlen > size)
         return pm_error_set(err, PM_ERR_FORMAT, "npy: header runs past the end");
@@ -65,12 +63,10 @@ int npy_parse(const void *data, size_t size, struct npy_info *info, struct pm_er
     if (!s || sscanf(s, "(%llu, %llu, %llu)", &a, &b, &c) != 3)
         return pm_error_set(err, PM_ERR_FORMAT, "npy: shape is not (H, W, C)");
     if (a > (1u << 20) || b > (1u << 20) || c > 4)
-        return pm_error_set(err, PM_ERR_FORMAT, "npy: shape (%llu, %llu, %llu) too large", a, b,
-                            c);
+        return pm_error_set(err, PM_ERR_FORMAT, "npy: shape (%llu, %llu, %llu) too large", a, b, c);
     if (10 + hlen + a * b * c != size)
-        return pm_error_set(err, PM_ERR_FORMAT,
-                            "npy: %zu data bytes for shape (%llu, %llu, %llu)", size - 10 - hlen,
-                            a, b, c);
+        return pm_error_set(err, PM_ERR_FORMAT, "npy: %zu data bytes for shape (%llu, %llu, %llu)",
+                            size - 10 - hlen, a, b, c);
     info->shape[0] = a;
     info->shape[1] = b;
     info->shape[2] = c;

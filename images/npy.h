@@ -20,7 +20,7 @@
 
 /** What npy_parse found. */
 struct npy_info {
-    uint64_t shape[3]; /* height, width, channels */
+    uint64_t shape[3];  /* height, width, channels */
     size_t data_offset; /* where the pixels start */
 };
 
@@ -29,8 +29,7 @@ struct npy_info {
  * NPY_HEADER_MAX bytes); *len receives its size (a multiple of 64). Returns PM_OK or
  * PM_ERR_USAGE for a zero or negative dimension.
  */
-int npy_header(char *buf, int height, int width, int channels, size_t *len,
-               struct pm_error *err);
+int npy_header(char *buf, int height, int width, int channels, size_t *len, struct pm_error *err);
 
 /**
  * Check an .npy file of `size` bytes written as above (uint8, C order, 3 dimensions, data

@@ -189,7 +189,9 @@ static int parse_args(int argc, char **argv, struct pack_args *a, int rank)
     char *end;
     while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
         switch (c) {
-        case 'o': a->output = optarg; break;
+        case 'o':
+            a->output = optarg;
+            break;
         case 'n':
             a->samples_per_shard = strtoull(optarg, &end, 10);
             if (*end || !a->samples_per_shard || optarg[0] == '-')
@@ -224,14 +226,20 @@ static int parse_args(int argc, char **argv, struct pack_args *a, int rank)
             if (*end || a->quality < 1 || a->quality > 100)
                 goto bad;
             break;
-        case 'x': a->shuffle = true; break;
+        case 'x':
+            a->shuffle = true;
+            break;
         case 's':
             a->seed = strtoull(optarg, &end, 0);
             if (*end)
                 goto bad;
             break;
-        case 'N': a->name = optarg; break;
-        case 'e': a->s3_endpoint = optarg; break;
+        case 'N':
+            a->name = optarg;
+            break;
+        case 'e':
+            a->s3_endpoint = optarg;
+            break;
         case 'P':
             if (parse_size(optarg, &a->s3_part_size) || a->s3_part_size < ((uint64_t)5 << 20))
                 goto bad;
@@ -604,8 +612,8 @@ static int load_source(struct store *src, const struct plan *p, uint32_t sh, str
     int rc = dataset_store_read_table(src, obj, &side, err);
     int kc = rc == PM_OK ? table_batch_find(&side, "key") : -1;
     if (rc == PM_OK && (kc < 0 || side.cols[kc].type != COLUMN_STRING))
-        rc = pm_error_set(err, PM_ERR_FORMAT, "%s/%s has no string column key",
-                          store_location(src), obj);
+        rc = pm_error_set(err, PM_ERR_FORMAT, "%s/%s has no string column key", store_location(src),
+                          obj);
     struct slot_ref *refs = calloc(nslots ? nslots : 1, sizeof *refs);
     size_t nrefs = 0;
     if (rc == PM_OK && !refs)
@@ -644,8 +652,8 @@ static int load_source(struct store *src, const struct plan *p, uint32_t sh, str
         else {
             rc = store_read(src, obj, 0, UINT64_MAX, sink_bytebuf, &whole, NULL, err);
             if (rc == PM_OK)
-                rc = tar_reader_open_memory(whole.data ? whole.data : "", whole.len, path, NULL,
-                                            &r, err);
+                rc = tar_reader_open_memory(whole.data ? whole.data : "", whole.len, path, NULL, &r,
+                                            err);
         }
     }
     size_t found = 0;
@@ -714,8 +722,7 @@ static int make_image(struct unit_ctx *c, struct slot *s, const char **ext, int 
 {
     const struct pack_args *a = c->a;
     bool src_jpg = !strcmp(s->ext, "jpg") || !strcmp(s->ext, "jpeg");
-    bool need = a->format == OUT_RAW || a->image_size > 0 ||
-                (a->format == OUT_JPG && !src_jpg) ||
+    bool need = a->format == OUT_RAW || a->image_size > 0 || (a->format == OUT_JPG && !src_jpg) ||
                 (a->format == OUT_WEBP && strcmp(s->ext, "webp") != 0);
     *w = *h = 0;
     if (!need) {
@@ -723,8 +730,8 @@ static int make_image(struct unit_ctx *c, struct slot *s, const char **ext, int 
         bytebuf_clear(&c->enc);
         return bytebuf_append(&c->enc, s->image.data ? s->image.data : "", s->image.len);
     }
-    int rc = image_decode(c->ictx, s->image.data ? s->image.data : "", s->image.len, NULL,
-                          &c->img, NULL, err);
+    int rc = image_decode(c->ictx, s->image.data ? s->image.data : "", s->image.len, NULL, &c->img,
+                          NULL, err);
     if (rc != PM_OK)
         return pm_error_prefix(err, "sample '%s': ", s->src_key);
     const struct image *out = &c->img;
@@ -1159,7 +1166,8 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
         }
         if (my == PM_ERR_INTERRUPTED)
             pm_log_warn("pack: interrupted by signal %d; in-flight shard abandoned, rerun to "
-                        "resume", pm_signal_pending());
+                        "resume",
+                        pm_signal_pending());
         else if (my != PM_OK)
             pm_log_error("pack: %s", err.msg);
         pm_log_info("pack: rank %d wrote %llu shards, %llu already complete", mpi->rank,

@@ -51,24 +51,23 @@ struct report {
 
 static void print_help(FILE *out)
 {
-    fprintf(out,
-            "usage: pixelmill verify DATASET [--json] [--deep] [--s3-endpoint URL]\n"
-            "\n"
-            "Check that a dataset (a directory or s3://bucket/prefix) is sound: for every\n"
-            "shard of dataset.json, the tar parses, each sample has an image, a .txt and a\n"
-            ".json, the Parquet sidecar and the tar agree (each success row has exactly one\n"
-            "sample, no other samples), the tar's size and xxh3 match dataset.json and the\n"
-            "stats file, and the counts agree. Missing files are problems; stray temporary\n"
-            "files and tars not listed are warnings.\n"
-            "\n"
-            "Options:\n"
-            "  --json          print one JSON report on stdout\n"
-            "  --deep          also decode every image\n"
-            "  --s3-endpoint URL  S3 endpoint (default: AWS_ENDPOINT_URL or AWS)\n"
-            "  -h, --help      this help\n"
-            "\n"
-            "Exit status: 0 sound, 1 problems found (each names the shard and the key),\n"
-            "2 usage error.\n");
+    fprintf(out, "usage: pixelmill verify DATASET [--json] [--deep] [--s3-endpoint URL]\n"
+                 "\n"
+                 "Check that a dataset (a directory or s3://bucket/prefix) is sound: for every\n"
+                 "shard of dataset.json, the tar parses, each sample has an image, a .txt and a\n"
+                 ".json, the Parquet sidecar and the tar agree (each success row has exactly one\n"
+                 "sample, no other samples), the tar's size and xxh3 match dataset.json and the\n"
+                 "stats file, and the counts agree. Missing files are problems; stray temporary\n"
+                 "files and tars not listed are warnings.\n"
+                 "\n"
+                 "Options:\n"
+                 "  --json          print one JSON report on stdout\n"
+                 "  --deep          also decode every image\n"
+                 "  --s3-endpoint URL  S3 endpoint (default: AWS_ENDPOINT_URL or AWS)\n"
+                 "  -h, --help      this help\n"
+                 "\n"
+                 "Exit status: 0 sound, 1 problems found (each names the shard and the key),\n"
+                 "2 usage error.\n");
 }
 
 static int parse_args(int argc, char **argv, struct verify_args *a)
@@ -83,11 +82,21 @@ static int parse_args(int argc, char **argv, struct verify_args *a)
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'j': a->json = true; break;
-        case 'd': a->deep = true; break;
-        case 'e': a->s3_endpoint = optarg; break;
-        case 'h': print_help(stdout); return 1;
-        default: print_help(stderr); return PM_ERR_USAGE;
+        case 'j':
+            a->json = true;
+            break;
+        case 'd':
+            a->deep = true;
+            break;
+        case 'e':
+            a->s3_endpoint = optarg;
+            break;
+        case 'h':
+            print_help(stdout);
+            return 1;
+        default:
+            print_help(stderr);
+            return PM_ERR_USAGE;
         }
     }
     if (optind != argc - 1) {
@@ -160,8 +169,8 @@ static struct keyrow *keyrow_find(struct keyrow *rows, size_t n, const char *key
 }
 
 // Check one shard; problems and warnings go to the report.
-static void verify_shard(struct store *s, const struct dataset_shard *ent, const struct verify_args *a,
-                         struct image_ctx *ictx, struct report *rep)
+static void verify_shard(struct store *s, const struct dataset_shard *ent,
+                         const struct verify_args *a, struct image_ctx *ictx, struct report *rep)
 {
     char name[4096];
     size_t ulen = strlen(ent->url);
@@ -221,8 +230,8 @@ static void verify_shard(struct store *s, const struct dataset_shard *ent, const
                 for (size_t i = 1; i < nrows; i++)
                     if (!keyrow_cmp(&rows[i - 1], &rows[i])) {
                         char kb[256];
-                        snprintf(kb, sizeof kb, "%.*s", (int)(rows[i].len < 200 ? rows[i].len : 200),
-                                 rows[i].key);
+                        snprintf(kb, sizeof kb, "%.*s",
+                                 (int)(rows[i].len < 200 ? rows[i].len : 200), rows[i].key);
                         note(rep->problems, sh, kb, "key appears twice in the sidecar");
                     }
             }
@@ -252,8 +261,8 @@ static void verify_shard(struct store *s, const struct dataset_shard *ent, const
             note(rep->problems, sh, NULL, "%s is %zu bytes, the stats file says %llu", ent->url,
                  tar.len, (unsigned long long)st.tar_bytes);
         if (have_stats && strcmp(h, st.xxh3) != 0)
-            note(rep->problems, sh, NULL,
-                 "%s checksum mismatch: xxh3 %s, the stats file says %s", ent->url, h, st.xxh3);
+            note(rep->problems, sh, NULL, "%s checksum mismatch: xxh3 %s, the stats file says %s",
+                 ent->url, h, st.xxh3);
         struct tar_reader *r = NULL;
         char what[4200];
         snprintf(what, sizeof what, "%s/%s", store_location(s), ent->url);
@@ -332,7 +341,8 @@ static void verify_shard(struct store *s, const struct dataset_shard *ent, const
                     char kb[256];
                     snprintf(kb, sizeof kb, "%.*s", (int)(rows[i].len < 200 ? rows[i].len : 200),
                              rows[i].key);
-                    note(rep->problems, sh, kb, "success row in the sidecar has no sample in the tar");
+                    note(rep->problems, sh, kb,
+                         "success row in the sidecar has no sample in the tar");
                 }
     }
     bytebuf_release(&tar);

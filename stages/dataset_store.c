@@ -83,8 +83,7 @@ int dataset_store_read_index(struct store *s, struct dataset_index *x, struct pm
     return rc;
 }
 
-int dataset_store_write_index(struct store *s, const struct dataset_index *x,
-                              struct pm_error *err)
+int dataset_store_write_index(struct store *s, const struct dataset_index *x, struct pm_error *err)
 {
     char tmp[4096];
     int rc = dataset_store_temp_path(tmp, sizeof tmp, err);
@@ -113,8 +112,7 @@ int dataset_store_read_stats(struct store *s, const char *name, struct shard_sta
     return rc;
 }
 
-int dataset_store_write_stats(struct store *s, const struct shard_stats *st,
-                              struct pm_error *err)
+int dataset_store_write_stats(struct store *s, const struct shard_stats *st, struct pm_error *err)
 {
     char dir[4096];
     const char *t = getenv("TMPDIR");

@@ -37,16 +37,14 @@ int dataset_store_put_file(struct store *s, const char *name, const char *path,
 int dataset_store_read_index(struct store *s, struct dataset_index *x, struct pm_error *err);
 
 /** Write x as the store's `dataset.json`. */
-int dataset_store_write_index(struct store *s, const struct dataset_index *x,
-                              struct pm_error *err);
+int dataset_store_write_index(struct store *s, const struct dataset_index *x, struct pm_error *err);
 
 /** Read object `name` (a stats file) into st (initialised by this call; release it always). */
 int dataset_store_read_stats(struct store *s, const char *name, struct shard_stats *st,
                              struct pm_error *err);
 
 /** Write st as the store's `NAME_stats.json`. */
-int dataset_store_write_stats(struct store *s, const struct shard_stats *st,
-                              struct pm_error *err);
+int dataset_store_write_stats(struct store *s, const struct shard_stats *st, struct pm_error *err);
 
 /**
  * Open the Parquet object `name`: its bytes are read into buf (which must outlive the
