@@ -28,6 +28,12 @@ int pm_exit_from_status(int status);
 /** pixelmill stats: column summaries of metadata tables (stages/cmd_stats.c). */
 int cmd_stats(int argc, char **argv, const struct pm_mpi *mpi);
 
+/** pixelmill pack: uniform (optionally shuffled, resized) shards of a dataset or view. */
+int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi);
+
+/** pixelmill verify: check a dataset's shards, sidecars, counts and checksums. */
+int cmd_verify(int argc, char **argv, const struct pm_mpi *mpi);
+
 /** pixelmill filter: a view of a dataset, or filtered input metadata (cmd_filter.c). */
 int cmd_filter(int argc, char **argv, const struct pm_mpi *mpi);
 

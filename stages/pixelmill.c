@@ -28,6 +28,8 @@ struct command {
 static const struct command commands[] = {
     {"download", cmd_download, USES_MPI, "download URL lists into webdataset shards"},
     {"stats", cmd_stats, USES_MPI, "column summaries (counts, quantiles, top values) of tables"},
+    {"pack", cmd_pack, USES_MPI, "uniform shards of a dataset or view (shuffle, resize, raw)"},
+    {"verify", cmd_verify, 0, "check a dataset: tars, sidecars, counts, checksums"},
     {"filter", cmd_filter, USES_MPI, "write a view (or filtered metadata) from --where clauses"},
     {"sweep", cmd_sweep, USES_MPI, "kept counts for many thresholds of a column, HTML report"},
     {"sheet", cmd_sheet, USES_MPI, "contact sheet of a dataset's or view's samples"},
