@@ -79,9 +79,11 @@ static int ksize_for(int in_size)
 }
 
 // The taps vectorise much better with AVX2 (32-bit multiplies); glibc picks the clone
-// at load time, and both clones compute the same integers.
-__attribute__((target_clones("avx2", "default"))) int
-image_phash(struct image_ctx *ctx, const struct image *img, uint64_t *hash, struct pm_error *err)
+// at load time, and both clones compute the same integers. The clones are static (clang
+// does not export a cloned function to other files), behind the plain public function.
+__attribute__((target_clones("avx2", "default"))) static int
+phash_compute(struct image_ctx *ctx, const struct image *img, uint64_t *hash,
+              struct pm_error *err)
 {
     *hash = 0;
     if (!img || !img->pixels || img->width <= 0 || img->height <= 0)
@@ -175,6 +177,12 @@ image_phash(struct image_ctx *ctx, const struct image *img, uint64_t *hash, stru
             hv |= (uint64_t)1 << (63 - i);
     *hash = hv;
     return PM_OK;
+}
+
+int image_phash(struct image_ctx *ctx, const struct image *img, uint64_t *hash,
+                struct pm_error *err)
+{
+    return phash_compute(ctx, img, hash, err);
 }
 
 int image_phash_distance(uint64_t a, uint64_t b)
