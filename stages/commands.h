@@ -26,4 +26,10 @@ int pm_exit_from_status(int status);
 int cmd_stats(int argc, char **argv, const struct pm_mpi *mpi);
 
 
+/** pixelmill train: data-parallel diffusion training on the CPU (stages/cmd_train.c). */
+int cmd_train(int argc, char **argv, const struct pm_mpi *mpi);
+
+/** pixelmill sample: a PNG grid of images from a checkpoint (stages/cmd_sample.c). */
+int cmd_sample(int argc, char **argv, const struct pm_mpi *mpi);
+
 #endif

@@ -27,6 +27,8 @@ struct command {
 
 static const struct command commands[] = {
     {"stats", cmd_stats, USES_MPI, "column summaries (counts, quantiles, top values) of tables"},
+    {"train", cmd_train, USES_MPI, "train the diffusion UNet on a dataset (CPU, MPI)"},
+    {"sample", cmd_sample, 0, "images from a training checkpoint, as a PNG grid"},
 };
 
 static const size_t ncommands = sizeof commands / sizeof commands[0];
