@@ -68,7 +68,7 @@ def add(tar, name, data):
 
 
 def write_dataset(out, samples=512, per_shard=128, size=32, seed=0, npy_every=0, corrupt=0):
-    """Write the dataset; returns the list of (key, caption). corrupt: that many samples
+    """Write the dataset; returns the list of (key, caption, corrupt?). corrupt: that many samples
     (spread over the set) get an image field of garbage bytes."""
     import xxhash
 
@@ -97,7 +97,7 @@ def write_dataset(out, samples=512, per_shard=128, size=32, seed=0, npy_every=0,
                 add(tar, key + ".txt", caption.encode())
                 add(tar, key + ".json", json.dumps({"key": key, "caption": caption,
                                                     **meta}).encode())
-                listing.append((f"{sid:05d}/{key}", caption))
+                listing.append((f"{sid:05d}/{key}", caption, i in bad))
                 n += 1
         data = buf.getvalue()
         (out / url).write_bytes(data)

@@ -48,6 +48,7 @@ PY_PACKAGES=(
   moto[server]:flask_cors   # the local S3 server of the storage tests
   boto3
   awscli
+  prometheus-client:prometheus_client   # tests/test_train.py parses the metrics file
 )
 
 missing=()
