@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, run, tool
+from conftest import ROOT, SANITIZED, run, tool
 
 sys.path.insert(0, str(ROOT / "demo"))
 import make_shapes  # noqa: E402
@@ -232,6 +232,7 @@ def demo_train(tmp, steps, ck=None):
     return ck, eval_loss(r.stdout)
 
 
+@pytest.mark.skipif(SANITIZED, reason="training speed: checked in the optimised build")
 def test_demo_lowers_held_out_loss(tmp_path):
     _, before = demo_train(tmp_path, 0)
     ck, after = demo_train(tmp_path, 40)
