@@ -55,7 +55,7 @@ struct loader {
     size_t nshards;
     struct sample_ref *samples;
     uint64_t n;
-    uint64_t start;    /* global position of batch 0 (set by seek) */
+    uint64_t start; /* global position of batch 0 (set by seek) */
     // pipeline
     pthread_mutex_t mu;
     pthread_cond_t cond_space, cond_ready;
@@ -139,8 +139,7 @@ void loader_state_encode(const struct loader_state *st, unsigned char *out)
     put64(out + 40, x);
 }
 
-int loader_state_decode(const void *blob, size_t len, struct loader_state *st,
-                        struct pm_error *err)
+int loader_state_decode(const void *blob, size_t len, struct loader_state *st, struct pm_error *err)
 {
     const unsigned char *p = blob;
     if (!blob || len != LOADER_STATE_BYTES)
@@ -166,8 +165,8 @@ int loader_state_decode(const void *blob, size_t len, struct loader_state *st,
 // ---------------------------------------------------------------------------------------
 // NPY
 
-int loader_parse_npy(const void *data, size_t len, const uint8_t **pixels, int *h, int *w,
-                     int *c, struct pm_error *err)
+int loader_parse_npy(const void *data, size_t len, const uint8_t **pixels, int *h, int *w, int *c,
+                     struct pm_error *err)
 {
     const unsigned char *p = data;
     if (len < 10 || memcmp(p, "\x93NUMPY", 6) != 0)
@@ -285,8 +284,8 @@ static int read_index(struct loader *l, struct store *st, struct dataset_index *
     return rc;
 }
 
-static int scan_shard(struct loader *l, struct store *st, size_t si, struct bytebuf *b,
-                      size_t *cap, struct pm_error *err)
+static int scan_shard(struct loader *l, struct store *st, size_t si, struct bytebuf *b, size_t *cap,
+                      struct pm_error *err)
 {
     const char *url = l->shard_urls[si];
     bytebuf_clear(b);
@@ -349,9 +348,8 @@ static void *worker_main(void *arg);
 int loader_open(const struct loader_options *o, struct loader **out, struct pm_error *err)
 {
     *out = NULL;
-    if (!o->data || o->image_size <= 0 || o->global_batch <= 0 || o->world <= 0 ||
-        o->rank < 0 || o->rank >= o->world || o->global_batch % o->world != 0 ||
-        o->threads < 1 || o->prefetch < 1)
+    if (!o->data || o->image_size <= 0 || o->global_batch <= 0 || o->world <= 0 || o->rank < 0 ||
+        o->rank >= o->world || o->global_batch % o->world != 0 || o->threads < 1 || o->prefetch < 1)
         return pm_error_set(err, PM_ERR_USAGE,
                             "loader: bad options (the rank count must divide the batch size)");
     struct loader *l = calloc(1, sizeof *l);
@@ -525,8 +523,8 @@ static int read_sample(struct worker *w, uint64_t idx, uint8_t *dst, char **capt
     const char *url = l->shard_urls[ref->shard];
     bytebuf_clear(&w->buf);
     uint64_t got = 0;
-    int rc = store_read(w->store, url, ref->off, ref->end - ref->off, sink_append, &w->buf, &got,
-                        err);
+    int rc =
+        store_read(w->store, url, ref->off, ref->end - ref->off, sink_append, &w->buf, &got, err);
     if (rc != PM_OK)
         return rc;
     if (got != ref->end - ref->off)

@@ -45,13 +45,13 @@
 #define LOADER_STATE_BYTES 48
 
 struct loader_options {
-    const char *data;  /* dataset directory or s3:// prefix, optionally ":VIEW" */
-    int image_size;    /* output side S (images are S x S x 3 uint8) */
-    int global_batch;  /* B, samples per step over all ranks */
-    int rank, world;   /* this rank; world must divide global_batch */
-    int threads;       /* decoding threads (>= 1) */
-    int prefetch;      /* batches decoded ahead (>= 1) */
-    uint64_t seed;     /* order seed */
+    const char *data; /* dataset directory or s3:// prefix, optionally ":VIEW" */
+    int image_size;   /* output side S (images are S x S x 3 uint8) */
+    int global_batch; /* B, samples per step over all ranks */
+    int rank, world;  /* this rank; world must divide global_batch */
+    int threads;      /* decoding threads (>= 1) */
+    int prefetch;     /* batches decoded ahead (>= 1) */
+    uint64_t seed;    /* order seed */
 };
 
 /** Defaults: batch 8, rank 0 of 1, 2 threads, prefetch 2, seed 0 (data and size unset). */
@@ -67,18 +67,18 @@ struct loader_state {
 
 /** A local batch, valid until the next loader_next() or loader_free(). */
 struct loader_batch {
-    int B;                      /* local samples (global_batch / world) */
-    const uint8_t *images;      /* [B, S, S, 3] uint8 */
-    const char *const *captions;/* B captions (never NULL, may be "") */
-    const char *const *keys;    /* B sample keys ("00003/000017": shard url stem / key) */
-    uint64_t first_index;       /* this rank's first index within the global batch */
-    uint64_t position;          /* global position (across epochs) of the step's first sample */
+    int B;                       /* local samples (global_batch / world) */
+    const uint8_t *images;       /* [B, S, S, 3] uint8 */
+    const char *const *captions; /* B captions (never NULL, may be "") */
+    const char *const *keys;     /* B sample keys ("00003/000017": shard url stem / key) */
+    uint64_t first_index;        /* this rank's first index within the global batch */
+    uint64_t position;           /* global position (across epochs) of the step's first sample */
 };
 
 struct loader_stats {
-    uint64_t corrupt;  /* samples skipped (replaced) by this rank */
-    double wait_s;     /* seconds loader_next() waited for data */
-    uint64_t batches;  /* batches handed out */
+    uint64_t corrupt; /* samples skipped (replaced) by this rank */
+    double wait_s;    /* seconds loader_next() waited for data */
+    uint64_t batches; /* batches handed out */
 };
 
 struct loader;
@@ -129,7 +129,7 @@ uint64_t loader_order_index(uint64_t seed, uint64_t epoch, uint64_t n, uint64_t 
  * (grey, replicated). Sets *pixels (points into data), *h, *w, *c. Returns PM_OK or
  * PM_ERR_FORMAT.
  */
-int loader_parse_npy(const void *data, size_t len, const uint8_t **pixels, int *h, int *w,
-                     int *c, struct pm_error *err);
+int loader_parse_npy(const void *data, size_t len, const uint8_t **pixels, int *h, int *w, int *c,
+                     struct pm_error *err);
 
 #endif

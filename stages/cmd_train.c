@@ -254,8 +254,8 @@ static void set_metrics(struct metrics *m, uint64_t step, double loss, double ip
     metrics_set(m, "pixelmill_train_data_wait_fraction",
                 "fraction of the last step rank 0 waited for data", METRIC_GAUGE, NULL, NULL,
                 waitf);
-    metrics_set(m, "pixelmill_train_images_total", "images trained on by this run",
-                METRIC_COUNTER, NULL, NULL, (double)images);
+    metrics_set(m, "pixelmill_train_images_total", "images trained on by this run", METRIC_COUNTER,
+                NULL, NULL, (double)images);
     metrics_set(m, "pixelmill_train_corrupt_samples_total",
                 "samples skipped as unreadable, all ranks", METRIC_COUNTER, NULL, NULL,
                 (double)corrupt);
@@ -285,8 +285,8 @@ static int save(struct trainer *t, const struct train_args *a, const struct load
  * position p with timestep and noise from a stream seeded by p, no caption dropout.
  * Rank-order sum of the per-rank means. Returns PM_OK with *out set on every rank.
  */
-static int evaluate(struct trainer *t, const struct train_args *a, const struct pm_mpi *mpi,
-                    int S, double *out, struct pm_error *err)
+static int evaluate(struct trainer *t, const struct train_args *a, const struct pm_mpi *mpi, int S,
+                    double *out, struct pm_error *err)
 {
     struct loader_options lo;
     loader_options_init(&lo);
@@ -323,8 +323,8 @@ static int evaluate(struct trainer *t, const struct train_args *a, const struct 
                         x0[(size_t)j * px + (size_t)c * S * S + i] =
                             (float)src[(size_t)i * 3 + c] / 127.5f - 1.0f;
             }
-            rc = trainer_compute_gradients_explicit(t, x0, b.captions, ts, noise, NULL, Bl,
-                                                    &loss, err);
+            rc = trainer_compute_gradients_explicit(t, x0, b.captions, ts, noise, NULL, Bl, &loss,
+                                                    err);
         }
         if (agree_status(rc) != 0) {
             if (rc == PM_OK)
@@ -485,8 +485,7 @@ int cmd_train(int argc, char **argv, const struct pm_mpi *mpi)
         if (keys) {
             for (int j = 0; j < b.B; j++)
                 fprintf(keys, "%llu %llu %s\n", (unsigned long long)trainer_step(t) + 1,
-                        (unsigned long long)(b.position + b.first_index + (uint64_t)j),
-                        b.keys[j]);
+                        (unsigned long long)(b.position + b.first_index + (uint64_t)j), b.keys[j]);
             fflush(keys);
         }
         if (mpi->size > 1)
