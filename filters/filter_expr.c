@@ -665,25 +665,107 @@ static int clause_eval(const struct clause *c, const struct table_batch *b, size
     return 0;
 }
 
+// Compare every row of a numeric array against the clause's first literal: res[r] = 1 pass,
+// 0 fail, -1 null. One tight loop per operator so the compiler can vectorise it.
+#define CMP_LOOP(EXPR_T, GET, LIT, OP)                                                        \
+    for (size_t r = 0; r < n; r++) {                                                          \
+        EXPR_T a_ = GET;                                                                      \
+        res[r] = valid[r] ? (int8_t)(a_ OP LIT) : (int8_t)-1;                                 \
+    }
+#define CMP_SWITCH(EXPR_T, GET, LIT)                                                          \
+    switch (c->op) {                                                                          \
+    case CMP_LT: CMP_LOOP(EXPR_T, GET, LIT, <) return true;                                   \
+    case CMP_LE: CMP_LOOP(EXPR_T, GET, LIT, <=) return true;                                  \
+    case CMP_GT: CMP_LOOP(EXPR_T, GET, LIT, >) return true;                                   \
+    case CMP_GE: CMP_LOOP(EXPR_T, GET, LIT, >=) return true;                                  \
+    case CMP_EQ: CMP_LOOP(EXPR_T, GET, LIT, ==) return true;                                  \
+    default: return false;                                                                    \
+    }
+
+// Fast paths for the common clause shapes (column or min/max of two columns against one
+// number). Returns false when the clause needs the general row-by-row evaluation.
+static bool clause_eval_fast(const struct clause *c, const struct table_batch *b, size_t n,
+                             int8_t *res)
+{
+    const struct column *x = &b->cols[c->colidx[0]];
+    if (c->kind == OPERAND_COLUMN && (c->mode == EVAL_REAL || c->mode == EVAL_INT)) {
+        const uint8_t *valid = x->valid;
+        if (c->mode == EVAL_INT) {
+            const int64_t *v = x->ints, lit = c->vals[0].i;
+            CMP_SWITCH(int64_t, v[r], lit)
+        }
+        const double lit = c->vals[0].d;
+        if (x->reals) {
+            const double *v = x->reals;
+            CMP_SWITCH(double, v[r], lit)
+        }
+        const int64_t *v = x->ints;
+        CMP_SWITCH(double, (double)v[r], lit)
+    }
+    if ((c->kind == OPERAND_MIN || c->kind == OPERAND_MAX) && c->mode == EVAL_INT) {
+        const struct column *y = &b->cols[c->colidx[1]];
+        const int64_t *u = x->ints, *v = y->ints, lit = c->vals[0].i;
+        const uint8_t *vx = x->valid, *vy = y->valid;
+        uint8_t *valid = malloc(n ? n : 1);
+        if (!valid)
+            return false;
+        for (size_t r = 0; r < n; r++)
+            valid[r] = vx[r] & vy[r];
+        bool done = true;
+        if (c->kind == OPERAND_MIN) {
+            switch (c->op) {
+            case CMP_LT: CMP_LOOP(int64_t, u[r] < v[r] ? u[r] : v[r], lit, <) break;
+            case CMP_LE: CMP_LOOP(int64_t, u[r] < v[r] ? u[r] : v[r], lit, <=) break;
+            case CMP_GT: CMP_LOOP(int64_t, u[r] < v[r] ? u[r] : v[r], lit, >) break;
+            case CMP_GE: CMP_LOOP(int64_t, u[r] < v[r] ? u[r] : v[r], lit, >=) break;
+            default: done = false;
+            }
+        } else {
+            switch (c->op) {
+            case CMP_LT: CMP_LOOP(int64_t, u[r] > v[r] ? u[r] : v[r], lit, <) break;
+            case CMP_LE: CMP_LOOP(int64_t, u[r] > v[r] ? u[r] : v[r], lit, <=) break;
+            case CMP_GT: CMP_LOOP(int64_t, u[r] > v[r] ? u[r] : v[r], lit, >) break;
+            case CMP_GE: CMP_LOOP(int64_t, u[r] > v[r] ? u[r] : v[r], lit, >=) break;
+            default: done = false;
+            }
+        }
+        free(valid);
+        return done;
+    }
+    return false;
+}
+
 void filter_expr_eval(const struct filter_expr *f, const struct table_batch *batch,
                       uint8_t *keep, struct filter_counts *counts)
 {
     size_t n = batch->nrows;
     memset(keep, 1, n);
     uint8_t *missing = counts ? calloc(n ? n : 1, 1) : NULL;
+    int8_t *res = malloc(n ? n : 1);
     for (size_t i = 0; i < f->nclauses; i++) {
         const struct clause *c = &f->clauses[i];
         uint64_t failed = 0, nmissing = 0;
-        for (size_t r = 0; r < n; r++) {
-            int v = clause_eval(c, batch, r);
-            if (v == 1)
-                continue;
-            keep[r] = 0;
-            failed++;
-            if (v < 0) {
-                nmissing++;
+        if (res && clause_eval_fast(c, batch, n, res)) {
+            for (size_t r = 0; r < n; r++) {
+                int v = res[r];
+                keep[r] &= (uint8_t)(v == 1);
+                failed += v != 1;
+                nmissing += v < 0;
                 if (missing)
-                    missing[r] = 1;
+                    missing[r] |= (uint8_t)(v < 0);
+            }
+        } else {
+            for (size_t r = 0; r < n; r++) {
+                int v = clause_eval(c, batch, r);
+                if (v == 1)
+                    continue;
+                keep[r] = 0;
+                failed++;
+                if (v < 0) {
+                    nmissing++;
+                    if (missing)
+                        missing[r] = 1;
+                }
             }
         }
         if (counts) {
@@ -691,6 +773,7 @@ void filter_expr_eval(const struct filter_expr *f, const struct table_batch *bat
             counts->clause_missing[i] += nmissing;
         }
     }
+    free(res);
     if (counts) {
         counts->rows += n;
         for (size_t r = 0; r < n; r++) {

@@ -218,7 +218,14 @@ static void jpeg_on_error(j_common_ptr ci)
 static void jpeg_on_message(j_common_ptr ci, int level)
 {
     // (the message code of the last error_exit stays in err->msg_code for classification)
-    // warnings (level -1) are counted, never printed; trace messages ignored
+    // warnings (level -1) are counted, never printed; trace messages ignored.
+    // A file that ends before its image does is refused, as PIL refuses it ("image file is
+    // truncated"): libjpeg would pad the missing rows with grey and call it a success.
+    if (level < 0 && ci->err->msg_code == JWRN_JPEG_EOF) {
+        struct jpeg_dec *d = (struct jpeg_dec *)ci->client_data;
+        snprintf(d->msg, sizeof d->msg, "premature end of data (truncated file)");
+        longjmp(d->jb, 1);
+    }
     if (level < 0 && ++ci->err->num_warnings > JPEG_MAX_WARNINGS) {
         struct jpeg_dec *d = (struct jpeg_dec *)ci->client_data;
         snprintf(d->msg, sizeof d->msg, "too many corrupt-data warnings");

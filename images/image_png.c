@@ -1,54 +1,62 @@
 /*
- * image_png — see image_png.h. libpng reports errors by longjmp; everything allocated
- * before setjmp is released on that path.
+ * image_png — PNG encoding with libpng's write callbacks into a bytebuf.
  */
 #include "image_png.h"
 
 #include <png.h>
 #include <setjmp.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
-int image_png_write(const struct image *img, const char *path, struct pm_error *err)
+struct png_sink {
+    struct bytebuf *out;
+    int rc;
+};
+
+static void png_write_cb(png_structp png, png_bytep data, png_size_t n)
+{
+    struct png_sink *s = png_get_io_ptr(png);
+    if (s->rc == PM_OK && bytebuf_append(s->out, data, n) != PM_OK) {
+        s->rc = s->out->len + n > s->out->limit ? PM_ERR_LIMIT : PM_ERR_NOMEM;
+        png_error(png, "write");
+    }
+}
+
+static void png_flush_cb(png_structp png)
+{
+    (void)png;
+}
+
+static void png_quiet(png_structp png, png_const_charp msg)
+{
+    (void)png;
+    (void)msg;
+}
+
+int image_png_encode(const struct image *img, struct bytebuf *out, struct pm_error *err)
 {
     if (!img->pixels || img->width <= 0 || img->height <= 0)
-        return pm_error_set(err, PM_ERR_USAGE, "%s: empty image", path);
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp)
-        return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
-    snprintf(tmp, plen + 16, "%s.tmp%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        free(tmp);
-        return pm_error_set(err, PM_ERR_IO, "cannot create '%s'", path);
-    }
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+        return pm_error_set(err, PM_ERR_USAGE, "png: empty image");
+    struct png_sink sink = {out, PM_OK};
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, png_quiet);
     png_infop info = png ? png_create_info_struct(png) : NULL;
-    volatile int rc = PM_OK;
     if (!png || !info) {
-        rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory");
-    } else if (setjmp(png_jmpbuf(png))) {
-        rc = pm_error_set(err, PM_ERR_INTERNAL, "%s: libpng failed", path);
-    } else {
-        png_init_io(png, f);
-        png_set_IHDR(png, info, (png_uint_32)img->width, (png_uint_32)img->height, 8,
-                     PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
-                     PNG_FILTER_TYPE_DEFAULT);
-        png_write_info(png, info);
-        for (int y = 0; y < img->height; y++)
-            png_write_row(png, img->pixels + (size_t)y * img->width * 3);
-        png_write_end(png, NULL);
+        png_destroy_write_struct(&png, &info);
+        return pm_error_set(err, PM_ERR_NOMEM, "png: out of memory");
     }
-    png_destroy_write_struct(png ? &png : NULL, info ? &info : NULL);
-    if (fclose(f) != 0 && rc == PM_OK)
-        rc = pm_error_set(err, PM_ERR_IO, "cannot write '%s'", path);
-    if (rc == PM_OK && rename(tmp, path) != 0)
-        rc = pm_error_set(err, PM_ERR_IO, "cannot rename to '%s'", path);
-    if (rc != PM_OK)
-        unlink(tmp);
-    free(tmp);
-    return rc;
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        int rc = sink.rc != PM_OK ? sink.rc : PM_ERR_NOMEM;
+        return pm_error_set(err, rc, "png: encoding a %dx%d image failed (%s)", img->width,
+                            img->height, rc == PM_ERR_LIMIT ? "output limit" : "libpng error");
+    }
+    png_set_write_fn(png, &sink, png_write_cb, png_flush_cb);
+    png_set_IHDR(png, info, (png_uint_32)img->width, (png_uint_32)img->height, 8,
+                 PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+                 PNG_FILTER_TYPE_DEFAULT);
+    png_set_compression_level(png, 6);
+    png_write_info(png, info);
+    for (int y = 0; y < img->height; y++)
+        png_write_row(png, img->pixels + (size_t)y * (size_t)img->width * 3);
+    png_write_end(png, info);
+    png_destroy_write_struct(&png, &info);
+    return PM_OK;
 }

@@ -1,18 +1,19 @@
 /**
- * image_png — write an RGB image as a PNG file (libpng; 8-bit RGB, no interlace, default
- * compression). For sample grids and debugging output, not for shards.
+ * image_png — encode an RGB image as PNG (libpng), for contact sheets and sample grids.
+ * Thread-safe (no shared state).
  */
 #ifndef PM_IMAGE_PNG_H
 #define PM_IMAGE_PNG_H
 
+#include "bytebuf.h"
 #include "image.h"
 #include "pm_error.h"
 
 /**
- * Write img to `path` (replaced if it exists; written to a temporary name and renamed).
- * Returns PM_OK, PM_ERR_USAGE (empty image), PM_ERR_IO or PM_ERR_INTERNAL (libpng
- * failed), with err naming the file.
+ * Append the PNG encoding (8-bit RGB, zlib level 6, no interlace) of `img` to `out`.
+ * Returns PM_OK, PM_ERR_USAGE (empty image), PM_ERR_LIMIT (out's limit reached) or
+ * PM_ERR_NOMEM; on failure out may hold a partial encoding.
  */
-int image_png_write(const struct image *img, const char *path, struct pm_error *err);
+int image_png_encode(const struct image *img, struct bytebuf *out, struct pm_error *err);
 
 #endif

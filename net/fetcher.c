@@ -856,6 +856,10 @@ static void request_finish(struct fetcher *f, struct slot *s, CURLcode cc, int64
         snprintf(detail, sizeof detail, "error: non-loopback address refused (loopback_only)");
     } else {
         ec = classify_curl(cc, &retry);
+        // libcurl also says "unsupported protocol" for a reply that is not HTTP at all
+        // (HTTP/0.9, garbage): no status line was seen, so no redirect was refused.
+        if (ec == FETCH_E_BLOCKED_SCHEME && code == 0 && redirects == 0)
+            ec = FETCH_E_NETWORK;
         if (ec == FETCH_E_OTHER)
             snprintf(detail, sizeof detail, "error: %s", curl_easy_strerror(cc));
     }

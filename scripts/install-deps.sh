@@ -29,6 +29,12 @@ DEB_PACKAGES=(
   openssl   # test CAs (tests/fakenet, fetcher tests)
   curl      # tests/fakenet checks
   nginx     # tests/fakenet: the fake internet (started unprivileged by the tests)
+  chromium  # tests/test_sweep.py: the HTML report renders in headless Chromium
+  slurm-wlm       # tests: a real single-machine Slurm (cluster/slurm/local/start.sh)
+  munge           # Slurm's authentication
+  libfabric-dev   # doctor --fabric: headers (the library itself is loaded with dlopen)
+  libfabric-bin   # fi_info: the reference the doctor's provider list is tested against
+  prometheus      # promtool check metrics (~25 MB download, ~45 s to install here)
 )
 
 # pip-name[:import-name] where the two differ
@@ -37,6 +43,7 @@ PY_PACKAGES=(
   pandas
   numpy
   pytest
+  prometheus-client:prometheus_client   # reference parser for the metrics files
   webdataset
   wids
   xxhash
@@ -48,6 +55,7 @@ PY_PACKAGES=(
   moto[server]:flask_cors   # the local S3 server of the storage tests
   boto3
   awscli
+  duckdb                 # bench/sweep
   prometheus-client:prometheus_client   # tests/test_train.py parses the metrics file
 )
 

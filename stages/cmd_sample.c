@@ -4,6 +4,8 @@
  */
 #include "commands.h"
 #include "image.h"
+#include "atomic_file.h"
+#include "bytebuf.h"
 #include "image_png.h"
 #include "pm_error.h"
 #include "pm_log.h"
@@ -180,7 +182,12 @@ int cmd_sample(int argc, char **argv, const struct pm_mpi *mpi)
                     memcpy(grid.pixels + ((size_t)(y0 + y) * grid.width + x0) * 3,
                            out + ((size_t)i * S * S + (size_t)y * S) * 3, (size_t)S * 3);
             }
-            rc = image_png_write(&grid, outp, &err);
+            struct bytebuf png;
+            bytebuf_init(&png, 0);
+            rc = image_png_encode(&grid, &png, &err);
+            if (rc == PM_OK)
+                rc = atomic_file_write_all(outp, png.data, png.len, &err);
+            bytebuf_release(&png);
         } else {
             pm_error_set(&err, rc, "grid too large");
         }

@@ -19,11 +19,26 @@ enum pm_exit {
     PM_EXIT_RESUMABLE = 75,  /* interrupted by a signal, state clean: requeue */
 };
 
+/** `pixelmill download`: URL lists to webdataset shards (stages/cmd_download.c). */
+int cmd_download(int argc, char **argv, const struct pm_mpi *mpi);
+
 /** Map a pm_status code to an exit status (usage -> 2, interrupted -> 75, else 1). */
 int pm_exit_from_status(int status);
 
 /** pixelmill stats: column summaries of metadata tables (stages/cmd_stats.c). */
 int cmd_stats(int argc, char **argv, const struct pm_mpi *mpi);
+
+/** pixelmill filter: a view of a dataset, or filtered input metadata (cmd_filter.c). */
+int cmd_filter(int argc, char **argv, const struct pm_mpi *mpi);
+
+/** pixelmill sweep: kept counts for many thresholds of one column, with a report. */
+int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi);
+
+/** pixelmill sheet: a contact sheet (HTML or PNG) of a dataset's or view's samples. */
+int cmd_sheet(int argc, char **argv, const struct pm_mpi *mpi);
+
+/** pixelmill doctor: node health checks for prologs and operators (stages/cmd_doctor.c). */
+int cmd_doctor(int argc, char **argv, const struct pm_mpi *mpi);
 
 
 /** pixelmill train: data-parallel diffusion training on the CPU (stages/cmd_train.c). */

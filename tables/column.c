@@ -167,6 +167,54 @@ int column_append_string(struct column *c, const char *s, size_t n)
     return PM_OK;
 }
 
+int column_append_range(struct column *c, const struct column *src, size_t first, size_t n)
+{
+    if (c->type != src->type || first > src->len || n > src->len - first)
+        return PM_ERR_USAGE;
+    int rc = column_reserve(c, n);
+    if (rc)
+        return rc;
+    for (size_t i = first; i < first + n; i++) {
+        if (!src->valid[i]) {
+            rc = column_append_null(c);
+        } else {
+            switch (src->type) {
+            case COLUMN_BOOL:
+            case COLUMN_INT32:
+            case COLUMN_INT64: rc = column_append_int(c, src->ints[i]); break;
+            case COLUMN_FLOAT:
+            case COLUMN_DOUBLE: rc = column_append_real(c, src->reals[i]); break;
+            case COLUMN_STRING: {
+                size_t len;
+                const char *s = column_string(src, i, &len);
+                rc = column_append_string(c, s, len);
+                break;
+            }
+            }
+        }
+        if (rc)
+            return rc;
+    }
+    return PM_OK;
+}
+
+int table_batch_append_range(struct table_batch *dst, const struct table_batch *src,
+                             size_t first, size_t n)
+{
+    if (dst->ncols != src->ncols || first > src->nrows || n > src->nrows - first)
+        return PM_ERR_USAGE;
+    for (size_t j = 0; j < dst->ncols; j++)
+        if (dst->cols[j].type != src->cols[j].type)
+            return PM_ERR_USAGE;
+    for (size_t j = 0; j < dst->ncols; j++) {
+        int rc = column_append_range(&dst->cols[j], &src->cols[j], first, n);
+        if (rc)
+            return rc;
+    }
+    dst->nrows += n;
+    return PM_OK;
+}
+
 int table_batch_init(struct table_batch *b, const struct column_info *schema, size_t ncols)
 {
     memset(b, 0, sizeof *b);

@@ -81,6 +81,13 @@ int column_append_real(struct column *c, double v);
 /** Append a string of n bytes (STRING columns). */
 int column_append_string(struct column *c, const char *s, size_t n);
 
+/**
+ * Append rows [first, first + n) of `src` (same type; the caller checks the range) to `c`,
+ * values and nulls alike. Returns PM_OK, PM_ERR_USAGE (type mismatch or range outside src)
+ * or PM_ERR_NOMEM/PM_ERR_LIMIT (c keeps the rows appended before the failure).
+ */
+int column_append_range(struct column *c, const struct column *src, size_t first, size_t n);
+
 /** Row i of a STRING column: returns a pointer into the column and sets *n. */
 static inline const char *column_string(const struct column *c, size_t i, size_t *n)
 {
@@ -107,6 +114,15 @@ void table_batch_release(struct table_batch *b);
 
 /** Drop all rows of every column, keeping memory and schema. */
 void table_batch_clear(struct table_batch *b);
+
+/**
+ * Append rows [first, first + n) of `src` to `dst`, column by column (same number of
+ * columns, same types in order; names are not compared). Returns PM_OK, PM_ERR_USAGE
+ * (shapes differ or the range is outside src) or PM_ERR_NOMEM; on failure dst may hold
+ * part of the rows and should be cleared.
+ */
+int table_batch_append_range(struct table_batch *dst, const struct table_batch *src,
+                             size_t first, size_t n);
 
 /** Index of the column named `name`, or -1. */
 int table_batch_find(const struct table_batch *b, const char *name);

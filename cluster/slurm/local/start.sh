@@ -4,6 +4,7 @@
 # `high` partition that preempts it (preempt/partition_prio). Runs as root with
 # proctrack/linuxproc and task/none. All state lives under STATE_DIR.
 #   cluster/slurm/local/start.sh [STATE_DIR]      (default /tmp/pixelmill-slurm)
+# Optional: PIXELMILL_SLURM_PROLOG=/abs/path/script adds Prolog=script (node health test).
 # then:  export SLURM_CONF=STATE_DIR/slurm.conf;  sinfo; sbatch ...
 # Stop with cluster/slurm/local/stop.sh [STATE_DIR].
 set -euo pipefail
@@ -62,6 +63,7 @@ PreemptMode=REQUEUE
 MinJobAge=600
 KillWait=${GRACE}
 InactiveLimit=0
+${PIXELMILL_SLURM_PROLOG:+Prolog=$PIXELMILL_SLURM_PROLOG}
 NodeName=$HOST CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=low Nodes=$HOST Default=YES PriorityTier=1 PreemptMode=REQUEUE GraceTime=$GRACE MaxTime=INFINITE State=UP
 PartitionName=high Nodes=$HOST PriorityTier=2 PreemptMode=OFF MaxTime=INFINITE State=UP
