@@ -13,6 +13,7 @@ give the same bytes.
 import argparse
 import io
 import json
+import math
 import random
 import struct
 import tarfile
@@ -77,6 +78,8 @@ def write_dataset(out, samples=512, per_shard=128, size=32, seed=0, npy_every=0,
     rng = random.Random(seed)
     bad = set(random.Random(seed + 1).sample(range(samples), corrupt)) if corrupt else set()
     shards, listing = [], []
+    # img2dataset's keys (shards/shard.h): shard id, then the row in ceil(log10(per_shard))
+    sdig = math.ceil(math.log10(per_shard)) if per_shard > 1 else 0
     for s0 in range(0, samples, per_shard):
         sid = s0 // per_shard
         url = f"{sid:05d}.tar"
@@ -85,7 +88,7 @@ def write_dataset(out, samples=512, per_shard=128, size=32, seed=0, npy_every=0,
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for i in range(s0, min(samples, s0 + per_shard)):
                 img, caption, meta = draw_sample(rng, size)
-                key = f"{sid:05d}{i - s0:04d}"
+                key = f"{sid:05d}{i - s0:0{sdig}d}" if sdig else f"{sid:05d}"
                 if i in bad:
                     add(tar, key + ".jpg", b"\xff\xd8\xff\xe0 not really a jpeg")
                 elif npy_every and i % npy_every == 0:
