@@ -47,4 +47,10 @@ int cmd_sheet(int argc, char **argv, const struct pm_mpi *mpi);
 int cmd_doctor(int argc, char **argv, const struct pm_mpi *mpi);
 
 
+/** pixelmill train: data-parallel diffusion training on the CPU (stages/cmd_train.c). */
+int cmd_train(int argc, char **argv, const struct pm_mpi *mpi);
+
+/** pixelmill sample: a PNG grid of images from a checkpoint (stages/cmd_sample.c). */
+int cmd_sample(int argc, char **argv, const struct pm_mpi *mpi);
+
 #endif

@@ -34,6 +34,8 @@ static const struct command commands[] = {
     {"sweep", cmd_sweep, USES_MPI, "kept counts for many thresholds of a column, HTML report"},
     {"sheet", cmd_sheet, USES_MPI, "contact sheet of a dataset's or view's samples"},
     {"doctor", cmd_doctor, 0, "node health checks (CPU, disk, GPU, NCCL, fabric, S3)"},
+    {"train", cmd_train, USES_MPI, "train the diffusion UNet on a dataset (CPU, MPI)"},
+    {"sample", cmd_sample, 0, "images from a training checkpoint, as a PNG grid"},
 };
 
 static const size_t ncommands = sizeof commands / sizeof commands[0];
