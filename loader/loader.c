@@ -10,7 +10,9 @@
 #include "image_resize.h"
 #include "bytebuf.h"
 #include "store.h"
+#include "table_reader.h"
 #include "tar_reader.h"
+#include "view.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -55,6 +57,9 @@ struct loader {
     size_t nshards;
     struct sample_ref *samples;
     uint64_t n;
+    struct view *view;      /* DATASET:VIEW, else NULL */
+    uint8_t *shard_keep;    /* view: keep flag of each tar sample of the shard being scanned */
+    uint64_t shard_keep_n;
     uint64_t start; /* global position of batch 0 (set by seek) */
     // pipeline
     pthread_mutex_t mu;
@@ -246,11 +251,61 @@ static int sink_append(void *ctx, const void *data, size_t n)
     return bytebuf_append(ctx, data, n) != PM_OK;
 }
 
-// The one place where a view's keep-bitmap would drop samples (views land with `tuning`).
+// The one place where a view's keep-bitmap drops samples. A view keeps only `success`
+// rows, and a shard's tar holds exactly its success rows in sidecar order (what `verify`
+// checks), so the k-th tar sample is the k-th success row of the sidecar.
 static bool sample_kept(const struct loader *l, size_t shard, uint64_t index_in_shard)
 {
-    (void)l, (void)shard, (void)index_in_shard;
-    return true;
+    (void)shard;
+    if (!l->view)
+        return true;
+    return index_in_shard < l->shard_keep_n && l->shard_keep[index_in_shard];
+}
+
+// For a view: the keep flag of each success row of shard si, from its bitmap and sidecar.
+static int load_shard_keep(struct loader *l, size_t si, struct pm_error *err)
+{
+    struct view_bitmap bm;
+    int rc = view_shard_keep(l->view, si, &bm, err);
+    if (rc != PM_OK)
+        return rc;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.parquet", l->location, view_shard_name(l->view, si));
+    const char *cols[] = {"status"};
+    struct table_reader_options topt = {.columns = cols, .ncolumns = 1};
+    struct table_reader *tr = NULL;
+    struct table_batch batch = TABLE_BATCH_INIT;
+    rc = table_reader_open(&tr, path, &topt, err);
+    if (rc == PM_OK)
+        rc = table_reader_batch_init(tr, &batch);
+    free(l->shard_keep);
+    l->shard_keep = NULL;
+    l->shard_keep_n = 0;
+    uint64_t row = 0;
+    while (rc == PM_OK) {
+        rc = table_reader_next(tr, &batch, err);
+        if (rc != PM_OK || batch.nrows == 0)
+            break;
+        uint8_t *grown = realloc(l->shard_keep, l->shard_keep_n + batch.nrows);
+        if (!grown) {
+            rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+            break;
+        }
+        l->shard_keep = grown;
+        for (size_t i = 0; i < batch.nrows; i++, row++) {
+            size_t n;
+            const char *st = column_string(&batch.cols[0], i, &n);
+            if (batch.cols[0].valid[i] && n == 7 && !memcmp(st, "success", 7))
+                l->shard_keep[l->shard_keep_n++] = row < bm.rows && view_bitmap_get(&bm, row);
+        }
+    }
+    if (rc == PM_OK && row != bm.rows)
+        rc = pm_error_set(err, PM_ERR_FORMAT, "%s: %llu rows, the view's bitmap has %llu", path,
+                          (unsigned long long)row, (unsigned long long)bm.rows);
+    table_batch_release(&batch);
+    table_reader_free(tr);
+    view_bitmap_release(&bm);
+    return rc;
 }
 
 static int read_index(struct loader *l, struct store *st, struct dataset_index *x,
@@ -366,10 +421,15 @@ int loader_open(const struct loader_options *o, struct loader **out, struct pm_e
     char *slash = strrchr(l->location, '/');
     char *colon = strrchr(slash ? slash : l->location, ':');
     if (colon && colon[1]) {
-        pm_error_set(err, PM_ERR_UNSUPPORTED,
-                     "%s: views (DATASET:VIEW) are not supported by this build yet", o->data);
-        loader_free(l);
-        return PM_ERR_UNSUPPORTED;
+        *colon = '\0';
+        int vrc = strncmp(l->location, "s3://", 5) == 0
+                      ? pm_error_set(err, PM_ERR_UNSUPPORTED,
+                                     "%s: views of s3:// datasets are not supported yet", o->data)
+                      : view_open(&l->view, l->location, colon + 1, err);
+        if (vrc != PM_OK) {
+            loader_free(l);
+            return vrc;
+        }
     }
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cond_space, NULL);
@@ -394,8 +454,15 @@ int loader_open(const struct loader_options *o, struct loader **out, struct pm_e
     struct bytebuf b;
     bytebuf_init(&b, (size_t)16 << 30);
     size_t cap = 0;
-    for (size_t i = 0; rc == PM_OK && i < l->nshards; i++)
-        rc = scan_shard(l, st, i, &b, &cap, err);
+    if (rc == PM_OK && l->view && view_num_shards(l->view) != l->nshards)
+        rc = pm_error_set(err, PM_ERR_FORMAT, "%s: the view lists %zu shards, the dataset %zu",
+                          o->data, view_num_shards(l->view), l->nshards);
+    for (size_t i = 0; rc == PM_OK && i < l->nshards; i++) {
+        if (l->view)
+            rc = load_shard_keep(l, i, err);
+        if (rc == PM_OK)
+            rc = scan_shard(l, st, i, &b, &cap, err);
+    }
     bytebuf_release(&b);
     dataset_index_release(&x);
     store_free(st);
@@ -452,6 +519,8 @@ void loader_free(struct loader *l)
     if (!l)
         return;
     stop_workers(l);
+    view_free(l->view);
+    free(l->shard_keep);
     for (int i = 0; l->slots && i < l->nslots; i++) {
         for (int j = 0; j < l->Bl; j++)
             free(l->slots[i].captions ? l->slots[i].captions[j] : NULL);

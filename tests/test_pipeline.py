@@ -94,3 +94,24 @@ def test_download_pack_to_s3_then_verify(downloaded, s3):
     index = json.loads(direct.get_object(Bucket=bucket, Key="packed/dataset.json")["Body"].read())
     assert sum(s["nsamples"] for s in index["shardlist"]) == len(kept_keys(downloaded, lambda r: True))
     assert direct.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_train_reads_a_view_of_downloaded_data(downloaded, tmp_path):
+    """train DATASET:VIEW sees exactly the view's samples (one epoch covers each once)."""
+    run([tool("pixelmill"), "filter", downloaded, "--where", "AESTHETIC_SCORE >= 5",
+         "--view", "pretty"])
+    expect = set(kept_keys(downloaded, lambda r: r["AESTHETIC_SCORE"] is not None
+                           and r["AESTHETIC_SCORE"] >= 5))
+    assert 4 <= len(expect) < len(kept_keys(downloaded, lambda r: True))
+    batch = 2
+    steps = len(expect) // batch
+    log = tmp_path / "keys"
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="passive")
+    run([tool("pixelmill"), "train", "--data", f"{downloaded}:pretty", "--model", "test-16",
+         "--steps", steps, "--batch-size", batch, "--seed", 1, "--threads", 1,
+         "--loader-threads", 1, "--checkpoint-dir", tmp_path / "ck", "--log-keys", log],
+        env=env)
+    seen = [line.split()[2].rsplit("/", 1)[-1]
+            for f in tmp_path.glob("keys.rank*") for line in f.read_text().splitlines()]
+    assert len(seen) == steps * batch and len(set(seen)) == len(seen)
+    assert set(seen) <= expect
