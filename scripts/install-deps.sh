@@ -56,6 +56,7 @@ PY_PACKAGES=(
   boto3
   awscli
   duckdb                 # bench/sweep
+  prometheus-client:prometheus_client   # tests/test_train.py parses the metrics file
 )
 
 missing=()

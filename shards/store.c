@@ -509,7 +509,7 @@ static int posix_walk(const char *dir, const char *rel, store_list_fn fn, void *
         n++;
     }
     closedir(d);
-    if (rc == PM_OK)
+    if (rc == PM_OK && n) // qsort(NULL, 0) is undefined (an empty directory)
         qsort(names, n, sizeof *names, cmp_str);
     if (rc == PM_OK && sweep) {
         size_t k = 0;

@@ -28,6 +28,12 @@ int pm_exit_from_status(int status);
 /** pixelmill stats: column summaries of metadata tables (stages/cmd_stats.c). */
 int cmd_stats(int argc, char **argv, const struct pm_mpi *mpi);
 
+/** pixelmill pack: uniform (optionally shuffled, resized) shards of a dataset or view. */
+int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi);
+
+/** pixelmill verify: check a dataset's shards, sidecars, counts and checksums. */
+int cmd_verify(int argc, char **argv, const struct pm_mpi *mpi);
+
 /** pixelmill filter: a view of a dataset, or filtered input metadata (cmd_filter.c). */
 int cmd_filter(int argc, char **argv, const struct pm_mpi *mpi);
 
@@ -42,5 +48,11 @@ int cmd_dedupe(int argc, char **argv, const struct pm_mpi *mpi);
 /** pixelmill doctor: node health checks for prologs and operators (stages/cmd_doctor.c). */
 int cmd_doctor(int argc, char **argv, const struct pm_mpi *mpi);
 
+
+/** pixelmill train: data-parallel diffusion training on the CPU (stages/cmd_train.c). */
+int cmd_train(int argc, char **argv, const struct pm_mpi *mpi);
+
+/** pixelmill sample: a PNG grid of images from a checkpoint (stages/cmd_sample.c). */
+int cmd_sample(int argc, char **argv, const struct pm_mpi *mpi);
 
 #endif

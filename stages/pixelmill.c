@@ -28,11 +28,15 @@ struct command {
 static const struct command commands[] = {
     {"download", cmd_download, USES_MPI, "download URL lists into webdataset shards"},
     {"stats", cmd_stats, USES_MPI, "column summaries (counts, quantiles, top values) of tables"},
+    {"pack", cmd_pack, USES_MPI, "uniform shards of a dataset or view (shuffle, resize, raw)"},
+    {"verify", cmd_verify, 0, "check a dataset: tars, sidecars, counts, checksums"},
     {"filter", cmd_filter, USES_MPI, "write a view (or filtered metadata) from --where clauses"},
     {"sweep", cmd_sweep, USES_MPI, "kept counts for many thresholds of a column, HTML report"},
     {"sheet", cmd_sheet, USES_MPI, "contact sheet of a dataset's or view's samples"},
     {"dedupe", cmd_dedupe, USES_MPI, "global exact and near-duplicate marks (url, content, phash)"},
     {"doctor", cmd_doctor, 0, "node health checks (CPU, disk, GPU, NCCL, fabric, S3)"},
+    {"train", cmd_train, USES_MPI, "train the diffusion UNet on a dataset (CPU, MPI)"},
+    {"sample", cmd_sample, 0, "images from a training checkpoint, as a PNG grid"},
 };
 
 static const size_t ncommands = sizeof commands / sizeof commands[0];
