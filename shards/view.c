@@ -372,3 +372,32 @@ int view_shard_keep(const struct view *v, size_t i, struct view_bitmap *b, struc
     }
     return PM_OK;
 }
+
+const char *const dedupe_method_names[DEDUPE_BY_COUNT] = {"url", "content", "phash"};
+
+int dedupe_method_list_parse(const char *list, const char *option, int *methods, size_t *n,
+                             struct pm_error *err)
+{
+    size_t count = *n;
+    const char *p = list;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        int m = -1;
+        for (int i = 0; i < DEDUPE_BY_COUNT; i++)
+            if (strlen(dedupe_method_names[i]) == len && !strncmp(p, dedupe_method_names[i], len))
+                m = i;
+        for (size_t i = 0; i < count; i++)
+            if (methods[i] == m)
+                m = -2;
+        if (m < 0 || count >= DEDUPE_BY_COUNT)
+            return pm_error_set(err, PM_ERR_USAGE,
+                                "%s: '%.*s' is not one of url, content, phash (or repeated)",
+                                option, (int)len, p);
+        methods[count++] = m;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    *n = count;
+    return PM_OK;
+}

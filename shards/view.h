@@ -101,6 +101,20 @@ int view_path(char *buf, size_t size, const char *dataset, const char *name, con
  * with '.'. */
 bool view_name_check(const char *name);
 
+/** Dedupe methods, in this order everywhere; each names its `_dedupe/NAME/` directory. */
+enum dedupe_method { DEDUPE_BY_URL, DEDUPE_BY_CONTENT, DEDUPE_BY_PHASH, DEDUPE_BY_COUNT };
+
+/** "url", "content", "phash", indexed by enum dedupe_method. */
+extern const char *const dedupe_method_names[DEDUPE_BY_COUNT];
+
+/**
+ * Parse a comma-separated list of method names ("url,phash") into methods[0..*n), in the
+ * order given; `methods` has room for DEDUPE_BY_COUNT. An unknown or repeated name ->
+ * PM_ERR_USAGE, with `option` ("--by", "--dedupe") and the name in the message.
+ */
+int dedupe_method_list_parse(const char *list, const char *option, int *methods, size_t *n,
+                             struct pm_error *err);
+
 struct view;
 
 /**

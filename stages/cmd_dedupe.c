@@ -54,8 +54,13 @@ static const char usage[] =
     "  --report FILE     self-contained HTML page with counts and example groups\n"
     "  --json            print the summary as JSON\n";
 
-enum { M_URL, M_CONTENT, M_PHASH, M_COUNT };
-static const char *const method_names[M_COUNT] = {"url", "content", "phash"};
+enum {
+    M_URL = DEDUPE_BY_URL,
+    M_CONTENT = DEDUPE_BY_CONTENT,
+    M_PHASH = DEDUPE_BY_PHASH,
+    M_COUNT = DEDUPE_BY_COUNT
+};
+#define method_names dedupe_method_names
 
 struct dedupe_args {
     const char *dataset;
@@ -124,25 +129,11 @@ static int parse_size(const char *s, size_t *out)
 
 static int parse_by(struct dedupe_args *a, const char *s)
 {
-    char *copy = strdup(s), *save = NULL;
-    if (!copy)
+    struct pm_error err = PM_ERROR_INIT;
+    if (dedupe_method_list_parse(s, "--by", a->by, &a->nby, &err) != PM_OK) {
+        pm_log_error("%s", err.msg);
         return -1;
-    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        int m = -1;
-        for (int i = 0; i < M_COUNT; i++)
-            if (!strcmp(t, method_names[i]))
-                m = i;
-        for (size_t i = 0; i < a->nby; i++)
-            if (a->by[i] == m)
-                m = -2;
-        if (m < 0) {
-            pm_log_error("--by: '%s' is not one of url, content, phash (or repeated)", t);
-            free(copy);
-            return -1;
-        }
-        a->by[a->nby++] = m;
     }
-    free(copy);
     return 0;
 }
 

@@ -44,8 +44,13 @@ static const char usage[] =
     "  --output FILE   output Parquet file (input metadata)\n"
     "  --json          print the counts as JSON instead of a table\n";
 
-enum { DEDUPE_URL, DEDUPE_CONTENT, DEDUPE_PHASH, DEDUPE_METHODS };
-static const char *const dedupe_names[DEDUPE_METHODS] = {"url", "content", "phash"};
+enum {
+    DEDUPE_URL = DEDUPE_BY_URL,
+    DEDUPE_CONTENT = DEDUPE_BY_CONTENT,
+    DEDUPE_PHASH = DEDUPE_BY_PHASH,
+    DEDUPE_METHODS = DEDUPE_BY_COUNT
+};
+#define dedupe_names dedupe_method_names
 
 struct filter_args {
     const char **where;
@@ -68,25 +73,11 @@ struct fcounts {
 
 static int parse_dedupe(struct filter_args *a, const char *s)
 {
-    char *copy = strdup(s), *save = NULL;
-    if (!copy)
+    struct pm_error err = PM_ERROR_INIT;
+    if (dedupe_method_list_parse(s, "--dedupe", a->dedupe, &a->ndedupe, &err) != PM_OK) {
+        pm_log_error("%s", err.msg);
         return -1;
-    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        int m = -1;
-        for (int i = 0; i < DEDUPE_METHODS; i++)
-            if (!strcmp(t, dedupe_names[i]))
-                m = i;
-        for (size_t i = 0; i < a->ndedupe; i++)
-            if (a->dedupe[i] == m)
-                m = -2;
-        if (m < 0) {
-            pm_log_error("--dedupe: '%s' is not one of url, content, phash (or repeated)", t);
-            free(copy);
-            return -1;
-        }
-        a->dedupe[a->ndedupe++] = m;
     }
-    free(copy);
     return 0;
 }
 
