@@ -281,7 +281,12 @@ def lying_images():
         (16383).to_bytes(3, "little") + (16383).to_bytes(3, "little")
     webp = b"RIFF" + struct.pack("<I", 4 + len(webp_body)) + b"WEBP" + webp_body
     webp_riff_lie = b"RIFF" + struct.pack("<I", 0xFFFFFFF0) + b"WEBP" + webp_body
-    return {"png_huge.png": png, "png_chunk.png": png_bigchunk, "jpeg_huge.jpg": jpeg,
+    # a real baseline JPEG whose SOF0 is patched to claim 60000x60000 (scan data intact; under libjpeg's own 65500 cap)
+    real = open(os.path.join(os.path.dirname(__file__), "fuzz", "corpus", "image_decode",
+                             "baseline.jpg"), "rb").read()
+    k = real.index(b"\xff\xc0")
+    jpeg_patched = real[:k + 5] + struct.pack(">HH", 60000, 60000) + real[k + 9:]
+    return {"png_huge.png": png, "jpeg_patched.jpg": jpeg_patched, "png_chunk.png": png_bigchunk, "jpeg_huge.jpg": jpeg,
             "gif_huge.gif": gif, "webp_canvas.webp": webp, "webp_riff.webp": webp_riff_lie}
 
 
