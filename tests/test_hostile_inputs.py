@@ -407,8 +407,8 @@ def test_dns_name_to_private_address(server, tmp_path):
 def test_fetcher_fd_exhaustion(server):
     """High concurrency with 32 descriptors: every URL ends (success or a clear error)."""
     urls = [f"http://127.0.0.1:{server}/{i}".encode() for i in range(200)]
-    rc, rows, err = fetch(urls, ["--allow-address", "127.0.0.1", "--concurrency", "128"],
-                          nofile=32, timeout=120)
+    rc, rows, err = fetch(urls, ["--allow-address", "127.0.0.1", "--concurrency", "128",
+                                 "--max-host-connections", "128"], nofile=32, timeout=120)
     assert len(rows) == len(urls) or rc != 0, err
     for r in rows:
         assert r["status"] == "success" or r["error"], r
