@@ -7,6 +7,7 @@ under ASan (which reserves terabytes of address space) the peak RSS is checked i
 """
 import json
 import os
+import random
 import shutil
 import struct
 import subprocess
@@ -458,3 +459,20 @@ def test_shard_writer_disk_full(tiny_fs):
     names = os.listdir(tiny_fs)
     assert "dataset.json" not in names, names
     assert not [n for n in names if n.endswith(".tar")], names
+
+
+def test_filter_output_disk_full(tiny_fs, tmp_path):
+    """`pixelmill filter --output` (temp name + rename) on a full disk: ENOSPC named, no
+    file under the final name, no temporary left behind."""
+    src = tmp_path / "in.csv"
+    rnd = random.Random(5)
+    with open(src, "w") as f:
+        f.write("url,caption,punsafe\n")
+        for i in range(40000):   # ~3 MB of incompressible captions
+            f.write(f"http://a.example/{i}.jpg,{rnd.getrandbits(256):064x},{(i % 10) / 10}\n")
+    out = tiny_fs / "out.parquet"
+    rc, _, err, _ = hrun([tool("pixelmill"), "filter", src, "--where", "punsafe < 0.95",
+                          "--output", out], as_mib=0, timeout=120)
+    clean(rc, err, "pixelmill filter on a full disk")
+    assert rc != 0 and "space" in err.lower(), err
+    assert os.listdir(tiny_fs) == [], os.listdir(tiny_fs)
