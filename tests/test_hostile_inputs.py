@@ -412,7 +412,8 @@ def test_fetcher_fd_exhaustion(server):
                                  "--max-host-connections", "128"], nofile=32, timeout=120)
     assert len(rows) == len(urls) or rc != 0, err
     for r in rows:
-        assert r["status"] == "success" or r["error"], r
+        # a URL that failed because this process ran out of descriptors says so
+        assert r["status"] == "success" or "file descriptor" in r["error"], r
 
 
 def test_stats_fd_exhaustion(tmp_path):
