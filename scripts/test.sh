@@ -56,7 +56,8 @@ if [ "${PIXELMILL_TEST_TSAN:-1}" = 1 ]; then
   cmake --build build-tsan -j2 --target pm_fetch_tool test_trainer_layers test_unet 2>&1 |
     grep -Ev '^\[ *[0-9]+%\] (Building|Linking)|^Consolidate|^gmake' || true
   tsan="halt_on_error=1:exitcode=66:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
-  TSAN_OPTIONS="$tsan" PIXELMILL_BUILD="$PWD/build-tsan" python3 -m pytest -q tests/test_fetcher.py
+  TSAN_OPTIONS="$tsan" PIXELMILL_BUILD="$PWD/build-tsan" PIXELMILL_TSAN=1 \
+    python3 -m pytest -q tests/test_fetcher.py tests/test_hostile_inputs.py -k 'fetch or refused'
   archer=$(ls /usr/lib/llvm-*/lib/libarcher.so 2>/dev/null | sort -V | tail -1 || true)
   if [ -n "$archer" ]; then
     (cd build-tsan && OMP_TOOL_LIBRARIES="$archer" \
