@@ -354,12 +354,29 @@ int url_policy_normalize(const char *url, struct bytebuf *out, struct pm_error *
     }
     lower_ascii(host);
     lower_ascii(scheme);
+    // libcurl percent-decodes the host: "0x%7f.1" becomes "0x<DEL>.1", which it accepts
+    // but which is no URL once written out. Refuse control bytes in the decoded host.
+    for (const unsigned char *c = (const unsigned char *)host; *c; c++) {
+        if (*c <= 0x20 || *c == 0x7f) {
+            rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': control character in the host", shown);
+            goto done;
+        }
+    }
     if (curl_url_set(h, CURLUPART_HOST, host, 0) != CURLUE_OK ||
         curl_url_set(h, CURLUPART_SCHEME, scheme, 0) != CURLUE_OK ||
         curl_url_get(h, CURLUPART_URL, &res, CURLU_NO_DEFAULT_PORT) != CURLUE_OK) {
         rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': not a valid http(s) URL", shown);
         goto done;
     }
+    // The result must itself parse (found by fuzz_url_policy: normalising must be
+    // idempotent, so what we write has to be a URL we accept).
+    CURLU *again;
+    if (parse(res, &again) != URL_OK) {
+        rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': not a valid http(s) URL once normalised",
+                          shown);
+        goto done;
+    }
+    curl_url_cleanup(again);
     bytebuf_clear(out);
     rc = bytebuf_append_str(out, res);
     if (rc)
