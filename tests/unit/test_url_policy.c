@@ -266,6 +266,10 @@ static void test_normalize(void)
     CHECK(url_policy_normalize("http://0x%7f.1", &out, &err) == PM_ERR_FORMAT);
     CHECK(strstr(err.msg, "control character") != NULL);
     CHECK(url_policy_normalize("http://a%01b.example/", &out, &err) == PM_ERR_FORMAT);
+    // also found by it: a percent-encoded numeric host ("0%78f" = "0xf") is rewritten to
+    // dotted-quad only on a second parse; the result must be the settled form.
+    CHECK(url_policy_normalize("http:/0%78f", &out, &err) == PM_OK &&
+          strcmp(out.data, "http://0.0.0.15/") == 0);
     struct bytebuf small;
     bytebuf_init(&small, 10);
     CHECK(url_policy_normalize("http://example.com/long/path", &small, &err) == PM_ERR_LIMIT);
