@@ -349,7 +349,9 @@ def test_loopback_and_metadata_literals_refused(server):
     port = server
     hosts = ["2130706433", "0x7f.1", "0177.0.0.1", "127.1", "0x7f000001", "017700000001",
              "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[::1]", "[0:0:0:0:0:0:0:1]",
-             "[::127.0.0.1]", "localhost", "127.0.0.1", "0", "0.0.0.0"]
+             "[::127.0.0.1]", "localhost", "127.0.0.1", "0", "0.0.0.0",
+             # percent-encoded hosts (libcurl decodes them): 0x7f.1, 127.0.0.1, [::1]
+             "0%78%37f.1", "%31%32%37.0.0.1", "%5B::1%5D"]
     urls = [f"http://{h}:{port}/x".encode() for h in hosts]
     meta = ["169.254.169.254", "0xa9fea9fe", "2852039166", "0251.0376.0251.0376",
             "[::ffff:a9fe:a9fe]", "[::ffff:169.254.169.254]", "[fd00:ec2::254]",
