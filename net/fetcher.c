@@ -4,6 +4,7 @@
 #include "url_policy.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,7 @@ struct slot {
     size_t discarded;
     // state of the attempt
     int blocked_addr, blocked_fence, too_large, disallowed, discard_abort, nomem;
+    int no_fd; /* socket() failed with EMFILE/ENFILE: a local limit, not the server */
 };
 
 struct host {
@@ -528,6 +530,8 @@ static curl_socket_t opensocket_cb(void *ud, curlsocktype purpose, struct curl_s
     curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
     if (fd != CURL_SOCKET_BAD)
         s->f->stats.connections++;
+    else if (errno == EMFILE || errno == ENFILE)
+        s->no_fd = errno;
     return fd;
 }
 
@@ -622,7 +626,7 @@ static void request_start(struct fetcher *f, struct request *r, int64_t now)
     s->retry_after[0] = s->content_type[0] = '\0';
     s->discarded = 0;
     s->blocked_addr = s->blocked_fence = s->too_large = s->disallowed = 0;
-    s->discard_abort = s->nomem = 0;
+    s->discard_abort = s->nomem = s->no_fd = 0;
     bytebuf_clear(&r->body);
     r->body.limit = f->cfg.max_bytes;
     r->attempts++;
@@ -854,6 +858,12 @@ static void request_finish(struct fetcher *f, struct slot *s, CURLcode cc, int64
     } else if (s->blocked_fence) {
         ec = FETCH_E_OTHER;
         snprintf(detail, sizeof detail, "error: non-loopback address refused (loopback_only)");
+    } else if (s->no_fd && cc == CURLE_COULDNT_CONNECT) {
+        // Out of descriptors here: say so (the URL is not at fault); retried like a
+        // connect failure (tests/test_hostile_inputs.py, docs/reliability.md).
+        ec = classify_curl(cc, &retry);
+        snprintf(detail, sizeof detail, "error: no file descriptor for a socket (%s)",
+                 strerror(s->no_fd));
     } else {
         ec = classify_curl(cc, &retry);
         // libcurl also says "unsupported protocol" for a reply that is not HTTP at all

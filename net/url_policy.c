@@ -194,8 +194,7 @@ static int addr_allowed(const struct url_policy *p, const struct url_addr *a, en
     // allow_private_network opens the ranges a self-hosted image server can live in;
     // link-local (cloud metadata endpoints), multicast, unspecified and reserved
     // addresses stay refused unless named one by one on the allow list.
-    if (p->allow_private_network &&
-        (c == ADDR_LOOPBACK || c == ADDR_PRIVATE || c == ADDR_CGNAT))
+    if (p->allow_private_network && (c == ADDR_LOOPBACK || c == ADDR_PRIVATE || c == ADDR_CGNAT))
         return 1;
     for (size_t i = 0; i < p->nallow; i++)
         if (memcmp(p->allow[i].b, a->b, 16) == 0)
@@ -331,10 +330,11 @@ done:
     return v;
 }
 
-int url_policy_normalize(const char *url, struct bytebuf *out, struct pm_error *err)
+// One normalisation pass; *res_out (curl_free) receives the result. `shown` names the
+// original URL in messages.
+static int normalize_once(const char *url, const char *shown, char **res_out, struct pm_error *err)
 {
-    char shown[256];
-    url_policy_redact(url ? url : "", shown, sizeof shown);
+    *res_out = NULL;
     CURLU *h;
     enum url_verdict v = parse(url, &h);
     if (v == URL_BLOCKED_SCHEME)
@@ -354,21 +354,65 @@ int url_policy_normalize(const char *url, struct bytebuf *out, struct pm_error *
     }
     lower_ascii(host);
     lower_ascii(scheme);
+    // libcurl percent-decodes the host: "0x%7f.1" becomes "0x<DEL>.1", which it accepts
+    // but which is no URL once written out. Refuse control bytes in the decoded host.
+    for (const unsigned char *c = (const unsigned char *)host; *c; c++) {
+        if (*c <= 0x20 || *c == 0x7f) {
+            rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': control character in the host", shown);
+            goto done;
+        }
+    }
     if (curl_url_set(h, CURLUPART_HOST, host, 0) != CURLUE_OK ||
         curl_url_set(h, CURLUPART_SCHEME, scheme, 0) != CURLUE_OK ||
         curl_url_get(h, CURLUPART_URL, &res, CURLU_NO_DEFAULT_PORT) != CURLUE_OK) {
         rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': not a valid http(s) URL", shown);
         goto done;
     }
-    bytebuf_clear(out);
-    rc = bytebuf_append_str(out, res);
-    if (rc)
-        pm_error_set(err, rc, "'%s': normalised URL does not fit", shown);
+    *res_out = res;
+    res = NULL;
 done:
     curl_free(host);
     curl_free(scheme);
     curl_free(res);
     curl_url_cleanup(h);
+    return rc;
+}
+
+int url_policy_normalize(const char *url, struct bytebuf *out, struct pm_error *err)
+{
+    char shown[256];
+    url_policy_redact(url ? url : "", shown, sizeof shown);
+    // libcurl decodes a percent-encoded host after its numeric-IPv4 rewrite, so
+    // "http://0%78f" gives "http://0xf/", which a second pass turns into
+    // "http://0.0.0.15/". Normalising must be idempotent (it makes dedupe keys): run
+    // passes until the result is stable (at most 3), else refuse. Found by fuzz_url_policy.
+    char *cur = NULL, *next = NULL;
+    int rc = normalize_once(url, shown, &cur, err);
+    for (int pass = 1; rc == PM_OK; pass++) {
+        rc = normalize_once(cur, shown, &next, err);
+        if (rc != PM_OK) {
+            rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': not a valid http(s) URL once normalised",
+                              shown);
+            break;
+        }
+        if (strcmp(cur, next) == 0)
+            break;
+        curl_free(cur);
+        cur = next;
+        next = NULL;
+        if (pass == 2) {
+            rc = pm_error_set(err, PM_ERR_FORMAT, "'%s': normalisation does not settle", shown);
+            break;
+        }
+    }
+    if (rc == PM_OK) {
+        bytebuf_clear(out);
+        rc = bytebuf_append_str(out, cur);
+        if (rc)
+            pm_error_set(err, rc, "'%s': normalised URL does not fit", shown);
+    }
+    curl_free(cur);
+    curl_free(next);
     return rc;
 }
 

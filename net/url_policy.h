@@ -135,7 +135,8 @@ enum url_verdict url_policy_check(const struct url_policy *p, const char *url,
 
 /**
  * Write the normalised form of an http/https URL (see the header comment) into out
- * (replacing its contents). Returns PM_OK, PM_ERR_FORMAT (not a parsable URL),
+ * (replacing its contents). Returns PM_OK, PM_ERR_FORMAT (not a parsable URL, a host
+ * holding a control byte once percent-decoded, or a result that would not parse again),
  * PM_ERR_UNSUPPORTED (scheme not http/https), PM_ERR_LIMIT (out's limit) or
  * PM_ERR_NOMEM; err names the URL without its user-info.
  */

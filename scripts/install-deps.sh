@@ -25,7 +25,7 @@ DEB_PACKAGES=(
   libpng-dev
   libgif-dev
   libarchive-dev
-  libomp-dev   # OpenMP for the trainer in the clang (sanitizer) build
+  libomp-dev   # OpenMP for the trainer in the clang (sanitizer) build; libarcher.so for TSan
   openssl   # test CAs (tests/fakenet, fetcher tests)
   curl      # tests/fakenet checks
   nginx     # tests/fakenet: the fake internet (started unprivileged by the tests)

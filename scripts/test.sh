@@ -3,6 +3,9 @@
 # a normal and an ASan+UBSan build, runs the C unit tests (ctest) and the CLI / parity
 # tests (pytest) against both builds.
 #   PIXELMILL_TEST_SANITIZE=0 scripts/test.sh   # skip the sanitizer pass (faster locally)
+#   PIXELMILL_TEST_FUZZ_SECONDS=0                # skip the short fuzz pass (default 15 s per
+#                                                # target, after replaying the seed corpora)
+#   PIXELMILL_TEST_TSAN=0                        # skip the ThreadSanitizer pass
 #   scripts/test.sh -k parquet                  # extra arguments go to pytest
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,5 +34,37 @@ if [ "${PIXELMILL_TEST_SANITIZE:-1}" = 1 ]; then
   export LD_PRELOAD="$PWD/build-asan/libpm_nodlclose.so"   # see tests/sanitizer/nodlclose.c
   PIXELMILL_SANITIZED=1 run_suite build-asan
   unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS LD_PRELOAD
+fi
+
+# Short fuzz pass: every libFuzzer target replays its committed seed corpus, then fuzzes
+# for a few seconds (11 targets x 15 s by default, about 3 minutes). A crash fails CI.
+fuzz_secs=${PIXELMILL_TEST_FUZZ_SECONDS:-15}
+if [ "$fuzz_secs" != 0 ]; then
+  echo "== fuzz pass (${fuzz_secs}s per target)"
+  bash scripts/fuzz.sh "$fuzz_secs"
+fi
+
+# ThreadSanitizer pass over the threaded engines: the fetcher (threads sharing DNS/TLS
+# caches; tests/test_fetcher.py) and the trainer's OpenMP kernels (C unit tests). libomp
+# is not instrumented: LLVM's Archer tool (libarcher.so, from libomp-dev) tells TSan about
+# OpenMP's synchronisation, and ignore_noninstrumented_modules drops reports from inside
+# libomp itself (docs/reliability.md). tests/tsan.supp documents each suppression.
+if [ "${PIXELMILL_TEST_TSAN:-1}" = 1 ]; then
+  echo "== ThreadSanitizer pass"
+  CC=clang cmake -S . -B build-tsan -DPIXELMILL_WERROR=ON -DPIXELMILL_TSAN=ON \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build-tsan -j2 --target pm_fetch_tool test_trainer_layers test_unet 2>&1 |
+    grep -Ev '^\[ *[0-9]+%\] (Building|Linking)|^Consolidate|^gmake' || true
+  tsan="halt_on_error=1:exitcode=66:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
+  TSAN_OPTIONS="$tsan" PIXELMILL_BUILD="$PWD/build-tsan" PIXELMILL_TSAN=1 \
+    python3 -m pytest -q tests/test_fetcher.py tests/test_hostile_inputs.py -k 'fetch or refused'
+  archer=$(ls /usr/lib/llvm-*/lib/libarcher.so 2>/dev/null | sort -V | tail -1 || true)
+  if [ -n "$archer" ]; then
+    (cd build-tsan && OMP_TOOL_LIBRARIES="$archer" \
+      TSAN_OPTIONS="$tsan:ignore_noninstrumented_modules=1" \
+      ctest --output-on-failure -R '^(test_trainer_layers|test_unet)$')
+  else
+    echo "TSan: libarcher.so not found (libomp-dev); trainer OpenMP tests skipped"
+  fi
 fi
 run_suite build

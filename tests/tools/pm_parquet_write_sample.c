@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum {
     COL_B,
@@ -186,6 +187,17 @@ static int fail(const char *what, const struct pm_error *err)
 {
     fprintf(stderr, "pm_parquet_write_sample: %s: %s\n", what, err->msg);
     return 1;
+}
+
+/** After a failed write or close the file is incomplete: remove it, as parquet_writer.h
+ * asks of the caller (tests/test_hostile_inputs.py checks this on a full disk). */
+static int fail_remove(const char *what, const struct pm_error *err, struct parquet_writer *w,
+                       const char *path)
+{
+    parquet_writer_free(w);
+    if (unlink(path) != 0)
+        perror(path);
+    return fail(what, err);
 }
 
 static int usage(void)
@@ -377,10 +389,10 @@ int main(int argc, char **argv)
         b.nrows = b.cols[0].len;
         rc = parquet_writer_write(w, &b, &err);
         if (rc != PM_OK)
-            return fail("write", &err);
+            return fail_remove("write", &err, w, out);
     }
     if (parquet_writer_close(w, &err) != PM_OK)
-        return fail("close", &err);
+        return fail_remove("close", &err, w, out);
     parquet_writer_free(w);
     table_batch_release(&b);
     free(s.buf);

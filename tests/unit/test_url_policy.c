@@ -261,6 +261,15 @@ static void test_normalize(void)
     CHECK(strstr(err.msg, "blocked: scheme") != NULL);
     CHECK(url_policy_normalize("http://user:secret@/", &out, &err) == PM_ERR_FORMAT);
     CHECK(strstr(err.msg, "secret") == NULL);
+    // found by fuzz_url_policy: libcurl percent-decodes the host, so "%7f" became a raw
+    // DEL and the "normalised" URL did not parse again. Now refused; output re-parses.
+    CHECK(url_policy_normalize("http://0x%7f.1", &out, &err) == PM_ERR_FORMAT);
+    CHECK(strstr(err.msg, "control character") != NULL);
+    CHECK(url_policy_normalize("http://a%01b.example/", &out, &err) == PM_ERR_FORMAT);
+    // also found by it: a percent-encoded numeric host ("0%78f" = "0xf") is rewritten to
+    // dotted-quad only on a second parse; the result must be the settled form.
+    CHECK(url_policy_normalize("http:/0%78f", &out, &err) == PM_OK &&
+          strcmp(out.data, "http://0.0.0.15/") == 0);
     struct bytebuf small;
     bytebuf_init(&small, 10);
     CHECK(url_policy_normalize("http://example.com/long/path", &small, &err) == PM_ERR_LIMIT);
