@@ -237,7 +237,7 @@ KILL_OPTS = ["--samples-per-shard", 3, "--encode-format", "raw", "--image-size",
 def kill_at_random_moments(cmd, env, rng, writing, check_visible, kills=5):
     """Start `cmd` and kill -9 it at a random moment of its writing phase, `kills` times,
     each run resuming the previous one's state: wait until writing() says a shard is being
-    written, then a random 0-400 ms more. check_visible() after each kill. Returns how
+    written, then a random 0-50 ms more. check_visible() after each kill. Returns how
     many kills hit a running process."""
     hit = 0
     for _ in range(kills):
@@ -245,7 +245,7 @@ def kill_at_random_moments(cmd, env, rng, writing, check_visible, kills=5):
         deadline = time.time() + 120
         while p.poll() is None and not writing() and time.time() < deadline:
             time.sleep(0.002)
-        time.sleep(rng.uniform(0, 0.4))
+        time.sleep(rng.uniform(0, 0.05))
         if p.poll() is None:
             hit += 1
         p.kill()
