@@ -848,7 +848,6 @@ int cmd_download(int argc, char **argv, const struct pm_mpi *mpi)
     int rc = PM_OK;
     if (ex >= 0)
         goto done;
-    pm_signal_install();
     pm_log_set_quiet(o.quiet || mpi->rank != 0);
 
     // output directory and stale temporary files (rank 0, before anything is written)

@@ -1092,7 +1092,6 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
         args_release(&a);
         return rc == 1 ? PM_EXIT_OK : pm_exit_from_status(rc);
     }
-    pm_signal_install();
     struct pm_error err = PM_ERROR_INIT;
     struct store_options so = STORE_OPTIONS_INIT;
     so.s3_endpoint = a.s3_endpoint;

@@ -372,7 +372,6 @@ int cmd_train(int argc, char **argv, const struct pm_mpi *mpi)
     }
     if (a.threads > 0)
         omp_set_num_threads(a.threads);
-    pm_signal_install();
 
     struct pm_error err = PM_ERROR_INIT;
     struct unet_config cfg;

@@ -6,6 +6,7 @@
 #include "pm_error.h"
 #include "pm_log.h"
 #include "pm_mpi.h"
+#include "pm_signal.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -15,7 +16,8 @@
 #endif
 
 enum command_flags {
-    USES_MPI = 1 << 0, /* MPI is initialised before the command runs */
+    USES_MPI = 1 << 0,  /* MPI is initialised before the command runs */
+    RESUMABLE = 1 << 1, /* stop signals are caught from the start (exit 75, resume later) */
 };
 
 struct command {
@@ -26,16 +28,16 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"download", cmd_download, USES_MPI, "download URL lists into webdataset shards"},
+    {"download", cmd_download, USES_MPI | RESUMABLE, "download URL lists into webdataset shards"},
     {"stats", cmd_stats, USES_MPI, "column summaries (counts, quantiles, top values) of tables"},
-    {"pack", cmd_pack, USES_MPI, "uniform shards of a dataset or view (shuffle, resize, raw)"},
+    {"pack", cmd_pack, USES_MPI | RESUMABLE, "uniform shards of a dataset or view (shuffle, resize, raw)"},
     {"verify", cmd_verify, 0, "check a dataset: tars, sidecars, counts, checksums"},
     {"filter", cmd_filter, USES_MPI, "write a view (or filtered metadata) from --where clauses"},
     {"sweep", cmd_sweep, USES_MPI, "kept counts for many thresholds of a column, HTML report"},
     {"sheet", cmd_sheet, USES_MPI, "contact sheet of a dataset's or view's samples"},
     {"dedupe", cmd_dedupe, USES_MPI, "global exact and near-duplicate marks (url, content, phash)"},
     {"doctor", cmd_doctor, 0, "node health checks (CPU, disk, GPU, NCCL, fabric, S3)"},
-    {"train", cmd_train, USES_MPI, "train the diffusion UNet on a dataset (CPU, MPI)"},
+    {"train", cmd_train, USES_MPI | RESUMABLE, "train the diffusion UNet on a dataset (CPU, MPI)"},
     {"sample", cmd_sample, 0, "images from a training checkpoint, as a PNG grid"},
 };
 
@@ -73,6 +75,10 @@ int main(int argc, char **argv)
         struct pm_mpi mpi = {0, 1};
         int cargc = argc - 1;
         char **cargv = argv + 1;
+        // before MPI start-up, which can take seconds: a preemption signal that arrives
+        // then is held until the command's first check instead of killing the process
+        if (c->flags & RESUMABLE)
+            pm_signal_install();
         if (c->flags & USES_MPI)
             pm_mpi_init(&mpi, &cargc, &cargv);
         int rc = c->fn(cargc, cargv, &mpi);
