@@ -133,6 +133,11 @@ int cmd_train_cuda(const struct train_args *a, const struct pm_mpi *mpi)
         pm_log_error("--precision: expected bf16 or fp32, got '%s'", a->precision);
         return PM_EXIT_USAGE;
     }
+    char why[256];
+    if (!gpu_trainer_available(why, sizeof why)) {
+        pm_log_error("--device cuda: %s (CUDA trainer unavailable; use --device cpu)", why);
+        return PM_EXIT_USAGE;
+    }
     if (a->eval_data) {
         pm_log_error("--eval-data is not available with --device cuda yet; evaluate the "
                      "checkpoint with --device cpu --steps <same> --resume auto");

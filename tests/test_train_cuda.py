@@ -1,0 +1,120 @@
+"""GPU trainer (trainer/cuda) against the CPU reference, and `pixelmill train --device cuda`.
+
+Every test skips, with the reason printed, when there is no usable GPU (nvidia-smi missing,
+or the build has no CUDA, or cudaGetDeviceCount() is 0: `pm_cuda_check status` exits 77).
+On a GPU machine bench/train-gpu/device_run.sh runs them (docs/trainer.md, GPU trainer).
+"""
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from conftest import run, tool
+from test_train import ENV, dataset, final_weights, read_safetensors  # noqa: F401
+
+import numpy as np
+
+
+def gpu_reason():
+    if shutil.which("nvidia-smi") is None:
+        return "nvidia-smi not found: no NVIDIA driver on this machine"
+    try:
+        r = run([tool("pm_cuda_check"), "status"], check=False, timeout=120)
+    except FileNotFoundError as e:
+        return str(e)
+    if r.returncode == 77:
+        return r.stdout.strip()
+    if r.returncode != 0:
+        return f"pm_cuda_check status failed: {r.stderr.strip()}"
+    return None
+
+
+REASON = gpu_reason()
+if REASON:
+    print(f"\nGPU tests skipped: {REASON}")
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no GPU: {REASON}")
+
+
+def check(*args, timeout=600):
+    r = run([tool("pm_cuda_check"), *[str(a) for a in args]], check=False, timeout=timeout)
+    print(r.stdout)
+    assert r.returncode == 0, f"{args}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    assert "FAIL" not in r.stdout
+    return r.stdout
+
+
+@pytest.mark.parametrize("config,batch", [("test-16", 4), ("tiny-32", 8), ("small-64", 4)])
+def test_gradients_fp32(config, batch):
+    check("grads", config, batch, "fp32")
+
+
+@pytest.mark.parametrize("config,batch", [("tiny-32", 8)])
+def test_gradients_bf16(config, batch):
+    check("grads", config, batch, "bf16")
+
+
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+def test_full_step(prec):
+    check("step", "tiny-32", 8, prec)
+
+
+def test_loss_tracks_cpu_50_steps():
+    check("loss", "tiny-32", 8, 50, "fp32")
+
+
+def test_resume_bitwise(tmp_path):
+    check("resume", "tiny-32", 8, 6, "fp32", tmp_path / "ck")
+
+
+def test_two_ranks_equal_one():
+    check("ranks", "tiny-32", 8, 3, "fp32")
+
+
+TRAIN = ["--model", "test-16", "--steps", 6, "--batch-size", 4, "--lr", 1e-3, "--seed", 7,
+         "--ema-decay", 0.9, "--loader-threads", 1]
+
+
+def train(data, ck, extra=()):
+    return [str(a) for a in [tool("pixelmill"), "train", "--data", data, "--checkpoint-dir", ck,
+                             *TRAIN, "--device", "cuda", *extra]]
+
+
+def test_pixelmill_train_cuda_resume_matches_straight(dataset, tmp_path):  # noqa: F811
+    """--device cuda --precision fp32: SIGTERM after step 2, exit 75, resume == straight."""
+    run(train(dataset, tmp_path / "a", ["--precision", "fp32"]), env=ENV)
+    p = subprocess.Popen(train(dataset, tmp_path / "b", ["--precision", "fp32"]),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    for line in p.stdout:
+        if line.startswith("step 2/"):
+            p.send_signal(signal.SIGTERM)
+            break
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 75, (out, err)
+    r = run(train(dataset, tmp_path / "b", ["--precision", "fp32", "--resume", "auto"]),
+            env=ENV)
+    assert "resumed from" in r.stderr
+    wa = read_safetensors(final_weights(tmp_path / "a"))
+    wb = read_safetensors(final_weights(tmp_path / "b"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert np.array_equal(wa[k], wb[k]), k
+
+
+def test_gpu_checkpoint_resumes_on_cpu(dataset, tmp_path):  # noqa: F811
+    """3 steps on the GPU (fp32), then 3 more on the CPU from its checkpoint: close to 6 CPU
+    steps (the GPU's different summation order stays within fp32 tolerance)."""
+    ck = tmp_path / "g"
+    args = train(dataset, ck, ["--precision", "fp32"])
+    args[args.index("--steps") + 1] = "3"
+    run(args, env=ENV)
+    cpu = [a for a in train(dataset, ck, ["--resume", "auto"]) if a not in ("--device", "cuda")]
+    r = run(cpu + ["--device", "cpu"], env=ENV)
+    assert "resumed from" in r.stderr
+    ref = [a for a in train(dataset, tmp_path / "c") if a not in ("--device", "cuda")]
+    run(ref, env=ENV)
+    wg = read_safetensors(final_weights(ck))
+    wc = read_safetensors(final_weights(tmp_path / "c"))
+    for k in wc:
+        d = np.abs(wg[k] - wc[k]).max() / max(np.abs(wc[k]).max(), 1e-12)
+        assert d < 1e-3, (k, d)
