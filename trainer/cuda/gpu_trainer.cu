@@ -821,7 +821,7 @@ static float *dact_take(struct gpu_trainer *g, size_t n)
 // Offset of the CPU model's tensor `name`, checked against the expected element count.
 static size_t pofs(struct gpu_trainer *g, size_t numel, const char *fmt, const char *prefix)
 {
-    char name[UNET_NAME_MAX];
+    char name[2 * UNET_NAME_MAX + 16]; // longer than any tensor name: no match, reported
     snprintf(name, sizeof name, fmt, prefix);
     const struct unet_tensor *t = unet_find_tensor(g->host_model, name);
     if (!t || t->numel != numel) {
