@@ -300,13 +300,13 @@ int cmd_train_cuda(const struct train_args *a, const struct pm_mpi *mpi)
         MPI_CHECK(MPI_Allreduce(&flag, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
         double dt = train_now_s() - t0;
         images += (uint64_t)a->batch;
-        // data wait: the time the loader made this step wait beyond the GPU's own work, i.e.
-        // the loader's blocking time when the GPU was already idle (the GPU finished before
-        // the staging did: gpu_wait ~ 0)
+        // data_wait as on the CPU: the fraction of the step loader_next() blocked for
+        // decoded data. Here that happens while the GPU computes, so it costs GPU time only
+        // when host_fetch exceeds the GPU's step (then gpu_wait is ~0).
         double fetch = c.fetch_s - fetch0;
         double loader_wait = ls1.wait_s - ls0.wait_s;
-        double waitf = dt > 0 ? (gpu_wait < 1e-4 ? loader_wait : 0.0) / dt : 0;
-        wait_total += dt * waitf;
+        double waitf = dt > 0 ? loader_wait / dt : 0;
+        wait_total += loader_wait;
         double ips = dt > 0 ? (double)a->batch / dt : 0;
         if (mpi->rank == 0) {
             if (step % (uint64_t)a->log_every == 0 || (long long)step == a->steps || any) {

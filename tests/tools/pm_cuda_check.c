@@ -127,6 +127,26 @@ static void synth(const struct unet_config *c, int B, uint64_t seed, uint8_t *im
     }
 }
 
+// B uint8 images of img bytes and B caption buffers (filled by synth)
+static void alloc_batch(int B, size_t img, uint8_t **u8, char ***caps)
+{
+    *u8 = malloc((size_t)B * img + 1);
+    *caps = malloc((size_t)B * sizeof **caps);
+    if (!*u8 || !*caps)
+        exit(2);
+    for (int b = 0; b < B; b++)
+        if (!((*caps)[b] = calloc(1, 256)))
+            exit(2);
+}
+
+static void free_batch(int B, uint8_t *u8, char **caps)
+{
+    for (int b = 0; b < B; b++)
+        free(caps[b]);
+    free(caps);
+    free(u8);
+}
+
 struct pair {
     struct trainer *cpu;
     struct gpu_trainer *gpu;
@@ -191,10 +211,9 @@ static int cmd_grads(const char *config, int B, enum gpu_precision prec)
     float *x0 = malloc((size_t)B * img * 4), *noise = malloc((size_t)B * img * 4);
     int *ts = malloc((size_t)B * sizeof *ts);
     unsigned char *drop = calloc((size_t)B, 1);
-    char **caps = malloc((size_t)B * sizeof *caps);
-    uint8_t *u8 = malloc((size_t)B * img);
-    for (int b = 0; b < B; b++)
-        caps[b] = calloc(1, 256);
+    uint8_t *u8;
+    char **caps;
+    alloc_batch(B, img, &u8, &caps);
     synth(c, B, 5, u8, caps);
     struct train_rng r;
     train_rng_seed(&r, 11);
@@ -249,9 +268,8 @@ static int cmd_grads(const char *config, int B, enum gpu_precision prec)
     }
     check("gradients, every tensor", bad == 0, "%d of %zu tensors over %.0e; worst %s %.3g", bad,
           nt, tol_g, worst_name, worst);
-    for (int b = 0; b < B; b++)
-        free(caps[b]);
-    free(caps), free(x0), free(noise), free(ts), free(drop), free(u8), free(out), free(gg);
+    free_batch(B, u8, caps);
+    free(x0), free(noise), free(ts), free(drop), free(out), free(gg);
     free_pair(&p);
     return failures ? 1 : 0;
 }
@@ -276,10 +294,9 @@ static int cmd_step(const char *config, int B, enum gpu_precision prec)
     struct pair p = make_pair(config, B, prec, 1);
     const struct unet_config *c = unet_get_config(trainer_model(p.cpu));
     size_t img = (size_t)c->in_channels * c->image_size * c->image_size;
-    uint8_t *u8 = malloc((size_t)B * img);
-    char **caps = malloc((size_t)B * sizeof *caps);
-    for (int b = 0; b < B; b++)
-        caps[b] = calloc(1, 256);
+    uint8_t *u8;
+    char **caps;
+    alloc_batch(B, img, &u8, &caps);
     synth(c, B, 3, u8, caps);
     float lc, lg;
     both_step(&p, u8, caps, B, &lc, &lg);
@@ -332,9 +349,8 @@ static int cmd_step(const char *config, int B, enum gpu_precision prec)
     double ee = rel_err(dg, dc, n);
     check("EMA update", ee <= tol_u, "rel %.3g", ee);
     trainer_free(ref);
-    for (int b = 0; b < B; b++)
-        free(caps[b]);
-    free(caps), free(u8), free(w), free(e), free(m), free(v), free(dg), free(dc), free(noise);
+    free_batch(B, u8, caps);
+    free(w), free(e), free(m), free(v), free(dg), free(dc), free(noise);
     free(gg);
     free_pair(&p);
     return failures ? 1 : 0;
@@ -345,10 +361,9 @@ static int cmd_loss(const char *config, int B, int steps, enum gpu_precision pre
     struct pair p = make_pair(config, B, prec, 0);
     const struct unet_config *c = unet_get_config(trainer_model(p.cpu));
     size_t img = (size_t)c->in_channels * c->image_size * c->image_size;
-    uint8_t *u8 = malloc((size_t)B * img);
-    char **caps = malloc((size_t)B * sizeof *caps);
-    for (int b = 0; b < B; b++)
-        caps[b] = calloc(1, 256);
+    uint8_t *u8;
+    char **caps;
+    alloc_batch(B, img, &u8, &caps);
     double tol = prec == GPU_PRECISION_FP32 ? 1e-3 : 5e-2, worst = 0;
     int worst_step = 0;
     double tc = 0, tg = 0;
@@ -374,9 +389,8 @@ static int cmd_loss(const char *config, int B, int steps, enum gpu_precision pre
     double ew = rel_err(w, trainer_params(p.cpu), p.n);
     check("weights after the run", ew <= (prec == GPU_PRECISION_FP32 ? 1e-3 : 1e-1), "rel %.3g",
           ew);
-    for (int b = 0; b < B; b++)
-        free(caps[b]);
-    free(caps), free(u8), free(w);
+    free_batch(B, u8, caps);
+    free(w);
     free_pair(&p);
     return failures ? 1 : 0;
 }
@@ -384,10 +398,9 @@ static int cmd_loss(const char *config, int B, int steps, enum gpu_precision pre
 static void gpu_steps(struct gpu_trainer *g, const struct unet_config *c, int B, int from, int to)
 {
     size_t img = (size_t)c->in_channels * c->image_size * c->image_size;
-    uint8_t *u8 = malloc((size_t)B * img);
-    char **caps = malloc((size_t)B * sizeof *caps);
-    for (int b = 0; b < B; b++)
-        caps[b] = calloc(1, 256);
+    uint8_t *u8;
+    char **caps;
+    alloc_batch(B, img, &u8, &caps);
     struct pm_error err = PM_ERROR_INIT;
     for (int s = from; s < to; s++) {
         synth(c, B, 2000 + (uint64_t)s, u8, caps);
@@ -398,9 +411,7 @@ static void gpu_steps(struct gpu_trainer *g, const struct unet_config *c, int B,
             gpu_trainer_finish_step(g, NULL, &err) != PM_OK)
             die("gpu step", &err);
     }
-    for (int b = 0; b < B; b++)
-        free(caps[b]);
-    free(caps), free(u8);
+    free_batch(B, u8, caps);
 }
 
 static int cmd_resume(const char *config, int B, int steps, enum gpu_precision prec,
@@ -506,10 +517,9 @@ static void *rank_main(void *p)
     int Bg = ra->B * ra->world;
     const struct unet_config *c = rc == PM_OK ? unet_get_config(gpu_trainer_model(g)) : NULL;
     size_t img = c ? (size_t)c->in_channels * c->image_size * c->image_size : 0;
-    uint8_t *u8 = malloc((size_t)Bg * img + 1);
-    char **caps = malloc((size_t)Bg * sizeof *caps);
-    for (int b = 0; b < Bg; b++)
-        caps[b] = calloc(1, 256);
+    uint8_t *u8;
+    char **caps;
+    alloc_batch(Bg, img, &u8, &caps);
     for (int s = 0; rc == PM_OK && s < ra->steps; s++) {
         synth(c, Bg, 3000 + (uint64_t)s, u8, caps);
         size_t off = (size_t)ra->rank * ra->B;
@@ -529,9 +539,7 @@ static void *rank_main(void *p)
         rc = gpu_trainer_download(g, ra->weights, NULL, NULL, NULL, NULL, &err);
     ra->rc = rc;
     snprintf(ra->msg, sizeof ra->msg, "%s", err.msg);
-    for (int b = 0; b < Bg; b++)
-        free(caps[b]);
-    free(caps), free(u8);
+    free_batch(Bg, u8, caps);
     gpu_trainer_free(g);
     return NULL;
 }
@@ -588,10 +596,9 @@ static int cmd_ranks(const char *config, int B, int steps, enum gpu_precision pr
                 die("create", &err);
         const struct unet_config *c = unet_get_config(gpu_trainer_model(g[0]));
         size_t img = (size_t)c->in_channels * c->image_size * c->image_size;
-        uint8_t *u8 = malloc((size_t)B * img);
-        char **caps = malloc((size_t)B * sizeof *caps);
-        for (int b = 0; b < B; b++)
-            caps[b] = calloc(1, 256);
+        uint8_t *u8;
+        char **caps;
+        alloc_batch(B, img, &u8, &caps);
         synth(c, B, 3000, u8, caps);
         float *gs[3];
         for (int i = 0; i < 3; i++) {
@@ -610,9 +617,7 @@ static int cmd_ranks(const char *config, int B, int steps, enum gpu_precision pr
         check("2 halves (host sum) == 1 rank gradients", e <= tol, "rel %.3g", e);
         for (int i = 0; i < 3; i++)
             gpu_trainer_free(g[i]), free(gs[i]);
-        for (int b = 0; b < B; b++)
-            free(caps[b]);
-        free(caps), free(u8);
+        free_batch(B, u8, caps);
     }
     free(one.weights);
     return failures ? 1 : 0;
@@ -632,10 +637,7 @@ static int cmd_bench(const char *config, int B, int steps, enum gpu_precision pr
     uint8_t *u8[NB];
     char **caps[NB];
     for (int k = 0; k < NB; k++) {
-        u8[k] = malloc((size_t)B * img);
-        caps[k] = malloc((size_t)B * sizeof(char *));
-        for (int b = 0; b < B; b++)
-            caps[k][b] = calloc(1, 256);
+        alloc_batch(B, img, &u8[k], &caps[k]);
         synth(c, B, 4000 + (uint64_t)k, u8[k], caps[k]);
     }
     int warm = 3;
@@ -665,11 +667,8 @@ static int cmd_bench(const char *config, int B, int steps, enum gpu_precision pr
            "\"device_bytes\": %zu}\n",
            config, B, prec == GPU_PRECISION_FP32 ? "fp32" : "bf16", steps, dt,
            (double)B * steps / dt, loss, gpu_trainer_device_name(g), gpu_trainer_device_bytes(g));
-    for (int k = 0; k < NB; k++) {
-        for (int b = 0; b < B; b++)
-            free(caps[k][b]);
-        free(caps[k]), free(u8[k]);
-    }
+    for (int k = 0; k < NB; k++)
+        free_batch(B, u8[k], caps[k]);
     gpu_trainer_free(g);
     return 0;
 }
