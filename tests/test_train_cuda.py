@@ -103,7 +103,7 @@ def test_pixelmill_train_cuda_resume_matches_straight(dataset, tmp_path):  # noq
 
 def test_gpu_checkpoint_resumes_on_cpu(dataset, tmp_path):  # noqa: F811
     """3 steps on the GPU (fp32), then 3 more on the CPU from its checkpoint: close to 6 CPU
-    steps (the GPU's different summation order stays within fp32 tolerance)."""
+    steps (the GPU sums in another order: within rounding, as np 1 vs np 2 on the CPU)."""
     ck = tmp_path / "g"
     args = train(dataset, ck, ["--precision", "fp32"])
     args[args.index("--steps") + 1] = "3"
@@ -115,6 +115,12 @@ def test_gpu_checkpoint_resumes_on_cpu(dataset, tmp_path):  # noqa: F811
     run(ref, env=ENV)
     wg = read_safetensors(final_weights(ck))
     wc = read_safetensors(final_weights(tmp_path / "c"))
+    total = off = 0
     for k in wc:
-        d = np.abs(wg[k] - wc[k]).max() / max(np.abs(wc[k]).max(), 1e-12)
-        assert d < 1e-3, (k, d)
+        d = np.abs(wg[k] - wc[k])
+        # as test_train.py's np 1 vs np 2: Adam moves weights whose gradient is ~0 by
+        # ~lr*sign(g), and rounding can flip a few
+        assert d.max() <= 2 * 6 * 1e-3, k
+        off += int((d > 1e-5).sum())
+        total += d.size
+    assert off <= total * 1e-3, (off, total)

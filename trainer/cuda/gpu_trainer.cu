@@ -2095,6 +2095,9 @@ extern "C" int gpu_trainer_upload_params(struct gpu_trainer *g, const float *par
     size_t bytes = g->n * sizeof(float);
     CU_TRY(cudaMemcpy(g->params, params, bytes, cudaMemcpyHostToDevice));
     CU_TRY(cudaMemcpy(g->ema, ema ? ema : params, bytes, cudaMemcpyHostToDevice));
+    // a pageable copy may return before its DMA ends, and our streams do not wait for the
+    // legacy stream: wait for the device
+    CU_TRY(cudaDeviceSynchronize());
     return PM_OK;
 }
 
@@ -2172,6 +2175,8 @@ extern "C" int gpu_trainer_load(struct gpu_trainer *g, const char *dir, unsigned
         float *dst[] = {g->params, g->ema, g->adam_m, g->adam_v};
         for (int i = 0; i < 4 && e == cudaSuccess; i++)
             e = cudaMemcpy(dst[i], src[i], bytes, cudaMemcpyHostToDevice);
+        if (e == cudaSuccess) // (see gpu_trainer_upload_params)
+            e = cudaDeviceSynchronize();
         if (e != cudaSuccess) {
             rc = pm_error_set(err, PM_ERR_INTERNAL, "loading '%s' to the GPU: %s", dir,
                               cudaGetErrorString(e));
