@@ -180,6 +180,33 @@ def torch_flops(config):
     return fc.get_total_flops() / B
 
 
+def print_table(rows):
+    gpu = next((r["ours_bf16"].get("gpu", "") for r in rows if "gpu" in r["ours_bf16"]), "")
+    peak = peak_for(gpu)
+    print()
+    print(f"GPU: {gpu or 'unknown'}; MFU against dense bf16 peak "
+          f"{peak / 1e12 if peak else float('nan'):.0f} TFLOP/s")
+    print(f"{'config':10} {'batch':>5} {'GFLOP/img':>9} {'impl':16} {'img/s':>10} {'MFU':>6} "
+          f"{'vs eager':>9} {'vs compile':>10}")
+    for r in rows:
+        comp = r.get("torch_compile", {}).get("images_per_second")
+        eager = r.get("torch_eager", {}).get("images_per_second")
+        for key in ("ours_bf16", "ours_fp32", "torch_eager", "torch_compile"):
+            v = r.get(key)
+            if v is None:
+                continue
+            ips = v.get("images_per_second")
+            if ips is None:
+                print(f"{r['config']:10} {r['batch']:>5} {r['flops_per_image'] / 1e9:>9.2f} "
+                      f"{key:16} {'error':>10}")
+                continue
+            mfu = ips * r["flops_per_image"] / peak if peak else float("nan")
+            ratio = f"{ips / comp:.2f}x" if comp else "-"
+            re = f"{ips / eager:.2f}x" if eager else "-"
+            print(f"{r['config']:10} {r['batch']:>5} {r['flops_per_image'] / 1e9:>9.2f} "
+                  f"{key:16} {ips:>10.1f} {100 * mfu:>5.1f}% {re:>9} {ratio:>10}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -204,49 +231,33 @@ def main():
     rows = []
     for spec in args.runs.split(","):
         config, batch = spec.split(":")
-        batch = int(batch)
-        fpi = flops_per_image(CONFIGS[config])
-        row = {"config": config, "batch": batch, "flops_per_image": fpi}
-        for prec in ("bf16", "fp32"):
-            row["ours_" + prec] = bench_ours(args.tool, config, batch, args.steps, prec)
-            print(json.dumps({config: {prec: row["ours_" + prec]}}), flush=True)
-        if have_torch:
-            try:
-                row["torch_flops_per_image"] = torch_flops(config)
-            except Exception as e:  # noqa: BLE001 (a cross-check only)
-                row["torch_flops_per_image"] = f"error: {e}"
-            for name, comp in (("eager", False), ("compile", True)):
-                if comp and args.no_compile:
-                    continue
-                try:
-                    row["torch_" + name] = bench_torch(config, batch, args.steps, args.warmup,
-                                                       comp)
-                except Exception as e:  # noqa: BLE001 (report and go on)
-                    row["torch_" + name] = {"error": str(e)[-400:]}
-                print(json.dumps({config: {name: row["torch_" + name]}}), flush=True)
-        rows.append(row)
-    gpu = next((r["ours_bf16"].get("gpu", "") for r in rows if "gpu" in r["ours_bf16"]), "")
-    peak = peak_for(gpu)
-    print()
-    print(f"GPU: {gpu or 'unknown'}; MFU against dense bf16 peak "
-          f"{peak / 1e12 if peak else float('nan'):.0f} TFLOP/s")
-    print(f"{'config':10} {'batch':>5} {'GFLOP/img':>9} {'impl':16} {'img/s':>10} {'MFU':>6} "
-          f"{'vs compile':>10}")
+        rows.append({"config": config, "batch": int(batch),
+                     "flops_per_image": flops_per_image(CONFIGS[config])})
+    # phases in order of value, the table after each: a time limit only loses the last ones
     for r in rows:
-        comp = r.get("torch_compile", {}).get("images_per_second")
-        for key in ("ours_bf16", "ours_fp32", "torch_eager", "torch_compile"):
-            v = r.get(key)
-            if v is None:
-                continue
-            ips = v.get("images_per_second")
-            if ips is None:
-                print(f"{r['config']:10} {r['batch']:>5} {r['flops_per_image'] / 1e9:>9.2f} "
-                      f"{key:16} {'error':>10}")
-                continue
-            mfu = ips * r["flops_per_image"] / peak if peak else float("nan")
-            ratio = f"{ips / comp:.2f}x" if comp else "-"
-            print(f"{r['config']:10} {r['batch']:>5} {r['flops_per_image'] / 1e9:>9.2f} "
-                  f"{key:16} {ips:>10.1f} {100 * mfu:>5.1f}% {ratio:>10}")
+        for prec in ("bf16", "fp32"):
+            r["ours_" + prec] = bench_ours(args.tool, r["config"], r["batch"], args.steps, prec)
+            print(json.dumps({r["config"]: {prec: r["ours_" + prec]}}), flush=True)
+    print_table(rows)
+    phases = [] if not have_torch else [("eager", False)] + ([] if args.no_compile else
+                                                            [("compile", True)])
+    for name, comp in phases:
+        for r in rows:
+            if name == "eager":
+                try:
+                    r["torch_flops_per_image"] = torch_flops(r["config"])
+                except Exception as e:  # noqa: BLE001 (a cross-check only)
+                    r["torch_flops_per_image"] = f"error: {e}"
+            try:
+                r["torch_" + name] = bench_torch(r["config"], r["batch"], args.steps,
+                                                 args.warmup, comp)
+            except Exception as e:  # noqa: BLE001 (report and go on)
+                r["torch_" + name] = {"error": str(e)[-400:]}
+            print(json.dumps({r["config"]: {name: r["torch_" + name]}}), flush=True)
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(rows, f, indent=1)
+        print_table(rows)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -117,4 +117,5 @@ echo
 echo "================ summary ($(elapsed)s) ================"
 printf '%s\n' "${table[@]}"
 [[ $brc -ne 0 ]] && echo "bench.py exit $brc (124 = stopped at the time budget)"
-sed -n '/^GPU:/,$p' "$out/bench.log"
+# the last table bench.py printed
+awk '/^GPU:/{buf=""; on=1} on && !/^\{/{buf=buf $0 "\n"} END{printf "%s", buf}' "$out/bench.log"
