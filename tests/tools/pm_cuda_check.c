@@ -390,14 +390,10 @@ static int cmd_loss(const char *config, int B, int steps, enum gpu_precision pre
     alloc_batch(B, img, &u8, &caps);
     double tol = prec == GPU_PRECISION_FP32 ? 2e-3 : 5e-2, worst = 0;
     int worst_step = 0;
-    double tc = 0, tg = 0;
     for (int s = 0; s < steps; s++) {
         synth(c, B, 1000 + (uint64_t)(s % 4), u8, caps); // 4 batches, cycled: it can learn
         float lc, lg;
-        double t0 = now();
         both_step(&p, u8, caps, B, &lc, &lg);
-        tg += now() - t0; // (includes the CPU step; only informative)
-        (void)tc;
         double e = fabs((double)lg - lc) / fabs((double)lc);
         if (s < 3 || s == steps - 1 || s % 10 == 9)
             printf("  step %3d cpu %.6f gpu %.6f rel %.2e\n", s + 1, lc, lg, e);
