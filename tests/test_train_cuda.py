@@ -75,15 +75,23 @@ TRAIN = ["--model", "test-16", "--steps", 6, "--batch-size", 4, "--lr", 1e-3, "-
          "--ema-decay", 0.9, "--loader-threads", 1]
 
 
-def train(data, ck, extra=()):
-    return [str(a) for a in [tool("pixelmill"), "train", "--data", data, "--checkpoint-dir", ck,
+def train(data, ck, extra=(), steps=6):
+    args = [str(a) for a in [tool("pixelmill"), "train", "--data", data, "--checkpoint-dir", ck,
                              *TRAIN, "--device", "cuda", *extra]]
+    args[args.index("--steps") + 1] = str(steps)
+    return args
+
+
+# The stop tests run long enough (a GPU step of test-16 takes milliseconds) that the signal
+# lands while the run is still going.
+LONG = 400
 
 
 def test_pixelmill_train_cuda_resume_matches_straight(dataset, tmp_path):  # noqa: F811
-    """--device cuda --precision fp32: SIGTERM after step 2, exit 75, resume == straight."""
-    run(train(dataset, tmp_path / "a", ["--precision", "fp32"]), env=ENV)
-    p = subprocess.Popen(train(dataset, tmp_path / "b", ["--precision", "fp32"]),
+    """--device cuda --precision fp32: SIGTERM after step 2, exit 75, resume == straight
+    (safetensors bitwise: deterministic kernels on one GPU)."""
+    run(train(dataset, tmp_path / "a", ["--precision", "fp32"], LONG), env=ENV)
+    p = subprocess.Popen(train(dataset, tmp_path / "b", ["--precision", "fp32"], LONG),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     for line in p.stdout:
         if line.startswith("step 2/"):
@@ -91,11 +99,11 @@ def test_pixelmill_train_cuda_resume_matches_straight(dataset, tmp_path):  # noq
             break
     out, err = p.communicate(timeout=300)
     assert p.returncode == 75, (out, err)
-    r = run(train(dataset, tmp_path / "b", ["--precision", "fp32", "--resume", "auto"]),
+    r = run(train(dataset, tmp_path / "b", ["--precision", "fp32", "--resume", "auto"], LONG),
             env=ENV)
     assert "resumed from" in r.stderr
-    wa = read_safetensors(final_weights(tmp_path / "a"))
-    wb = read_safetensors(final_weights(tmp_path / "b"))
+    wa = read_safetensors(final_weights(tmp_path / "a", LONG))
+    wb = read_safetensors(final_weights(tmp_path / "b", LONG))
     assert wa.keys() == wb.keys()
     for k in wa:
         assert np.array_equal(wa[k], wb[k]), k
@@ -105,9 +113,7 @@ def test_gpu_checkpoint_resumes_on_cpu(dataset, tmp_path):  # noqa: F811
     """3 steps on the GPU (fp32), then 3 more on the CPU from its checkpoint: close to 6 CPU
     steps (the GPU sums in another order: within rounding, as np 1 vs np 2 on the CPU)."""
     ck = tmp_path / "g"
-    args = train(dataset, ck, ["--precision", "fp32"])
-    args[args.index("--steps") + 1] = "3"
-    run(args, env=ENV)
+    run(train(dataset, ck, ["--precision", "fp32"], 3), env=ENV)
     cpu = [a for a in train(dataset, ck, ["--resume", "auto"]) if a not in ("--device", "cuda")]
     r = run(cpu + ["--device", "cpu"], env=ENV)
     assert "resumed from" in r.stderr
@@ -124,3 +130,27 @@ def test_gpu_checkpoint_resumes_on_cpu(dataset, tmp_path):  # noqa: F811
         off += int((d > 1e-5).sum())
         total += d.size
     assert off <= total * 1e-3, (off, total)
+
+
+def test_pixelmill_train_cuda_sigkill_resume(dataset, tmp_path):  # noqa: F811
+    """Hard preemption: SIGKILL after step 3 with --checkpoint-every 2; the resume from the
+    last checkpoint ends with the straight run's weights, bit for bit (deterministic kernels
+    on one GPU)."""
+    extra = ["--precision", "fp32", "--checkpoint-every", "2", "--keep", "1000"]
+    run(train(dataset, tmp_path / "a", extra, LONG), env=ENV)
+    p = subprocess.Popen(train(dataset, tmp_path / "b", extra, LONG), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=ENV)
+    for line in p.stdout:
+        if line.startswith("step 3/"):
+            p.kill()
+            break
+    p.communicate(timeout=300)
+    assert p.returncode == -signal.SIGKILL
+    killed_at = int((tmp_path / "b" / "latest").read_text().strip().split("-")[1])
+    assert 2 <= killed_at < LONG
+    r = run(train(dataset, tmp_path / "b", extra + ["--resume", "auto"], LONG), env=ENV)
+    assert "resumed from" in r.stderr
+    wa = read_safetensors(final_weights(tmp_path / "a", LONG))
+    wb = read_safetensors(final_weights(tmp_path / "b", LONG))
+    for k in wa:
+        assert np.array_equal(wa[k], wb[k]), k

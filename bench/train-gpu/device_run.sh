@@ -91,7 +91,7 @@ runcheck ranks-tiny32-fp32 120 ranks tiny-32 8 3 fp32
 
 if [[ $build == build-gpu ]]; then
     echo "== pytest GPU tests ($(elapsed)s)"
-    # the checks above already ran: only the end-to-end pixelmill tests here
+    # the checks above already ran: only the end-to-end pixelmill tests here (SIGTERM, SIGKILL, GPU->CPU)
     if PIXELMILL_BUILD=$PWD/$build timeout 240 python3 -m pytest -q -rs tests/test_train_cuda.py \
         -k "pixelmill or checkpoint_resumes" >"$out/pytest.log" 2>&1; then
         note "pytest tests/test_train_cuda.py (pixelmill)" "PASS: $(tail -1 "$out/pytest.log")"
