@@ -35,7 +35,7 @@ if [[ $full == auto ]]; then
 fi
 build=""
 if [[ $full == 1 ]]; then
-    if cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release >"$out/cmake.log" 2>&1 &&
+    if cmake -S . -B build-gpu >"$out/cmake.log" 2>&1 &&
         cmake --build build-gpu -j16 >"$out/build.log" 2>&1; then
         build=build-gpu
         note "build" "full CMake build with CUDA ($(elapsed)s)"
