@@ -89,6 +89,21 @@ rm -rf "$out/resume_ck"
 runcheck resume-tiny32-fp32 120 resume tiny-32 8 6 fp32 "$out/resume_ck"
 runcheck ranks-tiny32-fp32 120 ranks tiny-32 8 3 fp32
 
+# a CUDA fault (asynchronous, so reported late): locate it once, on the smallest config
+if grep -l -E 'gpu_trainer.cu:[0-9]+|illegal|misaligned|CUDA error|cuda' "$out"/check_*.log \
+    2>/dev/null | xargs -r grep -l -E 'pm_cuda_check: ' >/dev/null 2>&1; then
+    echo "== a check hit a CUDA error: PM_GPU_SYNC_DEBUG=1 and compute-sanitizer ($(elapsed)s)"
+    PM_GPU_SYNC_DEBUG=1 timeout 120 "$tool" grads test-16 2 fp32 >"$out/debug_sync.log" 2>&1
+    tail -5 "$out/debug_sync.log"
+    note "debug: PM_GPU_SYNC_DEBUG=1 grads test-16" "$(grep -o -m1 'gpu_trainer.cu:[0-9]*: [^:]*: .*' "$out/debug_sync.log" || echo 'no fault reported')"
+    if command -v compute-sanitizer >/dev/null; then
+        timeout 180 compute-sanitizer --tool memcheck --print-limit 5 "$tool" grads test-16 2 fp32 \
+            >"$out/debug_memcheck.log" 2>&1
+        grep -m8 -E 'Invalid|at .*gpu_trainer|ERROR SUMMARY' "$out/debug_memcheck.log"
+        note "debug: compute-sanitizer memcheck" "$(grep -m1 'ERROR SUMMARY' "$out/debug_memcheck.log" || echo 'did not finish')"
+    fi
+fi
+
 if [[ $build == build-gpu ]]; then
     echo "== pytest GPU tests ($(elapsed)s)"
     # the checks above already ran: only the end-to-end pixelmill tests here (SIGTERM, SIGKILL, GPU->CPU)

@@ -724,6 +724,9 @@ struct gpu_trainer {
 #ifdef PM_HAVE_NCCL
     ncclComm_t comm;
 #endif
+    // PM_GPU_SYNC_DEBUG=1: wait after every kernel and GEMM, so an asynchronous fault is
+    // reported at the launch that caused it (gpu_trainer.cu:LINE)
+    int sync_debug;
     // the first failure while enqueueing
     int failed;
     char fail_msg[512];
@@ -741,8 +744,10 @@ static void note_fail(struct gpu_trainer *g, const char *what, int line, const c
 static void kcheck(struct gpu_trainer *g, int line)
 {
     cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess && g->sync_debug)
+        e = cudaStreamSynchronize(g->stream);
     if (e != cudaSuccess)
-        note_fail(g, "kernel launch", line, cudaGetErrorString(e));
+        note_fail(g, "kernel", line, cudaGetErrorString(e));
 }
 
 static int take_fail(struct gpu_trainer *g, struct pm_error *err)
@@ -758,22 +763,27 @@ static int take_fail(struct gpu_trainer *g, struct pm_error *err)
 
 enum gemm_kind { GK_F32, GK_TF32, GK_BF16 };
 
-static void gemm(struct gpu_trainer *g, enum gemm_kind kind, bool ta, bool tb, int M, int N, int K,
-                 const void *A, int lda, const void *Bm, int ldb, float *C, int ldc, float beta)
+static void gemm_at(int line, struct gpu_trainer *g, enum gemm_kind kind, bool ta, bool tb, int M,
+                    int N, int K, const void *A, int lda, const void *Bm, int ldb, float *C,
+                    int ldc, float beta)
 {
     const float alpha = 1.0f;
     cudaDataType_t ty = kind == GK_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     cublasComputeType_t ct = kind == GK_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    cublasStatus_t st = cublasGemmEx(g->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                     ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, Bm, ty, ldb,
-                                     A, ty, lda, &beta, C, CUDA_R_32F, ldc, ct, CUBLAS_GEMM_DEFAULT);
+    cublasStatus_t st =
+        cublasGemmEx(g->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M,
+                     K, &alpha, Bm, ty, ldb, A, ty, lda, &beta, C, CUDA_R_32F, ldc, ct,
+                     CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS)
-        note_fail(g, "cublasGemmEx", __LINE__, cublasGetStatusString(st));
+        note_fail(g, "cublasGemmEx", line, cublasGetStatusString(st));
+    kcheck(g, line);
 }
+#define gemm(...) gemm_at(__LINE__, __VA_ARGS__)
 
-static void gemm_batched(struct gpu_trainer *g, enum gemm_kind kind, bool ta, bool tb, int M,
-                         int N, int K, const float *A, int lda, long long sA, const float *Bm,
-                         int ldb, long long sB, float *C, int ldc, long long sC, int batch)
+static void gemm_batched_at(int line, struct gpu_trainer *g, enum gemm_kind kind, bool ta, bool tb,
+                            int M, int N, int K, const float *A, int lda, long long sA,
+                            const float *Bm, int ldb, long long sB, float *C, int ldc,
+                            long long sC, int batch)
 {
     const float alpha = 1.0f, beta = 0.0f;
     cublasComputeType_t ct = kind == GK_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -782,8 +792,10 @@ static void gemm_batched(struct gpu_trainer *g, enum gemm_kind kind, bool ta, bo
         Bm, CUDA_R_32F, ldb, sB, A, CUDA_R_32F, lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch, ct,
         CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS)
-        note_fail(g, "cublasGemmStridedBatchedEx", __LINE__, cublasGetStatusString(st));
+        note_fail(g, "cublasGemmStridedBatchedEx", line, cublasGetStatusString(st));
+    kcheck(g, line);
 }
+#define gemm_batched(...) gemm_batched_at(__LINE__, __VA_ARGS__)
 
 // GEMM kind for the non-convolution matrices (attention, 1x1 projections, linears).
 static enum gemm_kind other_kind(const struct gpu_trainer *g)
@@ -1606,6 +1618,7 @@ extern "C" int gpu_trainer_create(const struct trainer_options *o, enum gpu_prec
     g->device = device;
     g->B = o->max_batch;
     g->world = 1;
+    g->sync_debug = getenv("PM_GPU_SYNC_DEBUG") && strcmp(getenv("PM_GPU_SYNC_DEBUG"), "0") != 0;
     rc = unet_create(&cfg, 1, &g->host_model, err);
     if (rc) {
         free(g);
