@@ -10,6 +10,7 @@
  * whether a stop signal arrived (all-reduce of the flag): if so, rank 0 writes a
  * checkpoint at the end of that step and every rank exits with status 75.
  */
+#include "cmd_train.h"
 #include "commands.h"
 #include "loader.h"
 #include "metrics.h"
@@ -47,7 +48,10 @@ static void print_help(FILE *out)
             "  --seed S              weights, noise and data order seed (default 0)\n"
             "  --threads T           compute threads per rank (default: OpenMP's)\n"
             "  --loader-threads T    decoding threads per rank (default 2)\n"
-            "  --device cpu          cpu only in this build\n"
+            "  --device cpu|cuda     where to train (default cpu); cuda: one GPU per rank,\n"
+            "                        NCCL between ranks (docs/trainer.md, GPU trainer)\n"
+            "  --precision P         cuda only: bf16 (default; bf16 convolution GEMMs, TF32\n"
+            "                        elsewhere, fp32 weights) or fp32 (matches the CPU)\n"
             "  --checkpoint-dir DIR  where checkpoints go (DIR/step-NNNNNNNN, DIR/latest)\n"
             "  --checkpoint-every N  also checkpoint every N steps (default: only at the end\n"
             "                        and when stopped)\n"
@@ -69,15 +73,6 @@ static void print_help(FILE *out)
             "\n"
             "Exit status: 0 done, 1 failed, 2 usage error, 75 stopped by a signal (resumable).\n");
 }
-
-struct train_args {
-    const char *data, *model, *ckdir, *metrics_file, *log_keys, *device, *eval_data;
-    long long steps, batch, every, log_every, eval_batches;
-    int keep, threads, loader_threads;
-    double lr, wd, ema;
-    unsigned long long seed;
-    bool resume;
-};
 
 static int parse_ll(const char *name, const char *v, long long lo, long long *out)
 {
@@ -145,6 +140,8 @@ static int parse_args(int argc, char **argv, struct train_args *a)
             rc = parse_ll(s, v, 1, &a->eval_batches);
         else if (!strcmp(s, "--device"))
             a->device = v;
+        else if (!strcmp(s, "--precision"))
+            a->precision = v;
         else if (!strcmp(s, "--steps"))
             rc = parse_ll(s, v, 0, &a->steps);
         else if (!strcmp(s, "--batch-size"))
@@ -191,7 +188,7 @@ static int parse_args(int argc, char **argv, struct train_args *a)
     return PM_OK;
 }
 
-static double now_s(void)
+double train_now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -235,14 +232,14 @@ static int reduce_grads(float *g, size_t n, const struct pm_mpi *mpi, float *rec
 }
 
 // Every rank's status to all: the first failing rank's code (0 if all fine).
-static int agree_status(int rc)
+int train_agree_status(int rc)
 {
     int worst = rc != PM_OK ? rc : 0, out = 0;
     MPI_CHECK(MPI_Allreduce(&worst, &out, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
     return out;
 }
 
-static void set_metrics(struct metrics *m, uint64_t step, double loss, double ips, double waitf,
+void train_set_metrics(struct metrics *m, uint64_t step, double loss, double ips, double waitf,
                         uint64_t images, uint64_t corrupt, double wait_total)
 {
     metrics_set(m, "pixelmill_train_step", "optimizer steps done", METRIC_GAUGE, NULL, NULL,
@@ -277,7 +274,7 @@ static int save(struct trainer *t, const struct train_args *a, const struct load
         if (rc != PM_OK)
             pm_log_error("checkpoint: %s", err.msg);
     }
-    return agree_status(rc);
+    return train_agree_status(rc);
 }
 
 /*
@@ -326,7 +323,7 @@ static int evaluate(struct trainer *t, const struct train_args *a, const struct 
             rc = trainer_compute_gradients_explicit(t, x0, b.captions, ts, noise, NULL, Bl, &loss,
                                                     err);
         }
-        if (agree_status(rc) != 0) {
+        if (train_agree_status(rc) != 0) {
             if (rc == PM_OK)
                 rc = pm_error_set(err, PM_ERR_IO, "evaluation failed on another rank");
             break;
@@ -357,13 +354,14 @@ int cmd_train(int argc, char **argv, const struct pm_mpi *mpi)
     }
     if (prc != PM_OK)
         return PM_EXIT_USAGE;
-    if (!strcmp(a.device, "cuda")) {
-        pm_log_error("--device cuda: this pixelmill was built without CUDA support (the CUDA "
-                     "trainer is not available yet); use --device cpu");
+    if (!strcmp(a.device, "cuda"))
+        return cmd_train_cuda(&a, mpi);
+    if (a.precision) {
+        pm_log_error("--precision applies to --device cuda only");
         return PM_EXIT_USAGE;
     }
     if (strcmp(a.device, "cpu") != 0) {
-        pm_log_error("--device: unknown device '%s' (cpu)", a.device);
+        pm_log_error("--device: unknown device '%s' (cpu, cuda)", a.device);
         return PM_EXIT_USAGE;
     }
     if (a.batch % mpi->size != 0) {
@@ -408,7 +406,7 @@ int cmd_train(int argc, char **argv, const struct pm_mpi *mpi)
     int rc = trainer_create(&to, &t, &err);
     if (rc == PM_OK)
         rc = loader_open(&lo, &l, &err);
-    if (agree_status(rc) != 0) {
+    if (train_agree_status(rc) != 0) {
         if (rc != PM_OK)
             pm_log_error("%s", err.msg);
         exit_code = pm_exit_from_status(rc != PM_OK ? rc : PM_ERR_IO);
@@ -432,7 +430,7 @@ int cmd_train(int argc, char **argv, const struct pm_mpi *mpi)
                             (unsigned long long)st.nsamples);
         }
         free(blob);
-        if (agree_status(rc) != 0) {
+        if (train_agree_status(rc) != 0) {
             if (rc != PM_OK)
                 pm_log_error("resume: %s", err.msg);
             goto done;
@@ -466,7 +464,7 @@ int cmd_train(int argc, char **argv, const struct pm_mpi *mpi)
     uint64_t images = 0, corrupt_all = 0;
     bool stopped = false;
     while ((long long)trainer_step(t) < a.steps) {
-        double t0 = now_s();
+        double t0 = train_now_s();
         struct loader_stats ls0, ls1;
         loader_get_stats(l, &ls0);
         struct loader_batch b;
@@ -476,7 +474,7 @@ int cmd_train(int argc, char **argv, const struct pm_mpi *mpi)
             struct trainer_batch tb = {b.B, b.images, NULL, b.captions, b.first_index};
             rc = trainer_compute_gradients(t, &tb, &loss, &err);
         }
-        if (agree_status(rc) != 0) {
+        if (train_agree_status(rc) != 0) {
             if (rc != PM_OK)
                 pm_log_error("step %llu: %s", (unsigned long long)trainer_step(t) + 1, err.msg);
             goto done;
@@ -505,7 +503,7 @@ int cmd_train(int argc, char **argv, const struct pm_mpi *mpi)
         corrupt_all = call;
         int flag = pm_signal_pending() != 0, any = 0;
         MPI_CHECK(MPI_Allreduce(&flag, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
-        double dt = now_s() - t0;
+        double dt = train_now_s() - t0;
         images += (uint64_t)a.batch;
         uint64_t step = trainer_step(t);
         double waitf = dt > 0 ? (ls1.wait_s - ls0.wait_s) / dt : 0;
@@ -517,7 +515,7 @@ int cmd_train(int argc, char **argv, const struct pm_mpi *mpi)
                 fflush(stdout);
             }
             if (a.metrics_file) {
-                set_metrics(&m, step, gl, ips, waitf, images, corrupt_all, ls1.wait_s);
+                train_set_metrics(&m, step, gl, ips, waitf, images, corrupt_all, ls1.wait_s);
                 struct pm_error merr = PM_ERROR_INIT;
                 if (metrics_write_file(&m, a.metrics_file, &merr) != PM_OK)
                     pm_log_warn("metrics: %s", merr.msg);
