@@ -25,10 +25,120 @@ extern "C" {
 #include <nccl.h>
 #endif
 
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+// ---------------------------------------------------------------- run-time loaded libraries
+// cuBLAS and NCCL are opened with dlopen when a GPU trainer is first made, not linked: every
+// pixelmill command would otherwise map them at start-up (about 1 s and 200 MB of RSS per
+// process for cuBLAS alone, on every rank of every stage). Only what this file calls is
+// looked up; the names are the libraries' exported symbols (cublas_v2.h maps cublasCreate
+// to cublasCreate_v2 and so on).
+#define PM_STR2(x) #x
+#define PM_STR(x) PM_STR2(x)
+
+static struct {
+    void *blas_so, *nccl_so;
+    cublasStatus_t (*create)(cublasHandle_t *);
+    cublasStatus_t (*destroy)(cublasHandle_t);
+    cublasStatus_t (*set_stream)(cublasHandle_t, cudaStream_t);
+    const char *(*status_string)(cublasStatus_t);
+    cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int,
+                              int, const void *, const void *, cudaDataType, int, const void *,
+                              cudaDataType, int, const void *, void *, cudaDataType, int,
+                              cublasComputeType_t, cublasGemmAlgo_t);
+    cublasStatus_t (*gemm_strided_batched_ex)(cublasHandle_t, cublasOperation_t,
+                                              cublasOperation_t, int, int, int, const void *,
+                                              const void *, cudaDataType, int, long long int,
+                                              const void *, cudaDataType, int, long long int,
+                                              const void *, void *, cudaDataType, int,
+                                              long long int, int, cublasComputeType_t,
+                                              cublasGemmAlgo_t);
+#ifdef PM_HAVE_NCCL
+    ncclResult_t (*get_unique_id)(ncclUniqueId *);
+    ncclResult_t (*comm_init_rank)(ncclComm_t *, int, ncclUniqueId, int);
+    ncclResult_t (*all_reduce)(const void *, void *, size_t, ncclDataType_t, ncclRedOp_t,
+                               ncclComm_t, cudaStream_t);
+    ncclResult_t (*comm_destroy)(ncclComm_t);
+    const char *(*error_string)(ncclResult_t);
+#endif
+} lib;
+
+// The slots' types are the headers' own: a mismatch fails to compile (the cast picks the
+// overload of that exact type, and there is none if the slot's type is wrong).
+#define PM_SAME_TYPE(slot, fn)                                                                     \
+    static_assert(sizeof(static_cast<decltype(lib.slot)>(&fn)) > 0, #fn)
+PM_SAME_TYPE(create, cublasCreate_v2);
+PM_SAME_TYPE(destroy, cublasDestroy_v2);
+PM_SAME_TYPE(set_stream, cublasSetStream_v2);
+PM_SAME_TYPE(status_string, cublasGetStatusString);
+PM_SAME_TYPE(gemm_ex, cublasGemmEx);
+PM_SAME_TYPE(gemm_strided_batched_ex, cublasGemmStridedBatchedEx);
+#ifdef PM_HAVE_NCCL
+PM_SAME_TYPE(get_unique_id, ncclGetUniqueId);
+PM_SAME_TYPE(comm_init_rank, ncclCommInitRank);
+PM_SAME_TYPE(all_reduce, ncclAllReduce);
+PM_SAME_TYPE(comm_destroy, ncclCommDestroy);
+PM_SAME_TYPE(error_string, ncclGetErrorString);
+#endif
+
+// Open `soname` and look up each of the n (name, slot) pairs; 0 on success, else a reason.
+static int open_symbols(const char *soname, void **handle, const char *const *names,
+                        void **const *slots, int n, char *why, size_t why_len)
+{
+    if (!*handle)
+        *handle = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+#ifdef PM_CUDA_LIBDIR
+    if (!*handle) { // not in the loader's path: the toolkit it was built with
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", PM_CUDA_LIBDIR, soname);
+        *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    }
+#endif
+    if (!*handle) {
+        snprintf(why, why_len, "cannot load %s: %s", soname, dlerror());
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        *slots[i] = dlsym(*handle, names[i]);
+        if (!*slots[i]) {
+            snprintf(why, why_len, "%s has no %s", soname, names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int load_cublas(char *why, size_t why_len)
+{
+    static const char *const names[] = {"cublasCreate_v2",      "cublasDestroy_v2",
+                                        "cublasSetStream_v2",   "cublasGetStatusString",
+                                        "cublasGemmEx",         "cublasGemmStridedBatchedEx"};
+    void **const slots[] = {(void **)&lib.create,        (void **)&lib.destroy,
+                            (void **)&lib.set_stream,    (void **)&lib.status_string,
+                            (void **)&lib.gemm_ex,       (void **)&lib.gemm_strided_batched_ex};
+    return open_symbols("libcublas.so." PM_STR(CUBLAS_VER_MAJOR), &lib.blas_so, names, slots, 6,
+                        why, why_len);
+}
+
+#ifdef PM_HAVE_NCCL
+static int load_nccl(struct pm_error *err)
+{
+    static const char *const names[] = {"ncclGetUniqueId", "ncclCommInitRank", "ncclAllReduce",
+                                        "ncclCommDestroy", "ncclGetErrorString"};
+    void **const slots[] = {(void **)&lib.get_unique_id, (void **)&lib.comm_init_rank,
+                            (void **)&lib.all_reduce, (void **)&lib.comm_destroy,
+                            (void **)&lib.error_string};
+    char why[512];
+    if (open_symbols("libnccl.so." PM_STR(NCCL_MAJOR), &lib.nccl_so, names, slots, 5, why,
+                     sizeof why))
+        return pm_error_set(err, PM_ERR_UNSUPPORTED, "NCCL: %s", why);
+    return PM_OK;
+}
+#endif
 
 typedef __nv_bfloat16 bf16;
 
@@ -771,11 +881,11 @@ static void gemm_at(int line, struct gpu_trainer *g, enum gemm_kind kind, bool t
     cudaDataType_t ty = kind == GK_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     cublasComputeType_t ct = kind == GK_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     cublasStatus_t st =
-        cublasGemmEx(g->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M,
+        lib.gemm_ex(g->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M,
                      K, &alpha, Bm, ty, ldb, A, ty, lda, &beta, C, CUDA_R_32F, ldc, ct,
                      CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS)
-        note_fail(g, "cublasGemmEx", line, cublasGetStatusString(st));
+        note_fail(g, "cublasGemmEx", line, lib.status_string(st));
     kcheck(g, line);
 }
 #define gemm(...) gemm_at(__LINE__, __VA_ARGS__)
@@ -787,12 +897,12 @@ static void gemm_batched_at(int line, struct gpu_trainer *g, enum gemm_kind kind
 {
     const float alpha = 1.0f, beta = 0.0f;
     cublasComputeType_t ct = kind == GK_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    cublasStatus_t st = cublasGemmStridedBatchedEx(
+    cublasStatus_t st = lib.gemm_strided_batched_ex(
         g->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
         Bm, CUDA_R_32F, ldb, sB, A, CUDA_R_32F, lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch, ct,
         CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS)
-        note_fail(g, "cublasGemmStridedBatchedEx", line, cublasGetStatusString(st));
+        note_fail(g, "cublasGemmStridedBatchedEx", line, lib.status_string(st));
     kcheck(g, line);
 }
 #define gemm_batched(...) gemm_batched_at(__LINE__, __VA_ARGS__)
@@ -1508,6 +1618,12 @@ extern "C" int gpu_trainer_available(char *why, size_t why_len)
                      e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount() is 0");
         return 0;
     }
+    char lib_why[512];
+    if (load_cublas(lib_why, sizeof lib_why)) {
+        if (why && why_len)
+            snprintf(why, why_len, "%s", lib_why);
+        return 0;
+    }
     if (why && why_len)
         snprintf(why, why_len, "%d CUDA device(s)", count);
     return 1;
@@ -1562,7 +1678,7 @@ extern "C" void gpu_trainer_free(struct gpu_trainer *g)
         cudaStreamSynchronize(g->copy_stream);
 #ifdef PM_HAVE_NCCL
     if (g->comm)
-        ncclCommDestroy(g->comm);
+        lib.comm_destroy(g->comm);
 #endif
     for (int i = 0; i < RING; i++) {
         cudaFreeHost(g->ring[i].host);
@@ -1580,7 +1696,7 @@ extern "C" void gpu_trainer_free(struct gpu_trainer *g)
         cudaFree(dev[i]);
     cudaFreeHost(g->loss_host);
     if (g->blas)
-        cublasDestroy(g->blas);
+        lib.destroy(g->blas);
     if (g->stream)
         cudaStreamDestroy(g->stream);
     if (g->copy_stream)
@@ -1648,12 +1764,12 @@ extern "C" int gpu_trainer_create(const struct trainer_options *o, enum gpu_prec
                  (double)prop.totalGlobalMem / (1u << 30));
         TRY(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking));
         TRY(cudaStreamCreateWithFlags(&g->copy_stream, cudaStreamNonBlocking));
-        if (cublasCreate(&g->blas) != CUBLAS_STATUS_SUCCESS) {
+        if (lib.create(&g->blas) != CUBLAS_STATUS_SUCCESS) {
             g->blas = NULL;
             rc = pm_error_set(err, PM_ERR_INTERNAL, "cublasCreate failed");
             goto fail;
         }
-        cublasSetStream(g->blas, g->stream);
+        lib.set_stream(g->blas, g->stream);
 
         // graph: pass 0 sizes, pass 1 carves
         g->blocks = (struct gblock *)calloc((size_t)max_blocks(&g->cfg), sizeof *g->blocks);
@@ -1999,10 +2115,13 @@ extern "C" int gpu_trainer_nccl_id(unsigned char id[GPU_TRAINER_NCCL_ID_BYTES],
                                    struct pm_error *err)
 {
 #ifdef PM_HAVE_NCCL
+    int rc = load_nccl(err);
+    if (rc)
+        return rc;
     ncclUniqueId u;
-    ncclResult_t r = ncclGetUniqueId(&u);
+    ncclResult_t r = lib.get_unique_id(&u);
     if (r != ncclSuccess)
-        return pm_error_set(err, PM_ERR_INTERNAL, "ncclGetUniqueId: %s", ncclGetErrorString(r));
+        return pm_error_set(err, PM_ERR_INTERNAL, "ncclGetUniqueId: %s", lib.error_string(r));
     memcpy(id, u.internal, GPU_TRAINER_NCCL_ID_BYTES);
     return PM_OK;
 #else
@@ -2018,14 +2137,17 @@ extern "C" int gpu_trainer_join(struct gpu_trainer *g,
     if (world <= 1)
         return PM_OK;
 #ifdef PM_HAVE_NCCL
+    int rc = load_nccl(err);
+    if (rc)
+        return rc;
     ncclUniqueId u;
     memcpy(u.internal, id, GPU_TRAINER_NCCL_ID_BYTES);
     CU_TRY(cudaSetDevice(g->device));
-    ncclResult_t r = ncclCommInitRank(&g->comm, world, u, rank);
+    ncclResult_t r = lib.comm_init_rank(&g->comm, world, u, rank);
     if (r != ncclSuccess) {
         g->comm = NULL;
         return pm_error_set(err, PM_ERR_INTERNAL, "ncclCommInitRank (rank %d of %d): %s", rank,
-                            world, ncclGetErrorString(r));
+                            world, lib.error_string(r));
     }
     g->world = world;
     g->rank = rank;
@@ -2041,10 +2163,10 @@ extern "C" int gpu_trainer_allreduce_grads(struct gpu_trainer *g, struct pm_erro
     if (g->world <= 1)
         return PM_OK;
 #ifdef PM_HAVE_NCCL
-    ncclResult_t r = ncclAllReduce(g->grads, g->grads, g->n, ncclFloat, ncclSum, g->comm,
+    ncclResult_t r = lib.all_reduce(g->grads, g->grads, g->n, ncclFloat, ncclSum, g->comm,
                                    g->stream);
     if (r != ncclSuccess)
-        return pm_error_set(err, PM_ERR_INTERNAL, "ncclAllReduce: %s", ncclGetErrorString(r));
+        return pm_error_set(err, PM_ERR_INTERNAL, "ncclAllReduce: %s", lib.error_string(r));
     return PM_OK;
 #else
     return pm_error_set(err, PM_ERR_UNSUPPORTED, "built without NCCL");
