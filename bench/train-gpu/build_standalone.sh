@@ -48,7 +48,9 @@ for f in trainer/*.c common/pm_error.c shards/atomic_file.c tests/tools/pm_cuda_
         -o "$out/obj/$(basename "${f%.c}").o" &
     pids+=($!)
 done
-"$nvcc" -O3 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 \
+# cuBLAS and NCCL are dlopen'ed (gpu_trainer.cu); the -l flags below only set the run path
+blasdir=$(dirname "$(ls "$cuda_home"/lib64/libcublas.so.* "$cuda_home"/lib/libcublas.so.* 2>/dev/null | head -1)")
+"$nvcc" -O3 -DPM_CUDA_LIBDIR="\"$blasdir\"" -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 \
     -Xcompiler=-Wall,-Wextra "${inc[@]}" "${nccl_def[@]}" -c trainer/cuda/gpu_trainer.cu \
     -o "$out/obj/gpu_trainer.o"
 for p in "${pids[@]}"; do wait "$p"; done
