@@ -1,5 +1,6 @@
 #include "csv_reader.h"
 
+#include "pm_array.h"
 #include "text_value.h"
 
 #include <stdint.h>
@@ -51,14 +52,8 @@ static const char *csv_field(const struct csv_reader *r, size_t i, size_t *n)
 
 static int csv_push_field(struct csv_reader *r, size_t off, size_t n, bool scratch, bool quoted)
 {
-    if (r->nfields == r->fcap) {
-        size_t cap = r->fcap ? r->fcap * 2 : 64;
-        struct csv_span *p = realloc(r->spans, cap * sizeof *p);
-        if (!p)
-            return PM_ERR_NOMEM;
-        r->spans = p;
-        r->fcap = cap;
-    }
+    if (pm_array_reserve_one(&r->spans, &r->fcap, r->nfields, sizeof *r->spans, 64))
+        return PM_ERR_NOMEM;
     r->spans[r->nfields++] = (struct csv_span){off, n, scratch, quoted};
     return PM_OK;
 }
