@@ -1,6 +1,7 @@
 #include "metrics.h"
 
 #include "bytebuf.h"
+#include "pm_array.h"
 
 #include <errno.h>
 #include <math.h>
@@ -55,18 +56,11 @@ int metrics_set(struct metrics *m, const char *name, const char *help, enum metr
             return PM_OK;
         }
     }
-    if (m->n == m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 16;
-        struct metric_sample *v = realloc(m->samples, cap * sizeof *v);
-        if (!v)
-            return PM_ERR_NOMEM;
-        m->samples = v;
-        m->cap = cap;
-    }
+    if (pm_array_reserve_one(&m->samples, &m->cap, m->n, sizeof *m->samples, 16))
+        return PM_ERR_NOMEM;
     bool oom = false;
-    struct metric_sample s = {dup_or_null(name, &oom), dup_or_null(help, &oom), kind,
-                              dup_or_null(label_name, &oom), dup_or_null(label_value, &oom),
-                              value};
+    struct metric_sample s = {dup_or_null(name, &oom),       dup_or_null(help, &oom),        kind,
+                              dup_or_null(label_name, &oom), dup_or_null(label_value, &oom), value};
     if (oom) {
         sample_release(&s);
         return PM_ERR_NOMEM;
@@ -113,8 +107,8 @@ char *metrics_render(const struct metrics *m)
                 first = false;
         if (!first)
             continue; // printed with the first sample of its name
-        bytebuf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", s->name, s->help ? s->help : "",
-                       s->name, s->kind == METRIC_COUNTER ? "counter" : "gauge");
+        bytebuf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", s->name, s->help ? s->help : "", s->name,
+                       s->kind == METRIC_COUNTER ? "counter" : "gauge");
         for (size_t j = i; j < m->n; j++) {
             const struct metric_sample *t = &m->samples[j];
             if (strcmp(t->name, s->name))
@@ -147,8 +141,7 @@ int metrics_write_file(const struct metrics *m, const char *path, struct pm_erro
     if (!f) {
         int e = errno;
         free(text);
-        return pm_error_set(err, PM_ERR_IO, "cannot write metrics file '%s': %s", tmp,
-                            strerror(e));
+        return pm_error_set(err, PM_ERR_IO, "cannot write metrics file '%s': %s", tmp, strerror(e));
     }
     size_t len = strlen(text);
     bool ok = fwrite(text, 1, len, f) == len;

@@ -1,5 +1,6 @@
 #include "health_report.h"
 
+#include "pm_array.h"
 #include "pm_error.h"
 
 #include <jansson.h>
@@ -26,14 +27,8 @@ void health_report_release(struct health_report *r)
 struct health_result *health_report_add(struct health_report *r, const char *name,
                                         enum health_status status, const char *fmt, ...)
 {
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 16;
-        struct health_result *v = realloc(r->results, cap * sizeof *v);
-        if (!v)
-            return NULL;
-        r->results = v;
-        r->cap = cap;
-    }
+    if (pm_array_reserve_one(&r->results, &r->cap, r->n, sizeof *r->results, 16))
+        return NULL;
     struct health_result *res = &r->results[r->n++];
     memset(res, 0, sizeof *res);
     snprintf(res->name, sizeof res->name, "%s", name);

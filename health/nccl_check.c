@@ -15,56 +15,6 @@ double nccl_check_allreduce_busbw_factor(int n)
 
 #if !defined(PM_HAVE_CUDA_HEADERS) || !defined(PM_HAVE_NCCL_HEADERS)
 
-#define VERIFY_COUNT (256 * 1024)
-
-static void verify_allreduce(const struct nccl_api *nc, const struct cuda_api *cu, int n,
-                             ncclComm_t *comms, cudaStream_t *streams, float **buf, char *err,
-                             size_t err_size)
-{
-    float *host = malloc(VERIFY_COUNT * sizeof(float));
-    if (!host) {
-        snprintf(err, err_size, "out of memory");
-        return;
-    }
-    cudaError_t ce;
-    for (int d = 0; d < n && !err[0]; d++) {
-        for (size_t i = 0; i < VERIFY_COUNT; i++)
-            host[i] = (float)(d + 1);
-        if ((ce = cu->SetDevice(d)) ||
-            (ce = cu->Memcpy(buf[d], host, VERIFY_COUNT * sizeof(float), cudaMemcpyHostToDevice)))
-            snprintf(err, err_size, "GPU %d: %s", d, cu->GetErrorString(ce));
-    }
-    if (!err[0]) {
-        nc->GroupStart();
-        for (int d = 0; d < n; d++) {
-            ncclResult_t nr = nc->AllReduce(buf[d], buf[d], VERIFY_COUNT, ncclFloat, ncclSum,
-                                            comms[d], streams[d]);
-            if (nr != ncclSuccess && !err[0])
-                snprintf(err, err_size, "ncclAllReduce: %s", nc->GetErrorString(nr));
-        }
-        ncclResult_t nr = nc->GroupEnd();
-        if (nr != ncclSuccess && !err[0])
-            snprintf(err, err_size, "ncclGroupEnd: %s", nc->GetErrorString(nr));
-    }
-    const float want = (float)n * (float)(n + 1) / 2.0f;
-    for (int d = 0; d < n && !err[0]; d++) {
-        if ((ce = cu->SetDevice(d)) || (ce = cu->StreamSynchronize(streams[d])) ||
-            (ce = cu->Memcpy(host, buf[d], VERIFY_COUNT * sizeof(float), cudaMemcpyDeviceToHost))) {
-            snprintf(err, err_size, "GPU %d: %s", d, cu->GetErrorString(ce));
-            break;
-        }
-        for (size_t i = 0; i < VERIFY_COUNT; i++) {
-            if (host[i] != want) {
-                snprintf(err, err_size,
-                         "all-reduce result wrong on GPU %d: element %zu = %g, want %g", d, i,
-                         host[i], want);
-                break;
-            }
-        }
-    }
-    free(host);
-}
-
 int nccl_check_run(struct health_report *r, const struct nccl_check_opts *o)
 {
     return health_report_add(r, "nccl", o->required ? HEALTH_FAIL : HEALTH_SKIPPED,

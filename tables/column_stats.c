@@ -554,14 +554,34 @@ static inline uint64_t utf8_chars(const char *s, size_t n)
 
 #define STAGE_VALUES 512
 
+// Values collected for the histogram, added STAGE_VALUES at a time.
+struct stage {
+    double v[STAGE_VALUES];
+    size_t n;
+};
+
+static inline int stage_push(struct hist *h, struct stage *st, double x)
+{
+    st->v[st->n++] = x;
+    if (st->n < STAGE_VALUES)
+        return PM_OK;
+    st->n = 0;
+    return hist_add_many(h, st->v, STAGE_VALUES);
+}
+
+static int stage_flush(struct hist *h, struct stage *st)
+{
+    return st->n ? hist_add_many(h, st->v, st->n) : PM_OK;
+}
+
 static int add_ints(struct column_stats *cs, const struct column *col)
 {
     const uint8_t *valid = col->valid;
     const int64_t *v = col->ints;
     int64_t mn = cs->imin, mx = cs->imax;
     uint64_t cnt = 0;
-    double stage[STAGE_VALUES];
-    size_t ns = 0;
+    struct stage st;
+    st.n = 0;
     for (size_t i = 0; i < col->len; i++) {
         if (valid && !valid[i])
             continue;
@@ -572,19 +592,13 @@ static int add_ints(struct column_stats *cs, const struct column *col)
         if (x > mx)
             mx = x;
         xsum_add_int(&cs->sum, x);
-        stage[ns++] = (double)x;
-        if (ns == STAGE_VALUES) {
-            int rc = hist_add_many(&cs->hist, stage, ns);
-            if (rc)
-                return rc;
-            ns = 0;
-        }
-    }
-    if (ns) {
-        int rc = hist_add_many(&cs->hist, stage, ns);
+        int rc = stage_push(&cs->hist, &st, (double)x);
         if (rc)
             return rc;
     }
+    int rc = stage_flush(&cs->hist, &st);
+    if (rc)
+        return rc;
     if (cnt)
         cs->has_int = true;
     cs->imin = mn;
@@ -599,8 +613,8 @@ static int add_reals(struct column_stats *cs, const struct column *col)
     const double *v = col->reals;
     double mn = cs->rmin, mx = cs->rmax;
     uint64_t cnt = 0, nans = 0;
-    double stage[STAGE_VALUES];
-    size_t ns = 0;
+    struct stage st;
+    st.n = 0;
     for (size_t i = 0; i < col->len; i++) {
         if (valid && !valid[i])
             continue;
@@ -623,19 +637,13 @@ static int add_reals(struct column_stats *cs, const struct column *col)
         } else {
             xsum_add_double(&cs->sum, x);
         }
-        stage[ns++] = x;
-        if (ns == STAGE_VALUES) {
-            int rc = hist_add_many(&cs->hist, stage, ns);
-            if (rc)
-                return rc;
-            ns = 0;
-        }
-    }
-    if (ns) {
-        int rc = hist_add_many(&cs->hist, stage, ns);
+        int rc = stage_push(&cs->hist, &st, x);
         if (rc)
             return rc;
     }
+    int rc = stage_flush(&cs->hist, &st);
+    if (rc)
+        return rc;
     if (cnt)
         cs->has_real = true;
     cs->rmin = mn;

@@ -1,12 +1,12 @@
 #include "csv_reader.h"
 
+#include "pm_array.h"
 #include "text_value.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define CSV_CHUNK (256 * 1024)
 #define CSV_DEFAULT_INFER 65536
 #define CSV_DEFAULT_MAX_RECORD ((size_t)64 << 20)
 
@@ -34,9 +34,7 @@ struct csv_reader {
     /* schema */
     size_t nfile_cols;
     char **names;
-    size_t nsel;
-    size_t *sel;
-    struct column_info *info;
+    struct text_columns cols;
     /* inference window kept for replay */
     struct bytebuf rbytes;
     struct csv_span *rcells; /* rrows * nsel, offsets into rbytes */
@@ -54,14 +52,8 @@ static const char *csv_field(const struct csv_reader *r, size_t i, size_t *n)
 
 static int csv_push_field(struct csv_reader *r, size_t off, size_t n, bool scratch, bool quoted)
 {
-    if (r->nfields == r->fcap) {
-        size_t cap = r->fcap ? r->fcap * 2 : 64;
-        struct csv_span *p = realloc(r->spans, cap * sizeof *p);
-        if (!p)
-            return PM_ERR_NOMEM;
-        r->spans = p;
-        r->fcap = cap;
-    }
+    if (pm_array_reserve_one(&r->spans, &r->fcap, r->nfields, sizeof *r->spans, 64))
+        return PM_ERR_NOMEM;
     r->spans[r->nfields++] = (struct csv_span){off, n, scratch, quoted};
     return PM_OK;
 }
@@ -224,14 +216,9 @@ static int csv_next_record(struct csv_reader *r, bool *have, struct pm_error *er
         if (r->buf.len - r->pos > r->max_record)
             return pm_error_set(err, PM_ERR_LIMIT, "'%s' line %llu: record longer than %zu bytes",
                                 r->name, (unsigned long long)r->line, r->max_record);
-        // Read at least as much again as is pending, so that rescanning a long record
-        // from its start after each refill stays linear in its length.
-        size_t want = r->buf.len - r->pos > CSV_CHUNK ? r->buf.len - r->pos : CSV_CHUNK, got;
-        int rc = text_stream_refill(r->s, &r->buf, &r->pos, want, &got, err);
+        int rc = text_stream_more(r->s, &r->buf, &r->pos, &r->eof, err);
         if (rc)
             return rc;
-        if (got == 0)
-            r->eof = true;
     }
 }
 
@@ -247,11 +234,7 @@ void csv_reader_free(struct csv_reader *r)
     for (size_t i = 0; i < r->nfile_cols; i++)
         free(r->names[i]);
     free(r->names);
-    free(r->sel);
-    if (r->info)
-        for (size_t i = 0; i < r->nsel; i++)
-            free(r->info[i].name);
-    free(r->info);
+    text_columns_release(&r->cols);
     free(r->rcells);
     free(r->rlines);
     free(r);
@@ -265,21 +248,11 @@ static int csv_wrong_count(const struct csv_reader *r, struct pm_error *err)
 
 static int csv_read_header(struct csv_reader *r, struct pm_error *err)
 {
-    // Skip a UTF-8 byte order mark.
-    while (r->buf.len - r->pos < 3 && !r->eof) {
-        // Read at least as much again as is pending, so that rescanning a long record
-        // from its start after each refill stays linear in its length.
-        size_t want = r->buf.len - r->pos > CSV_CHUNK ? r->buf.len - r->pos : CSV_CHUNK, got;
-        int rc = text_stream_refill(r->s, &r->buf, &r->pos, want, &got, err);
-        if (rc)
-            return rc;
-        if (got == 0)
-            r->eof = true;
-    }
-    if (r->buf.len - r->pos >= 3 && memcmp(r->buf.data + r->pos, "\xEF\xBB\xBF", 3) == 0)
-        r->pos += 3;
+    int rc = text_stream_skip_bom(r->s, &r->buf, &r->pos, &r->eof, err);
+    if (rc)
+        return rc;
     bool have;
-    int rc = csv_next_record(r, &have, err);
+    rc = csv_next_record(r, &have, err);
     if (rc)
         return rc;
     if (!have)
@@ -312,7 +285,7 @@ static int csv_read_header(struct csv_reader *r, struct pm_error *err)
 
 static int csv_infer(struct csv_reader *r, size_t infer_rows, struct pm_error *err)
 {
-    struct text_infer *st = calloc(r->nsel ? r->nsel : 1, sizeof *st);
+    struct text_infer *st = calloc(r->cols.n ? r->cols.n : 1, sizeof *st);
     size_t rcap = 0;
     int rc = st ? PM_OK : pm_error_set(err, PM_ERR_NOMEM, "'%s': out of memory", r->name);
     while (rc == PM_OK && r->rrows < infer_rows) {
@@ -326,7 +299,7 @@ static int csv_infer(struct csv_reader *r, size_t infer_rows, struct pm_error *e
         }
         if (r->rrows == rcap) {
             size_t cap = rcap ? rcap * 2 : 256;
-            struct csv_span *c = realloc(r->rcells, cap * (r->nsel ? r->nsel : 1) * sizeof *c);
+            struct csv_span *c = realloc(r->rcells, cap * (r->cols.n ? r->cols.n : 1) * sizeof *c);
             uint64_t *l = c ? realloc(r->rlines, cap * sizeof *l) : NULL;
             if (c)
                 r->rcells = c;
@@ -338,12 +311,12 @@ static int csv_infer(struct csv_reader *r, size_t infer_rows, struct pm_error *e
             rcap = cap;
         }
         r->rlines[r->rrows] = r->rec_line;
-        for (size_t j = 0; j < r->nsel; j++) {
+        for (size_t j = 0; j < r->cols.n; j++) {
             size_t n;
-            const char *f = csv_field(r, r->sel[j], &n);
+            const char *f = csv_field(r, r->cols.sel[j], &n);
             if (n)
                 text_infer_add_text(&st[j], f, n);
-            r->rcells[r->rrows * r->nsel + j] = (struct csv_span){r->rbytes.len, n, 0, 0};
+            r->rcells[r->rrows * r->cols.n + j] = (struct csv_span){r->rbytes.len, n, 0, 0};
             if (bytebuf_append(&r->rbytes, f, n)) {
                 rc = pm_error_set(err, PM_ERR_NOMEM, "'%s': out of memory", r->name);
                 break;
@@ -352,8 +325,8 @@ static int csv_infer(struct csv_reader *r, size_t infer_rows, struct pm_error *e
         r->rrows++;
     }
     if (rc == PM_OK)
-        for (size_t j = 0; j < r->nsel; j++)
-            r->info[j].type = text_infer_type(&st[j]);
+        for (size_t j = 0; j < r->cols.n; j++)
+            r->cols.info[j].type = text_infer_type(&st[j]);
     free(st);
     return rc;
 }
@@ -380,28 +353,8 @@ int csv_reader_open(struct csv_reader **out, struct text_stream *s, char delim,
     bytebuf_init(&r->scratch, 0);
     bytebuf_init(&r->rbytes, 0);
     int rc = csv_read_header(r, err);
-    if (rc == PM_OK) {
-        size_t nidx = r->nfile_cols;
-        if (opt && opt->columns && opt->ncolumns > nidx)
-            nidx = opt->ncolumns;
-        r->sel = calloc(nidx ? nidx : 1, sizeof *r->sel);
-        if (!r->sel)
-            rc = pm_error_set(err, PM_ERR_NOMEM, "'%s': out of memory", r->name);
-    }
     if (rc == PM_OK)
-        rc = text_select_columns(r->name, r->names, r->nfile_cols, opt ? opt->columns : NULL,
-                                 opt ? opt->ncolumns : 0, r->sel, &r->nsel, err);
-    if (rc == PM_OK) {
-        r->info = calloc(r->nsel ? r->nsel : 1, sizeof *r->info);
-        if (!r->info)
-            rc = pm_error_set(err, PM_ERR_NOMEM, "'%s': out of memory", r->name);
-        for (size_t j = 0; rc == PM_OK && j < r->nsel; j++) {
-            r->info[j].name = strdup(r->names[r->sel[j]]);
-            r->info[j].nullable = true;
-            if (!r->info[j].name)
-                rc = pm_error_set(err, PM_ERR_NOMEM, "'%s': out of memory", r->name);
-        }
-    }
+        rc = text_columns_select(&r->cols, r->name, r->names, r->nfile_cols, opt, err);
     if (rc == PM_OK)
         rc = csv_infer(r, infer_rows, err);
     if (rc) {
@@ -414,73 +367,34 @@ int csv_reader_open(struct csv_reader **out, struct text_stream *s, char delim,
 
 size_t csv_reader_num_columns(const struct csv_reader *r)
 {
-    return r->nsel;
+    return r->cols.n;
 }
 
 const struct column_info *csv_reader_column(const struct csv_reader *r, size_t i)
 {
-    return i < r->nsel ? &r->info[i] : NULL;
+    return text_columns_get(&r->cols, i);
 }
 
 static int csv_append(struct csv_reader *r, struct column *c, size_t j, const char *f, size_t n,
                       uint64_t line, struct pm_error *err)
 {
-    int rc;
-    if (n == 0) {
-        rc = column_append_null(c);
-    } else {
-        switch (c->type) {
-        case COLUMN_STRING:
-            rc = column_append_string(c, f, n);
-            break;
-        case COLUMN_INT64: {
-            int64_t v;
-            rc = text_value_parse_int(f, n, &v) ? column_append_int(c, v) : PM_ERR_FORMAT;
-            break;
-        }
-        case COLUMN_DOUBLE: {
-            double v;
-            rc = text_value_parse_double(f, n, &v) ? column_append_real(c, v) : PM_ERR_FORMAT;
-            break;
-        }
-        case COLUMN_BOOL: {
-            bool v;
-            rc = text_value_parse_bool(f, n, &v) ? column_append_int(c, v) : PM_ERR_FORMAT;
-            break;
-        }
-        default:
-            rc = PM_ERR_INTERNAL;
-            break;
-        }
-    }
-    if (rc == PM_ERR_FORMAT) {
-        char q[128];
-        return pm_error_set(err, PM_ERR_FORMAT,
-                            "'%s' line %llu column '%s': value %s does not fit the "
-                            "type %s inferred from the first rows",
-                            r->name, (unsigned long long)line, r->info[j].name,
-                            text_value_quote(q, sizeof q, f, n), column_type_name(c->type));
-    }
-    if (rc)
-        return pm_error_set(err, rc, "'%s' line %llu: cannot store a value: %s", r->name,
-                            (unsigned long long)line, pm_strerror(rc));
-    return PM_OK;
+    int rc = text_value_append(c, f, n);
+    return rc ? text_value_append_error(r->name, line, r->cols.info[j].name, c->type, rc, f, n, err)
+              : PM_OK;
 }
 
 int csv_reader_next(struct csv_reader *r, struct table_batch *batch, size_t max_rows,
                     struct pm_error *err)
 {
-    table_batch_clear(batch);
-    batch->first_row = r->rows_out;
-    if (batch->ncols != r->nsel)
-        return pm_error_set(err, PM_ERR_USAGE, "'%s': batch has %zu columns, reader %zu", r->name,
-                            batch->ncols, r->nsel);
+    int rc = text_columns_start_batch(&r->cols, r->name, batch, r->rows_out, err);
+    if (rc)
+        return rc;
     while (batch->nrows < max_rows) {
         if (r->rnext < r->rrows) {
-            const struct csv_span *cells = &r->rcells[r->rnext * r->nsel];
-            for (size_t j = 0; j < r->nsel; j++) {
-                int rc = csv_append(r, &batch->cols[j], j, r->rbytes.data + cells[j].off,
-                                    cells[j].n, r->rlines[r->rnext], err);
+            const struct csv_span *cells = &r->rcells[r->rnext * r->cols.n];
+            for (size_t j = 0; j < r->cols.n; j++) {
+                rc = csv_append(r, &batch->cols[j], j, r->rbytes.data + cells[j].off, cells[j].n,
+                                r->rlines[r->rnext], err);
                 if (rc)
                     return rc;
             }
@@ -496,16 +410,16 @@ int csv_reader_next(struct csv_reader *r, struct table_batch *batch, size_t max_
             }
         } else {
             bool have;
-            int rc = csv_next_record(r, &have, err);
+            rc = csv_next_record(r, &have, err);
             if (rc)
                 return rc;
             if (!have)
                 break;
             if (r->nfields != r->nfile_cols)
                 return csv_wrong_count(r, err);
-            for (size_t j = 0; j < r->nsel; j++) {
+            for (size_t j = 0; j < r->cols.n; j++) {
                 size_t n;
-                const char *f = csv_field(r, r->sel[j], &n);
+                const char *f = csv_field(r, r->cols.sel[j], &n);
                 rc = csv_append(r, &batch->cols[j], j, f, n, r->rec_line, err);
                 if (rc)
                     return rc;

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define JSONL_CHUNK (256 * 1024)
 #define JSONL_DEFAULT_INFER 65536
 #define JSONL_DEFAULT_MAX_RECORD ((size_t)64 << 20)
 
@@ -28,9 +27,7 @@ struct jsonl_reader {
     size_t nkeys, kcap;
     json_t *key_index; /* key -> its index in keys (inference window only) */
     bool selected;     /* the caller chose the columns: ignore other keys */
-    size_t nsel;
-    size_t *sel;
-    struct column_info *info;
+    struct text_columns cols;
     /* inference window kept for replay: raw lines */
     struct bytebuf rbytes;
     size_t *roff; /* rrows + 1 offsets into rbytes */
@@ -77,14 +74,9 @@ static int jsonl_next_line(struct jsonl_reader *r, bool *have, struct pm_error *
         if (avail > r->max_record)
             return pm_error_set(err, PM_ERR_LIMIT, "'%s' line %llu: line longer than %zu bytes",
                                 r->name, (unsigned long long)r->line, r->max_record);
-        // Read at least as much again as is pending, so that rescanning a long record
-        // from its start after each refill stays linear in its length.
-        size_t want = r->buf.len - r->pos > JSONL_CHUNK ? r->buf.len - r->pos : JSONL_CHUNK, got;
-        int rc = text_stream_refill(r->s, &r->buf, &r->pos, want, &got, err);
+        int rc = text_stream_more(r->s, &r->buf, &r->pos, &r->eof, err);
         if (rc)
             return rc;
-        if (got == 0)
-            r->eof = true;
     }
 }
 
@@ -220,11 +212,7 @@ void jsonl_reader_free(struct jsonl_reader *r)
     free(r->keys);
     free(r->stats);
     json_decref(r->key_index);
-    free(r->sel);
-    if (r->info)
-        for (size_t i = 0; i < r->nsel; i++)
-            free(r->info[i].name);
-    free(r->info);
+    text_columns_release(&r->cols);
     free(r->roff);
     free(r->rlines);
     free(r);
@@ -246,42 +234,14 @@ int jsonl_reader_open(struct jsonl_reader **out, struct text_stream *s,
     r->line = 1;
     bytebuf_init(&r->buf, 0);
     bytebuf_init(&r->rbytes, 0);
-    int rc = PM_OK;
-    // Skip a UTF-8 byte order mark.
-    while (rc == PM_OK && r->buf.len - r->pos < 3 && !r->eof) {
-        size_t got;
-        rc = text_stream_refill(r->s, &r->buf, &r->pos, JSONL_CHUNK, &got, err);
-        if (got == 0)
-            r->eof = true;
-    }
-    if (rc == PM_OK && r->buf.len - r->pos >= 3 &&
-        memcmp(r->buf.data + r->pos, "\xEF\xBB\xBF", 3) == 0)
-        r->pos += 3;
+    int rc = text_stream_skip_bom(r->s, &r->buf, &r->pos, &r->eof, err);
     if (rc == PM_OK)
         rc = jsonl_infer(r, infer_rows, err);
     r->selected = opt && opt->columns;
-    if (rc == PM_OK) {
-        size_t nidx = r->nkeys;
-        if (r->selected && opt->ncolumns > nidx)
-            nidx = opt->ncolumns;
-        r->sel = calloc(nidx ? nidx : 1, sizeof *r->sel);
-        rc = r->sel ? PM_OK : pm_error_set(err, PM_ERR_NOMEM, "'%s': out of memory", r->name);
-    }
     if (rc == PM_OK)
-        rc = text_select_columns(r->name, r->keys, r->nkeys, r->selected ? opt->columns : NULL,
-                                 r->selected ? opt->ncolumns : 0, r->sel, &r->nsel, err);
-    if (rc == PM_OK) {
-        r->info = calloc(r->nsel ? r->nsel : 1, sizeof *r->info);
-        if (!r->info)
-            rc = pm_error_set(err, PM_ERR_NOMEM, "'%s': out of memory", r->name);
-        for (size_t j = 0; rc == PM_OK && j < r->nsel; j++) {
-            r->info[j].name = strdup(r->keys[r->sel[j]]);
-            r->info[j].type = text_infer_type(&r->stats[r->sel[j]]);
-            r->info[j].nullable = true;
-            if (!r->info[j].name)
-                rc = pm_error_set(err, PM_ERR_NOMEM, "'%s': out of memory", r->name);
-        }
-    }
+        rc = text_columns_select(&r->cols, r->name, r->keys, r->nkeys, opt, err);
+    for (size_t j = 0; rc == PM_OK && j < r->cols.n; j++)
+        r->cols.info[j].type = text_infer_type(&r->stats[r->cols.sel[j]]);
     if (rc) {
         jsonl_reader_free(r);
         return rc;
@@ -292,12 +252,12 @@ int jsonl_reader_open(struct jsonl_reader **out, struct text_stream *s,
 
 size_t jsonl_reader_num_columns(const struct jsonl_reader *r)
 {
-    return r->nsel;
+    return r->cols.n;
 }
 
 const struct column_info *jsonl_reader_column(const struct jsonl_reader *r, size_t i)
 {
-    return i < r->nsel ? &r->info[i] : NULL;
+    return text_columns_get(&r->cols, i);
 }
 
 static int jsonl_append(struct jsonl_reader *r, struct column *c, size_t j, const json_t *v,
@@ -333,21 +293,13 @@ static int jsonl_append(struct jsonl_reader *r, struct column *c, size_t j, cons
             break;
         }
     }
-    if (rc == PM_ERR_FORMAT) {
-        char q[128];
-        char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-        text_value_quote(q, sizeof q, t ? t : "?", t ? strlen(t) : 1);
-        free(t);
-        return pm_error_set(err, PM_ERR_FORMAT,
-                            "'%s' line %llu column '%s': value %s does not fit the "
-                            "type %s inferred from the first rows",
-                            r->name, (unsigned long long)line, r->info[j].name, q,
-                            column_type_name(c->type));
-    }
-    if (rc)
-        return pm_error_set(err, rc, "'%s' line %llu: cannot store a value: %s", r->name,
-                            (unsigned long long)line, pm_strerror(rc));
-    return PM_OK;
+    if (rc == PM_OK)
+        return PM_OK;
+    char *t = rc == PM_ERR_FORMAT ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    rc = text_value_append_error(r->name, line, r->cols.info[j].name, c->type, rc, t ? t : "?",
+                                 t ? strlen(t) : 1, err);
+    free(t);
+    return rc;
 }
 
 static int jsonl_row(struct jsonl_reader *r, struct table_batch *batch, const char *p, size_t n,
@@ -358,8 +310,8 @@ static int jsonl_row(struct jsonl_reader *r, struct table_batch *batch, const ch
     if (rc)
         return rc;
     size_t found = 0;
-    for (size_t j = 0; j < r->nsel && rc == PM_OK; j++) {
-        json_t *v = json_object_get(obj, r->info[j].name);
+    for (size_t j = 0; j < r->cols.n && rc == PM_OK; j++) {
+        json_t *v = json_object_get(obj, r->cols.info[j].name);
         found += v != NULL;
         rc = jsonl_append(r, &batch->cols[j], j, v, line, err);
     }
@@ -369,10 +321,10 @@ static int jsonl_row(struct jsonl_reader *r, struct table_batch *batch, const ch
         json_object_foreach(obj, key, v)
         {
             size_t j;
-            for (j = 0; j < r->nsel; j++)
-                if (strcmp(r->info[j].name, key) == 0)
+            for (j = 0; j < r->cols.n; j++)
+                if (strcmp(r->cols.info[j].name, key) == 0)
                     break;
-            if (j == r->nsel) {
+            if (j == r->cols.n) {
                 char q[128];
                 rc = pm_error_set(err, PM_ERR_FORMAT,
                                   "'%s' line %llu: key %s was not seen in the first rows "
@@ -390,13 +342,10 @@ static int jsonl_row(struct jsonl_reader *r, struct table_batch *batch, const ch
 int jsonl_reader_next(struct jsonl_reader *r, struct table_batch *batch, size_t max_rows,
                       struct pm_error *err)
 {
-    table_batch_clear(batch);
-    batch->first_row = r->rows_out;
-    if (batch->ncols != r->nsel)
-        return pm_error_set(err, PM_ERR_USAGE, "'%s': batch has %zu columns, reader %zu", r->name,
-                            batch->ncols, r->nsel);
+    int rc = text_columns_start_batch(&r->cols, r->name, batch, r->rows_out, err);
+    if (rc)
+        return rc;
     while (batch->nrows < max_rows) {
-        int rc;
         if (r->rnext < r->rrows) {
             size_t k = r->rnext;
             rc = jsonl_row(r, batch, r->rbytes.data + r->roff[k], r->roff[k + 1] - r->roff[k],

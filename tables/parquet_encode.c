@@ -36,7 +36,7 @@ static void tc_byte(struct tc *t, uint8_t b)
     tc_bytes(t, &b, 1);
 }
 
-static void tc_varint(struct tc *t, uint64_t v)
+int parquet_encode_varint(struct bytebuf *out, uint64_t v)
 {
     uint8_t buf[10];
     size_t n = 0;
@@ -45,7 +45,13 @@ static void tc_varint(struct tc *t, uint64_t v)
         v >>= 7;
     }
     buf[n++] = (uint8_t)v;
-    tc_bytes(t, buf, n);
+    return bytebuf_append(out, buf, n);
+}
+
+static void tc_varint(struct tc *t, uint64_t v)
+{
+    if (t->rc == PM_OK)
+        t->rc = parquet_encode_varint(t->out, v);
 }
 
 static void tc_zigzag(struct tc *t, int64_t v)

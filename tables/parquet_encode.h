@@ -19,6 +19,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/** Append v as an unsigned LEB128 varint (Thrift compact protocol and the RLE hybrid's
+ * run headers). */
+int parquet_encode_varint(struct bytebuf *out, uint64_t v);
+
 /** Statistics of a column chunk. `min`/`max` are PLAIN-encoded values without length
  * prefix (raw bytes for BYTE_ARRAY). Written as min_value/max_value (fields 6/5) and,
  * when `legacy_min_max` is set (signed-order types), also as the deprecated min/max. */

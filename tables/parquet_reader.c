@@ -255,79 +255,32 @@ struct parquet_reader {
     bool z_init;
 };
 
-static const char *encoding_name(int e)
+// Names of the format's enum values for messages, indexed by the on-disk values of
+// parquet_format.h; a gap or a value outside a table is "unknown".
+static const char *const encoding_names[] = {"PLAIN",
+                                             NULL,
+                                             "PLAIN_DICTIONARY",
+                                             "RLE",
+                                             "BIT_PACKED",
+                                             "DELTA_BINARY_PACKED",
+                                             "DELTA_LENGTH_BYTE_ARRAY",
+                                             "DELTA_BYTE_ARRAY",
+                                             "RLE_DICTIONARY",
+                                             "BYTE_STREAM_SPLIT"};
+static const char *const codec_names[] = {"UNCOMPRESSED", "SNAPPY", "GZIP", "LZO",
+                                          "BROTLI",       "LZ4",    "ZSTD", "LZ4_RAW"};
+static const char *const ptype_names[] = {
+    "BOOLEAN", "INT32", "INT64", "INT96", "FLOAT", "DOUBLE", "BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY"};
+
+static const char *name_in(const char *const *names, size_t n, int v)
 {
-    switch (e) {
-    case PARQUET_ENC_PLAIN:
-        return "PLAIN";
-    case PARQUET_ENC_PLAIN_DICTIONARY:
-        return "PLAIN_DICTIONARY";
-    case PARQUET_ENC_RLE:
-        return "RLE";
-    case PARQUET_ENC_BIT_PACKED:
-        return "BIT_PACKED";
-    case PARQUET_ENC_DELTA_BINARY_PACKED:
-        return "DELTA_BINARY_PACKED";
-    case PARQUET_ENC_DELTA_LENGTH_BYTE_ARRAY:
-        return "DELTA_LENGTH_BYTE_ARRAY";
-    case PARQUET_ENC_DELTA_BYTE_ARRAY:
-        return "DELTA_BYTE_ARRAY";
-    case PARQUET_ENC_RLE_DICTIONARY:
-        return "RLE_DICTIONARY";
-    case PARQUET_ENC_BYTE_STREAM_SPLIT:
-        return "BYTE_STREAM_SPLIT";
-    default:
-        return "unknown";
-    }
+    return v >= 0 && (size_t)v < n && names[v] ? names[v] : "unknown";
 }
 
-static const char *codec_name(int c)
-{
-    switch (c) {
-    case PARQUET_COMP_UNCOMPRESSED:
-        return "UNCOMPRESSED";
-    case PARQUET_COMP_SNAPPY:
-        return "SNAPPY";
-    case PARQUET_COMP_GZIP:
-        return "GZIP";
-    case PARQUET_COMP_LZO:
-        return "LZO";
-    case PARQUET_COMP_BROTLI:
-        return "BROTLI";
-    case PARQUET_COMP_LZ4:
-        return "LZ4";
-    case PARQUET_COMP_ZSTD:
-        return "ZSTD";
-    case PARQUET_COMP_LZ4_RAW:
-        return "LZ4_RAW";
-    default:
-        return "unknown";
-    }
-}
-
-static const char *ptype_name(int t)
-{
-    switch (t) {
-    case PARQUET_BOOLEAN:
-        return "BOOLEAN";
-    case PARQUET_INT32:
-        return "INT32";
-    case PARQUET_INT64:
-        return "INT64";
-    case PARQUET_INT96:
-        return "INT96";
-    case PARQUET_FLOAT:
-        return "FLOAT";
-    case PARQUET_DOUBLE:
-        return "DOUBLE";
-    case PARQUET_BYTE_ARRAY:
-        return "BYTE_ARRAY";
-    case PARQUET_FIXED_LEN_BYTE_ARRAY:
-        return "FIXED_LEN_BYTE_ARRAY";
-    default:
-        return "unknown";
-    }
-}
+#define NAME_IN(names, v) name_in(names, sizeof names / sizeof names[0], v)
+#define encoding_name(e) NAME_IN(encoding_names, e)
+#define codec_name(c) NAME_IN(codec_names, c)
+#define ptype_name(t) NAME_IN(ptype_names, t)
 
 static bool codec_supported(int c)
 {
@@ -951,6 +904,44 @@ static uint32_t le32(const uint8_t *p)
     return v;
 }
 
+// Bytes per PLAIN value of the fixed-width types INT32, INT64, FLOAT and DOUBLE.
+static size_t plain_width(int pt)
+{
+    return pt == PARQUET_INT32 || pt == PARQUET_FLOAT ? 4 : 8;
+}
+
+// Widen k PLAIN values of fixed-width type pt at p into `out`: int64_t for INT32/INT64
+// (an unsigned INT32, u32, is zero-extended), double for FLOAT/DOUBLE.
+static void plain_fixed(int pt, bool u32, const uint8_t *p, size_t k, void *out)
+{
+    int64_t *ints = out;
+    double *reals = out;
+    switch (pt) {
+    case PARQUET_INT32:
+        if (u32) {
+            for (size_t i = 0; i < k; i++)
+                ints[i] = le32(p + 4 * i);
+        } else {
+            for (size_t i = 0; i < k; i++) {
+                int32_t v;
+                memcpy(&v, p + 4 * i, 4);
+                ints[i] = v;
+            }
+        }
+        break;
+    case PARQUET_FLOAT:
+        for (size_t i = 0; i < k; i++) {
+            float v;
+            memcpy(&v, p + 4 * i, 4);
+            reals[i] = v;
+        }
+        break;
+    default: // INT64, DOUBLE: stored as they are held
+        memcpy(out, p, 8 * k);
+        break;
+    }
+}
+
 static int load_dictionary(struct parquet_reader *r, struct pq_col *c, const uint8_t *p, size_t n,
                            int32_t count, int enc, struct pm_error *err)
 {
@@ -973,42 +964,16 @@ static int load_dictionary(struct parquet_reader *r, struct pq_col *c, const uin
             c->dict_i[i] = (p[i >> 3] >> (i & 7)) & 1;
         break;
     case PARQUET_INT32:
-    case PARQUET_INT64: {
-        size_t w = pt == PARQUET_INT32 ? 4 : 8;
-        if (k > n / w)
-            return col_err(r, c, err, PM_ERR_FORMAT, "dictionary page too short");
-        if (grow(&c->dict_i, &c->dict_cap_n, (k ? k : 1) * sizeof *c->dict_i))
-            return col_err(r, c, err, PM_ERR_NOMEM, "out of memory");
-        if (w == 8) {
-            memcpy(c->dict_i, p, k * 8);
-        } else if (r->leaves[c->leaf].u32) {
-            for (size_t i = 0; i < k; i++)
-                c->dict_i[i] = le32(p + 4 * i);
-        } else {
-            for (size_t i = 0; i < k; i++) {
-                int32_t v;
-                memcpy(&v, p + 4 * i, 4);
-                c->dict_i[i] = v;
-            }
-        }
-        break;
-    }
+    case PARQUET_INT64:
     case PARQUET_FLOAT:
     case PARQUET_DOUBLE: {
-        size_t w = pt == PARQUET_FLOAT ? 4 : 8;
-        if (k > n / w)
+        bool real = pt == PARQUET_FLOAT || pt == PARQUET_DOUBLE;
+        if (k > n / plain_width(pt))
             return col_err(r, c, err, PM_ERR_FORMAT, "dictionary page too short");
-        if (grow(&c->dict_r, &c->dict_cap_n, (k ? k : 1) * sizeof *c->dict_r))
+        if (real ? grow(&c->dict_r, &c->dict_cap_n, (k ? k : 1) * sizeof *c->dict_r)
+                 : grow(&c->dict_i, &c->dict_cap_n, (k ? k : 1) * sizeof *c->dict_i))
             return col_err(r, c, err, PM_ERR_NOMEM, "out of memory");
-        if (w == 8) {
-            memcpy(c->dict_r, p, k * 8);
-        } else {
-            for (size_t i = 0; i < k; i++) {
-                float v;
-                memcpy(&v, p + 4 * i, 4);
-                c->dict_r[i] = v;
-            }
-        }
+        plain_fixed(pt, r->leaves[c->leaf].u32, p, k, real ? (void *)c->dict_r : c->dict_i);
         break;
     }
     case PARQUET_BYTE_ARRAY: {
@@ -1261,49 +1226,19 @@ static int decode_values(struct parquet_reader *r, struct pq_col *c, struct colu
             c->bool_bit = bits % 8;
             return PM_OK;
         }
-        case PARQUET_INT32: {
-            if (k > left / 4)
-                return col_err(r, c, err, PM_ERR_FORMAT, "INT32 values truncated");
-            int64_t *d = col->ints + at;
-            const uint8_t *p = c->vp;
-            if (r->leaves[c->leaf].u32) {
-                for (size_t i = 0; i < k; i++)
-                    d[i] = le32(p + 4 * i);
-            } else {
-                for (size_t i = 0; i < k; i++) {
-                    int32_t v;
-                    memcpy(&v, p + 4 * i, 4);
-                    d[i] = v;
-                }
-            }
-            c->vp += 4 * k;
-            return PM_OK;
-        }
+        case PARQUET_INT32:
         case PARQUET_INT64:
-            if (k > left / 8)
-                return col_err(r, c, err, PM_ERR_FORMAT, "INT64 values truncated");
-            memcpy(col->ints + at, c->vp, 8 * k);
-            c->vp += 8 * k;
-            return PM_OK;
-        case PARQUET_FLOAT: {
-            if (k > left / 4)
-                return col_err(r, c, err, PM_ERR_FORMAT, "FLOAT values truncated");
-            double *d = col->reals + at;
-            const uint8_t *p = c->vp;
-            for (size_t i = 0; i < k; i++) {
-                float v;
-                memcpy(&v, p + 4 * i, 4);
-                d[i] = v;
-            }
-            c->vp += 4 * k;
+        case PARQUET_FLOAT:
+        case PARQUET_DOUBLE: {
+            size_t w = plain_width(pt);
+            if (k > left / w)
+                return col_err(r, c, err, PM_ERR_FORMAT, "%s values truncated", ptype_name(pt));
+            bool real = pt == PARQUET_FLOAT || pt == PARQUET_DOUBLE;
+            plain_fixed(pt, r->leaves[c->leaf].u32, c->vp, k,
+                        real ? (void *)(col->reals + at) : col->ints + at);
+            c->vp += w * k;
             return PM_OK;
         }
-        case PARQUET_DOUBLE:
-            if (k > left / 8)
-                return col_err(r, c, err, PM_ERR_FORMAT, "DOUBLE values truncated");
-            memcpy(col->reals + at, c->vp, 8 * k);
-            c->vp += 8 * k;
-            return PM_OK;
         case PARQUET_BYTE_ARRAY: {
             // One pass: the strings of this page fit in the bytes left of it, so reserve
             // that (plus 16 bytes of slack for the fixed-size short-string copy).

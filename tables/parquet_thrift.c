@@ -2,6 +2,7 @@
 
 #include "parquet_format.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -245,248 +246,262 @@ static int64_t tr_i64(struct tr *t, int type)
     return tr_zigzag64(t);
 }
 
-// Struct entry/exit with the depth bound.
-static bool tr_struct_enter(struct tr *t)
+// The structures are decoded from tables: one row per field the reader uses, giving
+// its id, how to decode it and where it goes. Fields not in a table are skipped, and
+// so is a field whose wire type does not fit its row (an integer row accepts any
+// integer type; a struct or list row is decoded only the first time it appears).
+enum field_kind {
+    FK_I32,         // int32_t; `aux`: bool set to whether the wire type was an integer
+    FK_I64,         // int64_t; `aux` as for FK_I32
+    FK_BOOL,        // bool from a boolean field
+    FK_PRESENT,     // only presence counts: `aux` bool set, the value skipped
+    FK_STRING,      // char *: NUL-terminated copy of the first binary value
+    FK_STRUCT,      // embedded struct `sub`, decoded once; `aux`: its bool has_ flag
+    FK_STRUCT_LIST, // list<`sub`>: pointer at `off`, size_t count at `aux`; decoded once
+    FK_I32_LIST,    // list<i32>: int32_t * at `off`, size_t count at `aux`; decoded once
+};
+
+#define NO_AUX SIZE_MAX
+
+struct field_desc {
+    int16_t id;
+    uint8_t kind;
+    size_t off;
+    size_t aux;
+    const struct struct_desc *sub;
+};
+
+struct struct_desc {
+    const struct field_desc *fields;
+    size_t nfields;
+    size_t size;
+};
+
+// Rows of a table for the struct type S (#defined around each table).
+#define FIELD(id, kind, f)                                                                         \
+    {                                                                                              \
+        id, kind, offsetof(S, f), NO_AUX, NULL                                                     \
+    }
+#define FIELD_HAS(id, kind, f, has)                                                                \
+    {                                                                                              \
+        id, kind, offsetof(S, f), offsetof(S, has), NULL                                           \
+    }
+#define FIELD_SUB(id, kind, f, aux, sub)                                                           \
+    {                                                                                              \
+        id, kind, offsetof(S, f), offsetof(S, aux), sub                                            \
+    }
+#define PRESENT(id, has)                                                                           \
+    {                                                                                              \
+        id, FK_PRESENT, offsetof(S, has), offsetof(S, has), NULL                                   \
+    }
+#define STRUCT_DESC(name, ...)                                                                     \
+    static const struct field_desc name##_fields[] = {__VA_ARGS__};                                \
+    static const struct struct_desc name = {                                                       \
+        name##_fields, sizeof name##_fields / sizeof name##_fields[0], sizeof(S)}
+
+static void decode_fields(struct tr *t, const struct struct_desc *d, void *obj);
+
+static void *field_at(void *obj, size_t off)
+{
+    return (char *)obj + off;
+}
+
+static void set_aux(void *obj, const struct field_desc *f, bool v)
+{
+    if (f->aux != NO_AUX)
+        *(bool *)field_at(obj, f->aux) = v;
+}
+
+// A nested struct, with the depth bound.
+static void decode_struct(struct tr *t, const struct struct_desc *d, void *obj)
 {
     if (++t->depth > PQ_THRIFT_MAX_DEPTH) {
         tr_fail(t, PQ_THRIFT_INVALID);
+        return;
+    }
+    if (!t->status)
+        decode_fields(t, d, obj);
+    t->depth--;
+}
+
+static void decode_struct_list(struct tr *t, const struct field_desc *f, void *obj)
+{
+    int et;
+    size_t n = tr_list_begin(t, &et);
+    if (et != THRIFT_STRUCT) {
+        for (size_t i = 0; i < n && !t->status; i++)
+            tr_skip(t, et, true);
+        return;
+    }
+    char *items = calloc(n ? n : 1, f->sub->size);
+    if (!items) {
+        tr_fail(t, PQ_THRIFT_NOMEM);
+        return;
+    }
+    *(void **)field_at(obj, f->off) = items;
+    *(size_t *)field_at(obj, f->aux) = n;
+    for (size_t i = 0; i < n && !t->status; i++)
+        decode_struct(t, f->sub, items + i * f->sub->size);
+}
+
+static void decode_i32_list(struct tr *t, const struct field_desc *f, void *obj)
+{
+    int et;
+    size_t n = tr_list_begin(t, &et);
+    if (!is_int_type(et)) {
+        for (size_t i = 0; i < n && !t->status; i++)
+            tr_skip(t, et, true);
+        return;
+    }
+    int32_t *v = calloc(n ? n : 1, sizeof *v);
+    if (!v) {
+        tr_fail(t, PQ_THRIFT_NOMEM);
+        return;
+    }
+    *(int32_t **)field_at(obj, f->off) = v;
+    for (size_t i = 0; i < n && !t->status; i++)
+        v[i] = tr_i32(t, et);
+    *(size_t *)field_at(obj, f->aux) = t->status ? 0 : n;
+}
+
+static void decode_string(struct tr *t, char **out)
+{
+    size_t n;
+    const uint8_t *s = tr_binary(t, &n);
+    if (t->status)
+        return;
+    *out = malloc(n + 1);
+    if (!*out) {
+        tr_fail(t, PQ_THRIFT_NOMEM);
+        return;
+    }
+    memcpy(*out, s, n);
+    (*out)[n] = '\0';
+}
+
+// One field of type `type` described by f; false if its wire type does not fit (the
+// caller skips it).
+static bool decode_field(struct tr *t, const struct field_desc *f, int type, void *obj)
+{
+    void *p = field_at(obj, f->off);
+    bool is_list = type == THRIFT_LIST;
+    switch (f->kind) {
+    case FK_I32:
+    case FK_I64:
+        set_aux(obj, f, is_int_type(type));
+        if (!is_int_type(type))
+            return false;
+        if (f->kind == FK_I32)
+            *(int32_t *)p = tr_i32(t, type);
+        else
+            *(int64_t *)p = tr_i64(t, type);
+        return true;
+    case FK_BOOL:
+        if (type != THRIFT_BOOL_TRUE && type != THRIFT_BOOL_FALSE)
+            return false;
+        *(bool *)p = type == THRIFT_BOOL_TRUE;
+        return true;
+    case FK_PRESENT:
+        set_aux(obj, f, true);
         return false;
+    case FK_STRING:
+        if (type != THRIFT_BINARY || *(char **)p)
+            return false;
+        decode_string(t, p);
+        return true;
+    case FK_STRUCT:
+        if (type != THRIFT_STRUCT || *(bool *)field_at(obj, f->aux))
+            return false;
+        set_aux(obj, f, true);
+        decode_struct(t, f->sub, p);
+        return true;
+    case FK_STRUCT_LIST:
+        if (!is_list || *(void **)p)
+            return false;
+        decode_struct_list(t, f, obj);
+        return true;
+    case FK_I32_LIST:
+        if (!is_list || *(void **)p)
+            return false;
+        decode_i32_list(t, f, obj);
+        return true;
     }
-    return !t->status;
+    return false;
 }
 
-#define FIELD_INT(field, type, getter)                                                             \
-    do {                                                                                           \
-        if (is_int_type(type))                                                                     \
-            (field) = getter(t, type);                                                             \
-        else                                                                                       \
-            tr_skip(t, type, false);                                                               \
-    } while (0)
-
-static void decode_schema_element(struct tr *t, struct pq_schema_element *e)
+static void decode_fields(struct tr *t, const struct struct_desc *d, void *obj)
 {
-    if (!tr_struct_enter(t))
-        return;
     int16_t last = 0;
     int type, id;
     while (tr_field(t, &last, &type, &id)) {
-        switch (id) {
-        case 1:
-            e->has_type = is_int_type(type);
-            FIELD_INT(e->type, type, tr_i32);
-            break;
-        case 2:
-            FIELD_INT(e->type_length, type, tr_i32);
-            break;
-        case 3:
-            e->has_repetition = is_int_type(type);
-            FIELD_INT(e->repetition, type, tr_i32);
-            break;
-        case 4:
-            if (type == THRIFT_BINARY && !e->name) {
-                size_t n;
-                const uint8_t *s = tr_binary(t, &n);
-                if (t->status)
-                    break;
-                e->name = malloc(n + 1);
-                if (!e->name) {
-                    tr_fail(t, PQ_THRIFT_NOMEM);
-                    break;
-                }
-                memcpy(e->name, s, n);
-                e->name[n] = '\0';
-            } else {
-                tr_skip(t, type, false);
-            }
-            break;
-        case 5:
-            e->has_num_children = is_int_type(type);
-            FIELD_INT(e->num_children, type, tr_i32);
-            break;
-        case 6:
-            e->has_converted_type = is_int_type(type);
-            FIELD_INT(e->converted_type, type, tr_i32);
-            break;
-        default:
+        const struct field_desc *f = NULL;
+        for (size_t i = 0; i < d->nfields && !f; i++)
+            if (d->fields[i].id == id)
+                f = &d->fields[i];
+        if (!f || !decode_field(t, f, type, obj))
             tr_skip(t, type, false);
-            break;
-        }
-    }
-    t->depth--;
-    if (!t->status && !e->name) {
-        e->name = calloc(1, 1);
-        if (!e->name)
-            tr_fail(t, PQ_THRIFT_NOMEM);
     }
 }
 
-static void decode_column_meta(struct tr *t, struct pq_column_meta *m)
-{
-    if (!tr_struct_enter(t))
-        return;
-    int16_t last = 0;
-    int type, id;
-    while (tr_field(t, &last, &type, &id)) {
-        switch (id) {
-        case 1:
-            FIELD_INT(m->type, type, tr_i32);
-            break;
-        case 2: {
-            if (type != THRIFT_LIST || m->encodings) {
-                tr_skip(t, type, false);
-                break;
-            }
-            int et;
-            size_t n = tr_list_begin(t, &et);
-            if (!is_int_type(et)) {
-                for (size_t i = 0; i < n && !t->status; i++)
-                    tr_skip(t, et, true);
-                break;
-            }
-            m->encodings = calloc(n ? n : 1, sizeof *m->encodings);
-            if (!m->encodings) {
-                tr_fail(t, PQ_THRIFT_NOMEM);
-                break;
-            }
-            for (size_t i = 0; i < n && !t->status; i++)
-                m->encodings[i] = tr_i32(t, et);
-            m->num_encodings = t->status ? 0 : n;
-            break;
-        }
-        case 4:
-            FIELD_INT(m->codec, type, tr_i32);
-            break;
-        case 5:
-            FIELD_INT(m->num_values, type, tr_i64);
-            break;
-        case 6:
-            FIELD_INT(m->total_uncompressed_size, type, tr_i64);
-            break;
-        case 7:
-            FIELD_INT(m->total_compressed_size, type, tr_i64);
-            break;
-        case 9:
-            FIELD_INT(m->data_page_offset, type, tr_i64);
-            break;
-        case 11:
-            m->has_dictionary_page_offset = is_int_type(type);
-            FIELD_INT(m->dictionary_page_offset, type, tr_i64);
-            break;
-        default:
-            tr_skip(t, type, false);
-            break;
-        }
-    }
-    t->depth--;
-}
-
-static void decode_column_chunk(struct tr *t, struct pq_column_chunk *c)
-{
-    if (!tr_struct_enter(t))
-        return;
-    int16_t last = 0;
-    int type, id;
-    while (tr_field(t, &last, &type, &id)) {
-        if (id == 1) {
-            c->has_file_path = true;
-            tr_skip(t, type, false);
-        } else if (id == 2) {
-            FIELD_INT(c->file_offset, type, tr_i64);
-        } else if (id == 3 && type == THRIFT_STRUCT && !c->has_meta) {
-            c->has_meta = true;
-            decode_column_meta(t, &c->meta);
-        } else {
-            tr_skip(t, type, false);
-        }
-    }
-    t->depth--;
-}
-
-static void decode_row_group(struct tr *t, struct pq_row_group *g)
-{
-    if (!tr_struct_enter(t))
-        return;
-    int16_t last = 0;
-    int type, id;
-    while (tr_field(t, &last, &type, &id)) {
-        if (id == 1 && type == THRIFT_LIST && !g->columns) {
-            int et;
-            size_t n = tr_list_begin(t, &et);
-            if (et != THRIFT_STRUCT) {
-                for (size_t i = 0; i < n && !t->status; i++)
-                    tr_skip(t, et, true);
-                continue;
-            }
-            g->columns = calloc(n ? n : 1, sizeof *g->columns);
-            if (!g->columns) {
-                tr_fail(t, PQ_THRIFT_NOMEM);
-                break;
-            }
-            g->num_columns = n;
-            for (size_t i = 0; i < n && !t->status; i++)
-                decode_column_chunk(t, &g->columns[i]);
-        } else if (id == 2) {
-            FIELD_INT(g->total_byte_size, type, tr_i64);
-        } else if (id == 3) {
-            FIELD_INT(g->num_rows, type, tr_i64);
-        } else {
-            tr_skip(t, type, false);
-        }
-    }
-    t->depth--;
-}
+#define S struct pq_schema_element
+STRUCT_DESC(schema_element_desc, FIELD_HAS(1, FK_I32, type, has_type),
+            FIELD(2, FK_I32, type_length), FIELD_HAS(3, FK_I32, repetition, has_repetition),
+            FIELD(4, FK_STRING, name), FIELD_HAS(5, FK_I32, num_children, has_num_children),
+            FIELD_HAS(6, FK_I32, converted_type, has_converted_type));
+#undef S
+#define S struct pq_column_meta
+STRUCT_DESC(column_meta_desc, FIELD(1, FK_I32, type),
+            FIELD_SUB(2, FK_I32_LIST, encodings, num_encodings, NULL), FIELD(4, FK_I32, codec),
+            FIELD(5, FK_I64, num_values), FIELD(6, FK_I64, total_uncompressed_size),
+            FIELD(7, FK_I64, total_compressed_size), FIELD(9, FK_I64, data_page_offset),
+            FIELD_HAS(11, FK_I64, dictionary_page_offset, has_dictionary_page_offset));
+#undef S
+#define S struct pq_column_chunk
+STRUCT_DESC(column_chunk_desc, PRESENT(1, has_file_path), FIELD(2, FK_I64, file_offset),
+            FIELD_SUB(3, FK_STRUCT, meta, has_meta, &column_meta_desc));
+#undef S
+#define S struct pq_row_group
+STRUCT_DESC(row_group_desc, FIELD_SUB(1, FK_STRUCT_LIST, columns, num_columns, &column_chunk_desc),
+            FIELD(2, FK_I64, total_byte_size), FIELD(3, FK_I64, num_rows));
+#undef S
+#define S struct pq_file_meta
+STRUCT_DESC(file_meta_desc, FIELD(1, FK_I32, version),
+            FIELD_SUB(2, FK_STRUCT_LIST, schema, num_schema, &schema_element_desc),
+            FIELD(3, FK_I64, num_rows),
+            FIELD_SUB(4, FK_STRUCT_LIST, row_groups, num_row_groups, &row_group_desc),
+            PRESENT(8, encrypted));
+#undef S
+#define S struct pq_data_page_header
+STRUCT_DESC(data_page_header_desc, FIELD(1, FK_I32, num_values), FIELD(2, FK_I32, encoding),
+            FIELD(3, FK_I32, def_level_encoding), FIELD(4, FK_I32, rep_level_encoding));
+#undef S
+#define S struct pq_dictionary_page_header
+STRUCT_DESC(dict_page_header_desc, FIELD(1, FK_I32, num_values), FIELD(2, FK_I32, encoding));
+#undef S
+#define S struct pq_data_page_header_v2
+STRUCT_DESC(data_page_header_v2_desc, FIELD(1, FK_I32, num_values), FIELD(2, FK_I32, num_nulls),
+            FIELD(3, FK_I32, num_rows), FIELD(4, FK_I32, encoding),
+            FIELD(5, FK_I32, def_levels_byte_length), FIELD(6, FK_I32, rep_levels_byte_length),
+            FIELD(7, FK_BOOL, is_compressed));
+#undef S
+#define S struct pq_page_header
+STRUCT_DESC(page_header_desc, FIELD(1, FK_I32, type), FIELD(2, FK_I32, uncompressed_page_size),
+            FIELD(3, FK_I32, compressed_page_size),
+            FIELD_SUB(5, FK_STRUCT, data, has_data, &data_page_header_desc),
+            FIELD_SUB(7, FK_STRUCT, dict, has_dict, &dict_page_header_desc),
+            FIELD_SUB(8, FK_STRUCT, data_v2, has_data_v2, &data_page_header_v2_desc));
+#undef S
 
 int pq_file_meta_decode(struct pq_file_meta *m, const uint8_t *data, size_t size)
 {
     memset(m, 0, sizeof *m);
-    struct tr tt = {data, data + size, 0, 0}, *t = &tt;
-    int16_t last = 0;
-    int type, id;
-    while (tr_field(t, &last, &type, &id)) {
-        if (id == 1) {
-            FIELD_INT(m->version, type, tr_i32);
-        } else if (id == 2 && type == THRIFT_LIST && !m->schema) {
-            int et;
-            size_t n = tr_list_begin(t, &et);
-            if (et != THRIFT_STRUCT) {
-                for (size_t i = 0; i < n && !t->status; i++)
-                    tr_skip(t, et, true);
-                continue;
-            }
-            m->schema = calloc(n ? n : 1, sizeof *m->schema);
-            if (!m->schema) {
-                tr_fail(t, PQ_THRIFT_NOMEM);
-                break;
-            }
-            m->num_schema = n;
-            for (size_t i = 0; i < n && !t->status; i++)
-                decode_schema_element(t, &m->schema[i]);
-        } else if (id == 3) {
-            FIELD_INT(m->num_rows, type, tr_i64);
-        } else if (id == 4 && type == THRIFT_LIST && !m->row_groups) {
-            int et;
-            size_t n = tr_list_begin(t, &et);
-            if (et != THRIFT_STRUCT) {
-                for (size_t i = 0; i < n && !t->status; i++)
-                    tr_skip(t, et, true);
-                continue;
-            }
-            m->row_groups = calloc(n ? n : 1, sizeof *m->row_groups);
-            if (!m->row_groups) {
-                tr_fail(t, PQ_THRIFT_NOMEM);
-                break;
-            }
-            m->num_row_groups = n;
-            for (size_t i = 0; i < n && !t->status; i++)
-                decode_row_group(t, &m->row_groups[i]);
-        } else if (id == 8) {
-            m->encrypted = true;
-            tr_skip(t, type, false);
-        } else {
-            tr_skip(t, type, false);
-        }
-    }
-    return t->status;
+    struct tr t = {data, data + size, 0, 0};
+    decode_fields(&t, &file_meta_desc, m);
+    // A schema element without a name gets "".
+    for (size_t i = 0; i < m->num_schema && !t.status; i++)
+        if (!m->schema[i].name && !(m->schema[i].name = calloc(1, 1)))
+            tr_fail(&t, PQ_THRIFT_NOMEM);
+    return t.status;
 }
 
 void pq_file_meta_release(struct pq_file_meta *m)
@@ -510,124 +525,13 @@ void pq_file_meta_release(struct pq_file_meta *m)
     memset(m, 0, sizeof *m);
 }
 
-static void decode_data_page_header(struct tr *t, struct pq_data_page_header *h)
-{
-    if (!tr_struct_enter(t))
-        return;
-    int16_t last = 0;
-    int type, id;
-    while (tr_field(t, &last, &type, &id)) {
-        switch (id) {
-        case 1:
-            FIELD_INT(h->num_values, type, tr_i32);
-            break;
-        case 2:
-            FIELD_INT(h->encoding, type, tr_i32);
-            break;
-        case 3:
-            FIELD_INT(h->def_level_encoding, type, tr_i32);
-            break;
-        case 4:
-            FIELD_INT(h->rep_level_encoding, type, tr_i32);
-            break;
-        default:
-            tr_skip(t, type, false);
-            break;
-        }
-    }
-    t->depth--;
-}
-
-static void decode_dict_page_header(struct tr *t, struct pq_dictionary_page_header *h)
-{
-    if (!tr_struct_enter(t))
-        return;
-    int16_t last = 0;
-    int type, id;
-    while (tr_field(t, &last, &type, &id)) {
-        switch (id) {
-        case 1:
-            FIELD_INT(h->num_values, type, tr_i32);
-            break;
-        case 2:
-            FIELD_INT(h->encoding, type, tr_i32);
-            break;
-        default:
-            tr_skip(t, type, false);
-            break;
-        }
-    }
-    t->depth--;
-}
-
-static void decode_data_page_header_v2(struct tr *t, struct pq_data_page_header_v2 *h)
-{
-    if (!tr_struct_enter(t))
-        return;
-    h->is_compressed = true;
-    int16_t last = 0;
-    int type, id;
-    while (tr_field(t, &last, &type, &id)) {
-        switch (id) {
-        case 1:
-            FIELD_INT(h->num_values, type, tr_i32);
-            break;
-        case 2:
-            FIELD_INT(h->num_nulls, type, tr_i32);
-            break;
-        case 3:
-            FIELD_INT(h->num_rows, type, tr_i32);
-            break;
-        case 4:
-            FIELD_INT(h->encoding, type, tr_i32);
-            break;
-        case 5:
-            FIELD_INT(h->def_levels_byte_length, type, tr_i32);
-            break;
-        case 6:
-            FIELD_INT(h->rep_levels_byte_length, type, tr_i32);
-            break;
-        case 7:
-            if (type == THRIFT_BOOL_TRUE || type == THRIFT_BOOL_FALSE)
-                h->is_compressed = type == THRIFT_BOOL_TRUE;
-            else
-                tr_skip(t, type, false);
-            break;
-        default:
-            tr_skip(t, type, false);
-            break;
-        }
-    }
-    t->depth--;
-}
-
 int pq_page_header_decode(struct pq_page_header *h, const uint8_t *data, size_t size, size_t *used)
 {
     memset(h, 0, sizeof *h);
     h->type = -1;
-    struct tr tt = {data, data + size, 0, 0}, *t = &tt;
-    int16_t last = 0;
-    int type, id;
-    while (tr_field(t, &last, &type, &id)) {
-        if (id == 1) {
-            FIELD_INT(h->type, type, tr_i32);
-        } else if (id == 2) {
-            FIELD_INT(h->uncompressed_page_size, type, tr_i32);
-        } else if (id == 3) {
-            FIELD_INT(h->compressed_page_size, type, tr_i32);
-        } else if (id == 5 && type == THRIFT_STRUCT && !h->has_data) {
-            h->has_data = true;
-            decode_data_page_header(t, &h->data);
-        } else if (id == 7 && type == THRIFT_STRUCT && !h->has_dict) {
-            h->has_dict = true;
-            decode_dict_page_header(t, &h->dict);
-        } else if (id == 8 && type == THRIFT_STRUCT && !h->has_data_v2) {
-            h->has_data_v2 = true;
-            decode_data_page_header_v2(t, &h->data_v2);
-        } else {
-            tr_skip(t, type, false);
-        }
-    }
-    *used = (size_t)(t->p - data);
-    return t->status;
+    h->data_v2.is_compressed = true;
+    struct tr t = {data, data + size, 0, 0};
+    decode_fields(&t, &page_header_desc, h);
+    *used = (size_t)(t.p - data);
+    return t.status;
 }

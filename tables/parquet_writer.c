@@ -222,18 +222,6 @@ static size_t run_length(const uint32_t *v, size_t i, size_t n)
     return j - i;
 }
 
-static int put_varint(struct bytebuf *out, uint64_t v)
-{
-    uint8_t buf[10];
-    size_t n = 0;
-    while (v >= 0x80) {
-        buf[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    buf[n++] = (uint8_t)v;
-    return bytebuf_append(out, buf, n);
-}
-
 // RLE / bit-packing hybrid (no length prefix) of n values of `bw` bits (1..32): runs of
 // 8 or more equal values become RLE runs, the rest bit-packed groups of 8 (the last
 // group padded with zeros; readers stop after the page's value count).
@@ -248,7 +236,7 @@ static int rle_encode(struct bytebuf *out, const uint32_t *v, size_t n, unsigned
             uint8_t val[4];
             for (size_t b = 0; b < vbytes; b++)
                 val[b] = (uint8_t)(v[i] >> (8 * b));
-            rc = put_varint(out, (uint64_t)run << 1);
+            rc = parquet_encode_varint(out, (uint64_t)run << 1);
             if (rc == PM_OK)
                 rc = bytebuf_append(out, val, vbytes);
             i += run;
@@ -260,7 +248,7 @@ static int rle_encode(struct bytebuf *out, const uint32_t *v, size_t n, unsigned
             end += 8;
         } while (end < n && run_length(v, end, n) < 8);
         size_t groups = (end - i) / 8;
-        rc = put_varint(out, (uint64_t)groups << 1 | 1);
+        rc = parquet_encode_varint(out, (uint64_t)groups << 1 | 1);
         if (rc == PM_OK)
             rc = bytebuf_reserve(out, groups * bw);
         if (rc)
@@ -503,6 +491,20 @@ static int ensure_page_cap(struct pqw_column *c, size_t rows)
     return PM_OK;
 }
 
+// Byte-wise comparison of s[0..n) with b's bytes, a prefix first: <0, 0 or >0.
+static int compare_bytes(const char *s, size_t n, const struct bytebuf *b)
+{
+    size_t k = n < b->len ? n : b->len;
+    int cmp = k ? memcmp(s, b->data, k) : 0;
+    return cmp ? cmp : (n > b->len) - (n < b->len);
+}
+
+static int replace_bytes(struct bytebuf *b, const char *s, size_t n)
+{
+    bytebuf_clear(b);
+    return bytebuf_append(b, s, n);
+}
+
 static void update_string_stats(struct pqw_column *c, const char *s, size_t n, int *rc)
 {
     if (!c->has_minmax) {
@@ -512,18 +514,25 @@ static void update_string_stats(struct pqw_column *c, const char *s, size_t n, i
             *rc = bytebuf_append(&c->max_s, s, n);
         return;
     }
-    size_t k = n < c->min_s.len ? n : c->min_s.len;
-    int cmp = k ? memcmp(s, c->min_s.data, k) : 0;
-    if (cmp < 0 || (cmp == 0 && n < c->min_s.len)) {
-        bytebuf_clear(&c->min_s);
-        *rc = bytebuf_append(&c->min_s, s, n);
-    }
-    k = n < c->max_s.len ? n : c->max_s.len;
-    cmp = k ? memcmp(s, c->max_s.data, k) : 0;
-    if (cmp > 0 || (cmp == 0 && n > c->max_s.len)) {
-        bytebuf_clear(&c->max_s);
-        *rc = bytebuf_append(&c->max_s, s, n);
-    }
+    if (compare_bytes(s, n, &c->min_s) < 0)
+        *rc = replace_bytes(&c->min_s, s, n);
+    if (compare_bytes(s, n, &c->max_s) > 0)
+        *rc = replace_bytes(&c->max_s, s, n);
+}
+
+// Widen the chunk's min/max by v (integer and boolean columns, or floating point).
+static void update_int_stats(struct pqw_column *c, int64_t v)
+{
+    c->min_i = !c->has_minmax || v < c->min_i ? v : c->min_i;
+    c->max_i = !c->has_minmax || v > c->max_i ? v : c->max_i;
+    c->has_minmax = true;
+}
+
+static void update_real_stats(struct pqw_column *c, double v)
+{
+    c->min_d = !c->has_minmax || v < c->min_d ? v : c->min_d;
+    c->max_d = !c->has_minmax || v > c->max_d ? v : c->max_d;
+    c->has_minmax = true;
 }
 
 static int dict_grow(struct pqw_column *c)
@@ -620,13 +629,7 @@ static int append_value(struct parquet_writer *w, struct pqw_column *c, const st
             rc = bytebuf_append(&c->plain, "", 1);
         if (rc == PM_OK && v)
             c->plain.data[c->plain.len - 1] |= (char)(1u << bit);
-        if (!c->has_minmax) {
-            c->has_minmax = true;
-            c->min_i = c->max_i = v;
-        } else {
-            c->min_i = v < c->min_i ? v : c->min_i;
-            c->max_i = v > c->max_i ? v : c->max_i;
-        }
+        update_int_stats(c, v);
         break;
     }
     case COLUMN_INT32:
@@ -638,13 +641,7 @@ static int append_value(struct parquet_writer *w, struct pqw_column *c, const st
         } else {
             rc = put(&c->plain, &v, 8);
         }
-        if (!c->has_minmax) {
-            c->has_minmax = true;
-            c->min_i = c->max_i = v;
-        } else {
-            c->min_i = v < c->min_i ? v : c->min_i;
-            c->max_i = v > c->max_i ? v : c->max_i;
-        }
+        update_int_stats(c, v);
         break;
     }
     case COLUMN_FLOAT:
@@ -658,15 +655,8 @@ static int append_value(struct parquet_writer *w, struct pqw_column *c, const st
             v = src->reals[r];
             rc = put(&c->plain, &v, 8);
         }
-        if (isnan(v))
-            break;
-        if (!c->has_minmax) {
-            c->has_minmax = true;
-            c->min_d = c->max_d = v;
-        } else {
-            c->min_d = v < c->min_d ? v : c->min_d;
-            c->max_d = v > c->max_d ? v : c->max_d;
-        }
+        if (!isnan(v))
+            update_real_stats(c, v);
         break;
     }
     case COLUMN_STRING: {
@@ -742,6 +732,14 @@ static int append_rows(struct parquet_writer *w, struct pqw_column *c, const str
 
 // ---- row groups
 
+// min and max as `w`-byte PLAIN values.
+static int put_min_max(struct bytebuf *min, struct bytebuf *max, const void *lo, const void *hi,
+                       size_t w)
+{
+    int rc = bytebuf_append(min, lo, w);
+    return rc ? rc : bytebuf_append(max, hi, w);
+}
+
 static void encode_stats(struct pqw_column *c, struct bytebuf *min, struct bytebuf *max,
                          struct parquet_encode_stats *st)
 {
@@ -757,22 +755,16 @@ static void encode_stats(struct pqw_column *c, struct bytebuf *min, struct byteb
     switch (c->type) {
     case COLUMN_BOOL: {
         uint8_t lo = (uint8_t)c->min_i, hi = (uint8_t)c->max_i;
-        rc = bytebuf_append(min, &lo, 1);
-        if (rc == PM_OK)
-            rc = bytebuf_append(max, &hi, 1);
+        rc = put_min_max(min, max, &lo, &hi, 1);
         break;
     }
     case COLUMN_INT32: {
         int32_t lo = (int32_t)c->min_i, hi = (int32_t)c->max_i;
-        rc = bytebuf_append(min, &lo, 4);
-        if (rc == PM_OK)
-            rc = bytebuf_append(max, &hi, 4);
+        rc = put_min_max(min, max, &lo, &hi, 4);
         break;
     }
     case COLUMN_INT64:
-        rc = bytebuf_append(min, &c->min_i, 8);
-        if (rc == PM_OK)
-            rc = bytebuf_append(max, &c->max_i, 8);
+        rc = put_min_max(min, max, &c->min_i, &c->max_i, 8);
         break;
     case COLUMN_FLOAT:
     case COLUMN_DOUBLE: {
@@ -781,13 +773,9 @@ static void encode_stats(struct pqw_column *c, struct bytebuf *min, struct byteb
         double hi = c->max_d == 0.0 ? 0.0 : c->max_d;
         if (c->type == COLUMN_FLOAT) {
             float flo = (float)lo, fhi = (float)hi;
-            rc = bytebuf_append(min, &flo, 4);
-            if (rc == PM_OK)
-                rc = bytebuf_append(max, &fhi, 4);
+            rc = put_min_max(min, max, &flo, &fhi, 4);
         } else {
-            rc = bytebuf_append(min, &lo, 8);
-            if (rc == PM_OK)
-                rc = bytebuf_append(max, &hi, 8);
+            rc = put_min_max(min, max, &lo, &hi, 8);
         }
         break;
     }

@@ -335,3 +335,31 @@ int text_stream_refill(struct text_stream *s, struct bytebuf *buf, size_t *pos, 
     buf->data[buf->len] = '\0';
     return PM_OK;
 }
+
+#define RECORD_CHUNK (256 * 1024)
+
+int text_stream_more(struct text_stream *s, struct bytebuf *buf, size_t *pos, bool *eof,
+                     struct pm_error *err)
+{
+    size_t pending = buf->len - *pos, got;
+    int rc =
+        text_stream_refill(s, buf, pos, pending > RECORD_CHUNK ? pending : RECORD_CHUNK, &got, err);
+    if (rc)
+        return rc;
+    if (got == 0)
+        *eof = true;
+    return PM_OK;
+}
+
+int text_stream_skip_bom(struct text_stream *s, struct bytebuf *buf, size_t *pos, bool *eof,
+                         struct pm_error *err)
+{
+    while (buf->len - *pos < 3 && !*eof) {
+        int rc = text_stream_more(s, buf, pos, eof, err);
+        if (rc)
+            return rc;
+    }
+    if (buf->len - *pos >= 3 && memcmp(buf->data + *pos, "\xEF\xBB\xBF", 3) == 0)
+        *pos += 3;
+    return PM_OK;
+}

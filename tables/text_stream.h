@@ -53,4 +53,18 @@ const char *text_stream_codec(const struct text_stream *s);
 int text_stream_refill(struct text_stream *s, struct bytebuf *buf, size_t *pos, size_t chunk,
                        size_t *got, struct pm_error *err);
 
+/**
+ * text_stream_refill for record readers, which rescan a pending record from its start
+ * after each refill: asks for at least as many bytes as are pending in buf[*pos, len)
+ * (so that a long record costs time linear in its length) and at least 256 KiB. Sets
+ * *eof when the stream has ended.
+ */
+int text_stream_more(struct text_stream *s, struct bytebuf *buf, size_t *pos, bool *eof,
+                     struct pm_error *err);
+
+/** Read until buf[*pos, len) holds 3 bytes (or the stream ends, setting *eof) and skip a
+ * UTF-8 byte order mark there. */
+int text_stream_skip_bom(struct text_stream *s, struct bytebuf *buf, size_t *pos, bool *eof,
+                         struct pm_error *err);
+
 #endif

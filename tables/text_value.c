@@ -112,6 +112,30 @@ enum column_type text_infer_type(const struct text_infer *t)
     return COLUMN_STRING;
 }
 
+int text_value_append(struct column *c, const char *s, size_t n)
+{
+    if (n == 0)
+        return column_append_null(c);
+    switch (c->type) {
+    case COLUMN_STRING:
+        return column_append_string(c, s, n);
+    case COLUMN_INT64: {
+        int64_t v;
+        return text_value_parse_int(s, n, &v) ? column_append_int(c, v) : PM_ERR_FORMAT;
+    }
+    case COLUMN_DOUBLE: {
+        double v;
+        return text_value_parse_double(s, n, &v) ? column_append_real(c, v) : PM_ERR_FORMAT;
+    }
+    case COLUMN_BOOL: {
+        bool v;
+        return text_value_parse_bool(s, n, &v) ? column_append_int(c, v) : PM_ERR_FORMAT;
+    }
+    default:
+        return PM_ERR_INTERNAL;
+    }
+}
+
 char *text_value_quote(char *out, size_t cap, const char *s, size_t n)
 {
     size_t o = 0;
@@ -176,4 +200,76 @@ int text_select_columns(const char *file, char *const *names, size_t nnames,
     }
     *nsel = nwant;
     return PM_OK;
+}
+
+int text_columns_select(struct text_columns *tc, const char *file, char *const *names,
+                        size_t nnames, const struct table_reader_options *opt, struct pm_error *err)
+{
+    memset(tc, 0, sizeof *tc);
+    const char *const *want = opt ? opt->columns : NULL;
+    size_t nwant = want ? opt->ncolumns : 0;
+    size_t nidx = nwant > nnames ? nwant : nnames;
+    tc->sel = calloc(nidx ? nidx : 1, sizeof *tc->sel);
+    if (!tc->sel)
+        return pm_error_set(err, PM_ERR_NOMEM, "'%s': out of memory", file);
+    size_t nsel;
+    int rc = text_select_columns(file, names, nnames, want, nwant, tc->sel, &nsel, err);
+    if (rc)
+        return rc;
+    tc->info = calloc(nsel ? nsel : 1, sizeof *tc->info);
+    if (!tc->info)
+        return pm_error_set(err, PM_ERR_NOMEM, "'%s': out of memory", file);
+    tc->n = nsel;
+    for (size_t j = 0; j < nsel; j++) {
+        tc->info[j].name = strdup(names[tc->sel[j]]);
+        tc->info[j].type = COLUMN_STRING;
+        tc->info[j].nullable = true;
+        if (!tc->info[j].name)
+            return pm_error_set(err, PM_ERR_NOMEM, "'%s': out of memory", file);
+    }
+    return PM_OK;
+}
+
+void text_columns_release(struct text_columns *tc)
+{
+    if (!tc)
+        return;
+    if (tc->info)
+        for (size_t j = 0; j < tc->n; j++)
+            free(tc->info[j].name);
+    free(tc->info);
+    free(tc->sel);
+    memset(tc, 0, sizeof *tc);
+}
+
+const struct column_info *text_columns_get(const struct text_columns *tc, size_t i)
+{
+    return i < tc->n ? &tc->info[i] : NULL;
+}
+
+int text_columns_start_batch(const struct text_columns *tc, const char *file,
+                             struct table_batch *batch, uint64_t first_row, struct pm_error *err)
+{
+    table_batch_clear(batch);
+    batch->first_row = first_row;
+    if (batch->ncols != tc->n)
+        return pm_error_set(err, PM_ERR_USAGE, "'%s': batch has %zu columns, reader %zu", file,
+                            batch->ncols, tc->n);
+    return PM_OK;
+}
+
+int text_value_append_error(const char *file, uint64_t line, const char *column,
+                            enum column_type type, int rc, const char *s, size_t n,
+                            struct pm_error *err)
+{
+    if (rc == PM_ERR_FORMAT) {
+        char q[128];
+        return pm_error_set(err, PM_ERR_FORMAT,
+                            "'%s' line %llu column '%s': value %s does not fit the "
+                            "type %s inferred from the first rows",
+                            file, (unsigned long long)line, column,
+                            text_value_quote(q, sizeof q, s, n), column_type_name(type));
+    }
+    return pm_error_set(err, rc, "'%s' line %llu: cannot store a value: %s", file,
+                        (unsigned long long)line, pm_strerror(rc));
 }

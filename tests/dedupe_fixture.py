@@ -27,6 +27,8 @@ import pyarrow.parquet as pq
 import xxhash
 from PIL import Image, ImageDraw
 
+from dataset_fixture import add_member, dataset_index, sidecar_table
+
 
 def _picture(rng, w=192, h=144, bg=None, palette=None):
     if bg is None:
@@ -51,14 +53,6 @@ def _jpeg(im, q):
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=q)
     return buf.getvalue()
-
-
-def _add(tar, name, data):
-    ti = tarfile.TarInfo(name)
-    ti.size = len(data)
-    ti.mtime = 0
-    ti.mode = 0o644
-    tar.addfile(ti, io.BytesIO(data))
 
 
 def _phashes(tool, blobs):
@@ -150,20 +144,11 @@ def make_dup_dataset(out, phash_tool, nbase=50, nlook=25, nshards=4, seed=7):
                 cols["original_height"].append(r["oh"])
                 cols["content_hash"].append(xxhash.xxh3_128_hexdigest(r["blob"]))
                 cols["phash"].append(r["phash"])
-                _add(tar, keys[j] + ".jpg", r["blob"])
-                _add(tar, keys[j] + ".txt", cols["caption"][-1].encode())
+                add_member(tar, keys[j] + ".jpg", r["blob"])
+                add_member(tar, keys[j] + ".txt", cols["caption"][-1].encode())
                 truth.append(r)
         tbytes = tarbuf.getvalue()
-        t = pa.table({
-            "key": pa.array(cols["key"]), "url": pa.array(cols["url"]),
-            "caption": pa.array(cols["caption"]), "status": pa.array(cols["status"]),
-            "width": pa.array(cols["width"], pa.int32()),
-            "height": pa.array(cols["height"], pa.int32()),
-            "original_width": pa.array(cols["original_width"], pa.int32()),
-            "original_height": pa.array(cols["original_height"], pa.int32()),
-            "content_hash": pa.array(cols["content_hash"], pa.string()),
-            "phash": pa.array(cols["phash"], pa.int64()),
-        })
+        t = sidecar_table(cols)
         with open(os.path.join(out, name + ".tar"), "wb") as f:
             f.write(tbytes)
         pq.write_table(t, os.path.join(out, name + ".parquet"))
@@ -176,12 +161,9 @@ def make_dup_dataset(out, phash_tool, nbase=50, nlook=25, nshards=4, seed=7):
         shardlist.append({"url": name + ".tar", "nsamples": ok, "filesize": len(tbytes),
                           "xxh3": xx, "rows": n})
         tables.append(t)
-    index = {"wids_version": 1, "name": "dupfixture", "stage": "download",
-             "tool_version": "fixture", "checksum_algorithm": "xxh3_128",
-             "shardlist": shardlist,
-             "counts": {"shards": nshards, "rows": sum(x["rows"] for x in shardlist),
-                        "nsamples": sum(x["nsamples"] for x in shardlist)},
-             "config": {}}
+    index = dataset_index("dupfixture", shardlist, {
+        "shards": nshards, "rows": sum(x["rows"] for x in shardlist),
+        "nsamples": sum(x["nsamples"] for x in shardlist)})
     with open(os.path.join(out, "dataset.json"), "w") as f:
         json.dump(index, f, indent=2)
     return pa.concat_tables(tables), truth

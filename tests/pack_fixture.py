@@ -11,10 +11,11 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 from PIL import Image
+
+from dataset_fixture import add_member, dataset_index, sidecar_table  # noqa: F401
 
 STATUSES = ["failed_to_download", "failed_to_decode", "filtered"]
 
@@ -33,14 +34,6 @@ def key_of(shard, row, rows_per_shard, digits=5):
     while 10 ** s < rows_per_shard:
         s += 1
     return "%0*d" % (digits + s, shard * 10 ** s + row)
-
-
-def add_member(tf, name, data):
-    ti = tarfile.TarInfo(name)
-    ti.size = len(data)
-    ti.mode = 0o644
-    ti.mtime = 0
-    tf.addfile(ti, io.BytesIO(data))
 
 
 def make_dataset(out, nshards=3, rows=12, seed=1, fail_every=5, sizes=((40, 30), (24, 36))):
@@ -97,20 +90,7 @@ def make_dataset(out, nshards=3, rows=12, seed=1, fail_every=5, sizes=((40, 30),
                         cols[k].append(None)
         tar = buf.getvalue()
         (out / f"{name}.tar").write_bytes(tar)
-        table = pa.table({
-            "key": pa.array(cols["key"], pa.string()),
-            "url": pa.array(cols["url"], pa.string()),
-            "caption": pa.array(cols["caption"], pa.string()),
-            "status": pa.array(cols["status"], pa.string()),
-            "error_message": pa.array(cols["error_message"], pa.string()),
-            "width": pa.array(cols["width"], pa.int32()),
-            "height": pa.array(cols["height"], pa.int32()),
-            "original_width": pa.array(cols["original_width"], pa.int32()),
-            "original_height": pa.array(cols["original_height"], pa.int32()),
-            "content_hash": pa.array(cols["content_hash"], pa.string()),
-            "phash": pa.array(cols["phash"], pa.int64()),
-            "aesthetic": pa.array(cols["aesthetic"], pa.float64()),
-        })
+        table = sidecar_table(cols)  # aesthetic: float64
         pq.write_table(table, out / f"{name}.parquet")
         nsamples = status_counts.get("success", 0)
         h = xxhash.xxh3_128_hexdigest(tar)
@@ -123,12 +103,9 @@ def make_dataset(out, nshards=3, rows=12, seed=1, fail_every=5, sizes=((40, 30),
                           "xxh3": h, "rows": rows})
         for k, v in status_counts.items():
             totals[k] = totals.get(k, 0) + v
-    index = {"wids_version": 1, "name": "fixture", "stage": "download",
-             "tool_version": "fixture", "checksum_algorithm": "xxh3_128",
-             "shardlist": shardlist,
-             "counts": {"shards": nshards, "rows": nshards * rows,
-                        "nsamples": sum(s["nsamples"] for s in shardlist), "status": totals},
-             "config": {}}
+    index = dataset_index("fixture", shardlist, {
+        "shards": nshards, "rows": nshards * rows,
+        "nsamples": sum(s["nsamples"] for s in shardlist), "status": totals})
     (out / "dataset.json").write_text(json.dumps(index, indent=2) + "\n")
     return samples
 

@@ -7,6 +7,11 @@ body against `x-amz-content-sha256`, and answers 403 SignatureDoesNotMatch on an
 mismatch, so a wrong secret is rejected as AWS would. It can also inject faults (503
 SlowDown, 500, connection resets, truncated bodies, slow answers) on chosen requests.
 Only 127.0.0.1 is used.
+
+For test modules: the pytest fixtures `moto` (one server per module), `proxy` (a fresh
+SigV4Proxy in front of it), `direct` (boto3 talking to moto directly: the reference
+view of the buckets) and `bucket` (a new empty bucket); import them by name into the
+test module. `reference_client(moto)` and `client_env(proxy)` serve other set-ups.
 """
 import calendar
 import hashlib
@@ -20,8 +25,11 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import boto3
+import pytest
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -342,3 +350,53 @@ class SigV4Proxy:
             resp.read()
             h.wfile.flush()
             self.reset(h)
+
+
+def reference_client(moto):
+    """boto3 talking to `moto` directly (no proxy, no faults)."""
+    return boto3.client("s3", endpoint_url=moto.url, aws_access_key_id=ACCESS_KEY,
+                        aws_secret_access_key=SECRET_KEY, region_name=REGION)
+
+
+def client_env(proxy, secret=SECRET_KEY, token=None):
+    """The environment for a pixelmill tool that reaches S3 through `proxy`: this process's
+    environment without AWS_* variables, plus the test credentials (`secret`, and
+    `token` as the session token when given), region and endpoint."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=secret,
+               AWS_REGION=REGION, AWS_ENDPOINT_URL=proxy.url)
+    if token:
+        env["AWS_SESSION_TOKEN"] = token
+    return env
+
+
+def new_bucket(direct):
+    """Create an empty bucket with a fresh name through `direct`; returns its name."""
+    name = "pm-" + uuid.uuid4().hex[:12]
+    direct.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
+    return name
+
+
+@pytest.fixture(scope="module")
+def moto():
+    m = MotoServer()
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def proxy(moto):
+    p = SigV4Proxy(moto.port)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def direct(moto):
+    """boto3 talking to moto directly: the reference view of the bucket."""
+    return reference_client(moto)
+
+
+@pytest.fixture
+def bucket(direct):
+    return new_bucket(direct)

@@ -15,10 +15,8 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -27,7 +25,7 @@ from PIL import Image
 
 from conftest import SANITIZED, mpirun, run, tool
 from pack_fixture import make_dataset, upload_dir
-from s3_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, SigV4Proxy
+from s3_server import bucket, client_env, direct, moto, proxy  # noqa: F401 (fixtures)
 
 MiB = 1 << 20
 
@@ -288,40 +286,6 @@ def test_rerun_with_other_options_is_refused(src, tmp_path):
 
 # ------------------------------------------------------------------------------ S3
 
-@pytest.fixture(scope="module")
-def moto():
-    m = MotoServer()
-    yield m
-    m.close()
-
-
-@pytest.fixture
-def proxy(moto):
-    p = SigV4Proxy(moto.port)
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def direct(moto):
-    return boto3.client("s3", endpoint_url=moto.url, aws_access_key_id=ACCESS_KEY,
-                        aws_secret_access_key=SECRET_KEY, region_name=REGION)
-
-
-@pytest.fixture
-def bucket(direct):
-    name = "pm-" + uuid.uuid4().hex[:12]
-    direct.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
-    return name
-
-
-def s3env(proxy):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-               AWS_REGION=REGION, AWS_ENDPOINT_URL=proxy.url)
-    return env
-
-
 def s3_files(direct, bucket, prefix):
     out = {}
     for page in direct.get_paginator("list_objects_v2").paginate(Bucket=bucket,
@@ -346,7 +310,7 @@ def test_pipeline_fs_and_s3_give_the_same_objects(src, tmp_path, proxy, direct, 
                                                   tmp_path_factory):
     d, samples = src
     upload_dir(direct, bucket, "src", d)
-    env = s3env(proxy)
+    env = client_env(proxy)
     fs_out = tmp_path / "fs"
     pack([d, "--output", fs_out, *BIG])
     pack([f"s3://{bucket}/src", "--output", f"s3://{bucket}/packed", *BIG], np_=2, env=env)
@@ -382,7 +346,7 @@ def test_pipeline_fs_and_s3_give_the_same_objects(src, tmp_path, proxy, direct, 
 def test_s3_under_injected_faults(src, tmp_path, proxy, direct, bucket):
     d, _ = src
     upload_dir(direct, bucket, "src", d)
-    env = s3env(proxy)
+    env = client_env(proxy)
     fs_out = tmp_path / "fs"
     pack([d, "--output", fs_out, *BIG])
     proxy.add_fault("503", method="POST", query="uploads=")
@@ -408,7 +372,7 @@ def test_s3_under_injected_faults(src, tmp_path, proxy, direct, bucket):
 def test_kill_9_at_random_moments_s3(src, tmp_path, proxy, direct, bucket):
     d, _ = src
     upload_dir(direct, bucket, "src", d)
-    env = s3env(proxy)
+    env = client_env(proxy)
     ref = tmp_path / "ref"
     pack([d, "--output", ref, *BIG])
     ref_files = files(ref)

@@ -11,53 +11,15 @@ import hashlib
 import os
 import time
 import tarfile
-import uuid
 
-import boto3
 import pytest
 
 from conftest import run, tool
-from s3_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, SigV4Proxy
+from s3_server import (ACCESS_KEY, SECRET_KEY, SigV4Proxy, bucket,  # noqa: F401 (fixtures)
+                       client_env, direct, moto, proxy)
 
 TOKEN = "FQoGZXIvYXdzEPmTokenValue/ForTests+0123456789=="
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def moto():
-    m = MotoServer()
-    yield m
-    m.close()
-
-
-@pytest.fixture
-def proxy(moto):
-    p = SigV4Proxy(moto.port)
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def direct(moto):
-    """boto3 talking to moto directly: the reference view of the bucket."""
-    return boto3.client("s3", endpoint_url=moto.url, aws_access_key_id=ACCESS_KEY,
-                        aws_secret_access_key=SECRET_KEY, region_name=REGION)
-
-
-@pytest.fixture
-def bucket(direct):
-    name = "pm-" + uuid.uuid4().hex[:12]
-    direct.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
-    return name
-
-
-def env_for(proxy, secret=SECRET_KEY, token=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=secret,
-               AWS_REGION=REGION, AWS_ENDPOINT_URL=proxy.url)
-    if token:
-        env["AWS_SESSION_TOKEN"] = token
-    return env
 
 
 def store_tool(args, env, check=True):
@@ -86,7 +48,7 @@ def uploads(direct, bucket):
 
 
 def test_roundtrip_single_put_and_multipart(proxy, direct, bucket, tmp_path):
-    env = env_for(proxy)
+    env = client_env(proxy)
     small = data_file(tmp_path, "small", 1000)
     big = data_file(tmp_path, "big", 23 * MiB + 12345, seed=2)
     store_tool(["put", f"s3://{bucket}/ds/a b+c.txt", small], env)
@@ -139,7 +101,7 @@ def test_roundtrip_single_put_and_multipart(proxy, direct, bucket, tmp_path):
 def test_virtual_hosted_addressing(proxy, direct, bucket, tmp_path):
     """PIXELMILL_S3_PATH_STYLE=0: the bucket goes in the host name (curl resolves
     *.localhost to loopback; moto takes the bucket from the first label)."""
-    env = env_for(proxy)
+    env = client_env(proxy)
     env["AWS_ENDPOINT_URL"] = f"http://s3.localhost:{proxy.port}"
     env["PIXELMILL_S3_PATH_STYLE"] = "0"
     small = data_file(tmp_path, "small", 777)
@@ -154,16 +116,16 @@ def test_wrong_secret_is_rejected_and_never_printed(proxy, direct, bucket, tmp_p
     small = data_file(tmp_path, "small", 100)
     wrong = SECRET_KEY[:-3] + "QQQ"
     r = store_tool(["--attempts", "2", "put", f"s3://{bucket}/x.bin", small],
-                   env_for(proxy, secret=wrong), check=False)
+                   client_env(proxy, secret=wrong), check=False)
     assert r.returncode == 1
     assert f"cannot put 's3://{bucket}/x.bin': 403 SignatureDoesNotMatch" in r.stderr
     assert proxy.rejected >= 1
     assert "Contents" not in direct.list_objects_v2(Bucket=bucket)
     # the right secret works against the same proxy
-    store_tool(["put", f"s3://{bucket}/x.bin", small], env_for(proxy))
+    store_tool(["put", f"s3://{bucket}/x.bin", small], client_env(proxy))
     # other failures do not print credentials either (store_tool checks every run)
     r = store_tool(["get", f"s3://no-such-bucket-{bucket}/x.bin", tmp_path / "o"],
-                   env_for(proxy), check=False)
+                   client_env(proxy), check=False)
     assert r.returncode == 1 and "NoSuchBucket" in r.stderr
 
 
@@ -171,17 +133,17 @@ def test_session_token_is_sent_and_signed(moto, direct, bucket, tmp_path):
     p = SigV4Proxy(moto.port, keys={ACCESS_KEY: (SECRET_KEY, TOKEN)})
     try:
         small = data_file(tmp_path, "small", 100)
-        r = store_tool(["--attempts", "1", "put", f"s3://{bucket}/t.bin", small], env_for(p),
+        r = store_tool(["--attempts", "1", "put", f"s3://{bucket}/t.bin", small], client_env(p),
                        check=False)
         assert r.returncode == 1 and "InvalidToken" in r.stderr
-        store_tool(["put", f"s3://{bucket}/t.bin", small], env_for(p, token=TOKEN))
+        store_tool(["put", f"s3://{bucket}/t.bin", small], client_env(p, token=TOKEN))
         assert direct.head_object(Bucket=bucket, Key="t.bin")["ContentLength"] == 100
     finally:
         p.close()
 
 
 def test_faults_are_retried_and_objects_intact(proxy, direct, bucket, tmp_path):
-    env = env_for(proxy)
+    env = client_env(proxy)
     big = data_file(tmp_path, "big", 17 * MiB + 7, seed=3)
     proxy.add_fault("503", method="POST", query="uploads=")          # CreateMultipartUpload
     proxy.add_fault("503", method="PUT", query="partNumber=1&", times=2)
@@ -230,7 +192,7 @@ def test_faults_are_retried_and_objects_intact(proxy, direct, bucket, tmp_path):
 
 
 def test_permanent_failure_leaves_no_upload(proxy, direct, bucket, tmp_path):
-    env = env_for(proxy)
+    env = client_env(proxy)
     big = data_file(tmp_path, "big", 16 * MiB, seed=5)
     proxy.add_fault("503", method="PUT", query="partNumber=2&", times=None)
     r = store_tool(["--part-size", str(5 * MiB), "--attempts", "3", "put",
@@ -254,7 +216,7 @@ def test_permanent_failure_leaves_no_upload(proxy, direct, bucket, tmp_path):
 
 
 def test_caller_abort_leaves_nothing(proxy, direct, bucket, tmp_path):
-    env = env_for(proxy)
+    env = client_env(proxy)
     big = data_file(tmp_path, "big", 20 * MiB, seed=6)
     r = store_tool(["--part-size", str(5 * MiB), "--abort-after", str(12 * MiB), "put",
                     f"s3://{bucket}/a/00003.tar", big], env, check=False)
@@ -265,7 +227,7 @@ def test_caller_abort_leaves_nothing(proxy, direct, bucket, tmp_path):
 
 
 def test_sweep_aborts_stale_uploads_under_prefix(proxy, direct, bucket):
-    env = env_for(proxy)
+    env = client_env(proxy)
     for key in ("ds/00001.tar", "ds/sub/00002.tar", "other/00001.tar"):
         direct.create_multipart_upload(Bucket=bucket, Key=key)
     r = store_tool(["sweep", f"s3://{bucket}/ds"], env)
@@ -279,7 +241,7 @@ def test_sweep_aborts_stale_uploads_under_prefix(proxy, direct, bucket):
 
 
 def test_listing_pages_follow_continuation_tokens(proxy, direct, bucket):
-    env = env_for(proxy)
+    env = client_env(proxy)
     for i in range(11):
         direct.put_object(Bucket=bucket, Key=f"pg/{i:05d}.json", Body=b"x" * i)
     direct.put_object(Bucket=bucket, Key="pgx/not-me", Body=b"")
@@ -297,7 +259,7 @@ def test_listing_pages_follow_continuation_tokens(proxy, direct, bucket):
 def test_tar_writer_streams_a_shard_to_s3(proxy, direct, bucket, tmp_path):
     """tar_writer_open_store on S3 gives the same bytes as on a directory; Python's tarfile
     reads it back."""
-    env = env_for(proxy)
+    env = client_env(proxy)
     args = ["--part-size", str(5 * MiB), "--parallel", "2", "tar"]
     r_s3 = store_tool([*args, f"s3://{bucket}/shards/00000.tar", "40", "300000"], env)
     r_fs = store_tool([*args, f"{tmp_path}/ds/00000.tar", "40", "300000"], env)
@@ -333,7 +295,7 @@ BAD_BODIES = [
 def test_malformed_answers_fail_cleanly(proxy, direct, bucket, tmp_path, i):
     """Answers that are not S3's XML: a clean error (exit 1), never a crash, no file read
     through an external entity, no upload left behind."""
-    env = env_for(proxy)
+    env = client_env(proxy)
     body = BAD_BODIES[i]
     proxy.add_fault("garbage", method="GET", query="list-type=2", times=None, body=body)
     r = store_tool(["--attempts", "2", "ls", f"s3://{bucket}/x"], env, check=False)

@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 import xxhash
 from PIL import Image
 
+from dataset_fixture import add_member, dataset_index
+
 STATUSES = ["success", "failed_to_download", "failed_to_decode"]
 
 
@@ -31,14 +33,6 @@ def _jpeg(rng, w, h, score):
     buf = io.BytesIO()
     Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=80)
     return buf.getvalue()
-
-
-def _add(tar, name, data):
-    ti = tarfile.TarInfo(name)
-    ti.size = len(data)
-    ti.mtime = 0
-    ti.mode = 0o644
-    tar.addfile(ti, io.BytesIO(data))
 
 
 def make_dataset(out, nshards=3, rows=200, seed=1, image_size=48, dup_every=7):
@@ -90,9 +84,9 @@ def make_dataset(out, nshards=3, rows=200, seed=1, image_size=48, dup_every=7):
                 width.append(image_size)
                 height.append(image_size)
                 err.append(None)
-                _add(tar, keys[j] + ".jpg", jpg)
-                _add(tar, keys[j] + ".txt", caps[j].encode())
-                _add(tar, keys[j] + ".json", json.dumps(
+                add_member(tar, keys[j] + ".jpg", jpg)
+                add_member(tar, keys[j] + ".txt", caps[j].encode())
+                add_member(tar, keys[j] + ".json", json.dumps(
                     {"key": keys[j], "url": urls[j], "caption": caps[j],
                      "AESTHETIC_SCORE": score, "punsafe": float(punsafe[j])}).encode())
         tbytes = tarbuf.getvalue()
@@ -129,12 +123,9 @@ def make_dataset(out, nshards=3, rows=200, seed=1, image_size=48, dup_every=7):
         shardlist.append({"url": name + ".tar", "nsamples": int(ok.sum()),
                           "filesize": len(tbytes), "xxh3": stats["xxh3"], "rows": n})
         tables.append(t)
-    index = {"wids_version": 1, "name": "fixture", "stage": "download",
-             "tool_version": "fixture", "checksum_algorithm": "xxh3_128",
-             "shardlist": shardlist,
-             "counts": {"shards": nshards, "rows": nshards * rows,
-                        "nsamples": sum(x["nsamples"] for x in shardlist), "status": totals},
-             "config": {}}
+    index = dataset_index("fixture", shardlist, {
+        "shards": nshards, "rows": nshards * rows,
+        "nsamples": sum(x["nsamples"] for x in shardlist), "status": totals})
     with open(os.path.join(out, "dataset.json"), "w") as f:
         json.dump(index, f, indent=2)
     return pa.concat_tables(tables)

@@ -5,17 +5,10 @@
 # (target >= 1). See bench/stats/compare.py for exactly what each side computes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. bench/laion_data.sh
 rows=${1:-20000000}
 out=bench/out
-mkdir -p "$out"
-data=$out/laion-$rows.parquet
-if [ ! -f "$data" ]; then
-  echo "bench/stats: generating $rows rows into $data (once)" >&2
-  python3 bench/gen_laion.py --rows "$rows" --seed 42 --progress "$data"
-fi
-bin=${PIXELMILL_BUILD:-build}/pixelmill
-test -x "$bin" || { echo "bench/stats: build first (scripts/build.sh)" >&2; exit 1; }
-echo "input: $data ($(( $(stat -c %s "$data") / 1048576 )) MiB, snappy, row groups of 1M rows)"
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
-cat "$data" >/dev/null # warm the page cache for both
+data=$(laion_data stats "$rows" 42)
+bin=$(pixelmill_bin stats)
+bench_header "$data" "snappy, row groups of 1M rows"
 python3 bench/stats/compare.py "$bin" "$data" "$out/stats-$rows.json"

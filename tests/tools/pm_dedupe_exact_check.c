@@ -2,6 +2,7 @@
  * r, r+size, ...; runs dedupe_exact_run and prints "id keeper" for its records, then
  * rank 0 prints "stats records duplicates groups rounds", into FILE.out.RANK (separate
  * files, so ranks' lines never interleave). Usage: FILE [MEMORY_LIMIT]. */
+#include "dedupe_check.h"
 #include "dedupe_exact.h"
 #include "pm_mpi.h"
 
@@ -37,16 +38,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
-    char outpath[4096];
-    snprintf(outpath, sizeof outpath, "%s.out.%d", argv[1], m.rank);
-    FILE *out = fopen(outpath, "w");
+    FILE *out = dedupe_check_write(argv[1], m.rank, &recs[0].id, sizeof recs[0], keeper, n);
     if (!out)
         return 1;
-    for (size_t i = 0; i < n; i++)
-        fprintf(out, "%" PRIu64 " %" PRIu64 "\n", recs[i].id, keeper[i]);
     if (m.rank == 0)
         fprintf(out, "stats %" PRIu64 " %" PRIu64 " %" PRIu64 " %u\n", st.records, st.duplicates,
-               st.groups, st.rounds);
+                st.groups, st.rounds);
     fclose(out);
     free(recs);
     free(keeper);

@@ -4,6 +4,7 @@
  * files, so ranks' lines never interleave). Edges, pairs tested and iterations (which
  * may depend on the rank count) and the run's seconds go to stderr on rank 0.
  * Usage: FILE RADIUS [MEMORY_LIMIT]. */
+#include "dedupe_check.h"
 #include "dedupe_near.h"
 #include "pm_mpi.h"
 
@@ -59,16 +60,12 @@ int main(int argc, char **argv)
         return 1;
     }
     double secs = MPI_Wtime() - t0;
-    char outpath[4096];
-    snprintf(outpath, sizeof outpath, "%s.out.%d", argv[1], m.rank);
-    FILE *out = fopen(outpath, "w");
+    FILE *out = dedupe_check_write(argv[1], m.rank, &recs[0].id, sizeof recs[0], keeper, n);
     if (!out)
         return 1;
-    for (size_t i = 0; i < n; i++)
-        fprintf(out, "%" PRIu64 " %" PRIu64 "\n", recs[i].id, keeper[i]);
     if (m.rank == 0) {
-        fprintf(out, "stats %" PRIu64 " %" PRIu64 " %" PRIu64 " %u\n", st.records,
-                st.duplicates, st.distinct, st.rounds);
+        fprintf(out, "stats %" PRIu64 " %" PRIu64 " %" PRIu64 " %u\n", st.records, st.duplicates,
+                st.distinct, st.rounds);
         fprintf(stderr, "edges %" PRIu64 " pairs_tested %" PRIu64 " iterations %u seconds %.6f\n",
                 st.edges, st.pairs_tested, st.iterations, secs);
     }

@@ -1,6 +1,7 @@
 /* Unit tests for the shards module: atomic files, tar writer/reader, index and stats. */
 #include "atomic_file.h"
 #include "check.h"
+#include "test_files.h"
 #include "dataset_index.h"
 #include "file_hash.h"
 #include "shard.h"
@@ -25,26 +26,6 @@ static char tmpdir[256];
 static void path_in(char *buf, size_t size, const char *name)
 {
     snprintf(buf, size, "%s/%s", tmpdir, name);
-}
-
-static int exists(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
-static unsigned char *slurp(const char *p, size_t *n)
-{
-    FILE *f = fopen(p, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)len + 1);
-    *n = fread(b, 1, (size_t)len, f);
-    fclose(f);
-    return b;
 }
 
 static void touch(const char *name, time_t mtime)
@@ -88,20 +69,20 @@ static void test_atomic_commit(void)
     CHECK(atomic_file_write(f, "hello ", 6, &err) == PM_OK);
     CHECK(atomic_file_write(f, "world", 5, &err) == PM_OK);
     // before the commit: no final name, one temporary name in the same directory
-    CHECK(!exists(final));
-    CHECK(exists(atomic_file_temp_path(f)));
+    CHECK(!file_exists(final));
+    CHECK(file_exists(atomic_file_temp_path(f)));
     const char *base = strrchr(atomic_file_temp_path(f), '/') + 1;
     CHECK(atomic_file_is_temp_name(base));
     CHECK(strncmp(base, ".a.bin.tmp.", 11) == 0);
     char tmp_copy[512];
     snprintf(tmp_copy, sizeof tmp_copy, "%s", atomic_file_temp_path(f));
     CHECK(atomic_file_commit(f, &err) == PM_OK);
-    CHECK(exists(final));
-    CHECK(!exists(tmp_copy));
+    CHECK(file_exists(final));
+    CHECK(!file_exists(tmp_copy));
     CHECK(atomic_file_write(f, "x", 1, &err) == PM_ERR_USAGE);
     atomic_file_free(f);
     size_t n;
-    unsigned char *b = slurp(final, &n);
+    unsigned char *b = file_slurp(final, &n);
     CHECK(b && n == 11 && memcmp(b, "hello world", 11) == 0);
     free(b);
 
@@ -110,9 +91,9 @@ static void test_atomic_commit(void)
     CHECK(atomic_file_write(f, "new", 3, &err) == PM_OK);
     snprintf(tmp_copy, sizeof tmp_copy, "%s", atomic_file_temp_path(f));
     atomic_file_abort(f);
-    CHECK(!exists(tmp_copy));
+    CHECK(!file_exists(tmp_copy));
     atomic_file_free(f);
-    b = slurp(final, &n);
+    b = file_slurp(final, &n);
     CHECK(b && n == 11);
     free(b);
 
@@ -121,13 +102,13 @@ static void test_atomic_commit(void)
     path_in(other, sizeof other, "b.bin");
     CHECK(atomic_file_open(other, &f, &err) == PM_OK);
     atomic_file_free(f);
-    CHECK(!exists(other));
+    CHECK(!file_exists(other));
     CHECK(count_temps() == 0);
     atomic_file_free(NULL);
 
     // write_all
     CHECK(atomic_file_write_all(other, "xyz", 3, &err) == PM_OK);
-    b = slurp(other, &n);
+    b = file_slurp(other, &n);
     CHECK(b && n == 3 && memcmp(b, "xyz", 3) == 0);
     free(b);
 
@@ -171,17 +152,17 @@ static void test_atomic_sweep(void)
     CHECK(removed == 1);
     char p[512];
     path_in(p, sizeof p, ".00001.tar.tmp.4242.0123456789abcdef");
-    CHECK(!exists(p));
+    CHECK(!file_exists(p));
     path_in(p, sizeof p, ".00002.tar.tmp.99.fedcba9876543210");
-    CHECK(exists(p));
-    CHECK(exists(atomic_file_temp_path(f)));
+    CHECK(file_exists(p));
+    CHECK(file_exists(atomic_file_temp_path(f)));
     CHECK(atomic_file_sweep(tmpdir, 0, &removed, &err) == PM_OK);
     CHECK(removed == 2); // the fresh stale one and the live one
-    CHECK(!exists(p));
+    CHECK(!file_exists(p));
     const char *kept[] = {".hidden", "keep.tmp", ".x.tmp.12.zz", "00003.tar", "a.bin"};
     for (size_t i = 0; i < sizeof kept / sizeof *kept; i++) {
         path_in(p, sizeof p, kept[i]);
-        CHECK(exists(p));
+        CHECK(file_exists(p));
     }
     CHECK(atomic_file_commit(f, &err) == PM_ERR_IO); // its temp file was swept away
     atomic_file_free(f);
@@ -270,19 +251,19 @@ static void test_writer_rejects(void)
     CHECK(tar_writer_add_sample(w, "s", m, 0, &err) == PM_ERR_USAGE);
     CHECK(tar_writer_add_sample(w, "dir/s1", m, 2, &err) == PM_OK);
     CHECK(tar_writer_add_sample(w, "dir/s1", m, 2, &err) == PM_ERR_USAGE); // same key again
-    CHECK(!exists(p)); // nothing under the final name before close
+    CHECK(!file_exists(p)); // nothing under the final name before close
     struct tar_writer_result res;
     CHECK(tar_writer_close(w, &res, &err) == PM_OK);
     CHECK(res.nsamples == 2 && res.nmembers == 3);
     tar_writer_free(w);
-    CHECK(exists(p));
+    CHECK(file_exists(p));
     // an aborted writer leaves nothing
     char q[512];
     path_in(q, sizeof q, "aborted.tar");
     CHECK(tar_writer_open(q, NULL, &w, &err) == PM_OK);
     CHECK(tar_writer_add_sample(w, "a", m, 2, &err) == PM_OK);
     tar_writer_free(w);
-    CHECK(!exists(q));
+    CHECK(!file_exists(q));
     CHECK(count_temps() == 0);
 }
 
@@ -316,7 +297,7 @@ static int io_error_child(void)
     if (tar_writer_close(w, NULL, &err) == PM_OK)
         return 14;
     tar_writer_free(w);
-    if (exists(p) || count_temps() != 0)
+    if (file_exists(p) || count_temps() != 0)
         return 15;
     // atomic_file_write_all reports it too, and leaves nothing
     path_in(p, sizeof p, "full.bin");
@@ -381,7 +362,7 @@ static void test_writer_deterministic(void)
     CHECK(write_sample_shard(a, 50, 1700000000, &ra) == PM_OK);
     CHECK(write_sample_shard(b, 50, 1700000000, &rb) == PM_OK);
     size_t na, nb;
-    unsigned char *da = slurp(a, &na), *db = slurp(b, &nb);
+    unsigned char *da = file_slurp(a, &na), *db = file_slurp(b, &nb);
     CHECK(da && db && na == nb && memcmp(da, db, na) == 0);
     CHECK(ra.bytes == na && ra.nsamples == 50 && ra.nmembers == 150);
     CHECK(na % 10240 == 0);
@@ -578,7 +559,7 @@ static void test_reader_truncated(void)
     char a[512];
     path_in(a, sizeof a, "det1.tar");
     size_t n;
-    unsigned char *d = slurp(a, &n);
+    unsigned char *d = file_slurp(a, &n);
     size_t ns;
     // header of member 0 at 0, its data 512..; cut inside the first member's data
     // 512 and 2048 are member boundaries: libarchive stops there quietly, we must not
@@ -697,11 +678,8 @@ static void test_stats_and_index(void)
 
 int main(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/pm_test_shards.XXXXXX");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
+    if (test_dir_create(tmpdir, sizeof tmpdir, "shards"))
         return 1;
-    }
     test_atomic_commit();
     test_atomic_sweep();
     test_file_hash();
@@ -713,9 +691,6 @@ int main(void)
     test_reader_refuses();
     test_reader_truncated();
     test_stats_and_index();
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmpdir);
+    test_dir_remove(tmpdir);
     return CHECK_DONE();
 }

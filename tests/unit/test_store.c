@@ -2,6 +2,7 @@
 // no server: URL splitting, settings from the environment, and error messages for an
 // unreachable endpoint (which must never contain the credentials).
 #include "check.h"
+#include "test_files.h"
 
 #include "atomic_file.h"
 #include "s3_client.h"
@@ -17,26 +18,6 @@
 #include <unistd.h>
 
 static char tmpdir[256];
-
-static int exists(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
-static unsigned char *slurp(const char *p, size_t *n)
-{
-    FILE *f = fopen(p, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)len + 1);
-    *n = fread(b, 1, (size_t)len, f);
-    fclose(f);
-    return b;
-}
 
 static size_t count_entries(const char *dir)
 {
@@ -94,7 +75,7 @@ static void test_posix_write_read(void)
     CHECK(store_writer_bytes(w) == N);
     char final[600];
     snprintf(final, sizeof final, "%s/ds/00000.tar", tmpdir);
-    CHECK(!exists(final)); // not visible before the commit
+    CHECK(!file_exists(final)); // not visible before the commit
     struct listing l = {0};
     CHECK(store_list(s, collect, &l, &err) == PM_OK);
     CHECK(l.n == 0); // the temporary file is not listed
@@ -103,7 +84,7 @@ static void test_posix_write_read(void)
     CHECK(store_writer_commit(w, &err) == PM_ERR_USAGE);
     store_writer_free(w);
     size_t n = 0;
-    unsigned char *back = slurp(final, &n);
+    unsigned char *back = file_slurp(final, &n);
     CHECK(back && n == N && memcmp(back, data, N) == 0);
     free(back);
 
@@ -186,7 +167,7 @@ static void test_posix_write_read(void)
     size_t removed = 0;
     CHECK(store_sweep_incomplete(s, 3600, &removed, &err) == PM_OK && removed == 0);
     CHECK(store_sweep_incomplete(s, 0, &removed, &err) == PM_OK && removed == 2);
-    CHECK(!exists(t1) && !exists(t2));
+    CHECK(!file_exists(t1) && !file_exists(t2));
     CHECK(count_entries(vdir) == 1);
 
     // delete
@@ -232,7 +213,7 @@ static void test_tar_writer_on_store(void)
         CHECK(tar_writer_add_sample(w1, key, m, 2, &err) == PM_OK);
         CHECK(tar_writer_add_sample(w2, key, m, 2, &err) == PM_OK);
     }
-    CHECK(!exists(viastore));
+    CHECK(!file_exists(viastore));
     struct tar_writer_result r1, r2;
     CHECK(tar_writer_close(w1, &r1, &err) == PM_OK);
     CHECK(tar_writer_close(w2, &r2, &err) == PM_OK);
@@ -240,7 +221,7 @@ static void test_tar_writer_on_store(void)
     tar_writer_free(w2);
     CHECK(r1.bytes == r2.bytes && strcmp(r1.xxh3, r2.xxh3) == 0 && r2.nsamples == 20);
     size_t n1 = 0, n2 = 0;
-    unsigned char *a = slurp(direct, &n1), *b = slurp(viastore, &n2);
+    unsigned char *a = file_slurp(direct, &n1), *b = file_slurp(viastore, &n2);
     CHECK(a && b && n1 == n2 && n1 == r1.bytes && memcmp(a, b, n1) == 0);
     free(a);
     free(b);
@@ -333,17 +314,11 @@ static void test_s3_url_and_config(void)
 
 int main(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/pm_test_store.XXXXXX");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
+    if (test_dir_create(tmpdir, sizeof tmpdir, "store"))
         return 1;
-    }
     test_posix_write_read();
     test_tar_writer_on_store();
     test_s3_url_and_config();
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cannot remove %s\n", tmpdir);
+    test_dir_remove(tmpdir);
     return CHECK_DONE();
 }
