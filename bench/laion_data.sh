@@ -1,12 +1,12 @@
 # Sourced by bench/*/run.sh (from the repository root): the cached LAION-like input and
 # the pixelmill binary. Each function takes the bench's name for its messages.
 
-# laion_data NAME ROWS SEED: print the path of bench/out/laion-ROWS.parquet, generating it
+# laion_data NAME ROWS SEED: print the path of bench/out/laion-ROWS-sSEED.parquet, generating it
 # once with bench/gen_laion.py (written to a .tmp file, then renamed).
 laion_data() {
   local name=$1 rows=$2 seed=$3 out=bench/out
   mkdir -p "$out"
-  local data=$out/laion-$rows.parquet
+  local data=$out/laion-$rows-s$seed.parquet
   if [ ! -f "$data" ]; then
     echo "bench/$name: generating $rows rows into $data (once)" >&2
     python3 bench/gen_laion.py --rows "$rows" --seed "$seed" --progress "$data.tmp" >&2
