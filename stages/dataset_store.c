@@ -70,30 +70,12 @@ static int get_temp(struct store *s, const char *name, size_t limit, char *buf, 
 
 int dataset_store_read_index(struct store *s, struct dataset_index *x, struct pm_error *err)
 {
-    char tmp[4096];
-    int rc = get_temp(s, DATASET_INDEX_FILE, DATASET_INDEX_MAX_BYTES, tmp, sizeof tmp, err);
-    if (rc != PM_OK) {
-        dataset_index_init(x);
-        return rc;
-    }
-    rc = dataset_index_read(x, tmp, err);
-    unlink(tmp);
-    if (rc != PM_OK)
-        pm_error_prefix(err, "%s/%s: ", store_location(s), DATASET_INDEX_FILE);
-    return rc;
+    return dataset_index_read_store(x, s, err);
 }
 
 int dataset_store_write_index(struct store *s, const struct dataset_index *x, struct pm_error *err)
 {
-    char tmp[4096];
-    int rc = dataset_store_temp_path(tmp, sizeof tmp, err);
-    if (rc != PM_OK)
-        return rc;
-    rc = dataset_index_write(x, tmp, err);
-    if (rc == PM_OK)
-        rc = dataset_store_put_file(s, DATASET_INDEX_FILE, tmp, err);
-    unlink(tmp);
-    return rc;
+    return dataset_index_write_store(x, s, err);
 }
 
 int dataset_store_read_stats(struct store *s, const char *name, struct shard_stats *st,
