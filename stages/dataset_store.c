@@ -23,17 +23,23 @@ int dataset_store_temp_path(char *buf, size_t size, struct pm_error *err)
     return PM_OK;
 }
 
-int dataset_store_put_file(struct store *s, const char *name, const char *path,
-                           struct pm_error *err)
+int dataset_store_put_file_until(struct store *s, const char *name, const char *path,
+                                 const atomic_bool *stop, struct pm_error *err)
 {
+    enum { BLOCK = 1 << 20 };
     FILE *f = fopen(path, "rb");
     if (!f)
         return pm_error_set(err, PM_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    char *block = malloc(BLOCK);
     struct store_writer *w = NULL;
-    int rc = store_writer_open(s, name, &w, err);
-    static char block[1 << 16];
+    int rc = block ? store_writer_open(s, name, &w, err)
+                   : pm_error_set(err, PM_ERR_NOMEM, "out of memory");
     while (rc == PM_OK) {
-        size_t n = fread(block, 1, sizeof block, f);
+        if (stop && atomic_load(stop)) {
+            rc = pm_error_set(err, PM_ERR_INTERRUPTED, "upload of '%s' stopped", name);
+            break;
+        }
+        size_t n = fread(block, 1, BLOCK, f);
         if (n == 0) {
             if (ferror(f))
                 rc = pm_error_set(err, PM_ERR_IO, "cannot read '%s'", path);
@@ -42,10 +48,17 @@ int dataset_store_put_file(struct store *s, const char *name, const char *path,
         rc = store_writer_write(w, block, n, err);
     }
     fclose(f);
+    free(block);
     if (rc == PM_OK)
         rc = store_writer_commit(w, err);
-    store_writer_free(w);
+    store_writer_free(w); // aborts unless committed
     return rc;
+}
+
+int dataset_store_put_file(struct store *s, const char *name, const char *path,
+                           struct pm_error *err)
+{
+    return dataset_store_put_file_until(s, name, path, NULL, err);
 }
 
 // Download object `name` into a new temporary file (path in buf).

@@ -3,6 +3,8 @@
  */
 #include "upload_queue.h"
 
+#include "dataset_store.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -11,8 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define BLOCK_BYTES ((size_t)1 << 20)
 
 struct job {
     struct job *next;
@@ -51,43 +51,12 @@ static void job_free(struct job *j)
     free(j);
 }
 
-// Copy one local file into object `name`; nothing is visible unless it all went up.
-static int upload_file(struct upload_queue *q, struct store *s, const char *path,
-                       const char *name, char *block, struct pm_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return pm_error_set(err, PM_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-    struct store_writer *w = NULL;
-    int rc = store_writer_open(s, name, &w, err);
-    while (rc == PM_OK) {
-        if (atomic_load(&q->cancel)) {
-            rc = pm_error_set(err, PM_ERR_INTERRUPTED, "upload of '%s' cancelled", name);
-            break;
-        }
-        size_t n = fread(block, 1, BLOCK_BYTES, f);
-        if (n == 0) {
-            if (ferror(f))
-                rc = pm_error_set(err, PM_ERR_IO, "cannot read '%s'", path);
-            break;
-        }
-        rc = store_writer_write(w, block, n, err);
-    }
-    fclose(f);
-    if (rc == PM_OK)
-        rc = store_writer_commit(w, err);
-    store_writer_free(w); // aborts unless committed
-    return rc;
-}
-
 static void *thread_main(void *arg)
 {
     struct upload_queue *q = arg;
     struct pm_error err = PM_ERROR_INIT;
     struct store *s = NULL;
-    char *block = malloc(BLOCK_BYTES);
-    int orc = block ? store_open(q->location, &q->opts, &s, &err)
-                    : pm_error_set(&err, PM_ERR_NOMEM, "out of memory");
+    int orc = store_open(q->location, &q->opts, &s, &err);
     for (;;) {
         pthread_mutex_lock(&q->mu);
         while (!q->head && !q->stop)
@@ -104,7 +73,7 @@ static void *thread_main(void *arg)
         pthread_mutex_unlock(&q->mu);
         int rc = orc;
         for (size_t i = 0; rc == PM_OK && !skip && i < j->n; i++)
-            rc = upload_file(q, s, j->paths[i], j->names[i], block, &err);
+            rc = dataset_store_put_file_until(s, j->names[i], j->paths[i], &q->cancel, &err);
         job_free(j);
         pthread_mutex_lock(&q->mu);
         if (rc != PM_OK && !skip && q->rc == PM_OK) {
@@ -116,7 +85,6 @@ static void *thread_main(void *arg)
         pthread_mutex_unlock(&q->mu);
     }
     store_free(s);
-    free(block);
     return NULL;
 }
 

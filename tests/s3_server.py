@@ -342,3 +342,41 @@ class SigV4Proxy:
             resp.read()
             h.wfile.flush()
             self.reset(h)
+
+
+class LocalS3:
+    """moto behind the verifying proxy, for a test module: `direct` is a boto3 client
+    straight to moto (to look at what the code under test wrote), `env` the environment
+    that points pixelmill at the proxy with the test credentials."""
+
+    def __init__(self):
+        import boto3
+        self.moto = MotoServer()
+        self.proxy = SigV4Proxy(self.moto.port)
+        self.direct = boto3.client("s3", endpoint_url=self.moto.url,
+                                   aws_access_key_id=ACCESS_KEY,
+                                   aws_secret_access_key=SECRET_KEY, region_name=REGION)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        self.env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+                        AWS_REGION=REGION, AWS_ENDPOINT_URL=self.proxy.url)
+
+    def new_bucket(self):
+        name = "pm-" + os.urandom(6).hex()
+        self.direct.create_bucket(Bucket=name,
+                                  CreateBucketConfiguration={"LocationConstraint": REGION})
+        return name
+
+    def close(self):
+        self.proxy.close()
+        self.moto.close()
+
+
+def s3_objects(client, bucket, prefix):
+    """{name relative to prefix: bytes} of every object under s3://bucket/prefix/."""
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                Prefix=prefix + "/"):
+        for o in page.get("Contents", []):
+            out[o["Key"][len(prefix) + 1:]] = client.get_object(
+                Bucket=bucket, Key=o["Key"])["Body"].read()
+    return out

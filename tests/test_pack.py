@@ -27,7 +27,7 @@ from PIL import Image
 
 from conftest import SANITIZED, mpirun, run, tool
 from pack_fixture import make_dataset, upload_dir
-from s3_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, SigV4Proxy
+from s3_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, SigV4Proxy, s3_objects
 
 MiB = 1 << 20
 
@@ -322,14 +322,7 @@ def s3env(proxy):
     return env
 
 
-def s3_files(direct, bucket, prefix):
-    out = {}
-    for page in direct.get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                                Prefix=prefix + "/"):
-        for o in page.get("Contents", []):
-            out[o["Key"][len(prefix) + 1:]] = direct.get_object(
-                Bucket=bucket, Key=o["Key"])["Body"].read()
-    return out
+s3_files = s3_objects
 
 
 def uploads(direct, bucket):

@@ -7,13 +7,12 @@ import sys
 import uuid
 from pathlib import Path
 
-import boto3
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
 from conftest import ROOT, run, tool
-from s3_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, SigV4Proxy
+from s3_server import REGION, LocalS3
 
 sys.path.insert(0, str(ROOT / "tests" / "fakenet"))
 import make_corpus  # noqa: E402
@@ -70,16 +69,9 @@ def test_download_filter_pack_verify_on_disk(downloaded, tmp_path):
 
 @pytest.fixture(scope="module")
 def s3():
-    moto = MotoServer()
-    proxy = SigV4Proxy(moto.port)
-    direct = boto3.client("s3", endpoint_url=moto.url, aws_access_key_id=ACCESS_KEY,
-                          aws_secret_access_key=SECRET_KEY, region_name=REGION)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-               AWS_REGION=REGION, AWS_ENDPOINT_URL=proxy.url)
-    yield direct, env
-    proxy.close()
-    moto.close()
+    local = LocalS3()
+    yield local.direct, local.env
+    local.close()
 
 
 def test_download_pack_to_s3_then_verify(downloaded, s3):

@@ -12,27 +12,19 @@ import tarfile
 import uuid
 from pathlib import Path
 
-import boto3
 import pytest
 
 from conftest import run, tool
 from pack_fixture import upload_dir
-from s3_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, SigV4Proxy
+from s3_server import REGION, LocalS3, s3_objects
 from tuning_fixture import make_dataset
 
 
 @pytest.fixture(scope="module")
 def s3():
-    moto = MotoServer()
-    proxy = SigV4Proxy(moto.port)
-    direct = boto3.client("s3", endpoint_url=moto.url, aws_access_key_id=ACCESS_KEY,
-                          aws_secret_access_key=SECRET_KEY, region_name=REGION)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-               AWS_REGION=REGION, AWS_ENDPOINT_URL=proxy.url)
-    yield direct, env
-    proxy.close()
-    moto.close()
+    local = LocalS3()
+    yield local.direct, local.env
+    local.close()
 
 
 @pytest.fixture
@@ -45,16 +37,6 @@ def both(s3, tmp_path):
     direct.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     upload_dir(direct, bucket, "ds", d)
     return d, f"s3://{bucket}/ds", bucket, "ds"
-
-
-def s3_objects(direct, bucket, prefix):
-    out = {}
-    for page in direct.get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                                Prefix=prefix + "/"):
-        for o in page.get("Contents", []):
-            out[o["Key"][len(prefix) + 1:]] = direct.get_object(
-                Bucket=bucket, Key=o["Key"])["Body"].read()
-    return out
 
 
 def local_objects(d, sub):
