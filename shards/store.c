@@ -577,6 +577,22 @@ static int posix_temp_cb(void *ctx, const char *name, uint64_t size)
     return l->fn(l->ctx, name, NULL);
 }
 
+int store_temp_path(char *buf, size_t size, struct pm_error *err)
+{
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !dir[0])
+        dir = "/tmp";
+    int n = snprintf(buf, size, "%s/pixelmill.XXXXXX", dir);
+    if (n < 0 || (size_t)n >= size)
+        return pm_error_set(err, PM_ERR_LIMIT, "temporary directory '%s': path too long", dir);
+    int fd = mkstemp(buf);
+    if (fd < 0)
+        return pm_error_set(err, PM_ERR_IO, "cannot create a temporary file in '%s': %s", dir,
+                            strerror(errno));
+    close(fd);
+    return PM_OK;
+}
+
 static int sink_file(void *ctx, const void *data, size_t n)
 {
     return fwrite(data, 1, n, ctx) != n;
@@ -598,21 +614,12 @@ int store_local_path(struct store *s, const char *name, char *buf, size_t size, 
                                 "cannot open '%s': %s", buf, strerror(errno));
         return PM_OK;
     }
-    const char *dir = getenv("TMPDIR");
-    if (!dir || !dir[0])
-        dir = "/tmp";
-    int n = snprintf(buf, size, "%s/pixelmill-obj.XXXXXX", dir);
-    if (n < 0 || (size_t)n >= size)
-        return pm_error_set(err, PM_ERR_LIMIT, "temporary directory '%s': path too long", dir);
-    int fd = mkstemp(buf);
-    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if ((rc = store_temp_path(buf, size, err)) != PM_OK)
+        return rc;
+    FILE *f = fopen(buf, "wb");
     if (!f) {
-        rc = pm_error_set(err, PM_ERR_IO, "cannot create a temporary file in '%s': %s", dir,
-                          strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-            unlink(buf);
-        }
+        rc = pm_error_set(err, PM_ERR_IO, "cannot write '%s': %s", buf, strerror(errno));
+        unlink(buf);
         return rc;
     }
     rc = store_read(s, name, 0, UINT64_MAX, sink_file, f, NULL, err);

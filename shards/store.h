@@ -113,6 +113,10 @@ int store_read_all(struct store *s, const char *name, struct bytebuf *out, struc
 int store_local_path(struct store *s, const char *name, char *buf, size_t size, bool *temp,
                      struct pm_error *err);
 
+/** Create an empty private temporary file in $TMPDIR (default /tmp) and write its path
+ * to buf. Returns PM_OK, PM_ERR_IO or PM_ERR_LIMIT. */
+int store_temp_path(char *buf, size_t size, struct pm_error *err);
+
 /** Size of `name`; PM_ERR_NOT_FOUND if it does not exist. */
 int store_size(struct store *s, const char *name, uint64_t *size, struct pm_error *err);
 

@@ -9,18 +9,7 @@
 
 int dataset_store_temp_path(char *buf, size_t size, struct pm_error *err)
 {
-    const char *dir = getenv("TMPDIR");
-    if (!dir || !dir[0])
-        dir = "/tmp";
-    int n = snprintf(buf, size, "%s/pixelmill.XXXXXX", dir);
-    if (n < 0 || (size_t)n >= size)
-        return pm_error_set(err, PM_ERR_LIMIT, "temporary directory '%s': path too long", dir);
-    int fd = mkstemp(buf);
-    if (fd < 0)
-        return pm_error_set(err, PM_ERR_IO, "cannot create a temporary file in '%s': %s", dir,
-                            strerror(errno));
-    close(fd);
-    return PM_OK;
+    return store_temp_path(buf, size, err);
 }
 
 int dataset_store_put_file_until(struct store *s, const char *name, const char *path,
