@@ -263,19 +263,24 @@ static bool sample_kept(const struct loader *l, size_t shard, uint64_t index_in_
 }
 
 // For a view: the keep flag of each success row of shard si, from its bitmap and sidecar.
-static int load_shard_keep(struct loader *l, size_t si, struct pm_error *err)
+static int load_shard_keep(struct loader *l, struct store *st, size_t si, struct pm_error *err)
 {
     struct view_bitmap bm;
     int rc = view_shard_keep(l->view, si, &bm, err);
     if (rc != PM_OK)
         return rc;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s.parquet", l->location, view_shard_name(l->view, si));
+    char name[300], path[4096];
+    snprintf(name, sizeof name, "%s.parquet", view_shard_name(l->view, si));
     const char *cols[] = {"status"};
-    struct table_reader_options topt = {.columns = cols, .ncolumns = 1};
+    struct table_reader_options topt = {.format = "parquet", .columns = cols, .ncolumns = 1};
     struct table_reader *tr = NULL;
     struct table_batch batch = TABLE_BATCH_INIT;
-    rc = table_reader_open(&tr, path, &topt, err);
+    bool temp = false; // the sidecar through the store (a local copy on S3)
+    rc = store_local_path(st, name, path, sizeof path, &temp, err);
+    if (rc == PM_OK)
+        rc = table_reader_open(&tr, path, &topt, err);
+    if (temp)
+        unlink(path); // the reader keeps it open
     if (rc == PM_OK)
         rc = table_reader_batch_init(tr, &batch);
     free(l->shard_keep);
@@ -417,20 +422,8 @@ int loader_open(const struct loader_options *o, struct loader **out, struct pm_e
         free(l);
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
     }
-    // DATASET:VIEW — a ':' after the last '/' (so "s3://b/p" is not split)
-    char *slash = strrchr(l->location, '/');
-    char *colon = strrchr(slash ? slash : l->location, ':');
-    if (colon && colon[1]) {
-        *colon = '\0';
-        int vrc = strncmp(l->location, "s3://", 5) == 0
-                      ? pm_error_set(err, PM_ERR_UNSUPPORTED,
-                                     "%s: views of s3:// datasets are not supported yet", o->data)
-                      : view_open(&l->view, l->location, colon + 1, err);
-        if (vrc != PM_OK) {
-            loader_free(l);
-            return vrc;
-        }
-    }
+    // DATASET:VIEW (either backend: the view is read through the dataset's store)
+    const char *vname = view_spec_split(l->location);
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cond_space, NULL);
     pthread_cond_init(&l->cond_ready, NULL);
@@ -440,6 +433,8 @@ int loader_open(const struct loader_options *o, struct loader **out, struct pm_e
     struct dataset_index x;
     memset(&x, 0, sizeof x);
     int rc = store_open(l->location, NULL, &st, err);
+    if (rc == PM_OK && vname)
+        rc = view_open_store(&l->view, st, vname, err);
     if (rc == PM_OK)
         rc = read_index(l, st, &x, err);
     if (rc == PM_OK) {
@@ -459,12 +454,14 @@ int loader_open(const struct loader_options *o, struct loader **out, struct pm_e
                           o->data, view_num_shards(l->view), l->nshards);
     for (size_t i = 0; rc == PM_OK && i < l->nshards; i++) {
         if (l->view)
-            rc = load_shard_keep(l, i, err);
+            rc = load_shard_keep(l, st, i, err);
         if (rc == PM_OK)
             rc = scan_shard(l, st, i, &b, &cap, err);
     }
     bytebuf_release(&b);
     dataset_index_release(&x);
+    view_free(l->view); // it borrows st; the keep flags are in the sample list now
+    l->view = NULL;
     store_free(st);
     if (rc == PM_OK && l->n == 0)
         rc = pm_error_set(err, PM_ERR_USAGE, "%s: the dataset has no samples", o->data);

@@ -1,6 +1,7 @@
 #include "dataset_index.h"
 
 #include "json_file.h"
+#include "store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,7 +142,9 @@ static void put(json_t *o, const char *k, json_t *v, int *ok)
         *ok = 0;
 }
 
-int dataset_index_write(const struct dataset_index *x, const char *path, struct pm_error *err)
+// Write x to `path`, or (s not NULL) to the store's dataset.json.
+static int index_write(const struct dataset_index *x, const char *path, struct store *s,
+                       struct pm_error *err)
 {
     int ok = 1;
     json_t *o = json_object();
@@ -184,9 +187,19 @@ int dataset_index_write(const struct dataset_index *x, const char *path, struct 
     if (!ok)
         rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory building '%s'", path);
     else
-        rc = json_file_write(path, o, err);
+        rc = s ? json_file_write_store(s, DATASET_INDEX_FILE, o, err) : json_file_write(path, o, err);
     json_decref(o);
     return rc;
+}
+
+int dataset_index_write(const struct dataset_index *x, const char *path, struct pm_error *err)
+{
+    return index_write(x, path, NULL, err);
+}
+
+int dataset_index_write_store(const struct dataset_index *x, struct store *s, struct pm_error *err)
+{
+    return index_write(x, store_location(s), s, err);
 }
 
 static int opt_str(const json_t *o, const char *k, char **dst, const char *path,
@@ -216,14 +229,12 @@ static int entry_u64(const json_t *e, const char *k, size_t i, bool required, ui
     return PM_OK;
 }
 
-int dataset_index_read(struct dataset_index *x, const char *path, struct pm_error *err)
+// Fill x (initialised) from the parsed document o (a reference taken over); `path`
+// names it in messages.
+static int index_from_json(struct dataset_index *x, json_t *o, const char *path,
+                           struct pm_error *err)
 {
-    if (dataset_index_init(x) != PM_OK)
-        return pm_error_set(err, PM_ERR_NOMEM, "out of memory reading '%s'", path);
-    json_t *o;
-    int rc = json_file_read(path, DATASET_INDEX_MAX_BYTES, &o, err);
-    if (rc != PM_OK)
-        return rc;
+    int rc = PM_OK;
     json_t *v;
     if (!json_is_object(o)) {
         rc = pm_error_set(err, PM_ERR_FORMAT, "'%s' is not a JSON object", path);
@@ -301,4 +312,24 @@ int dataset_index_read(struct dataset_index *x, const char *path, struct pm_erro
 done:
     json_decref(o);
     return rc;
+}
+
+int dataset_index_read(struct dataset_index *x, const char *path, struct pm_error *err)
+{
+    if (dataset_index_init(x) != PM_OK)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory reading '%s'", path);
+    json_t *o;
+    int rc = json_file_read(path, DATASET_INDEX_MAX_BYTES, &o, err);
+    return rc != PM_OK ? rc : index_from_json(x, o, path, err);
+}
+
+int dataset_index_read_store(struct dataset_index *x, struct store *s, struct pm_error *err)
+{
+    char what[4200];
+    snprintf(what, sizeof what, "%s/%s", store_location(s), DATASET_INDEX_FILE);
+    if (dataset_index_init(x) != PM_OK)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory reading '%s'", what);
+    json_t *o;
+    int rc = json_file_read_store(s, DATASET_INDEX_FILE, DATASET_INDEX_MAX_BYTES, &o, err);
+    return rc != PM_OK ? rc : index_from_json(x, o, what, err);
 }

@@ -95,6 +95,15 @@ int dataset_index_write(const struct dataset_index *x, const char *path, struct 
  */
 int dataset_index_read(struct dataset_index *x, const char *path, struct pm_error *err);
 
+struct store;
+
+/** dataset_index_read of the store's `dataset.json` (store.h: a directory or S3 prefix). */
+int dataset_index_read_store(struct dataset_index *x, struct store *s, struct pm_error *err);
+
+/** dataset_index_write to the store's `dataset.json` (atomic on both backends). */
+int dataset_index_write_store(const struct dataset_index *x, struct store *s,
+                              struct pm_error *err);
+
 /**
  * True if url is a safe relative path inside the dataset directory: non-empty, not
  * absolute, no empty, "." or ".." components, no ':' (no scheme), no control characters.

@@ -12,6 +12,8 @@
 #include "pm_error.h"
 
 #include <jansson.h>
+
+struct store;
 #include <stddef.h>
 
 /** Write `doc` to `path` atomically. Returns PM_OK, PM_ERR_NOMEM or PM_ERR_IO. */
@@ -23,5 +25,18 @@ int json_file_write(const char *path, const json_t *doc, struct pm_error *err);
  * PM_ERR_LIMIT (too large) or PM_ERR_FORMAT (not JSON; message has line and column).
  */
 int json_file_read(const char *path, size_t max_bytes, json_t **out, struct pm_error *err);
+
+/** Serialise `doc` as json_file_write does into a new string ending in '\n' (free it);
+ * NULL when out of memory. */
+char *json_file_dumps(const json_t *doc);
+
+/** json_file_write to object `name` of a store (store.h; atomic on both backends). */
+int json_file_write_store(struct store *s, const char *name, const json_t *doc,
+                          struct pm_error *err);
+
+/** json_file_read from object `name` of a store; errors as json_file_read, naming the
+ * object by its full location. */
+int json_file_read_store(struct store *s, const char *name, size_t max_bytes, json_t **out,
+                         struct pm_error *err);
 
 #endif

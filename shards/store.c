@@ -480,8 +480,10 @@ static int cmp_str(const void *a, const void *b)
 
 // Walk `dir` (rel: its name relative to the store, "" for the root). Returns PM_OK, an
 // error, or -1 when the callback asked to stop.
+// With `temps`, fn receives the temporary files of unfinished writes instead of the
+// objects.
 static int posix_walk(const char *dir, const char *rel, store_list_fn fn, void *ctx, bool sweep,
-                      double min_age_s, size_t *removed, struct pm_error *err)
+                      bool temps, double min_age_s, size_t *removed, struct pm_error *err)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -517,7 +519,7 @@ static int posix_walk(const char *dir, const char *rel, store_list_fn fn, void *
         *removed += k;
     }
     for (size_t i = 0; i < n && rc == PM_OK; i++) {
-        if (atomic_file_is_temp_name(names[i]))
+        if (!temps && atomic_file_is_temp_name(names[i]))
             continue;
         char *path = join(dir, "/", names[i]);
         char *r = *rel ? join(rel, "/", names[i]) : strdup(names[i]);
@@ -529,8 +531,9 @@ static int posix_walk(const char *dir, const char *rel, store_list_fn fn, void *
                      ? PM_OK
                      : pm_error_set(err, PM_ERR_IO, "cannot stat '%s': %s", path, strerror(errno));
         else if (S_ISDIR(st.st_mode))
-            rc = posix_walk(path, r, fn, ctx, sweep, min_age_s, removed, err);
-        else if (S_ISREG(st.st_mode) && fn && fn(ctx, r, (uint64_t)st.st_size) != 0)
+            rc = posix_walk(path, r, fn, ctx, sweep, temps, min_age_s, removed, err);
+        else if (S_ISREG(st.st_mode) && fn && atomic_file_is_temp_name(names[i]) == temps &&
+                 fn(ctx, r, (uint64_t)st.st_size) != 0)
             rc = -1;
         free(path);
         free(r);
@@ -547,7 +550,95 @@ int store_list(struct store *s, store_list_fn fn, void *ctx, struct pm_error *er
         struct s3_list_ctx l = {s->prefix, fn, ctx};
         return s3_client_list(s->s3, s->bucket, s->prefix, s3_list_cb, &l, err);
     }
-    int rc = posix_walk(s->dir, "", fn, ctx, false, 0, NULL, err);
+    int rc = posix_walk(s->dir, "", fn, ctx, false, false, 0, NULL, err);
+    return rc == -1 ? PM_OK : rc;
+}
+
+struct incomplete_ctx {
+    const char *prefix;
+    store_incomplete_fn fn;
+    void *ctx;
+};
+
+static int s3_upload_cb(void *ctx, const char *key, const char *upload_id, const char *initiated)
+{
+    (void)upload_id;
+    struct incomplete_ctx *l = ctx;
+    size_t pl = strlen(l->prefix);
+    if (strncmp(key, l->prefix, pl) != 0 || !key[pl])
+        return 0;
+    return l->fn(l->ctx, key + pl, initiated);
+}
+
+static int posix_temp_cb(void *ctx, const char *name, uint64_t size)
+{
+    (void)size;
+    struct incomplete_ctx *l = ctx;
+    return l->fn(l->ctx, name, NULL);
+}
+
+int store_temp_path(char *buf, size_t size, struct pm_error *err)
+{
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !dir[0])
+        dir = "/tmp";
+    int n = snprintf(buf, size, "%s/pixelmill.XXXXXX", dir);
+    if (n < 0 || (size_t)n >= size)
+        return pm_error_set(err, PM_ERR_LIMIT, "temporary directory '%s': path too long", dir);
+    int fd = mkstemp(buf);
+    if (fd < 0)
+        return pm_error_set(err, PM_ERR_IO, "cannot create a temporary file in '%s': %s", dir,
+                            strerror(errno));
+    close(fd);
+    return PM_OK;
+}
+
+static int sink_file(void *ctx, const void *data, size_t n)
+{
+    return fwrite(data, 1, n, ctx) != n;
+}
+
+int store_local_path(struct store *s, const char *name, char *buf, size_t size, bool *temp,
+                     struct pm_error *err)
+{
+    *temp = false;
+    int rc = check_name(name, err);
+    if (rc != PM_OK)
+        return rc;
+    if (!s->s3) {
+        int n = snprintf(buf, size, "%s/%s", s->dir, name);
+        if (n < 0 || (size_t)n >= size)
+            return pm_error_set(err, PM_ERR_LIMIT, "path of '%s/%s' too long", s->dir, name);
+        if (access(buf, F_OK) != 0)
+            return pm_error_set(err, errno == ENOENT ? PM_ERR_NOT_FOUND : PM_ERR_IO,
+                                "cannot open '%s': %s", buf, strerror(errno));
+        return PM_OK;
+    }
+    if ((rc = store_temp_path(buf, size, err)) != PM_OK)
+        return rc;
+    FILE *f = fopen(buf, "wb");
+    if (!f) {
+        rc = pm_error_set(err, PM_ERR_IO, "cannot write '%s': %s", buf, strerror(errno));
+        unlink(buf);
+        return rc;
+    }
+    rc = store_read(s, name, 0, UINT64_MAX, sink_file, f, NULL, err);
+    if (rc == PM_ERR_INTERRUPTED)
+        rc = pm_error_set(err, PM_ERR_IO, "cannot write '%s': %s", buf, strerror(errno));
+    if (fclose(f) != 0 && rc == PM_OK)
+        rc = pm_error_set(err, PM_ERR_IO, "cannot write '%s': %s", buf, strerror(errno));
+    if (rc != PM_OK)
+        unlink(buf);
+    else
+        *temp = true;
+    return rc;
+}
+
+int store_list_incomplete(struct store *s, store_incomplete_fn fn, void *ctx, struct pm_error *err)
+{
+    struct incomplete_ctx l = {s->s3 ? s->prefix : "", fn, ctx};
+    int rc = s->s3 ? s3_client_list_uploads(s->s3, s->bucket, s->prefix, s3_upload_cb, &l, err)
+                   : posix_walk(s->dir, "", posix_temp_cb, &l, false, true, 0, NULL, err);
     return rc == -1 ? PM_OK : rc;
 }
 
@@ -574,7 +665,7 @@ int store_sweep_incomplete(struct store *s, double min_age_s, size_t *removed, s
     if (s->s3)
         rc = s3_client_sweep_uploads(s->s3, s->bucket, s->prefix, min_age_s, &n, err);
     else
-        rc = posix_walk(s->dir, "", NULL, NULL, true, min_age_s, &n, err);
+        rc = posix_walk(s->dir, "", NULL, NULL, true, false, min_age_s, &n, err);
     if (removed)
         *removed = n;
     return rc;

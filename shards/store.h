@@ -103,6 +103,20 @@ int store_read(struct store *s, const char *name, uint64_t off, uint64_t len, st
 /** Read the whole object into `out` (appended; out's limit applies: PM_ERR_LIMIT). */
 int store_read_all(struct store *s, const char *name, struct bytebuf *out, struct pm_error *err);
 
+/**
+ * A local file holding object `name`, for readers that want a path (Parquet, tar): on
+ * POSIX the object's own path (*temp false); on S3 the object downloaded (streamed) into
+ * a new private temporary file in $TMPDIR (default /tmp; *temp true: the caller unlinks
+ * it, which readers that keep the file open allow right after opening). PM_ERR_NOT_FOUND
+ * if the object does not exist; PM_ERR_LIMIT if buf is too small.
+ */
+int store_local_path(struct store *s, const char *name, char *buf, size_t size, bool *temp,
+                     struct pm_error *err);
+
+/** Create an empty private temporary file in $TMPDIR (default /tmp) and write its path
+ * to buf. Returns PM_OK, PM_ERR_IO or PM_ERR_LIMIT. */
+int store_temp_path(char *buf, size_t size, struct pm_error *err);
+
 /** Size of `name`; PM_ERR_NOT_FOUND if it does not exist. */
 int store_size(struct store *s, const char *name, uint64_t *size, struct pm_error *err);
 
@@ -117,6 +131,19 @@ typedef int (*store_list_fn)(void *ctx, const char *name, uint64_t size);
  * of unfinished writes excluded). Order: S3's byte order; POSIX: sorted per directory.
  */
 int store_list(struct store *s, store_list_fn fn, void *ctx, struct pm_error *err);
+
+/** One unfinished write: `name` relative to the store (S3: the upload's key; POSIX: the
+ * temporary file), `started` S3's ISO-8601 initiation time (NULL on POSIX). Return
+ * nonzero to stop. */
+typedef int (*store_incomplete_fn)(void *ctx, const char *name, const char *started);
+
+/**
+ * List what unfinished writers left under the store, without removing it: S3 multipart
+ * uploads in progress under the prefix (ListMultipartUploads), POSIX temporary files of
+ * atomic_file (recursively). store_sweep_incomplete() removes them.
+ */
+int store_list_incomplete(struct store *s, store_incomplete_fn fn, void *ctx,
+                          struct pm_error *err);
 
 /** Delete `name` (PM_OK if it did not exist). */
 int store_delete(struct store *s, const char *name, struct pm_error *err);

@@ -6,12 +6,14 @@
 #include "atomic_file.h"
 #include "dataset_index.h"
 #include "json_file.h"
+#include "store.h"
 
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int view_bitmap_init(struct view_bitmap *b, uint64_t rows)
 {
@@ -74,24 +76,62 @@ static uint64_t get_u64(const unsigned char *p)
     return v;
 }
 
-int view_bitmap_write(const struct view_bitmap *b, const char *path, struct pm_error *err)
+// The bitmap file's bytes (malloc'ed, *n bytes); NULL when out of memory.
+static unsigned char *bitmap_encode(const struct view_bitmap *b, size_t *n)
 {
-    unsigned char h[VIEW_BITMAP_HEADER_BYTES] = {0};
+    size_t nb = (size_t)((b->rows + 7) / 8);
+    unsigned char *h = calloc(1, VIEW_BITMAP_HEADER_BYTES + nb);
+    if (!h)
+        return NULL;
     memcpy(h, VIEW_BITMAP_MAGIC, 8); // includes the NUL
     put_u32(h + 8, VIEW_BITMAP_VERSION);
     put_u64(h + 16, b->rows);
     put_u64(h + 24, b->kept);
-    struct atomic_file *f = NULL;
-    int rc = atomic_file_open(path, &f, err);
-    if (rc == PM_OK)
-        rc = atomic_file_write(f, h, sizeof h, err);
-    if (rc == PM_OK && b->rows)
-        rc = atomic_file_write(f, b->bits, (size_t)((b->rows + 7) / 8), err);
-    if (rc == PM_OK)
-        rc = atomic_file_commit(f, err);
-    else if (f)
-        atomic_file_abort(f);
-    atomic_file_free(f);
+    if (nb)
+        memcpy(h + VIEW_BITMAP_HEADER_BYTES, b->bits, nb);
+    *n = VIEW_BITMAP_HEADER_BYTES + nb;
+    return h;
+}
+
+int view_bitmap_write(const struct view_bitmap *b, const char *path, struct pm_error *err)
+{
+    size_t n;
+    unsigned char *data = bitmap_encode(b, &n);
+    if (!data)
+        return pm_error_set(err, PM_ERR_NOMEM, "view bitmap '%s': out of memory", path);
+    int rc = atomic_file_write_all(path, data, n, err);
+    free(data);
+    return rc;
+}
+
+int view_bitmap_write_store(const struct view_bitmap *b, struct store *s, const char *name,
+                            struct pm_error *err)
+{
+    size_t n;
+    unsigned char *data = bitmap_encode(b, &n);
+    if (!data)
+        return pm_error_set(err, PM_ERR_NOMEM, "view bitmap '%s/%s': out of memory",
+                            store_location(s), name);
+    int rc = store_write_all(s, name, data, n, err);
+    free(data);
+    return rc;
+}
+
+int view_bitmap_read_store(struct view_bitmap *b, struct store *s, const char *name,
+                           struct pm_error *err)
+{
+    b->rows = b->kept = 0;
+    b->bits = NULL;
+    struct bytebuf buf;
+    // header + the largest bitmap allowed + 1 (so an oversize file is caught by parse)
+    bytebuf_init(&buf, VIEW_BITMAP_HEADER_BYTES + (size_t)(VIEW_BITMAP_MAX_ROWS / 8) + 1);
+    int rc = store_read_all(s, name, &buf, err);
+    if (rc == PM_OK) {
+        char what[4200];
+        snprintf(what, sizeof what, "%s/%s", store_location(s), name);
+        rc = view_bitmap_parse(b, buf.data ? buf.data : "", buf.len, what, err);
+    }
+    bytebuf_release(&buf);
     return rc;
 }
 
@@ -173,6 +213,19 @@ int view_bitmap_read(struct view_bitmap *b, const char *path, struct pm_error *e
     return rc;
 }
 
+char *view_spec_split(char *spec)
+{
+    bool s3 = strncmp(spec, "s3://", 5) == 0;
+    char *body = s3 ? spec + 5 : spec;
+    char *slash = strrchr(body, '/');
+    char *colon = strrchr(slash ? slash : body, ':');
+    struct stat st;
+    if (!colon || !colon[1] || (!s3 && stat(spec, &st) == 0))
+        return NULL;
+    *colon = '\0';
+    return colon + 1;
+}
+
 bool view_name_check(const char *name)
 {
     size_t n = strlen(name);
@@ -194,7 +247,8 @@ int view_path(char *buf, size_t size, const char *dataset, const char *name, con
         return pm_error_set(err, PM_ERR_USAGE,
                             "invalid view name '%s' (1-64 characters from A-Z a-z 0-9 _ . -)",
                             name);
-    int n = snprintf(buf, size, "%s/%s/%s%s", dataset, VIEW_DIR, name, suffix ? suffix : "");
+    int n = snprintf(buf, size, "%s%s%s/%s%s", dataset ? dataset : "", dataset ? "/" : "",
+                     VIEW_DIR, name, suffix ? suffix : "");
     if (n < 0 || (size_t)n >= size)
         return pm_error_set(err, PM_ERR_LIMIT, "view path too long for dataset '%s'", dataset);
     return PM_OK;
@@ -206,7 +260,10 @@ struct view_shard {
 };
 
 struct view {
-    char *dir; // DATASET/_views/NAME
+    char *dir;            // DATASET/_views/NAME, for messages
+    char *rel;            // _views/NAME, relative to the store
+    struct store *store;  // borrowed (view_open_store) or owned (view_open)
+    bool own_store;
     struct view_shard *shards;
     size_t nshards;
     uint64_t kept;
@@ -220,6 +277,9 @@ void view_free(struct view *v)
         free(v->shards[i].name);
     free(v->shards);
     free(v->dir);
+    free(v->rel);
+    if (v->own_store)
+        store_free(v->store);
     free(v);
 }
 
@@ -232,26 +292,29 @@ static int json_count(json_t *o, const char *key, uint64_t *out)
     return 0;
 }
 
-int view_open(struct view **out, const char *dataset, const char *name, struct pm_error *err)
+int view_open_store(struct view **out, struct store *st, const char *name, struct pm_error *err)
 {
     *out = NULL;
-    char path[4096];
+    const char *dataset = store_location(st);
+    char path[4096], rel[256];
     int rc = view_path(path, sizeof path, dataset, name, "/" VIEW_INDEX_FILE, err);
+    if (rc == PM_OK)
+        rc = view_path(rel, sizeof rel, NULL, name, NULL, err);
     if (rc != PM_OK)
         return rc;
+    char iname[300];
+    snprintf(iname, sizeof iname, "%s/%s", rel, VIEW_INDEX_FILE);
     json_t *doc = NULL;
-    rc = json_file_read(path, VIEW_INDEX_MAX_BYTES, &doc, err);
+    rc = json_file_read_store(st, iname, VIEW_INDEX_MAX_BYTES, &doc, err);
     if (rc == PM_ERR_NOT_FOUND)
         return pm_error_set(err, rc,
-                            "view '%s' of dataset '%s' does not exist or is not complete "
-                            "(no %s)",
+                            "view '%s' not found in dataset '%s' (it does not exist or is "
+                            "not complete: no %s)",
                             name, dataset, path);
     if (rc != PM_OK)
         return rc;
     struct dataset_index idx;
-    char ipath[4096];
-    snprintf(ipath, sizeof ipath, "%s/%s", dataset, DATASET_INDEX_FILE);
-    rc = dataset_index_read(&idx, ipath, err);
+    rc = dataset_index_read_store(&idx, st, err);
     if (rc != PM_OK) {
         dataset_index_release(&idx);
         json_decref(doc);
@@ -278,8 +341,10 @@ int view_open(struct view **out, const char *dataset, const char *name, struct p
         goto fail;
     }
     v->dir = malloc(strlen(path) + 1);
+    v->rel = strdup(rel);
+    v->store = st;
     v->shards = calloc(n ? n : 1, sizeof *v->shards);
-    if (!v->dir || !v->shards) {
+    if (!v->dir || !v->rel || !v->shards) {
         rc = pm_error_set(err, PM_ERR_NOMEM, "view '%s': out of memory", path);
         goto fail;
     }
@@ -326,6 +391,24 @@ fail:
     return rc;
 }
 
+int view_open(struct view **out, const char *dataset, const char *name, struct pm_error *err)
+{
+    *out = NULL;
+    struct stat stt;
+    if (strncmp(dataset, "s3://", 5) != 0 && (stat(dataset, &stt) != 0 || !S_ISDIR(stt.st_mode)))
+        return pm_error_set(err, PM_ERR_NOT_FOUND, "dataset '%s' is not a directory", dataset);
+    struct store *st = NULL;
+    int rc = store_open(dataset, NULL, &st, err);
+    if (rc == PM_OK)
+        rc = view_open_store(out, st, name, err);
+    if (rc != PM_OK) {
+        store_free(st);
+        return rc;
+    }
+    (*out)->own_store = true;
+    return PM_OK;
+}
+
 size_t view_num_shards(const struct view *v)
 {
     return v->nshards;
@@ -358,10 +441,10 @@ int view_shard_keep(const struct view *v, size_t i, struct view_bitmap *b, struc
     if (i >= v->nshards)
         return pm_error_set(err, PM_ERR_USAGE, "view '%s': no shard %zu", v->dir, i);
     char path[4096];
-    int n = snprintf(path, sizeof path, "%s/%s.keep", v->dir, v->shards[i].name);
+    int n = snprintf(path, sizeof path, "%s/%s.keep", v->rel, v->shards[i].name);
     if (n < 0 || (size_t)n >= sizeof path)
         return pm_error_set(err, PM_ERR_LIMIT, "view '%s': path too long", v->dir);
-    int rc = view_bitmap_read(b, path, err);
+    int rc = view_bitmap_read_store(b, v->store, path, err);
     if (rc != PM_OK)
         return rc;
     if (b->rows != v->shards[i].rows || b->kept != v->shards[i].kept) {

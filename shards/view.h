@@ -92,10 +92,28 @@ int view_bitmap_read(struct view_bitmap *b, const char *path, struct pm_error *e
 int view_bitmap_parse(struct view_bitmap *b, const void *data, size_t size, const char *name,
                       struct pm_error *err);
 
-/** Write `DATASET/_views/NAME` (or with a suffix, e.g. "/view.json") to buf. PM_ERR_LIMIT if
+struct store;
+
+/** view_bitmap_write to object `name` of a store (store.h; atomic on both backends). */
+int view_bitmap_write_store(const struct view_bitmap *b, struct store *s, const char *name,
+                            struct pm_error *err);
+
+/** view_bitmap_read of object `name` of a store. */
+int view_bitmap_read_store(struct view_bitmap *b, struct store *s, const char *name,
+                           struct pm_error *err);
+
+/** Write `DATASET/_views/NAME` (or with a suffix, e.g. "/view.json"; dataset NULL: the
+ * name relative to the dataset, `_views/NAME...`, for store.h) to buf. PM_ERR_LIMIT if
  * buf is too small; PM_ERR_USAGE if NAME is not a valid view name (see view_name_check). */
 int view_path(char *buf, size_t size, const char *dataset, const char *name, const char *suffix,
               struct pm_error *err);
+
+/**
+ * Split "DATASET:VIEW" in place: the view is after a ':' that follows the last '/' (so
+ * "s3://b/p" is not split) and is not empty; a local path that exists as given is never
+ * split. Returns VIEW (pointing into spec, whose ':' became '\0') or NULL.
+ */
+char *view_spec_split(char *spec);
 
 /** True if `name` is a valid view name: 1-64 characters from [A-Za-z0-9_.-], not starting
  * with '.'. */
@@ -118,13 +136,19 @@ int dedupe_method_list_parse(const char *list, const char *option, int *methods,
 struct view;
 
 /**
- * Open the view `name` of the dataset directory `dataset`: read and check view.json
+ * Open the view `name` of the dataset `dataset` (a directory or "s3://bucket/prefix"): read and check view.json
  * (view_version 1, the shard list) and compare each shard's checksum with the dataset's
  * current dataset.json. Bitmaps are read later, shard by shard. Returns PM_OK with *out
  * set, PM_ERR_NOT_FOUND (no such view, or not complete), PM_ERR_FORMAT (malformed, or
  * stale: the dataset changed since the view was made) or PM_ERR_IO / PM_ERR_NOMEM.
  */
 int view_open(struct view **out, const char *dataset, const char *name, struct pm_error *err);
+
+/**
+ * view_open for the dataset of store `s` (a directory or an S3 prefix; the same checks on
+ * both). The store is borrowed: it must outlive the view and is used by view_shard_keep.
+ */
+int view_open_store(struct view **out, struct store *s, const char *name, struct pm_error *err);
 
 /** Free. Accepts NULL. */
 void view_free(struct view *v);

@@ -3,7 +3,6 @@
  * dataset, written to DATASET/_dedupe/METHOD/ (docs/internals/views.md, "Dedupe marks")
  * and consumed by `filter --dedupe`. Only rows whose status is `success` take part.
  */
-#include "atomic_file.h"
 #include "bytebuf.h"
 #include "commands.h"
 #include "dedupe_exact.h"
@@ -193,23 +192,6 @@ static int parse_args(int argc, char **argv, struct dedupe_args *a)
     return 0;
 }
 
-static int hex_to_u64(const char *s, uint64_t *out)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 16; i++) {
-        char ch = s[i];
-        int d = ch >= '0' && ch <= '9'   ? ch - '0'
-                : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
-                : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
-                                         : -1;
-        if (d < 0)
-            return -1;
-        v = v << 4 | (uint64_t)d;
-    }
-    *out = v;
-    return 0;
-}
-
 static bool col_int(const struct column *c, size_t i, int64_t *v)
 {
     if (!c->valid[i])
@@ -272,13 +254,8 @@ static int read_rows(const struct dedupe_args *a, const struct meta_source *s,
             rc = table_reader_next(r, &in, err);
             if (rc != PM_OK || in.nrows == 0)
                 break;
-            if (row + in.nrows > s->units[u].rows) {
-                rc = pm_error_set(err, PM_ERR_FORMAT,
-                                  "sidecar '%s' has more rows than the %" PRIu64
-                                  " dataset.json lists",
-                                  s->files[u], s->units[u].rows);
+            if ((rc = meta_unit_check_rows(s, u, row + in.nrows, false, err)) != PM_OK)
                 break;
-            }
             for (size_t i = 0; i < in.nrows && rc == PM_OK; i++) {
                 size_t len;
                 const char *v = column_string(&in.cols[0], i, &len);
@@ -317,8 +294,7 @@ static int read_rows(const struct dedupe_args *a, const struct meta_source *s,
                 }
                 if (ci[2] >= 0 && in.cols[ci[2]].valid[i]) {
                     const char *p = column_string(&in.cols[ci[2]], i, &len);
-                    if (len == 32 && !hex_to_u64(p, &d->h[1][0]) && !hex_to_u64(p + 16, &d->h[1][1]))
-                        d->has[M_CONTENT] = 1;
+                    d->has[M_CONTENT] = meta_content_hash(p, len, d->h[1]);
                 }
                 int64_t x, y;
                 if (ci[3] >= 0 && col_int(&in.cols[ci[3]], i, &x))
@@ -330,10 +306,8 @@ static int read_rows(const struct dedupe_args *a, const struct meta_source *s,
             }
             row += in.nrows;
         }
-        if (rc == PM_OK && row != s->units[u].rows)
-            rc = pm_error_set(err, PM_ERR_FORMAT,
-                              "sidecar '%s' has %" PRIu64 " rows, dataset.json lists %" PRIu64,
-                              s->files[u], row, s->units[u].rows);
+        if (rc == PM_OK)
+            rc = meta_unit_check_rows(s, u, row, true, err);
         table_reader_free(r);
     }
     table_batch_release(&in);
@@ -362,20 +336,35 @@ static json_t *method_params(const struct dedupe_args *a, int m, const struct me
     return p;
 }
 
-static void method_dir(char *buf, size_t size, const char *dataset, int m)
+// The method's marks directory, relative to the dataset's store.
+static void method_dir(char *buf, size_t size, int m)
 {
-    snprintf(buf, size, "%s/_dedupe/%s", dataset, method_names[m]);
+    snprintf(buf, size, "_dedupe/%s", method_names[m]);
+}
+
+// Remove what killed writers left under `rel` (a directory of the dataset): temporary
+// files on POSIX, multipart uploads on S3. Only while no rank writes there.
+static int sweep_under(struct store *st, const char *rel, struct pm_error *err)
+{
+    char loc[4096];
+    snprintf(loc, sizeof loc, "%s/%s", store_location(st), rel);
+    struct store *sub = NULL;
+    int rc = store_open(loc, NULL, &sub, err);
+    if (rc == PM_OK)
+        rc = store_sweep_incomplete(sub, 0, NULL, err);
+    store_free(sub);
+    return rc;
 }
 
 // Existing complete marks with the same parameters (rank 0), else NULL.
-static json_t *marks_current(const char *dataset, int m, const json_t *params)
+static json_t *marks_current(struct store *st, int m, const json_t *params)
 {
-    char p[4096];
-    method_dir(p, sizeof p, dataset, m);
+    char p[256];
+    method_dir(p, sizeof p, m);
     strncat(p, "/marks.json", sizeof p - strlen(p) - 1);
     json_t *doc = NULL;
     struct pm_error e = PM_ERROR_INIT;
-    if (json_file_read(p, 64 << 20, &doc, &e) != PM_OK)
+    if (json_file_read_store(st, p, 64 << 20, &doc, &e) != PM_OK)
         return NULL;
     json_t *old = json_object_get(doc, "params");
     if (json_integer_value(json_object_get(doc, "marks_version")) != 1 || !old ||
@@ -394,8 +383,8 @@ static int cmp_u64pair(const void *x, const void *y)
     return a[1] < b[1] ? -1 : a[1] > b[1];
 }
 
-static int write_keepers(const char *path, const struct view_bitmap *bm, const uint64_t *kp,
-                         size_t nk, struct pm_error *err)
+static int write_keepers(struct store *st, const char *name, const struct view_bitmap *bm,
+                         const uint64_t *kp, size_t nk, struct pm_error *err)
 {
     size_t size = VIEW_BITMAP_HEADER_BYTES + nk * 8;
     unsigned char *buf = calloc(1, size);
@@ -409,7 +398,7 @@ static int write_keepers(const char *path, const struct view_bitmap *bm, const u
     memcpy(buf + 16, &rows, 8);
     memcpy(buf + 24, &cnt, 8);
     memcpy(buf + VIEW_BITMAP_HEADER_BYTES, kp, nk * 8);
-    int rc = atomic_file_write_all(path, buf, size, err);
+    int rc = store_write_all(st, name, buf, size, err);
     free(buf);
     return rc;
 }
@@ -462,12 +451,12 @@ static int run_method(const struct dedupe_args *a, int m, const struct meta_sour
                       const struct pm_mpi *mpi, const struct drows *rows, uint64_t success,
                       struct method_result *res, struct pm_error *err)
 {
-    char dir[4096], p[8192];
-    method_dir(dir, sizeof dir, s->dataset, m);
+    char dir[256], p[512];
+    method_dir(dir, sizeof dir, m);
     json_t *params = method_params(a, m, s);
     int rc = PM_OK, skip = 0;
     if (mpi->rank == 0) {
-        res->marks = marks_current(s->dataset, m, params);
+        res->marks = marks_current(s->store, m, params);
         skip = res->marks != NULL;
     }
     MPI_CHECK(MPI_Bcast(&skip, 1, MPI_INT, 0, MPI_COMM_WORLD));
@@ -478,18 +467,12 @@ static int run_method(const struct dedupe_args *a, int m, const struct meta_sour
     }
     if (mpi->rank == 0) {
         // Incomplete from here until marks.json is written again.
-        snprintf(p, sizeof p, "%s/_dedupe", s->dataset);
-        if (mkdir(p, 0777) != 0 && errno != EEXIST)
-            rc = pm_error_set(err, PM_ERR_IO, "cannot create '%s': %s", p, strerror(errno));
-        else if (mkdir(dir, 0777) != 0 && errno != EEXIST)
-            rc = pm_error_set(err, PM_ERR_IO, "cannot create '%s': %s", dir, strerror(errno));
         snprintf(p, sizeof p, "%s/marks.json", dir);
-        if (rc == PM_OK && unlink(p) != 0 && errno != ENOENT)
-            rc = pm_error_set(err, PM_ERR_IO, "cannot remove '%s': %s", p, strerror(errno));
-        // Temporary files a killed run left (no rank writes here before the barrier below;
-        // one dedupe run per dataset at a time).
+        rc = store_delete(s->store, p, err);
+        // What a killed run left (no rank writes here before the barrier below; one
+        // dedupe run per dataset at a time).
         if (rc == PM_OK)
-            rc = atomic_file_sweep(dir, 0, NULL, err);
+            rc = sweep_under(s->store, dir, err);
     }
     if (all_ok(rc) != PM_OK) {
         json_decref(params);
@@ -596,10 +579,10 @@ static int run_method(const struct dedupe_args *a, int m, const struct meta_sour
         meta_source_shard_name(s, u, shard, sizeof shard);
         snprintf(p, sizeof p, "%s/%s.dup", dir, shard);
         if (rc == PM_OK)
-            rc = view_bitmap_write(&bm, p, err);
+            rc = view_bitmap_write_store(&bm, s->store, p, err);
         snprintf(p, sizeof p, "%s/%s.keeper", dir, shard);
         if (rc == PM_OK)
-            rc = write_keepers(p, &bm, kp, j - j0, err);
+            rc = write_keepers(s->store, p, &bm, kp, j - j0, err);
         free(kp);
         view_bitmap_release(&bm);
     }
@@ -660,7 +643,7 @@ static int run_method(const struct dedupe_args *a, int m, const struct meta_sour
     }
     if (mpi->rank == 0) {
         snprintf(p, sizeof p, "%s/marks.json", dir);
-        rc = json_file_write(p, res->marks, err);
+        rc = json_file_write_store(s->store, p, res->marks, err);
     }
     if (all_ok(rc) != PM_OK && rc == PM_OK)
         rc = RC_ELSEWHERE;
@@ -766,7 +749,7 @@ static int write_report(const struct dedupe_args *a, const struct meta_source *s
                 uint64_t gid = t == 0 ? pr[2 * g[k].first] : pr[2 * (g[k].first + t - 1) + 1];
                 gid_locate(s, gid, &items[t].shard, &items[t].row);
             }
-            rc = sheet_items_fetch(items, nm + 1, s->dataset, unit_shard_name, (void *)s, err);
+            rc = sheet_items_fetch(items, nm + 1, s->store, unit_shard_name, (void *)s, err);
             if (rc == PM_OK) {
                 fprintf(out, "<h3>group of %zu (%zu shown)</h3>\n<div class=\"sheet\">\n",
                         g[k].size + 1, nm + 1);
@@ -808,8 +791,7 @@ int cmd_dedupe(int argc, char **argv, const struct pm_mpi *mpi)
     char *dpath = (char *)a.dataset;
     int rc = meta_source_open(&s, &dpath, 1, &err);
     if (rc == PM_OK && !s.is_dataset)
-        rc = pm_error_set(&err, PM_ERR_USAGE, "dedupe: '%s' is not a dataset directory",
-                          a.dataset);
+        rc = pm_error_set(&err, PM_ERR_USAGE, "dedupe: '%s' is not a dataset", a.dataset);
     bool want[M_COUNT] = {false};
     for (size_t i = 0; i < a.nby; i++)
         want[a.by[i]] = true;
@@ -832,13 +814,10 @@ int cmd_dedupe(int argc, char **argv, const struct pm_mpi *mpi)
         for (size_t i = 0; i < a.nby; i++)
             json_object_set(ms, method_names[a.by[i]], res[a.by[i]].marks);
         json_object_set_new(sum, "methods", ms);
-        char p[4096];
         // a killed run may have left a temporary summary behind
-        snprintf(p, sizeof p, "%s/_dedupe", s.dataset);
-        rc = atomic_file_sweep(p, 0, NULL, &err);
-        snprintf(p, sizeof p, "%s/_dedupe/summary.json", s.dataset);
+        rc = sweep_under(s.store, "_dedupe", &err);
         if (rc == PM_OK)
-            rc = json_file_write(p, sum, &err);
+            rc = json_file_write_store(s.store, "_dedupe/summary.json", sum, &err);
         if (rc == PM_OK && a.report)
             rc = write_report(&a, &s, res, &err);
         if (rc == PM_OK && a.json) {

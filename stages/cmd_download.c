@@ -8,9 +8,11 @@
 #include "atomic_file.h"
 #include "commands.h"
 #include "dataset_index.h"
+#include "dataset_store.h"
 #include "dedupe_exact.h"
 #include "download_plan.h"
 #include "download_unit.h"
+#include "file_hash.h"
 #include "filter_expr.h"
 #include "image_decode.h"
 #include "pm_error.h"
@@ -20,6 +22,7 @@
 #include "progress.h"
 #include "shard.h"
 #include "shard_stats.h"
+#include "store.h"
 #include "table_reader.h"
 #include "url_policy.h"
 #include "work_counter.h"
@@ -57,7 +60,11 @@ static const char usage_text[] =
     "                               'punsafe < 0.1'; others get status filtered, no fetch\n"
     "  --dedupe-urls                fetch each normalised URL once (global, before fetching)\n"
     "Output:\n"
-    "  --output DIR                 dataset directory\n"
+    "  --output DIR|s3://B/P        dataset directory or S3 prefix\n"
+    "  --work-dir DIR               S3 output: where the resume plan and input slices go\n"
+    "                               (shared by all nodes; default $TMPDIR/pixelmill-download-\n"
+    "                               HASH, one node); a directory output keeps them in DIR/_work\n"
+    "  --s3-endpoint URL            S3 endpoint (default: AWS_ENDPOINT_URL or AWS)\n"
     "  --samples-per-shard N        rows per shard (10000)\n"
     "  --image-size N               target size (256)\n"
     "  --resize-mode MODE           no|keep_ratio|keep_ratio_largest|center_crop|border (border)\n"
@@ -93,7 +100,10 @@ static const char usage_text[] =
 struct dl_options {
     const char **inputs;
     size_t ninputs;
-    const char *output;
+    const char *output;   /* the dataset: a directory or s3://bucket/prefix */
+    const char *work_dir; /* --work-dir */
+    const char *s3_endpoint;
+    char work[PATH_MAX]; /* directory holding _work/: the output itself, or (S3) work_dir */
     const char *input_format;
     const char *url_col;
     const char *caption_col;
@@ -254,6 +264,8 @@ static int parse_d(const char *s, double lo, double *out)
 enum {
     O_INPUT = 256,
     O_OUTPUT,
+    O_WORKDIR,
+    O_S3ENDPOINT,
     O_FORMAT,
     O_URL,
     O_CAPTION,
@@ -289,6 +301,8 @@ enum {
 static const struct option long_opts[] = {
     {"input", required_argument, NULL, O_INPUT},
     {"output", required_argument, NULL, O_OUTPUT},
+    {"work-dir", required_argument, NULL, O_WORKDIR},
+    {"s3-endpoint", required_argument, NULL, O_S3ENDPOINT},
     {"input-format", required_argument, NULL, O_FORMAT},
     {"url-col", required_argument, NULL, O_URL},
     {"caption-col", required_argument, NULL, O_CAPTION},
@@ -358,6 +372,12 @@ static int parse_options(int argc, char **argv, struct dl_options *o, int rank)
             break;
         case O_OUTPUT:
             o->output = optarg;
+            break;
+        case O_WORKDIR:
+            o->work_dir = optarg;
+            break;
+        case O_S3ENDPOINT:
+            o->s3_endpoint = optarg;
             break;
         case O_FORMAT:
             if (strcmp(optarg, "csv") && strcmp(optarg, "tsv") && strcmp(optarg, "jsonl") &&
@@ -605,9 +625,9 @@ static int agree_status(int rc)
 static int dedupe_urls(const struct dl_options *o, const struct download_plan *plan,
                        const struct pm_mpi *mpi, struct pm_error *err)
 {
-    char marker[PATH_MAX], dir[PATH_MAX];
-    snprintf(marker, sizeof marker, "%s/_work/dedupe-urls.done", o->output);
-    snprintf(dir, sizeof dir, "%s/_work/dedupe-urls", o->output);
+    char marker[PATH_MAX + 32], dir[PATH_MAX + 32];
+    snprintf(marker, sizeof marker, "%s/_work/dedupe-urls.done", o->work);
+    snprintf(dir, sizeof dir, "%s/_work/dedupe-urls", o->work);
     int done = mpi->rank == 0 && access(marker, F_OK) == 0;
     MPI_CHECK(MPI_Bcast(&done, 1, MPI_INT, 0, MPI_COMM_WORLD));
     if (done)
@@ -639,7 +659,7 @@ static int dedupe_urls(const struct dl_options *o, const struct download_plan *p
     uint64_t sps = plan->samples_per_shard;
     for (uint64_t u = (uint64_t)mpi->rank; !rc && u < plan->nunits; u += (uint64_t)mpi->size) {
         struct table_batch b;
-        rc = download_plan_read_unit(plan, o->output, u, &b, err);
+        rc = download_plan_read_unit(plan, o->work, u, &b, err);
         if (!rc && where) {
             uint8_t *k = realloc(keep, b.nrows ? b.nrows : 1);
             if (!k)
@@ -710,7 +730,7 @@ static int dedupe_urls(const struct dl_options *o, const struct download_plan *p
             }
             at++;
         }
-        rc = download_dedupe_write(o->output, u, plan->digits, ent, ne, err);
+        rc = download_dedupe_write(o->work, u, plan->digits, ent, ne, err);
     }
     free(ent);
     rc = agree_status(rc);
@@ -742,8 +762,9 @@ static int cmp_count_desc(const void *a, const void *b)
     return x[0] < y[0] ? 1 : x[0] > y[0] ? -1 : 0;
 }
 
-static int finalize(const struct dl_options *o, const struct download_plan *plan, json_t *config,
-                    struct progress *prog, struct pm_error *err)
+static int finalize(const struct dl_options *o, struct store *out,
+                    const struct download_plan *plan, json_t *config, struct progress *prog,
+                    struct pm_error *err)
 {
     struct dataset_index x;
     int rc = dataset_index_init(&x);
@@ -756,19 +777,17 @@ static int finalize(const struct dl_options *o, const struct download_plan *plan
     rc = dataset_index_set_info(&x, base, "download", "pixelmill " PIXELMILL_VERSION);
     rc = rc ? rc : dataset_index_set_config(&x, config);
     for (uint64_t u = 0; !rc && u < plan->nunits; u++) {
-        char path[PATH_MAX];
-        shard_path(path, sizeof path, o->output, u, plan->digits, "_stats.json");
+        char name[SHARD_NAME_MAX + 16];
+        shard_path(name, sizeof name, NULL, u, plan->digits, "_stats.json");
         struct shard_stats st;
-        rc = shard_stats_read(path, &st, err);
+        rc = dataset_store_read_stats(out, name, &st, err);
         if (rc == PM_ERR_NOT_FOUND)
             pm_error_set(err, PM_ERR_INTERNAL, "shard %" PRIu64 " is not complete", u);
         rc = rc ? rc : dataset_index_add_stats(&x, &st, err);
         rc = rc ? rc : stat_map_merge(&errors, &st.errors);
         shard_stats_release(&st);
     }
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", o->output, DATASET_INDEX_FILE);
-    rc = rc ? rc : dataset_index_write(&x, path, err);
+    rc = rc ? rc : dataset_store_write_index(out, &x, err);
     if (!rc) {
         double wall = progress_elapsed(prog);
         int64_t ok_run = progress_total(prog, SLOT_SUCCESS);
@@ -845,32 +864,58 @@ int cmd_download(int argc, char **argv, const struct pm_mpi *mpi)
     struct download_engine *engine = NULL;
     struct progress *prog = NULL;
     struct work_counter *wc = NULL;
+    struct store *out = NULL;
     int rc = PM_OK;
     if (ex >= 0)
         goto done;
     pm_log_set_quiet(o.quiet || mpi->rank != 0);
 
-    // output directory and stale temporary files (rank 0, before anything is written)
+    // The dataset's objects go through the store (a directory or an S3 prefix; one per
+    // rank); the resume plan and input slices stay in o.work (the output itself for a
+    // directory).
+    if (strncmp(o.output, "s3://", 5) == 0) {
+        char h[FILE_HASH_HEX_LEN + 1];
+        const char *t = getenv("TMPDIR");
+        file_hash_hex_of(o.output, strlen(o.output), h);
+        if (o.work_dir)
+            snprintf(o.work, sizeof o.work, "%s", o.work_dir);
+        else
+            snprintf(o.work, sizeof o.work, "%s/pixelmill-download-%.16s", t && t[0] ? t : "/tmp",
+                     h);
+    } else {
+        snprintf(o.work, sizeof o.work, "%s", o.output);
+    }
+    struct store_options so = STORE_OPTIONS_INIT;
+    so.s3_endpoint = o.s3_endpoint;
+    // rank 0 first: it creates the directory; then stale temporary files and multipart
+    // uploads of killed writers (before anything is written)
     if (mpi->rank == 0) {
-        if (mkdir(o.output, 0777) && errno != EEXIST)
-            rc = pm_error_set(&err, PM_ERR_IO, "cannot create '%s': %s", o.output, strerror(errno));
-        char d[PATH_MAX];
-        sweep_dir(o.output);
-        snprintf(d, sizeof d, "%s/_work", o.output);
+        if (mkdir(o.work, 0777) && errno != EEXIST)
+            rc = pm_error_set(&err, PM_ERR_IO, "cannot create '%s': %s", o.work, strerror(errno));
+        if (!rc)
+            rc = store_open(o.output, &so, &out, &err);
+        size_t removed = 0;
+        if (!rc && (rc = store_sweep_incomplete(out, 0, &removed, &err)) == PM_OK && removed)
+            pm_log_info("removed %zu unfinished writes of an earlier run in '%s'", removed,
+                        o.output);
+        char d[PATH_MAX + 32];
+        snprintf(d, sizeof d, "%s/_work", o.work);
         sweep_dir(d);
-        snprintf(d, sizeof d, "%s/_work/input", o.output);
+        snprintf(d, sizeof d, "%s/_work/input", o.work);
         sweep_dir(d);
-        snprintf(d, sizeof d, "%s/_work/dedupe-urls", o.output);
+        snprintf(d, sizeof d, "%s/_work/dedupe-urls", o.work);
         sweep_dir(d);
     }
     if ((rc = agree_status(rc)))
+        goto fail;
+    if (mpi->rank != 0 && (rc = store_open(o.output, &so, &out, &err)))
         goto fail;
     if ((rc = slice_columns(&o, &cols, &ncols, &err)))
         goto fail;
     config = make_config(&o);
     struct download_plan_options po = {o.inputs, o.ninputs, o.input_format,
                                        cols,     ncols,     (uint64_t)o.samples_per_shard,
-                                       o.output, config};
+                                       o.work,   config};
     if ((rc = download_plan_make(&plan, &po, mpi, &err)))
         goto fail;
     if (!plan.reused)
@@ -886,7 +931,8 @@ int cmd_download(int argc, char **argv, const struct pm_mpi *mpi)
     // engine, progress, counter
     struct download_unit_config uc;
     memset(&uc, 0, sizeof uc);
-    uc.output = o.output;
+    uc.output = o.work;
+    uc.store = out;
     uc.plan = &plan;
     uc.url_col = o.url_col;
     uc.caption_col = o.caption_col;
@@ -966,7 +1012,15 @@ int cmd_download(int argc, char **argv, const struct pm_mpi *mpi)
         int64_t u = work_counter_next(wc);
         if (u < 0 || (uint64_t)u >= plan.nunits)
             break;
-        if (shard_is_complete(o.output, (uint64_t)u, plan.digits)) {
+        char stats_name[SHARD_NAME_MAX + 16];
+        shard_path(stats_name, sizeof stats_name, NULL, (uint64_t)u, plan.digits, "_stats.json");
+        bool complete = false;
+        if ((rc = store_exists(out, stats_name, &complete, &err))) {
+            pm_log_error("shard %" PRId64 ": %s", u, err.msg);
+            state = 2;
+            break;
+        }
+        if (complete) {
             size_t in;
             uint64_t sl, rows = 0;
             download_plan_locate(&plan, (uint64_t)u, &in, &sl, &rows);
@@ -1006,7 +1060,7 @@ int cmd_download(int argc, char **argv, const struct pm_mpi *mpi)
     }
     rc = PM_OK;
     if (mpi->rank == 0)
-        rc = finalize(&o, &plan, config, prog, &err);
+        rc = finalize(&o, out, &plan, config, prog, &err);
     if ((rc = agree_status(rc))) {
         if (mpi->rank == 0)
             pm_log_error("%s", err.msg);
@@ -1024,6 +1078,7 @@ fail:
 done:
     work_counter_free(wc);
     download_engine_free(engine);
+    store_free(out);
     progress_free(prog);
     download_plan_release(&plan);
     json_decref(config);

@@ -286,29 +286,11 @@ struct rowvec {
     size_t n, cap;
 };
 
-static int hex_to_u64(const char *s, uint64_t *out)
+static bool marks_exist(const struct meta_source *s, const char *method)
 {
-    uint64_t v = 0;
-    for (int i = 0; i < 16; i++) {
-        char ch = s[i];
-        int d = ch >= '0' && ch <= '9'   ? ch - '0'
-                : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
-                : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
-                                         : -1;
-        if (d < 0)
-            return -1;
-        v = v << 4 | (uint64_t)d;
-    }
-    *out = v;
-    return 0;
-}
-
-static bool marks_exist(const char *dataset, const char *method)
-{
-    char p[4096];
-    struct stat st;
-    snprintf(p, sizeof p, "%s/_dedupe/%s/marks.json", dataset, method);
-    return stat(p, &st) == 0;
+    char p[256];
+    snprintf(p, sizeof p, "_dedupe/%s/marks.json", method);
+    return meta_source_has(s, p);
 }
 
 // Process this rank's shards: evaluate, set bits, remember kept rows for dedupe.
@@ -329,22 +311,14 @@ static int filter_shards(const struct filter_args *a, struct filter_expr *f,
     cols[ncols++] = "status";
     bool want_url = false, want_content = false;
     for (size_t i = 0; i < a->ndedupe; i++) {
-        want_url |= a->dedupe[i] == DEDUPE_URL && !marks_exist(s->dataset, "url");
-        want_content |= a->dedupe[i] == DEDUPE_CONTENT && !marks_exist(s->dataset, "content");
+        want_url |= a->dedupe[i] == DEDUPE_URL && !marks_exist(s, "url");
+        want_content |= a->dedupe[i] == DEDUPE_CONTENT && !marks_exist(s, "content");
     }
     if (want_url)
         cols[ncols++] = "url";
     if (want_content)
         cols[ncols++] = "content_hash";
-    size_t nbase = ncols;
-    for (size_t i = 0; i < nfcols; i++) {
-        const char *name = filter_expr_column(f, i);
-        int dup = 0;
-        for (size_t j = 0; j < nbase; j++)
-            dup |= !strcmp(cols[j], name);
-        if (!dup)
-            cols[ncols++] = name;
-    }
+    meta_columns_add_expr(cols, &ncols, f);
     struct table_batch in = TABLE_BATCH_INIT, ok = TABLE_BATCH_INIT;
     uint8_t *succ = NULL, *keep = NULL;
     int rc = PM_OK;
@@ -353,12 +327,7 @@ static int filter_shards(const struct filter_args *a, struct filter_expr *f,
         rc = meta_source_unit_open(s, u, cols, ncols, &r, err);
         if (rc != PM_OK)
             break;
-        size_t n = table_reader_num_columns(r);
-        struct column_info *schema = calloc(n, sizeof *schema);
-        for (size_t j = 0; schema && j < n; j++)
-            schema[j] = *table_reader_column(r, j);
-        rc = schema ? filter_expr_bind(f, schema, n, err) : PM_ERR_NOMEM;
-        free(schema);
+        rc = meta_reader_bind(r, f, err);
         if (rc == PM_OK && table_reader_column(r, 0)->type != COLUMN_STRING)
             rc = pm_error_set(err, PM_ERR_FORMAT, "sidecar '%s': status is not a string",
                               s->files[u]);
@@ -373,13 +342,8 @@ static int filter_shards(const struct filter_args *a, struct filter_expr *f,
             rc = table_reader_next(r, &in, err);
             if (rc != PM_OK || in.nrows == 0)
                 break;
-            if (row + in.nrows > s->units[u].rows) {
-                rc = pm_error_set(err, PM_ERR_FORMAT,
-                                  "sidecar '%s' has more rows than the "
-                                  "%" PRIu64 " dataset.json lists",
-                                  s->files[u], s->units[u].rows);
+            if ((rc = meta_unit_check_rows(s, u, row + in.nrows, false, err)) != PM_OK)
                 break;
-            }
             uint8_t *p1 = realloc(succ, in.nrows), *p2 = p1 ? realloc(keep, in.nrows) : NULL;
             if (p1)
                 succ = p1;
@@ -388,12 +352,7 @@ static int filter_shards(const struct filter_args *a, struct filter_expr *f,
                 break;
             }
             keep = p2;
-            const struct column *st = &in.cols[0];
-            for (size_t i = 0; i < in.nrows; i++) {
-                size_t len;
-                const char *v = column_string(st, i, &len);
-                succ[i] = st->valid[i] && len == 7 && !memcmp(v, "success", 7);
-            }
+            meta_status_success(&in.cols[0], in.nrows, succ);
             table_batch_clear(&ok);
             rc = table_batch_append_kept(&ok, &in, succ);
             if (rc != PM_OK)
@@ -435,9 +394,7 @@ static int filter_shards(const struct filter_args *a, struct filter_expr *f,
                         const struct column *x = &in.cols[ci++];
                         size_t len = 0;
                         const char *p = x->valid[i] ? column_string(x, i, &len) : "";
-                        if (x->type == COLUMN_STRING && len == 32 &&
-                            !hex_to_u64(p, &kr->hash[1][0]) && !hex_to_u64(p + 16, &kr->hash[1][1]))
-                            kr->has[1] = 1;
+                        kr->has[1] = x->type == COLUMN_STRING && meta_content_hash(p, len, kr->hash[1]);
                     }
                 }
             }
@@ -445,11 +402,8 @@ static int filter_shards(const struct filter_args *a, struct filter_expr *f,
             c->rows += in.nrows;
             row += in.nrows;
         }
-        if (rc == PM_OK && row != s->units[u].rows)
-            rc = pm_error_set(err, PM_ERR_FORMAT,
-                              "sidecar '%s' has %" PRIu64 " rows, dataset.json "
-                              "lists %" PRIu64,
-                              s->files[u], row, s->units[u].rows);
+        if (rc == PM_OK)
+            rc = meta_unit_check_rows(s, u, row, true, err);
         table_reader_free(r);
     }
     c->kept_where = fc.kept;
@@ -476,14 +430,14 @@ static int apply_dedupe(int method, const struct meta_source *s, const struct pm
     const char *name = dedupe_names[method];
     uint64_t count = 0;
     int rc = PM_OK;
-    if (marks_exist(s->dataset, name)) {
+    if (marks_exist(s, name)) {
         // Marks from pixelmill dedupe: _dedupe/METHOD/NAME.dup, bit set = duplicate.
         for (size_t u = (size_t)mpi->rank; u < s->nunits && rc == PM_OK; u += (size_t)mpi->size) {
-            char shard[64], p[4096];
+            char shard[64], p[256];
             meta_source_shard_name(s, u, shard, sizeof shard);
-            snprintf(p, sizeof p, "%s/_dedupe/%s/%s.dup", s->dataset, name, shard);
+            snprintf(p, sizeof p, "_dedupe/%s/%s.dup", name, shard);
             struct view_bitmap dup;
-            rc = view_bitmap_read(&dup, p, err);
+            rc = view_bitmap_read_store(&dup, s->store, p, err);
             if (rc == PM_OK && dup.rows != bm[u].rows)
                 rc = pm_error_set(err, PM_ERR_FORMAT,
                                   "dedupe marks '%s': %" PRIu64 " rows, the "
@@ -549,8 +503,9 @@ static int filter_dataset(const struct filter_args *a, struct filter_expr *f,
                           const struct meta_source *s, const struct pm_mpi *mpi, struct fcounts *c,
                           json_t **shards_out, struct pm_error *err)
 {
-    char vdir[4096], p[8192];
-    int rc = view_path(vdir, sizeof vdir, s->dataset, a->view, NULL, err);
+    // object names relative to the dataset's store: _views/NAME/...
+    char vdir[256], p[512];
+    int rc = view_path(vdir, sizeof vdir, NULL, a->view, NULL, err);
     if (rc != PM_OK)
         return rc;
     struct view_bitmap *bm = calloc(s->nunits ? s->nunits : 1, sizeof *bm);
@@ -559,14 +514,8 @@ static int filter_dataset(const struct filter_args *a, struct filter_expr *f,
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
     if (mpi->rank == 0) {
         // The view is incomplete from now until view.json is written again.
-        snprintf(p, sizeof p, "%s/%s", s->dataset, VIEW_DIR);
-        if (mkdir(p, 0777) != 0 && errno != EEXIST)
-            rc = pm_error_set(err, PM_ERR_IO, "cannot create '%s': %s", p, strerror(errno));
-        else if (mkdir(vdir, 0777) != 0 && errno != EEXIST)
-            rc = pm_error_set(err, PM_ERR_IO, "cannot create '%s': %s", vdir, strerror(errno));
         snprintf(p, sizeof p, "%s/%s", vdir, VIEW_INDEX_FILE);
-        if (rc == PM_OK && unlink(p) != 0 && errno != ENOENT)
-            rc = pm_error_set(err, PM_ERR_IO, "cannot remove '%s': %s", p, strerror(errno));
+        rc = store_delete(s->store, p, err);
     }
     if (all_ok(rc) != PM_OK) {
         if (rc == PM_OK)
@@ -588,7 +537,7 @@ static int filter_dataset(const struct filter_args *a, struct filter_expr *f,
         char shard[64];
         meta_source_shard_name(s, u, shard, sizeof shard);
         snprintf(p, sizeof p, "%s/%s.keep", vdir, shard);
-        rc = view_bitmap_write(&bm[u], p, err);
+        rc = view_bitmap_write_store(&bm[u], s->store, p, err);
         c->kept += bm[u].kept;
     }
     if (all_ok(rc) != PM_OK) {
@@ -643,7 +592,7 @@ static int write_view_json(const struct filter_args *a, const struct filter_expr
         const char *m = dedupe_names[a->dedupe[i]];
         json_array_append_new(d, json_string(m));
         json_object_set_new(src, m,
-                            json_string(marks_exist(s->dataset, m) ? "_dedupe" : "computed"));
+                            json_string(marks_exist(s, m) ? "_dedupe" : "computed"));
     }
     json_object_set_new(doc, "dedupe", d);
     json_object_set_new(doc, "dedupe_source", src);
@@ -654,10 +603,10 @@ static int write_view_json(const struct filter_args *a, const struct filter_expr
                         json_string(s->idx.stage ? s->idx.stage : ""));
     json_object_set(doc, "counts", counts);
     json_object_set(doc, "shards", shards);
-    char p[4096];
-    int rc = view_path(p, sizeof p, s->dataset, a->view, "/" VIEW_INDEX_FILE, err);
+    char p[256];
+    int rc = view_path(p, sizeof p, NULL, a->view, "/" VIEW_INDEX_FILE, err);
     if (rc == PM_OK)
-        rc = json_file_write(p, doc, err);
+        rc = json_file_write_store(s->store, p, doc, err);
     json_decref(doc);
     return rc;
 }
@@ -682,9 +631,7 @@ int cmd_filter(int argc, char **argv, const struct pm_mpi *mpi)
         exit_status = PM_EXIT_USAGE;
         goto out;
     }
-    int rc = filter_expr_parse(&f, a.where, a.nwhere, &err);
-    if (rc == PM_OK)
-        rc = meta_source_open(&s, a.inputs, a.ninputs, &err);
+    int rc = meta_source_open_with_expr(&s, a.inputs, a.ninputs, &f, a.where, a.nwhere, &err);
     if (rc == PM_OK && s.is_dataset && !a.view)
         rc = pm_error_set(&err, PM_ERR_USAGE, "filter: a dataset needs --view NAME");
     if (rc == PM_OK && !s.is_dataset && !a.output)

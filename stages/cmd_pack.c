@@ -37,9 +37,11 @@
 #include "store.h"
 #include "tar_reader.h"
 #include "tar_writer.h"
+#include "upload_queue.h"
 #include "view.h"
 #include "work_counter.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdbool.h>
@@ -66,6 +68,7 @@ struct pack_args {
     const char *s3_endpoint;
     uint64_t s3_part_size;
     int s3_parallel;
+    int s3_shards; /* shards uploading at once per rank (S3 output) */
     double s3_backoff;
     const char *name;
     uint64_t samples_per_shard;
@@ -125,6 +128,8 @@ static void print_help(FILE *out)
             "  --s3-endpoint URL  S3 endpoint (default: AWS_ENDPOINT_URL or AWS)\n"
             "  --s3-part-size SIZE  multipart part size (default 16Mi, at least 5Mi)\n"
             "  --s3-parallel N parts uploaded in parallel per shard (default 4)\n"
+            "  --s3-shards N   S3 output: shards uploading in the background per rank while\n"
+            "                  the next ones are packed (default 2; local files in $TMPDIR)\n"
             "  --s3-backoff S  first retry backoff ceiling, seconds (default 0.2)\n"
             "  -h, --help      this help\n"
             "\n"
@@ -181,6 +186,7 @@ static int parse_args(int argc, char **argv, struct pack_args *a, int rank)
                                          {"s3-endpoint", required_argument, 0, 'e'},
                                          {"s3-part-size", required_argument, 0, 'P'},
                                          {"s3-parallel", required_argument, 0, 'J'},
+                                         {"s3-shards", required_argument, 0, 'U'},
                                          {"s3-backoff", required_argument, 0, 'B'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -249,6 +255,11 @@ static int parse_args(int argc, char **argv, struct pack_args *a, int rank)
             if (*end || a->s3_parallel < 1 || a->s3_parallel > 64)
                 goto bad;
             break;
+        case 'U':
+            a->s3_shards = (int)strtol(optarg, &end, 10);
+            if (*end || a->s3_shards < 1 || a->s3_shards > 16)
+                goto bad;
+            break;
         case 'B':
             a->s3_backoff = strtod(optarg, &end);
             if (*end || a->s3_backoff < 0)
@@ -275,6 +286,7 @@ static int parse_args(int argc, char **argv, struct pack_args *a, int rank)
                          : c == 'q' ? "encode-quality"
                          : c == 'P' ? "s3-part-size (at least 5Mi)"
                          : c == 'J' ? "s3-parallel"
+                         : c == 'U' ? "s3-shards (1..16)"
                          : c == 'B' ? "s3-backoff"
                                     : "seed");
         return PM_ERR_USAGE;
@@ -296,17 +308,12 @@ static int parse_args(int argc, char **argv, struct pack_args *a, int rank)
             pm_log_error("pack: --resize-mode needs --image-size");
         return PM_ERR_USAGE;
     }
-    // SRC[:VIEW]: the view is after the last ':' that is not the scheme's
-    const char *src = argv[optind];
-    const char *body = strncmp(src, "s3://", 5) == 0 ? src + 5 : src;
-    const char *colon = strrchr(body, ':');
-    if (colon && !strchr(colon, '/') && colon[1]) {
-        a->src = strndup(src, (size_t)(colon - src));
-        a->view = strdup(colon + 1);
-    } else {
-        a->src = strdup(src);
-    }
-    if (!a->src || (colon && colon[1] && !strchr(colon, '/') && !a->view))
+    // SRC[:VIEW]
+    a->src = strdup(argv[optind]);
+    const char *view = a->src ? view_spec_split(a->src) : NULL;
+    if (view)
+        a->view = strdup(view);
+    if (!a->src || (view && !a->view))
         return PM_ERR_NOMEM;
     return PM_OK;
 }
@@ -341,44 +348,27 @@ static int keep_rows(struct store *src, const char *view, const char *name,
         return PM_OK;
     char obj[512];
     snprintf(obj, sizeof obj, "%s/%s/%s.keep", VIEW_DIR, view, name);
-    struct bytebuf buf;
-    bytebuf_init(&buf, VIEW_BITMAP_HEADER_BYTES + (size_t)(VIEW_BITMAP_MAX_ROWS / 8));
-    int rc = store_read_all(src, obj, &buf, err);
     struct view_bitmap b = VIEW_BITMAP_INIT;
-    if (rc == PM_OK) {
-        char what[4200];
-        snprintf(what, sizeof what, "%s/%s", store_location(src), obj);
-        rc = view_bitmap_parse(&b, buf.data ? buf.data : "", buf.len, what, err);
-        if (rc == PM_OK && b.rows != side->nrows)
-            rc = pm_error_set(err, PM_ERR_FORMAT,
-                              "%s has %llu rows but the sidecar of shard %s has %zu", what,
-                              (unsigned long long)b.rows, name, side->nrows);
-    }
+    int rc = view_bitmap_read_store(&b, src, obj, err);
+    if (rc == PM_OK && b.rows != side->nrows)
+        rc = pm_error_set(err, PM_ERR_FORMAT,
+                          "%s/%s has %llu rows but the sidecar of shard %s has %zu",
+                          store_location(src), obj, (unsigned long long)b.rows, name, side->nrows);
     for (size_t i = 0; rc == PM_OK && i < side->nrows; i++)
         keep[i] = keep[i] && view_bitmap_get(&b, i);
     view_bitmap_release(&b);
-    bytebuf_release(&buf);
     return rc;
 }
 
-// A view must be complete (view.json written last) and, on POSIX, match the dataset
-// (view_open checks the shards' checksums against dataset.json).
+// A view must be complete (view.json written last) and match the dataset (view_open_store
+// checks the shards' checksums against dataset.json), on either backend.
 static int view_check(struct store *src, const char *view, struct pm_error *err)
 {
     if (!view_name_check(view))
         return pm_error_set(err, PM_ERR_USAGE, "'%s' is not a valid view name", view);
-    char obj[512];
-    snprintf(obj, sizeof obj, "%s/%s/%s", VIEW_DIR, view, VIEW_INDEX_FILE);
-    bool exists = false;
-    int rc = store_exists(src, obj, &exists, err);
-    if (rc == PM_OK && !exists)
-        return pm_error_set(err, PM_ERR_NOT_FOUND, "view '%s' not found (no %s/%s)", view,
-                            store_location(src), obj);
-    if (rc == PM_OK && !store_is_s3(src)) {
-        struct view *v = NULL;
-        rc = view_open(&v, store_location(src), view, err);
-        view_free(v);
-    }
+    struct view *v = NULL;
+    int rc = view_open_store(&v, src, view, err);
+    view_free(v);
     return rc;
 }
 
@@ -709,6 +699,8 @@ struct unit_ctx {
     const struct pack_args *a;
     const struct plan *p;
     struct store *src, *dst;
+    struct upload_queue *uq; /* S3 output: shards go up in the background */
+    char *tmpdir;            /* with uq: this rank's local files of shards waiting to go up */
     struct column_info *schema; /* output sidecar schema */
     size_t ncols;
     struct image_ctx *ictx;
@@ -838,8 +830,16 @@ static int unit_run(struct unit_ctx *c, uint64_t k, struct pm_error *err)
     if (rc == PM_OK && table_batch_init(&side, c->schema, c->ncols) != PM_OK)
         rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory");
     snprintf(obj, sizeof obj, "%s.tar", name);
+    // with an upload queue the shard's files are made locally, then handed over whole
+    char local[3][4200] = {"", "", ""};
+    if (c->uq) {
+        snprintf(local[0], sizeof local[0], "%s/%s.tar", c->tmpdir, name);
+        snprintf(local[1], sizeof local[1], "%s/%s.parquet", c->tmpdir, name);
+        snprintf(local[2], sizeof local[2], "%s/%s_stats.json", c->tmpdir, name);
+    }
     if (rc == PM_OK)
-        rc = tar_writer_open_store(c->dst, obj, NULL, &tw, err);
+        rc = c->uq ? tar_writer_open(local[0], NULL, &tw, err)
+                   : tar_writer_open_store(c->dst, obj, NULL, &tw, err);
     uint64_t image_bytes = 0;
     for (size_t i = 0; rc == PM_OK && i < n; i++) {
         if (pm_signal_pending()) {
@@ -910,8 +910,10 @@ static int unit_run(struct unit_ctx *c, uint64_t k, struct pm_error *err)
     tar_writer_free(tw);
     slots_release(slots, n);
     // sidecar
-    char tmp[4096] = "";
-    if (rc == PM_OK)
+    char tmp[4200] = "";
+    if (rc == PM_OK && c->uq)
+        snprintf(tmp, sizeof tmp, "%s", local[1]);
+    else if (rc == PM_OK)
         rc = dataset_store_temp_path(tmp, sizeof tmp, err);
     if (rc == PM_OK) {
         struct parquet_writer *pw = NULL;
@@ -924,10 +926,10 @@ static int unit_run(struct unit_ctx *c, uint64_t k, struct pm_error *err)
         snprintf(obj, sizeof obj, "%s.parquet", name);
         if (rc == PM_OK && pm_signal_pending())
             rc = pm_error_set(err, PM_ERR_INTERRUPTED, "interrupted by a signal");
-        if (rc == PM_OK)
+        if (rc == PM_OK && !c->uq)
             rc = dataset_store_put_file(c->dst, obj, tmp, err);
     }
-    if (tmp[0])
+    if (tmp[0] && !c->uq)
         unlink(tmp);
     table_batch_release(&side);
     // stats, last: the shard's commit record
@@ -945,10 +947,24 @@ static int unit_run(struct unit_ctx *c, uint64_t k, struct pm_error *err)
             stat_map_add(&st.durations, "read", t_read - t0) ||
             stat_map_add(&st.durations, "total", st.end_time - t0))
             rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory");
-        if (rc == PM_OK)
+        if (rc == PM_OK && c->uq)
+            rc = shard_stats_write(c->tmpdir, &st, err);
+        else if (rc == PM_OK)
             rc = dataset_store_write_stats(c->dst, &st, err);
         shard_stats_release(&st);
     }
+    if (c->uq && rc == PM_OK) {
+        // tar, sidecar, then the stats file (the commit record), in this order
+        char tname[SHARD_NAME_MAX + 32], pname[SHARD_NAME_MAX + 32], sname[SHARD_NAME_MAX + 32];
+        snprintf(tname, sizeof tname, "%s.tar", name);
+        snprintf(pname, sizeof pname, "%s.parquet", name);
+        snprintf(sname, sizeof sname, "%s_stats.json", name);
+        const char *paths[3] = {local[0], local[1], local[2]};
+        const char *names[3] = {tname, pname, sname};
+        return upload_queue_push(c->uq, paths, names, 3, err); // takes the files over
+    }
+    for (int i = 0; c->uq && i < 3; i++)
+        unlink(local[i]);
     return rc;
 }
 
@@ -1120,7 +1136,26 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
     rc = agree(rc, mpi);
     if (rc == PM_OK)
         rc = plan_bcast(&p, PM_OK, mpi);
-    struct unit_ctx c = {&a, &p, src, dst, NULL, 0, NULL, IMAGE_INIT, IMAGE_INIT, BYTEBUF_INIT};
+    struct unit_ctx c = {.a = &a, .p = &p, .src = src, .dst = dst, .img = IMAGE_INIT,
+                         .img2 = IMAGE_INIT, .enc = BYTEBUF_INIT};
+    char tmpdir[4096] = "";
+    if (rc == PM_OK && store_is_s3(dst)) {
+        // S3: shard k+1 is packed while k goes up (upload_queue, own stores per thread)
+        pm_error_clear(&err);
+        const char *t = getenv("TMPDIR");
+        snprintf(tmpdir, sizeof tmpdir, "%s/pixelmill-pack.XXXXXX", t && t[0] ? t : "/tmp");
+        if (!mkdtemp(tmpdir)) {
+            rc = pm_error_set(&err, PM_ERR_IO, "cannot create a temporary directory '%s': %s",
+                              tmpdir, strerror(errno));
+            tmpdir[0] = '\0';
+        }
+        if (rc == PM_OK)
+            rc = upload_queue_create(a.output, &so, a.s3_shards ? a.s3_shards : 2, &c.uq, &err);
+        c.tmpdir = tmpdir;
+        if (rc != PM_OK)
+            pm_log_error("pack: %s", err.msg);
+        rc = agree(rc, mpi);
+    }
     if (rc == PM_OK) {
         pm_error_clear(&err);
         rc = schema_build(&c, &err);
@@ -1163,6 +1198,11 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
             if (my == PM_OK)
                 done++;
         }
+        // the shards still going up (a signal abandons them: upload_queue_free below)
+        if (c.uq && my == PM_OK) {
+            pm_error_clear(&err);
+            my = upload_queue_drain(c.uq, &err);
+        }
         if (my == PM_ERR_INTERRUPTED)
             pm_log_warn("pack: interrupted by signal %d; in-flight shard abandoned, rerun to "
                         "resume",
@@ -1181,6 +1221,9 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
             pm_log_error("pack: dataset.json: %s", err.msg);
     }
     rc = agree(rc, mpi);
+    upload_queue_free(c.uq);
+    if (tmpdir[0])
+        rmdir(tmpdir);
     for (size_t i = 0; c.schema && i < c.ncols; i++)
         free(c.schema[i].name);
     free(c.schema);

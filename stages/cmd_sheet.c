@@ -214,23 +214,15 @@ int cmd_sheet(int argc, char **argv, const struct pm_mpi *mpi)
         free(where);
         return exit_status;
     }
-    // DATASET:VIEW — the part after the last ':' names a view when the rest is a directory.
+    // DATASET:VIEW (a directory or an S3 prefix)
     dataset = strdup(target);
-    const char *vname = NULL;
-    struct stat stt;
-    char *colon = dataset ? strrchr(dataset, ':') : NULL;
-    if (colon && stat(dataset, &stt) != 0) {
-        *colon = 0;
-        vname = colon + 1;
-    }
-    int rc = filter_expr_parse(&f, where, nwhere, &err);
+    const char *vname = dataset ? view_spec_split(dataset) : NULL;
     char *paths[1] = {dataset};
-    if (rc == PM_OK)
-        rc = meta_source_open(&s, paths, 1, &err);
+    int rc = meta_source_open_with_expr(&s, paths, 1, &f, where, nwhere, &err);
     if (rc == PM_OK && !s.is_dataset)
-        rc = pm_error_set(&err, PM_ERR_USAGE, "sheet: '%s' is not a dataset directory", dataset);
+        rc = pm_error_set(&err, PM_ERR_USAGE, "sheet: '%s' is not a dataset", dataset);
     if (rc == PM_OK && vname)
-        rc = view_open(&view, dataset, vname, &err);
+        rc = view_open_store(&view, s.store, vname, &err);
     picks = malloc(n * sizeof *picks);
     if (rc == PM_OK && !picks)
         rc = pm_error_set(&err, PM_ERR_NOMEM, "out of memory");
@@ -244,14 +236,7 @@ int cmd_sheet(int argc, char **argv, const struct pm_mpi *mpi)
         cols[ncols++] = "status";
         if (sort && strcmp(sort, "status"))
             cols[ncols++] = sort;
-        for (size_t i = 0; f && i < nf; i++) {
-            const char *name = filter_expr_column(f, i);
-            int dup = 0;
-            for (size_t j = 0; j < ncols; j++)
-                dup |= !strcmp(cols[j], name);
-            if (!dup)
-                cols[ncols++] = name;
-        }
+        meta_columns_add_expr(cols, &ncols, f);
     }
     struct table_batch b = TABLE_BATCH_INIT;
     uint8_t *keep = NULL;
@@ -262,17 +247,10 @@ int cmd_sheet(int argc, char **argv, const struct pm_mpi *mpi)
         struct table_reader *r = NULL;
         if (rc == PM_OK)
             rc = meta_source_unit_open(&s, u, cols, ncols, &r, &err);
-        if (rc == PM_OK) {
-            size_t nc = table_reader_num_columns(r);
-            struct column_info *schema = calloc(nc, sizeof *schema);
-            for (size_t j = 0; schema && j < nc; j++)
-                schema[j] = *table_reader_column(r, j);
-            rc = schema ? filter_expr_bind(f, schema, nc, &err) : PM_ERR_NOMEM;
-            if (rc == PM_OK && sort && !column_type_is_numeric(schema[1].type))
-                rc = pm_error_set(&err, PM_ERR_USAGE, "sheet: --sort column '%s' is not numeric",
-                                  sort);
-            free(schema);
-        }
+        if (rc == PM_OK)
+            rc = meta_reader_bind(r, f, &err);
+        if (rc == PM_OK && sort && !column_type_is_numeric(table_reader_column(r, 1)->type))
+            rc = pm_error_set(&err, PM_ERR_USAGE, "sheet: --sort column '%s' is not numeric", sort);
         table_batch_release(&b);
         if (rc == PM_OK && table_reader_batch_init(r, &b) != PM_OK)
             rc = pm_error_set(&err, PM_ERR_NOMEM, "out of memory");
@@ -341,7 +319,7 @@ int cmd_sheet(int argc, char **argv, const struct pm_mpi *mpi)
                 items[ni].score = picks[j].shown;
                 ni++;
             }
-        rc = items ? sheet_items_fetch(items, ni, dataset, unit_shard_name, &s, &err)
+        rc = items ? sheet_items_fetch(items, ni, s.store, unit_shard_name, &s, &err)
                    : pm_error_set(&err, PM_ERR_NOMEM, "out of memory");
         if (rc == PM_OK && (as_png || as_jpg)) {
             rc = write_grid(outpath, as_png, items, ni, &err);

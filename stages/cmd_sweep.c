@@ -228,14 +228,7 @@ static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
     cols[ncols++] = a->column;
     if (s->is_dataset && strcmp(a->column, "status") != 0)
         cols[ncols++] = "status";
-    for (size_t i = 0; i < nf; i++) {
-        const char *name = filter_expr_column(f, i);
-        int dup = 0;
-        for (size_t j = 0; j < ncols; j++)
-            dup |= !strcmp(cols[j], name);
-        if (!dup)
-            cols[ncols++] = name;
-    }
+    meta_columns_add_expr(cols, &ncols, f);
     struct table_batch b = TABLE_BATCH_INIT;
     uint8_t *keep = NULL;
     size_t keepcap = 0;
@@ -246,20 +239,16 @@ static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
         rc = meta_source_unit_open(s, u, cols, ncols, &r, err);
         if (rc != PM_OK)
             break;
-        size_t n = table_reader_num_columns(r);
-        struct column_info *schema = calloc(n, sizeof *schema);
-        for (size_t j = 0; schema && j < n; j++)
-            schema[j] = *table_reader_column(r, j);
-        rc = schema ? filter_expr_bind(f, schema, n, err) : PM_ERR_NOMEM;
-        if (rc == PM_OK && !column_type_is_numeric(schema[0].type))
+        rc = meta_reader_bind(r, f, err);
+        enum column_type t0 = table_reader_column(r, 0)->type;
+        if (rc == PM_OK && !column_type_is_numeric(t0))
             rc = pm_error_set(err, PM_ERR_USAGE, "sweep: column '%s' of '%s' is %s, not a number",
-                              a->column, s->files[s->units[u].file],
-                              column_type_name(schema[0].type));
+                              a->column, s->files[s->units[u].file], column_type_name(t0));
         int status_col = s->is_dataset ? (strcmp(a->column, "status") ? 1 : 0) : -1;
-        if (rc == PM_OK && status_col >= 0 && schema[status_col].type != COLUMN_STRING)
+        if (rc == PM_OK && status_col >= 0 &&
+            table_reader_column(r, (size_t)status_col)->type != COLUMN_STRING)
             rc = pm_error_set(err, PM_ERR_FORMAT, "sidecar '%s': status is not a string",
                               s->files[u]);
-        free(schema);
         table_batch_release(&b);
         if (rc == PM_OK && table_reader_batch_init(r, &b) != PM_OK)
             rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory");
@@ -550,9 +539,7 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
         exit_status = PM_EXIT_USAGE;
         goto out;
     }
-    int rc = filter_expr_parse(&f, a.where, a.nwhere, &err);
-    if (rc == PM_OK)
-        rc = meta_source_open(&s, a.inputs, a.ninputs, &err);
+    int rc = meta_source_open_with_expr(&s, a.inputs, a.ninputs, &f, a.where, a.nwhere, &err);
     if (rc != PM_OK) {
         if (mpi->rank == 0)
             pm_log_error("%s", err.msg);
@@ -760,7 +747,7 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
                         ni++;
                     }
                     // Items follow the candidate arrays' order: below[t][*], then above[t][*].
-                    rc = sheet_items_fetch(items, ni, s.dataset, unit_shard_name, &s, &err);
+                    rc = sheet_items_fetch(items, ni, s.store, unit_shard_name, &s, &err);
                     if (rc != PM_OK)
                         pm_log_error("%s", err.msg);
                     fputs("<h2>Contact sheets</h2>\n", out);

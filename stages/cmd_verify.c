@@ -7,8 +7,10 @@
  * exactly one sample with its key, no sample without a success row, other statuses have
  * none); the tar's size and XXH3-128 match dataset.json and the stats file; counts (rows,
  * samples, rows by status) match between the sidecar, the stats file and dataset.json.
- * Missing objects are problems; stray temporary files and tars not in dataset.json are
- * warnings. --deep also decodes every image. Exit 0 only when no problem was found.
+ * Missing objects are problems; tars not in dataset.json and what unfinished writers left
+ * (POSIX temporary files, S3 multipart uploads in progress under the prefix; listed with
+ * store_list_incomplete) are warnings; --abort-incomplete removes the latter. --deep also
+ * decodes every image. Exit 0 only when no problem was found.
  *
  * Memory: one shard's tar is read at a time (whole, into memory, on both backends).
  */
@@ -25,7 +27,6 @@
 #include "store.h"
 #include "tar_reader.h"
 
-#include <dirent.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <jansson.h>
@@ -41,28 +42,36 @@ struct verify_args {
     const char *s3_endpoint;
     bool json;
     bool deep;
+    bool abort_incomplete;
 };
 
 struct report {
     json_t *problems; /* [{shard, key, message}] */
     json_t *warnings;
     uint64_t shards, samples, rows;
+    uint64_t incomplete; /* unfinished writes found (multipart uploads / temporary files) */
+    uint64_t aborted;    /* of which removed by --abort-incomplete */
 };
 
 static void print_help(FILE *out)
 {
-    fprintf(out, "usage: pixelmill verify DATASET [--json] [--deep] [--s3-endpoint URL]\n"
+    fprintf(out, "usage: pixelmill verify DATASET [--json] [--deep] [--abort-incomplete]\n"
+                 "                        [--s3-endpoint URL]\n"
                  "\n"
                  "Check that a dataset (a directory or s3://bucket/prefix) is sound: for every\n"
                  "shard of dataset.json, the tar parses, each sample has an image, a .txt and a\n"
                  ".json, the Parquet sidecar and the tar agree (each success row has exactly one\n"
                  "sample, no other samples), the tar's size and xxh3 match dataset.json and the\n"
-                 "stats file, and the counts agree. Missing files are problems; stray temporary\n"
-                 "files and tars not listed are warnings.\n"
+                 "stats file, and the counts agree. Missing files are problems; tars not listed\n"
+                 "and unfinished writes (temporary files; on S3, multipart uploads in progress\n"
+                 "under the prefix) are warnings.\n"
                  "\n"
                  "Options:\n"
                  "  --json          print one JSON report on stdout\n"
                  "  --deep          also decode every image\n"
+                 "  --abort-incomplete  remove the unfinished writes found (abort the multipart\n"
+                 "                  uploads, delete the temporary files); only while no stage\n"
+                 "                  writes into DATASET\n"
                  "  --s3-endpoint URL  S3 endpoint (default: AWS_ENDPOINT_URL or AWS)\n"
                  "  -h, --help      this help\n"
                  "\n"
@@ -75,6 +84,7 @@ static int parse_args(int argc, char **argv, struct verify_args *a)
     memset(a, 0, sizeof *a);
     static const struct option opts[] = {{"json", no_argument, 0, 'j'},
                                          {"deep", no_argument, 0, 'd'},
+                                         {"abort-incomplete", no_argument, 0, 'a'},
                                          {"s3-endpoint", required_argument, 0, 'e'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -87,6 +97,9 @@ static int parse_args(int argc, char **argv, struct verify_args *a)
             break;
         case 'd':
             a->deep = true;
+            break;
+        case 'a':
+            a->abort_incomplete = true;
             break;
         case 'e':
             a->s3_endpoint = optarg;
@@ -412,18 +425,32 @@ static int on_object(void *ctx, const char *name, uint64_t size)
     return 0;
 }
 
-// Temporary files of unfinished writes (POSIX: `.NAME.tmp.PID.HEX`), as warnings.
-static void stray_temps(const char *dir, struct report *rep)
+// What unfinished writers left (S3 multipart uploads, POSIX temporary files), as warnings.
+static int on_incomplete(void *ctx, const char *name, const char *started)
 {
-    DIR *d = opendir(dir);
-    if (!d)
+    struct report *rep = ctx;
+    rep->incomplete++;
+    if (started)
+        note(rep->warnings, NULL, NULL,
+             "incomplete multipart upload %s (started %s; an interrupted write)", name, started);
+    else
+        note(rep->warnings, NULL, NULL, "stray temporary file %s (an interrupted write)", name);
+    return 0;
+}
+
+static void list_incomplete(struct store *s, const struct verify_args *a, struct report *rep)
+{
+    struct pm_error err = PM_ERROR_INIT;
+    if (store_list_incomplete(s, on_incomplete, rep, &err) != PM_OK) {
+        note(rep->warnings, NULL, NULL, "cannot list unfinished writes: %s", err.msg);
         return;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (e->d_name[0] == '.' && strstr(e->d_name, ".tmp."))
-            note(rep->warnings, NULL, NULL, "stray temporary file %s (an interrupted write)",
-                 e->d_name);
-    closedir(d);
+    }
+    size_t removed = 0;
+    if (a->abort_incomplete && rep->incomplete) {
+        if (store_sweep_incomplete(s, 0, &removed, &err) != PM_OK)
+            note(rep->warnings, NULL, NULL, "cannot remove unfinished writes: %s", err.msg);
+        rep->aborted = removed;
+    }
 }
 
 static void print_report(const struct report *rep, const struct verify_args *a)
@@ -437,6 +464,8 @@ static void print_report(const struct report *rep, const struct verify_args *a)
         json_object_set_new(o, "shards", json_integer((json_int_t)rep->shards));
         json_object_set_new(o, "samples", json_integer((json_int_t)rep->samples));
         json_object_set_new(o, "rows", json_integer((json_int_t)rep->rows));
+        json_object_set_new(o, "incomplete", json_integer((json_int_t)rep->incomplete));
+        json_object_set_new(o, "incomplete_removed", json_integer((json_int_t)rep->aborted));
         json_object_set(o, "problems", rep->problems);
         json_object_set(o, "warnings", rep->warnings);
         char *t = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -463,6 +492,9 @@ static void print_report(const struct report *rep, const struct verify_args *a)
            a->dataset, (unsigned long long)rep->shards, (unsigned long long)rep->samples,
            (unsigned long long)rep->rows, ok ? "sound" : "NOT SOUND",
            json_array_size(rep->problems), json_array_size(rep->warnings));
+    if (rep->aborted)
+        printf("removed %llu unfinished writes (--abort-incomplete)\n",
+               (unsigned long long)rep->aborted);
 }
 
 int cmd_verify(int argc, char **argv, const struct pm_mpi *mpi)
@@ -480,7 +512,7 @@ int cmd_verify(int argc, char **argv, const struct pm_mpi *mpi)
         pm_log_error("verify: %s", err.msg);
         return pm_exit_from_status(rc);
     }
-    struct report rep = {json_array(), json_array(), 0, 0, 0};
+    struct report rep = {json_array(), json_array(), 0, 0, 0, 0, 0};
     struct dataset_index x;
     rc = dataset_store_read_index(s, &x, &err);
     if (rc == PM_ERR_NOT_FOUND)
@@ -498,9 +530,8 @@ int cmd_verify(int argc, char **argv, const struct pm_mpi *mpi)
         pm_error_clear(&err);
         if (store_list(s, on_object, &l, &err) != PM_OK)
             note(rep.warnings, NULL, NULL, "cannot list the dataset: %s", err.msg);
-        if (!store_is_s3(s))
-            stray_temps(store_location(s), &rep);
     }
+    list_incomplete(s, &a, &rep);
     dataset_index_release(&x);
     print_report(&rep, &a);
     bool ok = json_array_size(rep.problems) == 0;

@@ -9,31 +9,26 @@
 
 int dataset_store_temp_path(char *buf, size_t size, struct pm_error *err)
 {
-    const char *dir = getenv("TMPDIR");
-    if (!dir || !dir[0])
-        dir = "/tmp";
-    int n = snprintf(buf, size, "%s/pixelmill.XXXXXX", dir);
-    if (n < 0 || (size_t)n >= size)
-        return pm_error_set(err, PM_ERR_LIMIT, "temporary directory '%s': path too long", dir);
-    int fd = mkstemp(buf);
-    if (fd < 0)
-        return pm_error_set(err, PM_ERR_IO, "cannot create a temporary file in '%s': %s", dir,
-                            strerror(errno));
-    close(fd);
-    return PM_OK;
+    return store_temp_path(buf, size, err);
 }
 
-int dataset_store_put_file(struct store *s, const char *name, const char *path,
-                           struct pm_error *err)
+int dataset_store_put_file_until(struct store *s, const char *name, const char *path,
+                                 const atomic_bool *stop, struct pm_error *err)
 {
+    enum { BLOCK = 1 << 20 };
     FILE *f = fopen(path, "rb");
     if (!f)
         return pm_error_set(err, PM_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    char *block = malloc(BLOCK);
     struct store_writer *w = NULL;
-    int rc = store_writer_open(s, name, &w, err);
-    static char block[1 << 16];
+    int rc = block ? store_writer_open(s, name, &w, err)
+                   : pm_error_set(err, PM_ERR_NOMEM, "out of memory");
     while (rc == PM_OK) {
-        size_t n = fread(block, 1, sizeof block, f);
+        if (stop && atomic_load(stop)) {
+            rc = pm_error_set(err, PM_ERR_INTERRUPTED, "upload of '%s' stopped", name);
+            break;
+        }
+        size_t n = fread(block, 1, BLOCK, f);
         if (n == 0) {
             if (ferror(f))
                 rc = pm_error_set(err, PM_ERR_IO, "cannot read '%s'", path);
@@ -42,10 +37,17 @@ int dataset_store_put_file(struct store *s, const char *name, const char *path,
         rc = store_writer_write(w, block, n, err);
     }
     fclose(f);
+    free(block);
     if (rc == PM_OK)
         rc = store_writer_commit(w, err);
-    store_writer_free(w);
+    store_writer_free(w); // aborts unless committed
     return rc;
+}
+
+int dataset_store_put_file(struct store *s, const char *name, const char *path,
+                           struct pm_error *err)
+{
+    return dataset_store_put_file_until(s, name, path, NULL, err);
 }
 
 // Download object `name` into a new temporary file (path in buf).
@@ -70,30 +72,12 @@ static int get_temp(struct store *s, const char *name, size_t limit, char *buf, 
 
 int dataset_store_read_index(struct store *s, struct dataset_index *x, struct pm_error *err)
 {
-    char tmp[4096];
-    int rc = get_temp(s, DATASET_INDEX_FILE, DATASET_INDEX_MAX_BYTES, tmp, sizeof tmp, err);
-    if (rc != PM_OK) {
-        dataset_index_init(x);
-        return rc;
-    }
-    rc = dataset_index_read(x, tmp, err);
-    unlink(tmp);
-    if (rc != PM_OK)
-        pm_error_prefix(err, "%s/%s: ", store_location(s), DATASET_INDEX_FILE);
-    return rc;
+    return dataset_index_read_store(x, s, err);
 }
 
 int dataset_store_write_index(struct store *s, const struct dataset_index *x, struct pm_error *err)
 {
-    char tmp[4096];
-    int rc = dataset_store_temp_path(tmp, sizeof tmp, err);
-    if (rc != PM_OK)
-        return rc;
-    rc = dataset_index_write(x, tmp, err);
-    if (rc == PM_OK)
-        rc = dataset_store_put_file(s, DATASET_INDEX_FILE, tmp, err);
-    unlink(tmp);
-    return rc;
+    return dataset_index_write_store(x, s, err);
 }
 
 int dataset_store_read_stats(struct store *s, const char *name, struct shard_stats *st,

@@ -18,6 +18,7 @@
 #include "shard_stats.h"
 #include "store.h"
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 /** Largest sidecar read into memory (bytes). */
@@ -32,6 +33,11 @@ int dataset_store_temp_path(char *buf, size_t size, struct pm_error *err);
 /** Upload the local file `path` as object `name` (streamed; atomic). */
 int dataset_store_put_file(struct store *s, const char *name, const char *path,
                            struct pm_error *err);
+
+/** dataset_store_put_file that gives up (PM_ERR_INTERRUPTED, nothing visible) once *stop
+ * is true (checked between 1 MiB blocks; stop may be NULL). Thread-safe per store. */
+int dataset_store_put_file_until(struct store *s, const char *name, const char *path,
+                                 const atomic_bool *stop, struct pm_error *err);
 
 /** Read `dataset.json` of the store into x (initialised by this call; release it always). */
 int dataset_store_read_index(struct store *s, struct dataset_index *x, struct pm_error *err);

@@ -4,6 +4,7 @@
 #include "download_unit.h"
 
 #include "atomic_file.h"
+#include "dataset_store.h"
 #include "file_hash.h"
 #include "image.h"
 #include "image_decode.h"
@@ -814,18 +815,18 @@ static int write_sidecar(struct download_engine *e, const struct table_batch *b,
     if (rc)
         goto out;
     s.nrows = n;
-    struct atomic_file *af = NULL;
-    if ((rc = atomic_file_open(path, &af, err)))
+    // written to a private temporary file, then copied into the store under `path`
+    char tmp[PATH_MAX];
+    if ((rc = dataset_store_temp_path(tmp, sizeof tmp, err)))
         goto out;
     struct parquet_writer *w = NULL;
     struct parquet_writer_options po = {PARQUET_CODEC_ZSTD, 0};
-    rc =
-        parquet_writer_open(&w, atomic_file_temp_path(af), e->side_schema, e->side_ncols, &po, err);
+    rc = parquet_writer_open(&w, tmp, e->side_schema, e->side_ncols, &po, err);
     rc = rc ? rc : parquet_writer_write(w, &s, err);
     rc = rc ? rc : parquet_writer_close(w, err);
     parquet_writer_free(w);
-    rc = rc ? rc : atomic_file_commit(af, err);
-    atomic_file_free(af);
+    rc = rc ? rc : dataset_store_put_file(e->cfg.store, path, tmp, err);
+    unlink(tmp);
 out:
     table_batch_release(&s);
     return rc;
@@ -963,12 +964,14 @@ int download_unit_run(struct download_engine *e, uint64_t unit, struct pm_error 
     }
 
     char path[PATH_MAX];
-    if (shard_path(path, sizeof path, cfg->output, unit, p->digits, ".tar")) {
+    if (shard_path(path, sizeof path, NULL, unit, p->digits, ".tar")) {
         rc = pm_error_set(err, PM_ERR_LIMIT, "output path too long");
         goto out;
     }
+    // through the store: visible under its name only once whole (S3: the multipart upload
+    // completes at close)
     struct tar_writer_options to = {cfg->tar_mtime};
-    if ((rc = tar_writer_open(path, &to, &tw, err)))
+    if ((rc = tar_writer_open_store(cfg->store, path, &to, &tw, err)))
         goto out;
 
     size_t window = (size_t)(cfg->concurrency > 16 ? cfg->concurrency : 16) * 4;
@@ -1073,7 +1076,7 @@ int download_unit_run(struct download_engine *e, uint64_t unit, struct pm_error 
     struct tar_writer_result tr;
     if ((rc = tar_writer_close(tw, &tr, err)))
         goto out;
-    if (shard_path(path, sizeof path, cfg->output, unit, p->digits, ".parquet")) {
+    if (shard_path(path, sizeof path, NULL, unit, p->digits, ".parquet")) {
         rc = pm_error_set(err, PM_ERR_LIMIT, "output path too long");
         goto out;
     }
@@ -1092,7 +1095,7 @@ int download_unit_run(struct download_engine *e, uint64_t unit, struct pm_error 
     stat_map_add(&stats.bytes, "downloaded", (double)bytes_in);
     stat_map_add(&stats.bytes, "images", (double)bytes_out);
     stat_map_add(&stats.durations, "unit", stats.end_time - t0);
-    rc = shard_stats_write(cfg->output, &stats, err);
+    rc = dataset_store_write_stats(cfg->store, &stats, err);
 out:
     // a failed or interrupted unit: drop the fetches still in flight so the engine is clean
     if (rc) {

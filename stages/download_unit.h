@@ -29,6 +29,7 @@
 #include "image_encode.h"
 #include "image_resize.h"
 #include "pm_error.h"
+#include "store.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -50,7 +51,8 @@ const char *download_status_name(enum download_status s);
 
 /** Settings of a run (the engine keeps pointers: they must outlive it). */
 struct download_unit_config {
-    const char *output;               /* dataset directory */
+    const char *output;               /* directory holding _work/ (plan slices, dedupe lists) */
+    struct store *store;              /* the dataset: shards, sidecars, stats (store.h) */
     const struct download_plan *plan; /* columns of the slices */
     const char *url_col;              /* name of the URL column (a slice column) */
     const char *caption_col;          /* NULL: no caption */

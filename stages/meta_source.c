@@ -3,10 +3,12 @@
  */
 #include "meta_source.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static int add_file(struct meta_source *s, const char *path)
 {
@@ -30,16 +32,21 @@ static int add_unit(struct meta_source *s, struct meta_unit u)
     return PM_OK;
 }
 
+static bool is_dataset_location(const char *p)
+{
+    struct stat st;
+    return strncmp(p, "s3://", 5) == 0 || (stat(p, &st) == 0 && S_ISDIR(st.st_mode));
+}
+
 int meta_source_open(struct meta_source *s, char *const *paths, size_t n, struct pm_error *err)
 {
     memset(s, 0, sizeof *s);
     dataset_index_init(&s->idx);
-    struct stat st;
-    if (n == 1 && stat(paths[0], &st) == 0 && S_ISDIR(st.st_mode)) {
-        char p[4096];
-        snprintf(p, sizeof p, "%s/%s", paths[0], DATASET_INDEX_FILE);
+    if (n == 1 && is_dataset_location(paths[0])) {
         dataset_index_release(&s->idx);
-        int rc = dataset_index_read(&s->idx, p, err);
+        int rc = store_open(paths[0], NULL, &s->store, err);
+        if (rc == PM_OK)
+            rc = dataset_index_read_store(&s->idx, s->store, err);
         if (rc != PM_OK)
             return rc;
         s->is_dataset = true;
@@ -54,7 +61,9 @@ int meta_source_open(struct meta_source *s, char *const *paths, size_t n, struct
                                     "dataset '%s': shard url '%s' is not "
                                     "NAME.tar",
                                     paths[0], url);
-            snprintf(p, sizeof p, "%s/%.*s.parquet", paths[0], (int)(ul - 4), url);
+            char p[4096];
+            snprintf(p, sizeof p, "%s/%.*s.parquet", store_location(s->store), (int)(ul - 4),
+                     url);
             if (add_file(s, p) != PM_OK ||
                 add_unit(s, (struct meta_unit){i, 0, (size_t)-1, base, s->idx.shards[i].rows}) !=
                     PM_OK)
@@ -65,8 +74,6 @@ int meta_source_open(struct meta_source *s, char *const *paths, size_t n, struct
     }
     for (size_t i = 0; i < n; i++) {
         struct table_reader *r = NULL;
-        const char *none = NULL;
-        (void)none;
         struct table_reader_options opt = {0};
         int rc = table_reader_open(&r, paths[i], &opt, err);
         if (rc != PM_OK)
@@ -82,6 +89,15 @@ int meta_source_open(struct meta_source *s, char *const *paths, size_t n, struct
     return PM_OK;
 }
 
+int meta_source_open_with_expr(struct meta_source *s, char *const *paths, size_t n,
+                               struct filter_expr **f, const char *const *where, size_t nwhere,
+                               struct pm_error *err)
+{
+    memset(s, 0, sizeof *s);
+    int rc = filter_expr_parse(f, where, nwhere, err);
+    return rc == PM_OK ? meta_source_open(s, paths, n, err) : rc;
+}
+
 void meta_source_release(struct meta_source *s)
 {
     if (!s)
@@ -91,6 +107,7 @@ void meta_source_release(struct meta_source *s)
     free(s->files);
     free(s->units);
     free(s->dataset);
+    store_free(s->store);
     dataset_index_release(&s->idx);
     memset(s, 0, sizeof *s);
 }
@@ -102,6 +119,21 @@ int meta_source_unit_open(const struct meta_source *s, size_t u, const char *con
     struct table_reader_options opt = {0};
     opt.columns = columns;
     opt.ncolumns = columns ? ncolumns : 0;
+    if (s->is_dataset) {
+        // the sidecar through the store (a local copy on S3, removed once open)
+        char name[4200], path[4096];
+        bool temp = false;
+        snprintf(name, sizeof name, "%s.parquet", meta_source_shard_name(s, u, path, sizeof path));
+        opt.format = "parquet";
+        int rc = store_local_path(s->store, name, path, sizeof path, &temp, err);
+        if (rc == PM_OK)
+            rc = table_reader_open(out, path, &opt, err);
+        if (temp)
+            unlink(path);
+        if (rc != PM_OK)
+            pm_error_prefix(err, "sidecar '%s': ", s->files[m->file]);
+        return rc;
+    }
     int rc = table_reader_open(out, s->files[m->file], &opt, err);
     if (rc != PM_OK)
         return rc;
@@ -113,6 +145,91 @@ int meta_source_unit_open(const struct meta_source *s, size_t u, const char *con
         }
     }
     return rc;
+}
+
+bool meta_source_has(const struct meta_source *s, const char *name)
+{
+    bool exists = false;
+    struct pm_error e = PM_ERROR_INIT;
+    return s->store && store_exists(s->store, name, &exists, &e) == PM_OK && exists;
+}
+
+void meta_columns_add(const char **cols, size_t *n, const char *name)
+{
+    for (size_t j = 0; j < *n; j++)
+        if (!strcmp(cols[j], name))
+            return;
+    cols[(*n)++] = name;
+}
+
+void meta_columns_add_expr(const char **cols, size_t *n, const struct filter_expr *f)
+{
+    for (size_t i = 0; f && i < filter_expr_num_columns(f); i++)
+        meta_columns_add(cols, n, filter_expr_column(f, i));
+}
+
+int meta_reader_bind(const struct table_reader *r, struct filter_expr *f, struct pm_error *err)
+{
+    size_t n = table_reader_num_columns(r);
+    struct column_info *schema = calloc(n ? n : 1, sizeof *schema);
+    if (!schema)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+    for (size_t j = 0; j < n; j++)
+        schema[j] = *table_reader_column(r, j);
+    int rc = filter_expr_bind(f, schema, n, err);
+    free(schema);
+    return rc;
+}
+
+size_t meta_status_success(const struct column *status, size_t nrows, uint8_t *success)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < nrows; i++) {
+        size_t len;
+        const char *v = column_string(status, i, &len);
+        success[i] = status->valid[i] && len == 7 && !memcmp(v, "success", 7);
+        k += success[i];
+    }
+    return k;
+}
+
+int meta_unit_check_rows(const struct meta_source *s, size_t u, uint64_t row, bool done,
+                         struct pm_error *err)
+{
+    if (!s->is_dataset)
+        return PM_OK;
+    uint64_t want = s->units[u].rows;
+    if (!done && row > want)
+        return pm_error_set(err, PM_ERR_FORMAT,
+                            "sidecar '%s' has more rows than the %" PRIu64 " dataset.json lists",
+                            s->files[u], want);
+    if (done && row != want)
+        return pm_error_set(err, PM_ERR_FORMAT,
+                            "sidecar '%s' has %" PRIu64 " rows, dataset.json lists %" PRIu64,
+                            s->files[u], row, want);
+    return PM_OK;
+}
+
+static bool hex_u64(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 16; i++) {
+        char ch = s[i];
+        int d = ch >= '0' && ch <= '9'   ? ch - '0'
+                : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                         : -1;
+        if (d < 0)
+            return false;
+        v = v << 4 | (uint64_t)d;
+    }
+    *out = v;
+    return true;
+}
+
+bool meta_content_hash(const char *hex, size_t len, uint64_t out[2])
+{
+    return len == 32 && hex_u64(hex, &out[0]) && hex_u64(hex + 16, &out[1]);
 }
 
 const char *meta_source_shard_name(const struct meta_source *s, size_t u, char *buf, size_t size)

@@ -1,16 +1,23 @@
 /**
- * meta_source — the metadata a tuning command (filter, sweep, sheet) reads: either one
- * dataset directory (its Parquet sidecars, one unit per shard, in dataset.json order) or
- * plain input files (CSV/TSV/JSONL/Parquet; one unit per Parquet row group, one per text
- * file). Units are what MPI ranks are dealt (unit u goes to rank u % size), so every
- * result that is a sum over units is the same for any number of ranks.
+ * meta_source — the metadata a tuning command (filter, sweep, sheet, dedupe) reads: either
+ * one dataset (a directory or "s3://bucket/prefix": its Parquet sidecars, one unit per
+ * shard, in dataset.json order) or plain input files (CSV/TSV/JSONL/Parquet; one unit per
+ * Parquet row group, one per text file). Units are what MPI ranks are dealt (unit u goes
+ * to rank u % size), so every result that is a sum over units is the same for any number
+ * of ranks.
+ *
+ * A dataset is read and written through its store (store.h): the commands write views
+ * and dedupe marks with `s->store`, so the same code serves both backends. Sidecars on S3
+ * are fetched to a private temporary file per unit (removed as soon as it is open).
  */
 #ifndef PM_META_SOURCE_H
 #define PM_META_SOURCE_H
 
 #include "column.h"
 #include "dataset_index.h"
+#include "filter_expr.h"
 #include "pm_error.h"
+#include "store.h"
 #include "table_reader.h"
 
 #include <stdbool.h>
@@ -27,17 +34,28 @@ struct meta_unit {
 
 struct meta_source {
     bool is_dataset;
-    char *dataset; /* the dataset directory (datasets only) */
+    char *dataset;       /* the dataset's location as given (datasets only) */
+    struct store *store; /* the dataset's store (datasets only) */
     struct dataset_index idx;
-    char **files; /* sidecar paths (datasets) or input files */
+    char **files; /* sidecars' full names (datasets, for messages) or input files */
     size_t nfiles;
     struct meta_unit *units;
     size_t nunits;
 };
 
-/** Open `paths`: one directory holding dataset.json is a dataset; otherwise every path is
- * an input file whose parts are listed. Returns PM_OK or an error naming the path. */
+/** Open `paths`: one directory or one s3:// URL is a dataset (its dataset.json is read);
+ * otherwise every path is an input file whose parts are listed. S3 settings come from the
+ * environment (s3_client.h). Returns PM_OK or an error naming the path. */
 int meta_source_open(struct meta_source *s, char *const *paths, size_t n, struct pm_error *err);
+
+/**
+ * The common start of a tuning command: parse the --where clauses into *f (may be n=0)
+ * and open the source as meta_source_open does. On failure *f and s may hold partial
+ * state: free both as usual.
+ */
+int meta_source_open_with_expr(struct meta_source *s, char *const *paths, size_t n,
+                               struct filter_expr **f, const char *const *where, size_t nwhere,
+                               struct pm_error *err);
 
 /** Free everything. Accepts NULL. */
 void meta_source_release(struct meta_source *s);
@@ -45,6 +63,33 @@ void meta_source_release(struct meta_source *s);
 /** Open unit u for reading `columns` (ncolumns names; NULL = all). */
 int meta_source_unit_open(const struct meta_source *s, size_t u, const char *const *columns,
                           size_t ncolumns, struct table_reader **out, struct pm_error *err);
+
+/** True if the dataset has object `name` (e.g. "_dedupe/url/marks.json"). */
+bool meta_source_has(const struct meta_source *s, const char *name);
+
+/** Add `name` to the column list cols[0..*n) unless it is there (cols has room). */
+void meta_columns_add(const char **cols, size_t *n, const char *name);
+
+/** Add the columns `f` reads (meta_columns_add each; cols has room for them). */
+void meta_columns_add_expr(const char **cols, size_t *n, const struct filter_expr *f);
+
+/** Bind `f` to the schema of reader r (filter_expr_bind). */
+int meta_reader_bind(const struct table_reader *r, struct filter_expr *f, struct pm_error *err);
+
+/** success[i] = row i of the status column is "success"; returns how many are. */
+size_t meta_status_success(const struct column *status, size_t nrows, uint8_t *success);
+
+/**
+ * Check a dataset unit's row count against dataset.json: with `done` false, that `row`
+ * rows read so far do not exceed it; with `done` true, that they equal it. PM_OK or
+ * PM_ERR_FORMAT naming the sidecar. Input files (rows 0 in the unit) are not checked.
+ */
+int meta_unit_check_rows(const struct meta_source *s, size_t u, uint64_t row, bool done,
+                         struct pm_error *err);
+
+/** Parse a sidecar's content_hash (32 hex digits, XXH3-128) into (high, low) words;
+ * false if it is not one. */
+bool meta_content_hash(const char *hex, size_t len, uint64_t out[2]);
 
 /** The shard name of dataset unit u ("00012"). */
 const char *meta_source_shard_name(const struct meta_source *s, size_t u, char *buf, size_t size);

@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void html_escape(FILE *out, const char *s, size_t n)
 {
@@ -64,7 +65,7 @@ static int cmp_item_ptr(const void *a, const void *b)
     return (x->row > y->row) - (x->row < y->row);
 }
 
-int sheet_items_fetch(struct sheet_item *items, size_t n, const char *dataset,
+int sheet_items_fetch(struct sheet_item *items, size_t n, struct store *store,
                       const char *(*shard_name)(void *ctx, size_t shard, char *buf, size_t size),
                       void *ctx, struct pm_error *err)
 {
@@ -79,12 +80,17 @@ int sheet_items_fetch(struct sheet_item *items, size_t n, const char *dataset,
         size_t j = i;
         while (j < n && order[j]->shard == order[i]->shard)
             j++;
-        char name[64], path[4096];
+        char name[64], obj[80], path[4096];
         shard_name(ctx, order[i]->shard, name, sizeof name);
-        snprintf(path, sizeof path, "%s/%s.tar", dataset, name);
+        snprintf(obj, sizeof obj, "%s.tar", name);
         size_t nl = strlen(name);
         struct tar_reader *r = NULL;
-        rc = tar_reader_open(path, NULL, &r, err);
+        bool temp = false;
+        rc = store_local_path(store, obj, path, sizeof path, &temp, err);
+        if (rc == PM_OK)
+            rc = tar_reader_open(path, NULL, &r, err);
+        if (temp)
+            unlink(path); // the reader keeps the file open
         struct tar_sample smp;
         while (rc == PM_OK && (rc = tar_reader_next(r, &smp, err)) == PM_OK) {
             if (strncmp(smp.key, name, nl) != 0)

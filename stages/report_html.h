@@ -8,6 +8,7 @@
 #define PM_REPORT_HTML_H
 
 #include "pm_error.h"
+#include "store.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -32,11 +33,12 @@ struct sheet_item {
 };
 
 /**
- * Fill img/caption/key of each item from the tars of dataset `dataset` (shard names
- * from `shard_name(shard)`), reading each needed shard once. Items whose sample is not
- * in the tar keep img NULL. Returns PM_OK or the tar reader's error.
+ * Fill img/caption/key of each item from the tars of the dataset in `store` (a directory
+ * or an S3 prefix; shard names from `shard_name(shard)`), reading each needed shard once.
+ * Items whose sample is not in the tar keep img NULL. Returns PM_OK or the tar reader's
+ * error.
  */
-int sheet_items_fetch(struct sheet_item *items, size_t n, const char *dataset,
+int sheet_items_fetch(struct sheet_item *items, size_t n, struct store *store,
                       const char *(*shard_name)(void *ctx, size_t shard, char *buf, size_t size),
                       void *ctx, struct pm_error *err);
 

@@ -400,3 +400,33 @@ def direct(moto):
 @pytest.fixture
 def bucket(direct):
     return new_bucket(direct)
+
+
+class LocalS3:
+    """moto behind the verifying proxy, for a test module: `direct` is a boto3 client
+    straight to moto (to look at what the code under test wrote), `env` the environment
+    that points pixelmill at the proxy with the test credentials."""
+
+    def __init__(self):
+        self.moto = MotoServer()
+        self.proxy = SigV4Proxy(self.moto.port)
+        self.direct = reference_client(self.moto)
+        self.env = client_env(self.proxy)
+
+    def new_bucket(self):
+        return new_bucket(self.direct)
+
+    def close(self):
+        self.proxy.close()
+        self.moto.close()
+
+
+def s3_objects(client, bucket, prefix):
+    """{name relative to prefix: bytes} of every object under s3://bucket/prefix/."""
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                Prefix=prefix + "/"):
+        for o in page.get("Contents", []):
+            out[o["Key"][len(prefix) + 1:]] = client.get_object(
+                Bucket=bucket, Key=o["Key"])["Body"].read()
+    return out

@@ -26,6 +26,7 @@ from PIL import Image
 from conftest import SANITIZED, mpirun, run, tool
 from pack_fixture import make_dataset, upload_dir
 from s3_server import bucket, client_env, direct, moto, proxy  # noqa: F401 (fixtures)
+from s3_server import s3_objects
 
 MiB = 1 << 20
 
@@ -286,14 +287,7 @@ def test_rerun_with_other_options_is_refused(src, tmp_path):
 
 # ------------------------------------------------------------------------------ S3
 
-def s3_files(direct, bucket, prefix):
-    out = {}
-    for page in direct.get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                                Prefix=prefix + "/"):
-        for o in page.get("Contents", []):
-            out[o["Key"][len(prefix) + 1:]] = direct.get_object(
-                Bucket=bucket, Key=o["Key"])["Body"].read()
-    return out
+s3_files = s3_objects
 
 
 def uploads(direct, bucket):

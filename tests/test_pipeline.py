@@ -11,7 +11,7 @@ import pytest
 import webdataset as wds
 
 from conftest import ROOT, run, tool
-from s3_server import MotoServer, SigV4Proxy, client_env, new_bucket, reference_client
+from s3_server import REGION, LocalS3
 
 sys.path.insert(0, str(ROOT / "tests" / "fakenet"))
 import make_corpus  # noqa: E402
@@ -68,11 +68,9 @@ def test_download_filter_pack_verify_on_disk(downloaded, tmp_path):
 
 @pytest.fixture(scope="module")
 def s3():
-    moto = MotoServer()
-    proxy = SigV4Proxy(moto.port)
-    yield reference_client(moto), client_env(proxy)
-    proxy.close()
-    moto.close()
+    local = LocalS3()
+    yield local.direct, local.env
+    local.close()
 
 
 def test_download_pack_to_s3_then_verify(downloaded, s3):
