@@ -11,7 +11,7 @@ import pytest
 import webdataset as wds
 
 from conftest import ROOT, run, tool
-from s3_server import REGION, LocalS3
+from s3_server import LocalS3, new_bucket
 
 sys.path.insert(0, str(ROOT / "tests" / "fakenet"))
 import make_corpus  # noqa: E402
