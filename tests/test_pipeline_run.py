@@ -37,6 +37,9 @@ def test_run_equals_stages_one_by_one_and_rerun_skips(net, reference, tmp_path):
         assert f"run: {s} (no " in r.stderr, r.stderr
     got = result(ds, packed)
     assert got == reference, diff(got, reference)
+    success = sum(1 for r in got["dataset"] if r[1] == "success")
+    assert 0 < len(got["packed"]) < success  # the filter kept some, not all
+    assert len({r[1] for r in got["dataset"]}) >= 3  # several statuses
 
     markers = [ds / "dataset.json", ds / "_dedupe/summary.json",
                ds / "_views/safe/view.json", packed / "dataset.json"]
