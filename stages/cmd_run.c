@@ -140,6 +140,7 @@ struct pipeline {
     int line;
     int cur;       /* stage id of the current section, -1 [pipeline], -2 none yet */
     bool too_long; /* a line did not fit libinih's line buffer */
+    bool key_seen; /* a key since the last section header (indented lines continue it) */
     int err_line;  /* first error found by the handler or the reader, 0 if none */
     char err[MAX_ERR];
 };
@@ -178,6 +179,7 @@ static int stage_find(const char *name)
 // keys, so empty sections and their line numbers are tracked here).
 static void section_start(struct pipeline *p, const char *name)
 {
+    p->key_seen = false;
     if (!strcmp(name, "pipeline")) {
         p->cur = -1;
         return;
@@ -226,9 +228,13 @@ static char *read_line(char *str, int num, void *stream)
         return NULL;
     }
     const char *s = str;
+    if (p->line == 1 && !strncmp(s, "\xEF\xBB\xBF", 3))
+        s += 3; // a UTF-8 byte order mark, which libinih skips too
+    const char *line = s;
     while (*s == ' ' || *s == '\t')
         s++;
-    if (*s == '[') {
+    // as in libinih, an indented line after a key continues its value
+    if (*s == '[' && !(s > line && p->key_seen)) {
         const char *e = strchr(s, ']');
         if (e) {
             char name[64];
@@ -263,6 +269,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
 {
     (void)section; // the reader tracked it, with its line
     struct pipeline *p = user;
+    p->key_seen = true;
     if (p->cur == -3)
         return 1; // the section's error is reported already
     if (p->cur == -2) {

@@ -174,3 +174,15 @@ def test_every_option_of_a_stage_is_a_key(tmp_path, stage):
                    "".join(f"{o} = 1\n" for o in opts))
     r = pm_run(ini, "--list", check=False)
     assert "unknown key" not in r.stderr, r.stderr
+
+
+def test_bom_comments_flags_and_continued_values(tmp_path):
+    ini = tmp_path / "p.ini"
+    ini.write_bytes(("\ufeff[pipeline]\n; a comment\n# another\ndataset = " + str(tmp_path / "d")
+                     + "  ; inline comment\n[filter]\nview = v\nwhere = punsafe < 0.5\n"
+                     "  [x] is not a section here\njson = false\n[pack]\noutput = o\n"
+                     "shuffle = yes\n").encode())
+    dry = pm_run(ini, "--dry-run").stdout.splitlines()
+    assert dry[1] == (f"pixelmill filter {tmp_path}/d --view v --where 'punsafe < 0.5' "
+                      "--where '[x] is not a section here'"), dry
+    assert dry[3] == f"pixelmill pack {tmp_path}/d:v --output o --shuffle", dry
