@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "fakenet"))
 import make_corpus  # noqa: E402
 from server import FakeInternet  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))
 
 SLOW = {"slow_drip", "raw_stall", "raw_drip", "slow_ok", "http_429", "http_503",
         "raw_flaky_429", "raw_flaky_503"}
@@ -52,8 +53,13 @@ def main():
     ap.add_argument("--rows", type=int, default=3000)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--build", default=str(ROOT / "build"))
+    ap.add_argument("--synthetic", type=int, default=0, metavar="N",
+                    help="instead: dedupe, filter and pack of a synthetic N-row dataset "
+                         "(tests/pack_fixture.py layout, small JPEGs), no download")
     a = ap.parse_args()
     pm = Path(a.build) / "pixelmill"
+    if a.synthetic:
+        return synthetic(a, pm)
     corpus = Path(make_corpus.ensure_corpus(count=a.rows))
     work = Path(tempfile.mkdtemp(prefix="pm-rates-"))
     with FakeInternet(corpus) as net:
@@ -114,6 +120,48 @@ samples-per-shard = 500
         net_cpu = max(r["cpu"] - su, 1e-9)
         print(f"| {s} | {r['cpu']:.2f} | {r['wall']:.2f} | {rows / r['cpu']:.0f} | "
               f"{rows / net_cpu:.0f} |")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def synthetic(a, pm):
+    from pack_fixture import make_dataset
+    work = Path(tempfile.mkdtemp(prefix="pm-rates-"))
+    ds, packed = work / "ds", work / "packed"
+    per = 2000
+    t0 = time.time()
+    make_dataset(ds, nshards=max(1, a.synthetic // per), rows=per, fail_every=10,
+                 sizes=((32, 24), (24, 32)))
+    rows = json.loads((ds / "dataset.json").read_text())["counts"]["rows"]
+    print(f"synthetic dataset: {rows} rows in {time.time() - t0:.0f} s", file=sys.stderr)
+    ini = work / "p.ini"
+    ini.write_text(f"""[pipeline]
+dataset = {ds}
+[dedupe]
+by = url,content,phash
+[filter]
+view = v
+where = aesthetic > 5
+dedupe = url,content,phash
+[pack]
+output = {packed}
+samples-per-shard = 2000
+""")
+    startup = [timed([pm, "run", ini, "--list"])[0] for _ in range(a.reps)]
+    su = statistics.median(startup)
+    print(f"rows {rows}, start-up {su:.2f} CPU-s (median of {a.reps})\n")
+    print("| stage | CPU s (median) | wall s | rows / CPU-s | rows / CPU-s net of start-up |")
+    print("| --- | --- | --- | --- | --- |")
+    for stage, out in (("dedupe", ds / "_dedupe"), ("filter", ds / "_views"),
+                       ("pack", packed)):
+        cpus, walls = [], []
+        for _ in range(a.reps):
+            shutil.rmtree(out, ignore_errors=True)
+            cpu, wall = timed([pm, "run", ini, "--only", stage])
+            cpus.append(cpu)
+            walls.append(wall)
+        c, w = statistics.median(cpus), statistics.median(walls)
+        print(f"| {stage} | {c:.2f} | {w:.2f} | {rows / c:.0f} | {rows / max(c - su, 1e-9):.0f} |",
+              flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
 
