@@ -13,6 +13,7 @@
  * a stage that does not poll for it runs (dedupe, filter) stops `run` after that stage.
  * Format and example: docs/operators.md, cluster/pipelines/laion-demo.ini.
  */
+#define _GNU_SOURCE // asprintf
 #include "commands.h"
 #include "pm_error.h"
 #include "pm_log.h"
@@ -434,11 +435,8 @@ static char *own(struct cmdline *c, char *s)
 
 static char *join2(const char *a, const char *sep, const char *b)
 {
-    size_t n = strlen(a) + strlen(sep) + strlen(b) + 1;
-    char *s = malloc(n);
-    if (s)
-        snprintf(s, n, "%s%s%s", a, sep, b);
-    return s;
+    char *s;
+    return asprintf(&s, "%s%s%s", a, sep, b) < 0 ? NULL : s;
 }
 
 // Builds argv (argv[0] = the stage name) and the completion marker path.

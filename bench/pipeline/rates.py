@@ -13,10 +13,8 @@ subtracted, giving the marginal rate: rows per CPU-second of one core.
 """
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,22 +28,41 @@ sys.path.insert(0, str(ROOT / "tests" / "fakenet"))
 import make_corpus  # noqa: E402
 from server import FakeInternet  # noqa: E402
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench" / "download"))
+import run as download_bench  # noqa: E402
 
 SLOW = {"slow_drip", "raw_stall", "raw_drip", "slow_ok", "http_429", "http_503",
         "raw_flaky_429", "raw_flaky_503"}
 
 
 def timed(cmd):
-    rep = tempfile.mktemp()
-    t0 = time.time()
-    r = subprocess.run(["/usr/bin/time", "-o", rep, "-f", "%U %S"] + [str(c) for c in cmd],
-                       capture_output=True, text=True)
-    wall = time.time() - t0
-    if r.returncode != 0:
-        sys.exit(f"{cmd} failed ({r.returncode}):\n{r.stderr[-3000:]}")
-    u, s = Path(rep).read_text().split()[-2:]
-    os.unlink(rep)
-    return float(u) + float(s), wall
+    """(CPU s of the process tree, wall s) of a command (bench/download/run.py's timer)."""
+    cpu, wall, _ = download_bench.timed(cmd)
+    return cpu, wall
+
+
+def stage_rates(pm, ini, stages, reps):
+    """{stage: (median CPU s, median wall s)} of `run --only STAGE`, each rep on a fresh
+    output (stages: [(name, output dir to remove first)])."""
+    res = {}
+    for stage, out in stages:
+        cpus, walls = [], []
+        for _ in range(reps):
+            shutil.rmtree(out, ignore_errors=True)
+            cpu, wall = timed([pm, "run", ini, "--only", stage])
+            cpus.append(cpu)
+            walls.append(wall)
+        res[stage] = (statistics.median(cpus), statistics.median(walls))
+    return res
+
+
+def table(rows, startup, res):
+    su = statistics.median(startup)
+    print(f"rows {rows}, start-up {su:.2f} CPU-s (median of {len(startup)})\n")
+    print("| stage | CPU s (median) | wall s | rows / CPU-s | rows / CPU-s net of start-up |")
+    print("| --- | --- | --- | --- | --- |")
+    for s, (c, w) in res.items():
+        print(f"| {s} | {c:.2f} | {w:.2f} | {rows / c:.0f} | {rows / max(c - su, 1e-9):.0f} |")
 
 
 def main():
@@ -98,28 +115,11 @@ output = {packed}
 samples-per-shard = 500
 """)
         startup = [timed([pm, "run", ini, "--list"])[0] for _ in range(a.reps)]
-        res = {}
-        for stage, out in (("download", ds), ("dedupe", ds / "_dedupe"),
-                           ("filter", ds / "_views"), ("pack", packed)):
-            cpus, walls = [], []
-            for _ in range(a.reps):
-                shutil.rmtree(out, ignore_errors=True)
-                cpu, wall = timed([pm, "run", ini, "--only", stage])
-                cpus.append(cpu)
-                walls.append(wall)
-            res[stage] = dict(cpu=statistics.median(cpus), wall=statistics.median(walls),
-                              cpus=cpus)
+        res = stage_rates(pm, ini, [("download", ds), ("dedupe", ds / "_dedupe"),
+                                    ("filter", ds / "_views"), ("pack", packed)], a.reps)
         success = json.loads((ds / "dataset.json").read_text())["counts"]["status"]["success"]
-    su = statistics.median(startup)
-    print(json.dumps({"rows": rows, "success": success, "startup_cpu": startup, **res},
-                     indent=1))
-    print(f"\nrows {rows}, success {success}, start-up {su:.2f} CPU-s (median of {a.reps})\n")
-    print("| stage | CPU s (median) | wall s | rows / CPU-s | rows / CPU-s net of start-up |")
-    print("| --- | --- | --- | --- | --- |")
-    for s, r in res.items():
-        net_cpu = max(r["cpu"] - su, 1e-9)
-        print(f"| {s} | {r['cpu']:.2f} | {r['wall']:.2f} | {rows / r['cpu']:.0f} | "
-              f"{rows / net_cpu:.0f} |")
+    print(f"successes: {success} of {rows} rows")
+    table(rows, startup, res)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -147,21 +147,9 @@ output = {packed}
 samples-per-shard = 2000
 """)
     startup = [timed([pm, "run", ini, "--list"])[0] for _ in range(a.reps)]
-    su = statistics.median(startup)
-    print(f"rows {rows}, start-up {su:.2f} CPU-s (median of {a.reps})\n")
-    print("| stage | CPU s (median) | wall s | rows / CPU-s | rows / CPU-s net of start-up |")
-    print("| --- | --- | --- | --- | --- |")
-    for stage, out in (("dedupe", ds / "_dedupe"), ("filter", ds / "_views"),
-                       ("pack", packed)):
-        cpus, walls = [], []
-        for _ in range(a.reps):
-            shutil.rmtree(out, ignore_errors=True)
-            cpu, wall = timed([pm, "run", ini, "--only", stage])
-            cpus.append(cpu)
-            walls.append(wall)
-        c, w = statistics.median(cpus), statistics.median(walls)
-        print(f"| {stage} | {c:.2f} | {w:.2f} | {rows / c:.0f} | {rows / max(c - su, 1e-9):.0f} |",
-              flush=True)
+    res = stage_rates(pm, ini, [("dedupe", ds / "_dedupe"), ("filter", ds / "_views"),
+                                ("pack", packed)], a.reps)
+    table(rows, startup, res)
     shutil.rmtree(work, ignore_errors=True)
 
 
