@@ -150,6 +150,8 @@ samples-per-shard = 2000
     res = stage_rates(pm, ini, [("dedupe", ds / "_dedupe"), ("filter", ds / "_views"),
                                 ("pack", packed)], a.reps)
     table(rows, startup, res)
+    packed_n = json.loads((packed / "dataset.json").read_text())["counts"]["nsamples"]
+    print(f"\npack wrote {packed_n} samples (the view's kept rows)")
     shutil.rmtree(work, ignore_errors=True)
 
 
