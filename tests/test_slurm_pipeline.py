@@ -5,9 +5,8 @@ partition, preempted by a job on `high`, requeued (cluster/slurm/lib/preempt.sh 
 chain of dependent jobs (cluster/slurm/submit-pipeline.sh) too; and a `train` job on `low`
 preempted mid-run resumes from its checkpoint to the same weights, bit for bit."""
 import os
+import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -138,6 +137,12 @@ def test_train_on_low_preempted_resumes_bit_for_bit(slurm, tmp_path):
     make_shapes.write_dataset(data, samples=40, per_shard=12, size=24, seed=3, npy_every=5)
     ck, log = tmp_path / "ck", tmp_path / "train.log"
     ini = write_ini(tmp_path / "train.ini", {"train": train_keys(data, ck)})
+    # the uninterrupted reference, outside Slurm, meanwhile (the machine has 2 cores)
+    ref_ck = tmp_path / "ref"
+    ref = subprocess.Popen(
+        [tool("pixelmill"), "run",
+         write_ini(tmp_path / "ref.ini", {"train": train_keys(data, ref_ck)})],
+        env=job_env(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     job = sl(env, "sbatch", "--parsable", "-o", log, "--job-name=pm-train",
              ROOT / "cluster/slurm/run.sbatch", ini)
     assert job_field(env, job, "Partition") == "low"
@@ -152,10 +157,7 @@ def test_train_on_low_preempted_resumes_bit_for_bit(slurm, tmp_path):
     text = log.read_text()
     assert job_field(env, job, "JobState") == "COMPLETED", text
     assert "resumed from" in text, text
-    # the uninterrupted reference, outside Slurm
-    ref_ck = tmp_path / "ref"
-    run([tool("pixelmill"), "run",
-         write_ini(tmp_path / "ref.ini", {"train": train_keys(data, ref_ck)})],
-        env=job_env(os.environ))
+    _, err = ref.communicate(timeout=300)
+    assert ref.returncode == 0, err
     name = f"step-{TRAIN_STEPS:08d}/model.safetensors"
     assert (ck / name).read_bytes() == (ref_ck / name).read_bytes()
