@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run, tool
+from conftest import ROOT, SANITIZED, run, tool
 from pipeline_fixture import (STAGES, diff, result, run_stages_one_by_one, stage_options,
                               write_ini)
 from test_download import net  # noqa: F401  (the fake internet fixture)
@@ -121,7 +121,9 @@ def test_submit_pipeline_refuses_a_bad_file_before_submitting(slurm, tmp_path):
     assert sl(env, "squeue", "-h", "-o", "%i") == before
 
 
-TRAIN_STEPS = 60
+# enough steps that the preemption lands mid-run on an idle machine; the sanitizer build
+# is several times slower per step
+TRAIN_STEPS = 16 if SANITIZED else 60
 
 
 def train_keys(data, ck):
