@@ -25,6 +25,7 @@ DEB_PACKAGES=(
   libpng-dev
   libgif-dev
   libarchive-dev
+  libinih-dev     # pixelmill run: pipeline files (INI)
   libomp-dev   # OpenMP for the trainer in the clang (sanitizer) build; libarcher.so for TSan
   openssl   # test CAs (tests/fakenet, fetcher tests)
   curl      # tests/fakenet checks

@@ -55,4 +55,10 @@ int cmd_train(int argc, char **argv, const struct pm_mpi *mpi);
 /** pixelmill sample: a PNG grid of images from a checkpoint (stages/cmd_sample.c). */
 int cmd_sample(int argc, char **argv, const struct pm_mpi *mpi);
 
+/**
+ * pixelmill run: the stages of a pipeline file (INI) in order, skipping complete ones and
+ * resuming the interrupted one (stages/cmd_run.c; format in docs/operators.md).
+ */
+int cmd_run(int argc, char **argv, const struct pm_mpi *mpi);
+
 #endif

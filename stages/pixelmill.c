@@ -39,6 +39,7 @@ static const struct command commands[] = {
     {"doctor", cmd_doctor, 0, "node health checks (CPU, disk, GPU, NCCL, fabric, S3)"},
     {"train", cmd_train, USES_MPI | RESUMABLE, "train the diffusion UNet on a dataset (CPU, MPI)"},
     {"sample", cmd_sample, 0, "images from a training checkpoint, as a PNG grid"},
+    {"run", cmd_run, USES_MPI | RESUMABLE, "run a pipeline file's stages in order, resuming"},
 };
 
 static const size_t ncommands = sizeof commands / sizeof commands[0];

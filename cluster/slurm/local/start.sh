@@ -48,7 +48,7 @@ SlurmctldPort=${PIXELMILL_SLURMCTLD_PORT:-6817}
 SlurmdPort=${PIXELMILL_SLURMD_PORT:-6818}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-MpiDefault=none
+MpiDefault=pmix
 ReturnToService=2
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2,bf_interval=2
