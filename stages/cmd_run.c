@@ -67,39 +67,91 @@ struct stage_opt {
 
 enum stage_id { ST_DOWNLOAD, ST_DEDUPE, ST_FILTER, ST_PACK, ST_TRAIN, ST_COUNT };
 
-#define END {NULL, OPT_VALUE}
+#define END                                                                                        \
+    {                                                                                              \
+        NULL, OPT_VALUE                                                                            \
+    }
 /* The stages' options, as in their --help (tests/test_pipeline_run.py checks both ways). */
-static const struct stage_opt download_opts[] = {
-    {"input", OPT_REPEAT}, {"input-format", OPT_VALUE}, {"url-col", OPT_VALUE},
-    {"caption-col", OPT_VALUE}, {"keep-cols", OPT_VALUE}, {"image-size", OPT_VALUE},
-    {"resize-mode", OPT_VALUE}, {"resize-only-if-bigger", OPT_FLAG},
-    {"encode-format", OPT_VALUE}, {"encode-quality", OPT_VALUE},
-    {"samples-per-shard", OPT_VALUE}, {"timeout", OPT_VALUE}, {"retries", OPT_VALUE},
-    {"concurrency", OPT_VALUE}, {"threads", OPT_VALUE}, {"min-image-size", OPT_VALUE},
-    {"max-image-area", OPT_VALUE}, {"max-aspect-ratio", OPT_VALUE}, {"max-bytes", OPT_VALUE},
-    {"max-pixels", OPT_VALUE}, {"where", OPT_REPEAT}, {"dedupe-urls", OPT_FLAG},
-    {"user-agent-token", OPT_VALUE}, {"disallowed-header-directives", OPT_VALUE},
-    {"allow-private-network", OPT_FLAG}, {"ca-file", OPT_VALUE}, {"metrics-file", OPT_VALUE},
-    {"quiet", OPT_FLAG}, {"allow-address", OPT_REPEAT}, {"progress-tty", OPT_FLAG}, END};
-static const struct stage_opt dedupe_opts[] = {
-    {"by", OPT_REPEAT}, {"hamming", OPT_VALUE}, {"keep", OPT_VALUE},
-    {"memory-limit", OPT_VALUE}, {"report", OPT_VALUE}, {"json", OPT_FLAG}, END};
+static const struct stage_opt download_opts[] = {{"input", OPT_REPEAT},
+                                                 {"input-format", OPT_VALUE},
+                                                 {"url-col", OPT_VALUE},
+                                                 {"caption-col", OPT_VALUE},
+                                                 {"keep-cols", OPT_VALUE},
+                                                 {"image-size", OPT_VALUE},
+                                                 {"resize-mode", OPT_VALUE},
+                                                 {"resize-only-if-bigger", OPT_FLAG},
+                                                 {"encode-format", OPT_VALUE},
+                                                 {"encode-quality", OPT_VALUE},
+                                                 {"samples-per-shard", OPT_VALUE},
+                                                 {"timeout", OPT_VALUE},
+                                                 {"retries", OPT_VALUE},
+                                                 {"concurrency", OPT_VALUE},
+                                                 {"threads", OPT_VALUE},
+                                                 {"min-image-size", OPT_VALUE},
+                                                 {"max-image-area", OPT_VALUE},
+                                                 {"max-aspect-ratio", OPT_VALUE},
+                                                 {"max-bytes", OPT_VALUE},
+                                                 {"max-pixels", OPT_VALUE},
+                                                 {"where", OPT_REPEAT},
+                                                 {"dedupe-urls", OPT_FLAG},
+                                                 {"user-agent-token", OPT_VALUE},
+                                                 {"disallowed-header-directives", OPT_VALUE},
+                                                 {"allow-private-network", OPT_FLAG},
+                                                 {"ca-file", OPT_VALUE},
+                                                 {"metrics-file", OPT_VALUE},
+                                                 {"quiet", OPT_FLAG},
+                                                 {"allow-address", OPT_REPEAT},
+                                                 {"progress-tty", OPT_FLAG},
+                                                 {"work-dir", OPT_VALUE},
+                                                 {"s3-endpoint", OPT_VALUE},
+                                                 END};
+static const struct stage_opt dedupe_opts[] = {{"by", OPT_REPEAT},
+                                               {"hamming", OPT_VALUE},
+                                               {"keep", OPT_VALUE},
+                                               {"memory-limit", OPT_VALUE},
+                                               {"report", OPT_VALUE},
+                                               {"json", OPT_FLAG},
+                                               END};
 static const struct stage_opt filter_opts[] = {
     {"where", OPT_REPEAT}, {"dedupe", OPT_VALUE}, {"view", OPT_VALUE}, {"json", OPT_FLAG}, END};
-static const struct stage_opt pack_opts[] = {
-    {"source", OPT_OWN}, {"output", OPT_VALUE}, {"samples-per-shard", OPT_VALUE},
-    {"shard-bytes", OPT_VALUE}, {"image-size", OPT_VALUE}, {"resize-mode", OPT_VALUE},
-    {"encode-format", OPT_VALUE}, {"encode-quality", OPT_VALUE}, {"shuffle", OPT_FLAG},
-    {"seed", OPT_VALUE}, {"name", OPT_VALUE}, {"s3-endpoint", OPT_VALUE},
-    {"s3-part-size", OPT_VALUE}, {"s3-parallel", OPT_VALUE}, {"s3-backoff", OPT_VALUE}, END};
-static const struct stage_opt train_opts[] = {
-    {"data", OPT_VALUE}, {"model", OPT_VALUE}, {"steps", OPT_VALUE},
-    {"batch-size", OPT_VALUE}, {"lr", OPT_VALUE}, {"weight-decay", OPT_VALUE},
-    {"ema-decay", OPT_VALUE}, {"seed", OPT_VALUE}, {"threads", OPT_VALUE},
-    {"loader-threads", OPT_VALUE}, {"device", OPT_VALUE}, {"checkpoint-dir", OPT_VALUE},
-    {"checkpoint-every", OPT_VALUE}, {"keep", OPT_VALUE}, {"metrics-file", OPT_VALUE},
-    {"log-every", OPT_VALUE}, {"eval-data", OPT_VALUE}, {"eval-batches", OPT_VALUE},
-    {"log-keys", OPT_VALUE}, END};
+static const struct stage_opt pack_opts[] = {{"source", OPT_OWN},
+                                             {"output", OPT_VALUE},
+                                             {"samples-per-shard", OPT_VALUE},
+                                             {"shard-bytes", OPT_VALUE},
+                                             {"image-size", OPT_VALUE},
+                                             {"resize-mode", OPT_VALUE},
+                                             {"encode-format", OPT_VALUE},
+                                             {"encode-quality", OPT_VALUE},
+                                             {"shuffle", OPT_FLAG},
+                                             {"seed", OPT_VALUE},
+                                             {"name", OPT_VALUE},
+                                             {"s3-endpoint", OPT_VALUE},
+                                             {"s3-part-size", OPT_VALUE},
+                                             {"s3-parallel", OPT_VALUE},
+                                             {"s3-backoff", OPT_VALUE},
+                                             {"s3-shards", OPT_VALUE},
+                                             END};
+static const struct stage_opt train_opts[] = {{"data", OPT_VALUE},
+                                              {"model", OPT_VALUE},
+                                              {"steps", OPT_VALUE},
+                                              {"batch-size", OPT_VALUE},
+                                              {"lr", OPT_VALUE},
+                                              {"weight-decay", OPT_VALUE},
+                                              {"ema-decay", OPT_VALUE},
+                                              {"seed", OPT_VALUE},
+                                              {"threads", OPT_VALUE},
+                                              {"loader-threads", OPT_VALUE},
+                                              {"device", OPT_VALUE},
+                                              {"checkpoint-dir", OPT_VALUE},
+                                              {"checkpoint-every", OPT_VALUE},
+                                              {"keep", OPT_VALUE},
+                                              {"metrics-file", OPT_VALUE},
+                                              {"log-every", OPT_VALUE},
+                                              {"eval-data", OPT_VALUE},
+                                              {"eval-batches", OPT_VALUE},
+                                              {"log-keys", OPT_VALUE},
+                                              {"precision", OPT_VALUE},
+                                              END};
 #undef END
 
 struct stage_def {
@@ -195,8 +247,7 @@ static void section_start(struct pipeline *p, const char *name)
         return;
     }
     if (p->st[s].present) {
-        pipe_error(p, p->line, "section [%s] given twice (first at line %d)", name,
-                   p->st[s].line);
+        pipe_error(p, p->line, "section [%s] given twice (first at line %d)", name, p->st[s].line);
         p->cur = -3;
         return;
     }
@@ -222,8 +273,9 @@ static char *read_line(char *str, int num, void *stream)
     p->line++;
     size_t n = strlen(str);
     if (n == (size_t)num - 1 && str[n - 1] != '\n' && !feof(r->f)) {
-        pipe_error(p, p->line, "line longer than %d characters (continue a value on an "
-                               "indented line, or repeat a repeatable key)",
+        pipe_error(p, p->line,
+                   "line longer than %d characters (continue a value on an "
+                   "indented line, or repeat a repeatable key)",
                    num - 2);
         p->too_long = true;
         return NULL;
@@ -300,8 +352,9 @@ static int on_key(void *user, const char *section, const char *name, const char 
         o++;
     if (!o->name) {
         if (p->cur == ST_DOWNLOAD && !strcmp(name, "output"))
-            pipe_error(p, p->line, "[download] writes the [pipeline] dataset; set "
-                                   "'dataset' there instead of 'output'");
+            pipe_error(p, p->line,
+                       "[download] writes the [pipeline] dataset; set "
+                       "'dataset' there instead of 'output'");
         else if (p->cur == ST_TRAIN && !strcmp(name, "resume"))
             pipe_error(p, p->line, "[train] always resumes (--resume auto); remove 'resume'");
         else
@@ -313,8 +366,8 @@ static int on_key(void *user, const char *section, const char *name, const char 
     if (o->kind != OPT_REPEAT)
         for (size_t i = 0; i < sec->nkv; i++)
             if (sec->kv[i].opt == o) {
-                pipe_error(p, p->line, "'%s' given twice in [%s] (first at line %d)", name,
-                           d->name, sec->kv[i].line);
+                pipe_error(p, p->line, "'%s' given twice in [%s] (first at line %d)", name, d->name,
+                           sec->kv[i].line);
                 return 0;
             }
     bool b;
@@ -377,8 +430,9 @@ static int pipeline_load(struct pipeline *p, const char *path, int rank)
         pipe_error(p, rc, "syntax error (expected [section], key = value or a comment)");
     }
     if (!p->err_line && !p->nstages)
-        pipe_error(p, p->line ? p->line : 1, "no stage sections ([download], [dedupe], "
-                                             "[filter], [pack], [train])");
+        pipe_error(p, p->line ? p->line : 1,
+                   "no stage sections ([download], [dedupe], "
+                   "[filter], [pack], [train])");
     // cross-section requirements, reported at the section that needs them
     for (int i = 0; i < p->nstages && !p->err_line; i++) {
         int s = p->order[i];
@@ -397,8 +451,7 @@ static int pipeline_load(struct pipeline *p, const char *path, int rank)
             pipe_error(p, sec->line, "[train] needs 'checkpoint-dir'");
         else if (s == ST_TRAIN && !kv_get(sec, "steps"))
             pipe_error(p, sec->line, "[train] needs 'steps'");
-        else if (s == ST_TRAIN && !kv_get(sec, "data") && !p->st[ST_PACK].present &&
-                 !p->dataset)
+        else if (s == ST_TRAIN && !kv_get(sec, "data") && !p->st[ST_PACK].present && !p->dataset)
             pipe_error(p, sec->line, "[train] needs 'data', a [pack] section or 'dataset'");
     }
     if (p->err_line) {
@@ -518,8 +571,8 @@ static bool file_exists(const char *path)
 }
 
 // Whether stage s's output is complete (rank 0 decides; the file system may lag elsewhere).
-static bool stage_complete(const struct pipeline *p, int s, const struct cmdline *c,
-                           char *why, size_t whysize)
+static bool stage_complete(const struct pipeline *p, int s, const struct cmdline *c, char *why,
+                           size_t whysize)
 {
     const struct section *sec = &p->st[s];
     if (!strncmp(c->done_path, "s3://", 5)) {
@@ -676,8 +729,8 @@ int cmd_run(int argc, char **argv, const struct pm_mpi *mpi)
             // --only: the stages before it must be complete; those after are not looked at
             if (!complete && p.st[s].order < p.st[only_id].order) {
                 if (mpi->rank == 0)
-                    pm_log_error("run: --only %s: the earlier stage %s is not complete (%s)",
-                                 only, name, why);
+                    pm_log_error("run: --only %s: the earlier stage %s is not complete (%s)", only,
+                                 name, why);
                 rc = PM_EXIT_FAILED;
             }
         } else if (complete) {
