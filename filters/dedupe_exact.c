@@ -12,41 +12,46 @@
 
 // How the work is laid out (docs/internals/dedupe.md, "Exact dedupe"):
 //
-// - Each round's records go to their owner rank mulhi(hash_lo, size) (MPI_Alltoallv). On
-//   one rank nothing is copied: the caller's array is the owner's input.
-// - The owner cuts its records into buckets of a few thousand by the top bits of
-//   hash_lo * size (hash_lo's position inside the owner's range), writing for each record
-//   only an 8-byte entry: a 32-bit fingerprint of the 128-bit hash and the record's
-//   position. One bucket's entries and its hash table stay in L2.
-// - Per bucket, the entries go into an open-addressing table keyed by fingerprint. A
-//   record whose fingerprint is already there is a *candidate*; only candidates (the
-//   duplicates, plus a fingerprint collision once in a few hundred buckets) are checked
-//   against the full records, with prefetching. A slot then refers to its group's current
-//   keeper (lowest id); after the bucket, each group member that is not the keeper gets
-//   the keeper's id. A bucket with a fingerprint collision is redone by sorting its
-//   records by (hash, id).
-// - Only duplicates' answers travel back (slot in the sender's segment, keeper); every
-//   record's keeper starts as its own id. Answers for the owner's own records are written
-//   directly.
+// - Records are grouped into *buckets* of a few thousand by their hash: the owner rank is
+//   mulhi(hash_lo, size) and the bucket inside it the top bits of hash_lo * size (hash_lo's
+//   position inside the owner's range: the low half of the product whose high half chose
+//   the owner). One bucket's records and its hash table stay in L2. Nothing is sorted.
+// - Per bucket, records go into an open-addressing table keyed by a 32-bit fingerprint of
+//   the 128-bit hash. A record whose fingerprint is already there is a *candidate*; only
+//   candidates (the duplicates, plus a rare fingerprint collision) are compared with full
+//   records. A slot refers to its group's current keeper (lowest id); after the bucket,
+//   each group member that is not the keeper gets the keeper's id. A hash that shares its
+//   slot's fingerprint but not its hash forms an *extra group* of that slot.
+// - Every record's keeper starts as its own id; only duplicates are answered.
+// - One rank: the caller's array is the input. Each record gets an 8-byte entry
+//   (fingerprint, index) written into its bucket; candidates are checked in the caller's
+//   array with prefetching.
+// - Several ranks: each rank writes the 4-byte index of each record into its (owner,
+//   bucket) partition, then the buckets travel in steps of a few MiB per owner: the sender
+//   gathers the step's records, MPI_Alltoallv delivers them, the owner scans the step's
+//   buckets in the received chunk (in cache). Answers for other ranks' records go back at
+//   the end of the round (their position in the sender's partition order, and the keeper).
+// Memory grows by 8 bytes per record on one rank and 4 on several (plus 16 per duplicate
+// answered across ranks, and fixed step buffers); rounds by hash_hi range bound it.
 
-#define TARGET_BUCKET 16384u // records per bucket aimed at
+#define TARGET_BUCKET 16384u  // records per bucket aimed at (table: 32-64 Ki 8-byte slots)
 #define MAX_BUCKET_BITS 16u
+#define STEP_RECORDS 131072u  // records per owner per exchange step aimed at (3 MiB)
 #define SLOT_FLAG 0x80000000u // table slot: the group has at least two records
 #define SLOT_REF 0x7fffffffu  // table slot: 1 + the position of the group's keeper
-#define PREFETCH_AHEAD 16u
-#define WC_ENTRIES 8u // entries per 64-byte cache line
+#define EXTRA_REF 0x80000000u // group reference of a member: an extra group's index
+#define PREFETCH_AHEAD 32u
+#define WC_ENTRIES 8u         // entries per 64-byte cache line
 
 struct entry {
     uint32_t fp;  // fingerprint of the 128-bit hash
-    uint32_t pos; // position of the record in the owner's input
+    uint32_t pos; // position of the record in the input
 };
 
 struct cand {
-    uint32_t pos;  // the record
-    uint32_t slot; // the table slot of its group (same fingerprint)
+    uint32_t pos;   // the record
+    uint32_t group; // the table slot of its group, or EXTRA_REF | extra group index
 };
-
-#define EXTRA_REF 0x80000000u // cand.slot of a member: an extra group's index
 
 // A group whose hash shares its fingerprint (and bucket) with a table slot's group.
 struct extra_group {
@@ -56,9 +61,9 @@ struct extra_group {
 };
 
 struct reply {
-    uint64_t slot; // in the sender's send segment for this owner (the owner's input
-                   // position until the replies are sorted by sender)
-    uint64_t keeper;
+    uint64_t slot;   // position in the sender's partition order for this owner (the
+                     // sender's rank in the top 32 bits until sorted by sender)
+    uint64_t keeper; // id of the keeper
 };
 
 // Work arrays: 64-byte aligned; large ones 2 MiB aligned and marked for transparent huge
@@ -78,8 +83,8 @@ static void *big_alloc(size_t bytes)
     return p;
 }
 
-// Stores that bypass the cache (for data written once and read much later); plain stores
-// where SSE2 is missing. stream_line: dst and src 64-byte aligned.
+// Stores that bypass the cache (data written once and read much later); plain stores where
+// SSE2 is missing. stream_line: dst and src 64-byte aligned.
 static void stream_u64(uint64_t *dst, uint64_t v)
 {
 #ifdef __SSE2__
@@ -89,17 +94,17 @@ static void stream_u64(uint64_t *dst, uint64_t v)
 #endif
 }
 
-static void stream_line(struct entry *dst, const struct entry *src)
+static void stream_line(void *dst, const void *src)
 {
 #ifdef __SSE2__
-    const __m128i *s = (const __m128i *)src;
-    __m128i *d = (__m128i *)dst;
+    const __m128i *s = src;
+    __m128i *d = dst;
     _mm_stream_si128(d, _mm_load_si128(s));
     _mm_stream_si128(d + 1, _mm_load_si128(s + 1));
     _mm_stream_si128(d + 2, _mm_load_si128(s + 2));
     _mm_stream_si128(d + 3, _mm_load_si128(s + 3));
 #else
-    memcpy(dst, src, WC_ENTRIES * sizeof *dst);
+    memcpy(dst, src, 64);
 #endif
 }
 
@@ -115,17 +120,10 @@ static unsigned round_of(uint64_t hash_hi, unsigned rounds)
     return (unsigned)(((unsigned __int128)hash_hi * rounds) >> 64);
 }
 
-static int owner_of(uint64_t hash_lo, int size)
+// (owner, bucket) as one number: owner * buckets + bucket = mulhi(hash_lo, size * buckets).
+static size_t partition_of(uint64_t hash_lo, uint64_t partitions)
 {
-    return (int)(((unsigned __int128)hash_lo * (unsigned)size) >> 64);
-}
-
-// The bucket of a record on its owner: the top bits of hash_lo's position inside the
-// owner's range (the low half of the product whose high half chose the owner; hash_lo's
-// own top bits are nearly constant on one owner).
-static size_t bucket_of(uint64_t hash_lo, uint64_t size, unsigned bits)
-{
-    return bits ? (size_t)((hash_lo * size) >> (64 - bits)) : 0;
+    return (size_t)(((unsigned __int128)hash_lo * partitions) >> 64);
 }
 
 // All four 32-bit words of the hash folded: equal hashes have equal fingerprints.
@@ -133,6 +131,11 @@ static uint32_t fingerprint(const struct dedupe_record *r)
 {
     uint64_t x = r->hash_hi ^ r->hash_lo;
     return (uint32_t)(x ^ (x >> 32));
+}
+
+static int same_hash(const struct dedupe_record *x, const struct dedupe_record *y)
+{
+    return x->hash_lo == y->hash_lo && x->hash_hi == y->hash_hi;
 }
 
 static unsigned ceil_log2(uint64_t x)
@@ -151,59 +154,66 @@ static int all_agree(int rc, MPI_Comm comm)
     return global;
 }
 
-// The state of one call; buffers are sized once and reused by every round.
+// The state of one call; buffers are sized once and reused by every round and step.
 struct exact_work {
     MPI_Comm comm;
     int size, rank;
     unsigned rounds, bucket_bits;
     size_t buckets;
     uint64_t *keeper;
-    // sender (more than one rank)
-    struct dedupe_record *sendbuf;
-    uint32_t *slot_of; // send slot -> local record index
-    int *scount, *sdisp, *rcount, *rdisp, *ecount, *edisp, *bcount, *bdisp;
-    // owner
-    const struct dedupe_record *in; // the owner's input: recvbuf, or the caller's records
-    size_t nin;
-    struct dedupe_record *recvbuf;
-    size_t recv_cap;
-    size_t *bucket_off; // buckets + 1
-    size_t *bucket_start;
+    const struct dedupe_record *in; // records the table's positions refer to
+    // bucket scan
+    uint64_t *table;
+    size_t table_cap;
+    unsigned tbits;
+    struct cand *cands, *members;
+    size_t nc, cands_cap;
+    struct extra_group *extra;
+    size_t extra_n, extra_cap;
+    uint64_t ndups, ngroups;
+    // one rank: bucket offsets and entries
+    size_t *off, *start; // buckets + 1 each
     struct entry *wc_buf; // buckets x WC_ENTRIES, 64-byte aligned
     struct entry *entries;
     size_t entries_cap;
-    uint64_t *table;
-    size_t table_cap;
-    struct cand *cands, *members;
-    size_t cands_cap;
-    struct extra_group *extra;
-    size_t extra_n, extra_cap;
+    // several ranks
+    size_t *part_off, *part_start; // partitions + 1 each
+    int *part_count;               // partitions: records per (owner, bucket)
+    int *bucket_count;             // size x buckets: records from sender s in bucket b
+    uint32_t *idx;                 // record indices in partition order
+    size_t idx_cap;
+    struct dedupe_record *send_chunk, *recv_chunk;
+    size_t send_cap, recv_cap;
+    int *scount, *sdisp, *rcount, *rdisp; // one step
+    size_t *recv_done;                   // per sender: records received in earlier steps
+    size_t *run_pos;                     // per sender: next position while scanning
     struct reply *emit;
     size_t emit_n, emit_cap;
-    uint64_t ndups, ngroups;
 };
 
 static void exact_work_release(struct exact_work *w)
 {
-    free(w->sendbuf);
-    free(w->slot_of);
-    free(w->scount);
-    free(w->sdisp);
-    free(w->rcount);
-    free(w->rdisp);
-    free(w->ecount);
-    free(w->edisp);
-    free(w->bcount);
-    free(w->bdisp);
-    free(w->recvbuf);
-    free(w->bucket_off);
-    free(w->bucket_start);
-    free(w->wc_buf);
-    free(w->entries);
     free(w->table);
     free(w->cands);
     free(w->members);
     free(w->extra);
+    free(w->off);
+    free(w->start);
+    free(w->wc_buf);
+    free(w->entries);
+    free(w->part_off);
+    free(w->part_start);
+    free(w->part_count);
+    free(w->bucket_count);
+    free(w->idx);
+    free(w->send_chunk);
+    free(w->recv_chunk);
+    free(w->scount);
+    free(w->sdisp);
+    free(w->rcount);
+    free(w->rdisp);
+    free(w->recv_done);
+    free(w->run_pos);
     free(w->emit);
 }
 
@@ -218,17 +228,51 @@ static int ensure_cap(void **buf, size_t *have, size_t want, size_t elem)
     return *buf ? PM_OK : PM_ERR_NOMEM;
 }
 
-// Owner: the record at input position pos is a duplicate whose keeper has id `id`. Own
-// records are answered directly, the others queued for their sender.
+// Room for the table and candidate lists of buckets of up to max_bucket records.
+static int ensure_scan_cap(struct exact_work *w, size_t max_bucket)
+{
+    int rc = ensure_cap((void **)&w->table, &w->table_cap,
+                        (size_t)1 << ceil_log2(2 * max_bucket + 16), sizeof *w->table);
+    if (rc == PM_OK && w->cands_cap < max_bucket) {
+        free(w->cands);
+        free(w->members);
+        w->cands = malloc((max_bucket + 1) * sizeof *w->cands);
+        w->members = malloc((max_bucket + 1) * sizeof *w->members);
+        w->cands_cap = w->cands && w->members ? max_bucket : 0;
+        rc = w->cands_cap ? PM_OK : PM_ERR_NOMEM;
+    }
+    return rc;
+}
+
+// ---- answers ----------------------------------------------------------------------------
+
+// The sender of receive position pos in the current step (rdisp ascending).
+static int sender_of(const struct exact_work *w, size_t pos)
+{
+    int lo = 0, hi = w->size - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if ((size_t)w->rdisp[mid] <= pos)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+// The record at input position pos is a duplicate whose keeper has id `id`. On one rank
+// and for the owner's own records the answer is written directly; the others are queued
+// for their sender.
 static int emit_answer(struct exact_work *w, size_t pos, uint64_t id)
 {
-    int me = w->rank;
     if (w->size == 1) {
         w->keeper[pos] = id;
         return PM_OK;
     }
-    if (pos - (size_t)w->rdisp[me] < (size_t)w->rcount[me]) {
-        w->keeper[w->slot_of[(size_t)w->sdisp[me] + pos - (size_t)w->rdisp[me]]] = id;
+    int s = sender_of(w, pos);
+    size_t slot = w->recv_done[s] + pos - (size_t)w->rdisp[s];
+    if (s == w->rank) {
+        w->keeper[w->idx[w->part_start[(size_t)s * w->buckets] + slot]] = id;
         return PM_OK;
     }
     if (w->emit_n == w->emit_cap) {
@@ -239,26 +283,52 @@ static int emit_answer(struct exact_work *w, size_t pos, uint64_t id)
         w->emit = e;
         w->emit_cap = cap;
     }
-    w->emit[w->emit_n++] = (struct reply){pos, id};
+    w->emit[w->emit_n++] = (struct reply){(uint64_t)s << 32 | slot, id};
     return PM_OK;
 }
 
-// Owner: prefetch (for writing) where emit_answer will store pos's answer, when that is
-// the caller's keeper array (one rank).
+// Prefetch (for writing) where emit_answer will store pos's answer on one rank.
 static void prefetch_answer(const struct exact_work *w, size_t pos)
 {
     if (w->size == 1)
         __builtin_prefetch(&w->keeper[pos], 1);
 }
 
-static int same_hash(const struct dedupe_record *x, const struct dedupe_record *y)
+// ---- one bucket -------------------------------------------------------------------------
+
+// Start a bucket of `count` records: an empty table of at least 2 * count slots.
+static void bucket_begin(struct exact_work *w, size_t count)
 {
-    return x->hash_lo == y->hash_lo && x->hash_hi == y->hash_hi;
+    unsigned tbits = ceil_log2(2 * count);
+    w->tbits = tbits < 4 ? 4 : tbits;
+    memset(w->table, 0, ((size_t)1 << w->tbits) * sizeof *w->table);
+    w->nc = 0;
 }
 
-// Owner: candidate `pos` shares its fingerprint with table slot `slot` but not its hash.
-// Join the matching group among the slot's extra groups, or start one. Returns the extra
-// group's index, or -1 when it started one (no duplicate yet), -2 when out of memory.
+// Insert the record at input position pos with fingerprint fp; a fingerprint already in the
+// table makes it a candidate of that slot.
+static inline void bucket_insert(struct exact_work *w, uint32_t fp, uint32_t pos)
+{
+    uint64_t *table = w->table;
+    uint32_t mask = (uint32_t)(((uint64_t)1 << w->tbits) - 1);
+    uint32_t slot = (uint32_t)(((uint64_t)(fp * 0x9e3779b1u) << w->tbits) >> 32);
+    for (;;) {
+        uint64_t t = table[slot];
+        if (!t) {
+            table[slot] = (uint64_t)fp << 32 | (pos + 1u);
+            return;
+        }
+        if ((uint32_t)(t >> 32) == fp) {
+            w->cands[w->nc++] = (struct cand){pos, slot};
+            return;
+        }
+        slot = (slot + 1) & mask;
+    }
+}
+
+// Candidate pos shares its fingerprint with table slot `slot` but not its hash. Join the
+// matching group among the slot's extra groups, or start one. Returns the extra group's
+// index, or -1 when it started one (no duplicate yet), -2 when out of memory.
 static long join_extra(struct exact_work *w, uint32_t pos, uint32_t slot)
 {
     const struct dedupe_record *in = w->in;
@@ -277,67 +347,43 @@ static long join_extra(struct exact_work *w, uint32_t pos, uint32_t slot)
     return -1;
 }
 
-// Owner: find the groups of one bucket and answer its duplicates.
-static int scan_bucket(struct exact_work *w, const struct entry *ent, size_t count)
+// Finish a bucket: check the candidates against the full records (read at random on one
+// rank: prefetched ahead), form the groups and answer every member that is not its
+// group's keeper.
+static int bucket_end(struct exact_work *w)
 {
     const struct dedupe_record *in = w->in;
-    unsigned tbits = ceil_log2(2 * count);
-    if (tbits < 4)
-        tbits = 4;
-    uint32_t tmask = (uint32_t)(((uint64_t)1 << tbits) - 1);
     uint64_t *table = w->table;
-    memset(table, 0, ((size_t)tmask + 1) * sizeof *table);
-    struct cand *cand = w->cands;
-    size_t nc = 0;
-    for (size_t i = 0; i < count; i++) {
-        uint32_t fp = ent[i].fp;
-        uint32_t slot = (uint32_t)(((uint64_t)(fp * 0x9e3779b1u) << tbits) >> 32);
-        for (;;) {
-            uint64_t t = table[slot];
-            if (!t) {
-                table[slot] = (uint64_t)fp << 32 | (ent[i].pos + 1u);
-                break;
-            }
-            if ((uint32_t)(t >> 32) == fp) {
-                cand[nc++] = (struct cand){ent[i].pos, slot};
-                break;
-            }
-            slot = (slot + 1) & tmask;
-        }
-    }
+    const struct cand *cand = w->cands;
+    size_t nc = w->nc, nm = 0;
+    struct cand *mem = w->members;
+    uint64_t groups = 0, dups = 0;
     if (!nc)
         return PM_OK;
-    // Resolve the candidates against the full records (read at random: prefetch ahead).
-    // A member refers to its group: a table slot, or EXTRA_REF | index of an extra group
-    // (a hash that shares its fingerprint with the slot's group but differs: rare).
-    struct cand *mem = w->members;
-    size_t nm = 0;
-    uint64_t groups = 0, dups = 0;
     w->extra_n = 0;
-    for (size_t c = 0; c < nc && c < PREFETCH_AHEAD; c++) {
-        __builtin_prefetch(&in[cand[c].pos]);
-        __builtin_prefetch(&in[((uint32_t)table[cand[c].slot] & SLOT_REF) - 1]);
-    }
-    for (size_t c = 0; c < nc; c++) {
+    for (size_t c = 0; c < nc + PREFETCH_AHEAD; c++) {
         if (c + PREFETCH_AHEAD < nc) {
             const struct cand *p = &cand[c + PREFETCH_AHEAD];
             __builtin_prefetch(&in[p->pos]);
-            __builtin_prefetch(&in[((uint32_t)table[p->slot] & SLOT_REF) - 1]);
+            __builtin_prefetch(&in[((uint32_t)table[p->group] & SLOT_REF) - 1]);
         }
-        uint64_t t = table[cand[c].slot];
-        uint32_t ref = (uint32_t)t, pos = cand[c].pos, k = (ref & SLOT_REF) - 1;
+        if (c < PREFETCH_AHEAD) // the first rounds only prefetch
+            continue;
+        const struct cand *cd = &cand[c - PREFETCH_AHEAD];
+        uint64_t t = table[cd->group];
+        uint32_t ref = (uint32_t)t, pos = cd->pos, k = (ref & SLOT_REF) - 1;
         if (same_hash(&in[k], &in[pos])) {
             if (!(ref & SLOT_FLAG)) {
-                mem[nm++] = (struct cand){k, cand[c].slot};
+                mem[nm++] = (struct cand){k, cd->group};
                 groups++;
             }
-            mem[nm++] = cand[c];
+            mem[nm++] = *cd;
             dups++;
             uint32_t best = in[pos].id < in[k].id ? pos : k;
-            table[cand[c].slot] = (t & 0xffffffff00000000ULL) | SLOT_FLAG | (best + 1);
+            table[cd->group] = (t & 0xffffffff00000000ULL) | SLOT_FLAG | (best + 1);
             continue;
         }
-        long x = join_extra(w, pos, cand[c].slot);
+        long x = join_extra(w, pos, cd->group);
         if (x == -2)
             return PM_ERR_NOMEM;
         if (x < 0)
@@ -357,7 +403,7 @@ static int scan_bucket(struct exact_work *w, const struct entry *ent, size_t cou
     for (size_t m = 0; m < nm; m++) {
         if (m + PREFETCH_AHEAD < nm)
             prefetch_answer(w, mem[m + PREFETCH_AHEAD].pos);
-        uint32_t g = mem[m].slot;
+        uint32_t g = mem[m].group;
         size_t k = g & EXTRA_REF ? w->extra[g & ~EXTRA_REF].keep
                                  : ((uint32_t)table[g] & SLOT_REF) - 1;
         if (mem[m].pos != k && emit_answer(w, mem[m].pos, in[k].id))
@@ -366,29 +412,26 @@ static int scan_bucket(struct exact_work *w, const struct entry *ent, size_t cou
     return PM_OK;
 }
 
-// Owner: write each of this round's records' entry into its bucket (w->bucket_off[b] is
-// the start of bucket b; afterwards it is the end). On one rank, also set each record's
-// keeper to its own id.
-//
-// The entries are written through a 64-byte buffer per bucket (kept in L2) and go out a
-// whole cache line at a time with non-temporal stores: no read-for-ownership of the
-// destination, and one store stream at a time instead of thousands of partial lines.
-static void scatter_entries(struct exact_work *w, unsigned round, unsigned rounds)
+// ---- one rank ---------------------------------------------------------------------------
+
+// Write each of this round's records' entry into its bucket (w->off[b]: the start of
+// bucket b, afterwards its end; w->start keeps the starts) and set its keeper to its own
+// id. The entries go through a 64-byte buffer per bucket (in L2) and out a whole cache
+// line at a time with non-temporal stores: no read-for-ownership of the destination and
+// one store stream at a time instead of thousands of partial lines.
+static void scatter_entries(struct exact_work *w, const struct dedupe_record *in, size_t n,
+                            unsigned round)
 {
-    const struct dedupe_record *in = w->in;
-    size_t nin = w->nin, nb = w->buckets, *off = w->bucket_off, *start = w->bucket_start;
-    unsigned bits = w->bucket_bits;
-    uint64_t size = (uint64_t)w->size;
+    size_t nb = w->buckets, *off = w->off, *start = w->start;
     struct entry *ent = w->entries, *buf = w->wc_buf;
-    uint64_t *keeper = w->keeper;
-    memcpy(start, off, nb * sizeof *start);
-    for (size_t i = 0; i < nin; i++) {
+    unsigned rounds = w->rounds;
+    memcpy(start, off, (nb + 1) * sizeof *start);
+    for (size_t i = 0; i < n; i++) {
         const struct dedupe_record *r = &in[i];
         if (rounds > 1 && round_of(r->hash_hi, rounds) != round)
             continue;
-        if (size == 1)
-            stream_u64(&keeper[i], r->id);
-        size_t b = bucket_of(r->hash_lo, size, bits), o = off[b]++;
+        stream_u64(&w->keeper[i], r->id);
+        size_t b = partition_of(r->hash_lo, nb), o = off[b]++;
         struct entry *line = buf + b * WC_ENTRIES;
         line[o % WC_ENTRIES] = (struct entry){fingerprint(r), (uint32_t)i};
         if (o % WC_ENTRIES == WC_ENTRIES - 1) {
@@ -409,24 +452,14 @@ static void scatter_entries(struct exact_work *w, unsigned round, unsigned round
     stream_fence();
 }
 
-// Owner: bucket this round's input (entries), then scan every bucket. On one rank the
-// input is the caller's whole array and the round's records are picked here; each of
-// them starts as its own keeper.
-static int owner_work(struct exact_work *w, unsigned round)
+static int single_round(struct exact_work *w, const struct dedupe_record *recs, size_t n,
+                        unsigned round)
 {
-    const struct dedupe_record *in = w->in;
-    size_t nin = w->nin, nb = w->buckets, *off = w->bucket_off;
-    unsigned bits = w->bucket_bits, rounds = w->size == 1 ? w->rounds : 1;
-    uint64_t size = (uint64_t)w->size;
+    size_t nb = w->buckets, *off = w->off;
     memset(off, 0, (nb + 1) * sizeof *off);
-    if (rounds == 1) {
-        for (size_t i = 0; i < nin; i++)
-            off[bucket_of(in[i].hash_lo, size, bits)]++;
-    } else {
-        for (size_t i = 0; i < nin; i++)
-            if (round_of(in[i].hash_hi, rounds) == round)
-                off[bucket_of(in[i].hash_lo, size, bits)]++;
-    }
+    for (size_t i = 0; i < n; i++)
+        if (w->rounds == 1 || round_of(recs[i].hash_hi, w->rounds) == round)
+            off[partition_of(recs[i].hash_lo, nb)]++;
     size_t sum = 0, max_bucket = 0;
     for (size_t b = 0; b < nb; b++) {
         size_t c = off[b];
@@ -437,74 +470,56 @@ static int owner_work(struct exact_work *w, unsigned round)
     off[nb] = sum;
     int rc = ensure_cap((void **)&w->entries, &w->entries_cap, sum, sizeof *w->entries);
     if (rc == PM_OK)
-        rc = ensure_cap((void **)&w->table, &w->table_cap,
-                        (size_t)1 << ceil_log2(2 * max_bucket + 16), sizeof *w->table);
-    if (rc == PM_OK && w->cands_cap < max_bucket) {
-        free(w->cands);
-        free(w->members);
-        w->cands = malloc((max_bucket + 1) * sizeof *w->cands);
-        w->members = malloc((max_bucket + 1) * sizeof *w->members);
-        w->cands_cap = w->cands && w->members ? max_bucket : 0;
-        rc = w->cands_cap ? PM_OK : PM_ERR_NOMEM;
-    }
+        rc = ensure_scan_cap(w, max_bucket);
     if (rc)
         return rc;
-    scatter_entries(w, round, rounds);
+    scatter_entries(w, recs, n, round);
+    w->in = recs;
     for (size_t b = 0; b < nb && rc == PM_OK; b++) {
-        size_t first = w->bucket_start[b], count = off[b] - first;
-        if (count > 1)
-            rc = scan_bucket(w, w->entries + first, count);
+        size_t first = w->start[b], count = off[b] - first;
+        if (count < 2)
+            continue;
+        bucket_begin(w, count);
+        for (size_t e = first; e < off[b]; e++)
+            bucket_insert(w, w->entries[e].fp, w->entries[e].pos);
+        rc = bucket_end(w);
     }
     return rc;
 }
 
-// Sender of input position pos (rdisp is ascending).
-static int sender_of(const struct exact_work *w, size_t pos)
-{
-    int lo = 0, hi = w->size - 1;
-    while (lo < hi) {
-        int mid = (lo + hi + 1) / 2;
-        if ((size_t)w->rdisp[mid] <= pos)
-            lo = mid;
-        else
-            hi = mid - 1;
-    }
-    return lo;
-}
+// ---- several ranks ----------------------------------------------------------------------
 
-// Owner: the queued answers go to their senders, which write them into keeper.
+// The queued answers go to their senders, which write them into keeper.
 static int return_answers(struct exact_work *w)
 {
     int size = w->size;
-    memset(w->ecount, 0, (size_t)size * sizeof *w->ecount);
+    int *ecount = w->scount, *edisp = w->sdisp, *bcount = w->rcount, *bdisp = w->rdisp;
+    memset(ecount, 0, (size_t)size * sizeof *ecount);
     for (size_t i = 0; i < w->emit_n; i++)
-        w->ecount[sender_of(w, w->emit[i].slot)]++;
+        ecount[w->emit[i].slot >> 32]++;
     for (int s = 0, off = 0; s < size; s++) {
-        w->edisp[s] = off;
-        off += w->ecount[s];
+        edisp[s] = off;
+        off += ecount[s];
     }
-    int rc = PM_OK;
     struct reply *sorted = malloc((w->emit_n ? w->emit_n : 1) * sizeof *sorted);
-    if (!sorted)
-        rc = PM_ERR_NOMEM;
-    else {
-        int *fill = w->bcount; // scratch until the counts exchange below
-        memcpy(fill, w->edisp, (size_t)size * sizeof *fill);
+    int rc = sorted ? PM_OK : PM_ERR_NOMEM;
+    if (sorted) {
+        int *fill = bcount; // scratch until the counts exchange below
+        memcpy(fill, edisp, (size_t)size * sizeof *fill);
         for (size_t i = 0; i < w->emit_n; i++) {
-            int s = sender_of(w, w->emit[i].slot);
-            sorted[fill[s]++] =
-                (struct reply){w->emit[i].slot - (size_t)w->rdisp[s], w->emit[i].keeper};
+            struct reply r = w->emit[i];
+            sorted[fill[r.slot >> 32]++] = (struct reply){r.slot & 0xffffffffu, r.keeper};
         }
     }
     if ((rc = all_agree(rc, w->comm))) {
         free(sorted);
         return rc;
     }
-    MPI_CHECK(MPI_Alltoall(w->ecount, 1, MPI_INT, w->bcount, 1, MPI_INT, w->comm));
+    MPI_CHECK(MPI_Alltoall(ecount, 1, MPI_INT, bcount, 1, MPI_INT, w->comm));
     size_t nback = 0;
     for (int o = 0; o < size; o++) {
-        w->bdisp[o] = (int)nback;
-        nback += (size_t)w->bcount[o];
+        bdisp[o] = (int)nback;
+        nback += (size_t)bcount[o];
     }
     struct reply *back = malloc((nback ? nback : 1) * sizeof *back);
     if ((rc = all_agree(back ? PM_OK : PM_ERR_NOMEM, w->comm))) {
@@ -515,64 +530,176 @@ static int return_answers(struct exact_work *w)
     MPI_Datatype reply_type;
     MPI_CHECK(MPI_Type_contiguous(2, MPI_UINT64_T, &reply_type));
     MPI_CHECK(MPI_Type_commit(&reply_type));
-    MPI_CHECK(MPI_Alltoallv(sorted, w->ecount, w->edisp, reply_type, back, w->bcount, w->bdisp,
-                            reply_type, w->comm));
+    MPI_CHECK(MPI_Alltoallv(sorted, ecount, edisp, reply_type, back, bcount, bdisp, reply_type,
+                            w->comm));
     MPI_CHECK(MPI_Type_free(&reply_type));
-    for (int o = 0; o < size; o++)
-        for (size_t i = (size_t)w->bdisp[o]; i < (size_t)w->bdisp[o] + (size_t)w->bcount[o]; i++)
-            w->keeper[w->slot_of[(size_t)w->sdisp[o] + back[i].slot]] = back[i].keeper;
+    for (int o = 0; o < size; o++) {
+        const uint32_t *seg = w->idx + w->part_start[(size_t)o * w->buckets];
+        for (size_t i = (size_t)bdisp[o]; i < (size_t)bdisp[o] + (size_t)bcount[o]; i++)
+            w->keeper[seg[back[i].slot]] = back[i].keeper;
+    }
     free(sorted);
     free(back);
     return PM_OK;
 }
 
-// More than one rank, one round: scatter this round's records by owner (each starts as
-// its own keeper), exchange, do the owner's work, return the answers.
-static int exchange_round(struct exact_work *w, const struct dedupe_record *recs, size_t n,
-                          unsigned round)
+// Sender: count this round's records per (owner, bucket) partition and lay the partitions
+// out (part_start); owners learn their bucket counts from every sender.
+static void count_partitions(struct exact_work *w, const struct dedupe_record *recs, size_t n,
+                             unsigned round)
 {
-    int size = w->size;
-    unsigned rounds = w->rounds;
-    memset(w->scount, 0, (size_t)size * sizeof *w->scount);
+    size_t parts = (size_t)w->size * w->buckets, *off = w->part_off;
+    memset(off, 0, (parts + 1) * sizeof *off);
     for (size_t i = 0; i < n; i++)
-        if (rounds == 1 || round_of(recs[i].hash_hi, rounds) == round)
-            w->scount[owner_of(recs[i].hash_lo, size)]++;
-    for (int o = 0, off = 0; o < size; o++) {
-        w->sdisp[o] = off;
-        off += w->scount[o];
+        if (w->rounds == 1 || round_of(recs[i].hash_hi, w->rounds) == round)
+            off[partition_of(recs[i].hash_lo, parts)]++;
+    size_t sum = 0;
+    for (size_t p = 0; p < parts; p++) {
+        size_t c = off[p];
+        w->part_count[p] = (int)c;
+        off[p] = sum;
+        sum += c;
     }
-    int *fill = w->ecount; // scratch
-    memcpy(fill, w->sdisp, (size_t)size * sizeof *fill);
+    off[parts] = sum;
+    memcpy(w->part_start, off, (parts + 1) * sizeof *off);
+    MPI_CHECK(MPI_Alltoall(w->part_count, (int)w->buckets, MPI_INT, w->bucket_count,
+                           (int)w->buckets, MPI_INT, w->comm));
+}
+
+// Sender: the index of each of this round's records into its partition; each record's
+// keeper starts as its own id.
+static void scatter_indices(struct exact_work *w, const struct dedupe_record *recs, size_t n,
+                            unsigned round)
+{
+    size_t parts = (size_t)w->size * w->buckets, *off = w->part_off;
     for (size_t i = 0; i < n; i++) {
-        if (rounds > 1 && round_of(recs[i].hash_hi, rounds) != round)
+        if (w->rounds > 1 && round_of(recs[i].hash_hi, w->rounds) != round)
             continue;
-        size_t s = (size_t)fill[owner_of(recs[i].hash_lo, size)]++;
-        w->sendbuf[s] = recs[i];
-        w->slot_of[s] = (uint32_t)i;
+        w->idx[off[partition_of(recs[i].hash_lo, parts)]++] = (uint32_t)i;
         stream_u64(&w->keeper[i], recs[i].id);
     }
     stream_fence();
-    MPI_CHECK(MPI_Alltoall(w->scount, 1, MPI_INT, w->rcount, 1, MPI_INT, w->comm));
-    size_t nrecv = 0;
+}
+
+// Records of buckets [b0, b1) of owner o in this sender's partition order.
+static size_t part_range(const struct exact_work *w, int o, size_t b0, size_t b1, size_t *first)
+{
+    *first = w->part_start[(size_t)o * w->buckets + b0];
+    return w->part_start[(size_t)o * w->buckets + b1] - *first;
+}
+
+// Records sender s has in buckets [b0, b1) of this owner.
+static size_t recv_range(const struct exact_work *w, int s, size_t b0, size_t b1)
+{
+    size_t c = 0;
+    for (size_t b = b0; b < b1; b++)
+        c += (size_t)w->bucket_count[(size_t)s * w->buckets + b];
+    return c;
+}
+
+// One exchange step: buckets [b0, b1) of every owner.
+static int exchange_step(struct exact_work *w, const struct dedupe_record *recs, size_t b0,
+                         size_t b1)
+{
+    int size = w->size;
+    size_t nsend = 0, nrecv = 0;
+    for (int o = 0; o < size; o++) { // gather this step's records, owner by owner
+        size_t first, count = part_range(w, o, b0, b1, &first);
+        const uint32_t *ix = w->idx + first;
+        w->sdisp[o] = (int)nsend;
+        w->scount[o] = (int)count;
+        struct dedupe_record *out = w->send_chunk + nsend;
+        for (size_t k = 0; k < count; k++) {
+            if (k + PREFETCH_AHEAD < count)
+                __builtin_prefetch(&recs[ix[k + PREFETCH_AHEAD]]);
+            out[k] = recs[ix[k]];
+        }
+        nsend += count;
+    }
     for (int s = 0; s < size; s++) {
         w->rdisp[s] = (int)nrecv;
+        w->rcount[s] = (int)recv_range(w, s, b0, b1);
         nrecv += (size_t)w->rcount[s];
     }
-    int rc = nrecv > SLOT_REF - 1 ? PM_ERR_LIMIT : PM_OK; // positions must fit a slot
-    if (rc == PM_OK)
-        rc = ensure_cap((void **)&w->recvbuf, &w->recv_cap, nrecv, sizeof *w->recvbuf);
-    if ((rc = all_agree(rc, w->comm)))
-        return rc;
     MPI_Datatype rec_type;
     MPI_CHECK(MPI_Type_contiguous(3, MPI_UINT64_T, &rec_type));
     MPI_CHECK(MPI_Type_commit(&rec_type));
-    MPI_CHECK(MPI_Alltoallv(w->sendbuf, w->scount, w->sdisp, rec_type, w->recvbuf, w->rcount,
-                            w->rdisp, rec_type, w->comm));
+    MPI_CHECK(MPI_Alltoallv(w->send_chunk, w->scount, w->sdisp, rec_type, w->recv_chunk,
+                            w->rcount, w->rdisp, rec_type, w->comm));
     MPI_CHECK(MPI_Type_free(&rec_type));
-    w->in = w->recvbuf;
-    w->nin = nrecv;
+    // scan the step's buckets: bucket b is one run from each sender
+    const struct dedupe_record *in = w->recv_chunk;
+    w->in = in;
+    for (int s = 0; s < size; s++)
+        w->run_pos[s] = (size_t)w->rdisp[s];
+    int rc = PM_OK;
+    for (size_t b = b0; b < b1 && rc == PM_OK; b++) {
+        size_t count = 0;
+        for (int s = 0; s < size; s++)
+            count += (size_t)w->bucket_count[(size_t)s * w->buckets + b];
+        if (count > 1)
+            bucket_begin(w, count);
+        for (int s = 0; s < size; s++) {
+            size_t pos = w->run_pos[s];
+            size_t end = pos + (size_t)w->bucket_count[(size_t)s * w->buckets + b];
+            w->run_pos[s] = end;
+            for (; count > 1 && pos < end; pos++)
+                bucket_insert(w, fingerprint(&in[pos]), (uint32_t)pos);
+        }
+        if (count > 1)
+            rc = bucket_end(w);
+    }
+    for (int s = 0; s < size; s++)
+        w->recv_done[s] += (size_t)w->rcount[s];
+    return rc;
+}
+
+// One round on several ranks.
+static int exchange_round(struct exact_work *w, const struct dedupe_record *recs, size_t n,
+                          unsigned round, size_t step_buckets)
+{
+    int size = w->size;
+    size_t nb = w->buckets;
+    count_partitions(w, recs, n, round);
+    // sizes: the round's indices, the largest step sent and received, the largest bucket
+    size_t total_in = 0, max_bucket = 0, max_send = 0, max_recv = 0;
+    for (size_t b = 0; b < nb; b++) {
+        size_t c = 0;
+        for (int s = 0; s < size; s++)
+            c += (size_t)w->bucket_count[(size_t)s * nb + b];
+        total_in += c;
+        max_bucket = c > max_bucket ? c : max_bucket;
+    }
+    for (size_t b0 = 0; b0 < nb; b0 += step_buckets) {
+        size_t b1 = b0 + step_buckets < nb ? b0 + step_buckets : nb, ns = 0, nr = 0, first;
+        for (int o = 0; o < size; o++) {
+            ns += part_range(w, o, b0, b1, &first);
+            nr += recv_range(w, o, b0, b1);
+        }
+        max_send = ns > max_send ? ns : max_send;
+        max_recv = nr > max_recv ? nr : max_recv;
+    }
+    int rc = PM_OK;
+    if (max_send > INT_MAX || max_recv > SLOT_REF - 1 || total_in > UINT32_MAX)
+        rc = PM_ERR_LIMIT; // int counts of MPI, 31-bit positions in the table
+    if (rc == PM_OK)
+        rc = ensure_cap((void **)&w->idx, &w->idx_cap, w->part_off[(size_t)size * nb],
+                        sizeof *w->idx);
+    if (rc == PM_OK)
+        rc = ensure_cap((void **)&w->send_chunk, &w->send_cap, max_send, sizeof *w->send_chunk);
+    if (rc == PM_OK)
+        rc = ensure_cap((void **)&w->recv_chunk, &w->recv_cap, max_recv, sizeof *w->recv_chunk);
+    if (rc == PM_OK)
+        rc = ensure_scan_cap(w, max_bucket);
+    if ((rc = all_agree(rc, w->comm)))
+        return rc;
+    scatter_indices(w, recs, n, round);
+    memset(w->recv_done, 0, (size_t)size * sizeof *w->recv_done);
     w->emit_n = 0;
-    rc = owner_work(w, round);
+    for (size_t b0 = 0; b0 < nb; b0 += step_buckets) { // every rank takes every step
+        int step_rc = exchange_step(w, recs, b0, b0 + step_buckets < nb ? b0 + step_buckets : nb);
+        rc = rc ? rc : step_rc;
+    }
     if ((rc = all_agree(rc, w->comm)))
         return rc;
     return return_answers(w);
@@ -596,11 +723,9 @@ int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keepe
                             "exact dedupe: %llu records on one rank (at most 2^31 - 2)",
                             (unsigned long long)most);
 
-    // Owner-side bytes per record for one round: the received record (24, none on one
-    // rank), its 8-byte bucket entry, and its share of the answers travelling back (16 per
-    // duplicate; at most one per record, counted as 8).
-    double per_record = w.size == 1 ? 16.0 : 40.0;
-    double per_rank = (double)total / w.size * 1.25 * per_record;
+    // Bytes per record for one round: its bucket entry (8) or partition index (4), and its
+    // share of the answers (up to 16 per duplicate), counted as 16 in all.
+    double per_rank = (double)total / w.size * 1.25 * 16.0;
     w.rounds = 1;
     if (memory_limit && per_rank > (double)memory_limit)
         w.rounds = (unsigned)(per_rank / (double)memory_limit) + 1;
@@ -609,61 +734,44 @@ int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keepe
     if (w.bucket_bits > MAX_BUCKET_BITS)
         w.bucket_bits = MAX_BUCKET_BITS;
     w.buckets = (size_t)1 << w.bucket_bits;
+    // buckets per exchange step: about STEP_RECORDS records per owner
+    uint64_t per_bucket = per_owner / w.buckets + 1;
+    size_t step_buckets = per_bucket >= STEP_RECORDS ? 1 : (size_t)(STEP_RECORDS / per_bucket);
 
     int rc = PM_OK;
-    size_t sz = (size_t)w.size;
-    w.bucket_off = malloc((w.buckets + 1) * sizeof *w.bucket_off);
-    w.bucket_start = malloc((w.buckets + 1) * sizeof *w.bucket_start);
-    w.wc_buf = aligned_alloc(64, w.buckets * WC_ENTRIES * sizeof *w.wc_buf);
-    if (!w.bucket_off || !w.bucket_start || !w.wc_buf)
-        rc = PM_ERR_NOMEM;
-    if (w.size > 1) {
-        // The send buffer holds the largest round.
-        size_t send_cap = n;
-        if (w.rounds > 1 && rc == PM_OK) {
-            size_t *per = calloc(w.rounds, sizeof *per);
-            if (!per)
-                rc = PM_ERR_NOMEM;
-            else {
-                for (size_t i = 0; i < n; i++)
-                    per[round_of(recs[i].hash_hi, w.rounds)]++;
-                send_cap = 0;
-                for (unsigned r = 0; r < w.rounds; r++)
-                    send_cap = per[r] > send_cap ? per[r] : send_cap;
-                free(per);
-            }
-        }
-        w.sendbuf = big_alloc((send_cap ? send_cap : 1) * sizeof *w.sendbuf);
-        w.slot_of = big_alloc((send_cap ? send_cap : 1) * sizeof *w.slot_of);
+    size_t sz = (size_t)w.size, nb = w.buckets;
+    if (w.size == 1) {
+        w.off = malloc((nb + 1) * sizeof *w.off);
+        w.start = malloc((nb + 1) * sizeof *w.start);
+        w.wc_buf = aligned_alloc(64, nb * WC_ENTRIES * sizeof *w.wc_buf);
+        rc = w.off && w.start && w.wc_buf ? PM_OK : PM_ERR_NOMEM;
+    } else {
+        w.part_off = malloc((sz * nb + 1) * sizeof *w.part_off);
+        w.part_start = malloc((sz * nb + 1) * sizeof *w.part_start);
+        w.part_count = malloc(sz * nb * sizeof *w.part_count);
+        w.bucket_count = malloc(sz * nb * sizeof *w.bucket_count);
         w.scount = calloc(sz, sizeof(int));
         w.sdisp = calloc(sz, sizeof(int));
         w.rcount = calloc(sz, sizeof(int));
         w.rdisp = calloc(sz, sizeof(int));
-        w.ecount = calloc(sz, sizeof(int));
-        w.edisp = calloc(sz, sizeof(int));
-        w.bcount = calloc(sz, sizeof(int));
-        w.bdisp = calloc(sz, sizeof(int));
-        if (rc == PM_OK && !(w.sendbuf && w.slot_of && w.scount && w.sdisp && w.rcount &&
-                             w.rdisp && w.ecount && w.edisp && w.bcount && w.bdisp))
-            rc = PM_ERR_NOMEM;
+        w.recv_done = calloc(sz, sizeof *w.recv_done);
+        w.run_pos = calloc(sz, sizeof *w.run_pos);
+        rc = w.part_off && w.part_start && w.part_count && w.bucket_count && w.scount &&
+                     w.sdisp && w.rcount && w.rdisp && w.recv_done && w.run_pos
+                 ? PM_OK
+                 : PM_ERR_NOMEM;
     }
     rc = all_agree(rc, comm);
-    if (w.size == 1) {
-        w.in = recs;
-        w.nin = n;
-        for (unsigned round = 0; rc == PM_OK && round < w.rounds; round++)
-            rc = owner_work(&w, round);
-    } else {
-        for (unsigned round = 0; rc == PM_OK && round < w.rounds; round++)
-            rc = exchange_round(&w, recs, n, round);
-    }
+    for (unsigned round = 0; rc == PM_OK && round < w.rounds; round++)
+        rc = w.size == 1 ? single_round(&w, recs, n, round)
+                         : exchange_round(&w, recs, n, round, step_buckets);
     uint64_t sums[2] = {w.ndups, w.ngroups}, gsums[2] = {0, 0};
     if (rc == PM_OK)
         MPI_CHECK(MPI_Allreduce(sums, gsums, 2, MPI_UINT64_T, MPI_SUM, comm));
     exact_work_release(&w);
     if (rc == PM_ERR_LIMIT)
         return pm_error_set(err, rc,
-                            "exact dedupe: %llu records: one rank's share of a round exceeds "
+                            "exact dedupe: %llu records: one round's work on a rank exceeds "
                             "2^31 - 2 records; lower the memory limit",
                             (unsigned long long)total);
     if (rc)
