@@ -2,121 +2,148 @@
 
 #include "pm_mpi.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
-// Owner-side sort entry: the record's hash_lo mapped into the owner's range (see
-// owner_key) and its index in the arrival order. 16 bytes; the 24-byte received record
-// is only read again for the rare entries whose key prefix is shared.
-struct sort_entry {
-    uint64_t key;
-    uint64_t pos;
+// How the work is laid out (docs/internals/dedupe.md, "Exact dedupe"):
+//
+// - Records are grouped into *buckets* of a few thousand by their hash: the owner rank is
+//   mulhi(hash_lo, size) and the bucket inside it the top bits of hash_lo * size (hash_lo's
+//   position inside the owner's range: the low half of the product whose high half chose
+//   the owner). One bucket's records and its hash table stay in L2. Nothing is sorted.
+// - Per bucket, records go into an open-addressing table keyed by a 32-bit fingerprint of
+//   the 128-bit hash. A record whose fingerprint is already there is a *candidate*; only
+//   candidates (the duplicates, plus a rare fingerprint collision) are compared with full
+//   records. A slot refers to its group's current keeper (lowest id); after the bucket,
+//   each group member that is not the keeper gets the keeper's id. A hash that shares its
+//   slot's fingerprint but not its hash forms an *extra group* of that slot.
+// - Every record's keeper starts as its own id; only duplicates are answered.
+// - One rank: the caller's array is the input. Each record gets an 8-byte entry
+//   (fingerprint, index) written into its bucket; candidates are checked in the caller's
+//   array with prefetching.
+// - Several ranks: each rank writes the 4-byte index of each record into its (owner,
+//   bucket) partition, then the buckets travel in steps of a few MiB per owner: the sender
+//   gathers the step's records, MPI_Alltoallv delivers them, the owner scans the step's
+//   buckets in the received chunk (in cache). Answers for other ranks' records go back at
+//   the end of the round (their position in the sender's partition order, and the keeper).
+// Memory grows by 8 bytes per record on one rank and 4 on several (plus 16 per duplicate
+// answered across ranks, and fixed step buffers); rounds by hash_hi range bound it.
+
+#define TARGET_BUCKET 16384u  // records per bucket aimed at (table: 32-64 Ki 8-byte slots)
+#define MAX_BUCKET_BITS 16u
+#define STEP_RECORDS 131072u  // records per owner per exchange step aimed at (3 MiB)
+#define SLOT_FLAG 0x80000000u // table slot: the group has at least two records
+#define SLOT_REF 0x7fffffffu  // table slot: 1 + the position of the group's keeper
+#define EXTRA_REF 0x80000000u // group reference of a member: an extra group's index
+#define PREFETCH_AHEAD 32u
+#define WC_ENTRIES 8u         // entries per 64-byte cache line
+
+struct entry {
+    uint32_t fp;  // fingerprint of the 128-bit hash
+    uint32_t pos; // position of the record in the input
 };
 
-static int owner_of(const struct dedupe_record *r, int size)
+struct cand {
+    uint32_t pos;   // the record
+    uint32_t group; // the table slot of its group, or EXTRA_REF | extra group index
+};
+
+// A group whose hash shares its fingerprint (and bucket) with a table slot's group.
+struct extra_group {
+    uint32_t slot;     // the table slot
+    uint32_t keep;     // position of the group's keeper so far
+    uint32_t has_dups; // the first record is listed as a member
+};
+
+struct reply {
+    uint64_t slot;   // position in the sender's partition order for this owner (the
+                     // sender's rank in the top 32 bits until sorted by sender)
+    uint64_t keeper; // id of the keeper
+};
+
+// Work arrays: 64-byte aligned; large ones 2 MiB aligned and marked for transparent huge
+// pages (fewer page faults and TLB misses in the scatter).
+static void *big_alloc(size_t bytes)
 {
-    return (int)(((unsigned __int128)r->hash_lo * (unsigned)size) >> 64);
+    const size_t huge = (size_t)2 << 20;
+    if (bytes < 2 * huge)
+        return aligned_alloc(64, bytes / 64 * 64 + 64);
+    void *p = NULL;
+    size_t rounded = (bytes + huge - 1) / huge * huge;
+    if (posix_memalign(&p, huge, rounded))
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(p, rounded, MADV_HUGEPAGE); // advice only: failure changes nothing
+#endif
+    return p;
 }
 
-static unsigned round_of(const struct dedupe_record *r, unsigned rounds)
+// Stores that bypass the cache (data written once and read much later); plain stores where
+// SSE2 is missing. stream_line: dst and src 64-byte aligned.
+static void stream_u64(uint64_t *dst, uint64_t v)
 {
-    return (unsigned)(((unsigned __int128)r->hash_hi * rounds) >> 64);
+#ifdef __SSE2__
+    _mm_stream_si64((long long *)dst, (long long)v);
+#else
+    *dst = v;
+#endif
 }
 
-// The owner of hash_lo is mulhi(hash_lo, size); the low half of the same product is the
-// position of hash_lo inside that owner's range, uniform over 64 bits and monotone in
-// hash_lo. Its top bits are therefore a good radix key on every owner (hash_lo's own top
-// bits are nearly constant there).
-static uint64_t owner_key(uint64_t hash_lo, int size)
+static void stream_line(void *dst, const void *src)
 {
-    return hash_lo * (uint64_t)size;
+#ifdef __SSE2__
+    const __m128i *s = src;
+    __m128i *d = dst;
+    _mm_stream_si128(d, _mm_load_si128(s));
+    _mm_stream_si128(d + 1, _mm_load_si128(s + 1));
+    _mm_stream_si128(d + 2, _mm_load_si128(s + 2));
+    _mm_stream_si128(d + 3, _mm_load_si128(s + 3));
+#else
+    memcpy(dst, src, 64);
+#endif
 }
 
-#define KEY_SHIFT 31u    // the radix sorts key bits 31..63
-#define DIGIT_BITS 11u   // three passes of 11 bits (2048 counters each: fits L1)
-#define DIGITS (1u << DIGIT_BITS)
-
-static int record_cmp(const struct dedupe_record *x, const struct dedupe_record *y)
+static void stream_fence(void)
 {
-    if (x->hash_lo != y->hash_lo)
-        return x->hash_lo < y->hash_lo ? -1 : 1;
-    if (x->hash_hi != y->hash_hi)
-        return x->hash_hi < y->hash_hi ? -1 : 1;
-    return (x->id > y->id) - (x->id < y->id);
+#ifdef __SSE2__
+    _mm_sfence();
+#endif
 }
 
-static const struct dedupe_record *cmp_base; // qsort context (one sort at a time per rank)
-
-static int pos_cmp(const void *a, const void *b)
+static unsigned round_of(uint64_t hash_hi, unsigned rounds)
 {
-    const struct sort_entry *x = a, *y = b;
-    return record_cmp(&cmp_base[x->pos], &cmp_base[y->pos]);
+    return (unsigned)(((unsigned __int128)hash_hi * rounds) >> 64);
 }
 
-// Sort entries by the top 33 bits of key (LSD radix, 3 passes of 11-bit digits, the three
-// histograms built in one read), then order each run of equal 33-bit prefixes by the full
-// (hash_lo, hash_hi, id) of its records. Runs longer than one are true duplicates or
-// prefix collisions (about n^2 / 2^34 of them for n entries): both are rare and short.
-static int sort_entries(struct sort_entry *v, size_t n, const struct dedupe_record *recs)
+// (owner, bucket) as one number: owner * buckets + bucket = mulhi(hash_lo, size * buckets).
+static size_t partition_of(uint64_t hash_lo, uint64_t partitions)
 {
-    cmp_base = recs;
-    if (n < 2048) {
-        qsort(v, n, sizeof *v, pos_cmp);
-        return PM_OK;
-    }
-    struct sort_entry *tmp = malloc(n * sizeof *tmp);
-    size_t *count = calloc(3 * DIGITS, sizeof *count);
-    if (!tmp || !count) {
-        free(tmp);
-        free(count);
-        return PM_ERR_NOMEM;
-    }
-    for (size_t i = 0; i < n; i++) {
-        uint64_t k = v[i].key >> KEY_SHIFT;
-        count[k & (DIGITS - 1)]++;
-        count[DIGITS + ((k >> DIGIT_BITS) & (DIGITS - 1))]++;
-        count[2 * DIGITS + (k >> (2 * DIGIT_BITS))]++;
-    }
-    for (unsigned p = 0; p < 3; p++) {
-        size_t sum = 0, *c = count + p * DIGITS;
-        for (size_t d = 0; d < DIGITS; d++) {
-            size_t x = c[d];
-            c[d] = sum;
-            sum += x;
-        }
-    }
-    struct sort_entry *src = v, *dst = tmp;
-    for (unsigned p = 0; p < 3; p++) {
-        size_t *c = count + p * DIGITS;
-        unsigned shift = KEY_SHIFT + p * DIGIT_BITS;
-        for (size_t i = 0; i < n; i++) {
-            struct sort_entry e = src[i];
-            dst[c[(e.key >> shift) & (DIGITS - 1)]++] = e;
-        }
-        struct sort_entry *t = src;
-        src = dst;
-        dst = t;
-    }
-    // three passes: the result is in tmp; copy back
-    memcpy(v, src, n * sizeof *v);
-    free(tmp);
-    free(count);
-    for (size_t i = 0; i < n;) {
-        size_t j = i + 1;
-        uint64_t k = v[i].key >> KEY_SHIFT;
-        while (j < n && v[j].key >> KEY_SHIFT == k)
-            j++;
-        if (j - i == 2) { // the common case: one pair (a duplicate or a collision)
-            if (pos_cmp(&v[i], &v[i + 1]) > 0) {
-                struct sort_entry t = v[i];
-                v[i] = v[i + 1];
-                v[i + 1] = t;
-            }
-        } else if (j - i > 2)
-            qsort(v + i, j - i, sizeof *v, pos_cmp);
-        i = j;
-    }
-    return PM_OK;
+    return (size_t)(((unsigned __int128)hash_lo * partitions) >> 64);
+}
+
+// All four 32-bit words of the hash folded: equal hashes have equal fingerprints.
+static uint32_t fingerprint(const struct dedupe_record *r)
+{
+    uint64_t x = r->hash_hi ^ r->hash_lo;
+    return (uint32_t)(x ^ (x >> 32));
+}
+
+static int same_hash(const struct dedupe_record *x, const struct dedupe_record *y)
+{
+    return x->hash_lo == y->hash_lo && x->hash_hi == y->hash_hi;
+}
+
+static unsigned ceil_log2(uint64_t x)
+{
+    unsigned b = 0;
+    while (b < 63 && ((uint64_t)1 << b) < x)
+        b++;
+    return b;
 }
 
 // Agree on an error across ranks: returns the max code seen.
@@ -127,137 +154,630 @@ static int all_agree(int rc, MPI_Comm comm)
     return global;
 }
 
+// The state of one call; buffers are sized once and reused by every round and step.
+struct exact_work {
+    MPI_Comm comm;
+    int size, rank;
+    unsigned rounds, bucket_bits;
+    size_t buckets;
+    uint64_t *keeper;
+    const struct dedupe_record *in; // records the table's positions refer to
+    // bucket scan
+    uint64_t *table;
+    size_t table_cap;
+    unsigned tbits;
+    struct cand *cands, *members;
+    size_t nc, cands_cap;
+    struct extra_group *extra;
+    size_t extra_n, extra_cap;
+    uint64_t ndups, ngroups;
+    // one rank: bucket offsets and entries
+    size_t *off, *start; // buckets + 1 each
+    struct entry *wc_buf; // buckets x WC_ENTRIES, 64-byte aligned
+    struct entry *entries;
+    size_t entries_cap;
+    // several ranks
+    size_t *part_off, *part_start; // partitions + 1 each
+    int *part_count;               // partitions: records per (owner, bucket)
+    int *bucket_count;             // size x buckets: records from sender s in bucket b
+    uint32_t *idx;                 // record indices in partition order
+    size_t idx_cap;
+    struct dedupe_record *send_chunk, *recv_chunk;
+    size_t send_cap, recv_cap;
+    int *scount, *sdisp, *rcount, *rdisp; // one step
+    size_t *recv_done;                   // per sender: records received in earlier steps
+    size_t *run_pos;                     // per sender: next position while scanning
+    struct reply *emit;
+    size_t emit_n, emit_cap;
+};
+
+static void exact_work_release(struct exact_work *w)
+{
+    free(w->table);
+    free(w->cands);
+    free(w->members);
+    free(w->extra);
+    free(w->off);
+    free(w->start);
+    free(w->wc_buf);
+    free(w->entries);
+    free(w->part_off);
+    free(w->part_start);
+    free(w->part_count);
+    free(w->bucket_count);
+    free(w->idx);
+    free(w->send_chunk);
+    free(w->recv_chunk);
+    free(w->scount);
+    free(w->sdisp);
+    free(w->rcount);
+    free(w->rdisp);
+    free(w->recv_done);
+    free(w->run_pos);
+    free(w->emit);
+}
+
+// Make *buf hold `want` elements of `elem` bytes (contents are not kept).
+static int ensure_cap(void **buf, size_t *have, size_t want, size_t elem)
+{
+    if (*have >= want && *buf)
+        return PM_OK;
+    free(*buf);
+    *buf = big_alloc((want ? want : 1) * elem);
+    *have = *buf ? want : 0;
+    return *buf ? PM_OK : PM_ERR_NOMEM;
+}
+
+// Room for the table and candidate lists of buckets of up to max_bucket records.
+static int ensure_scan_cap(struct exact_work *w, size_t max_bucket)
+{
+    int rc = ensure_cap((void **)&w->table, &w->table_cap,
+                        (size_t)1 << ceil_log2(2 * max_bucket + 16), sizeof *w->table);
+    if (rc == PM_OK && w->cands_cap < max_bucket) {
+        free(w->cands);
+        free(w->members);
+        w->cands = malloc((max_bucket + 1) * sizeof *w->cands);
+        w->members = malloc((max_bucket + 1) * sizeof *w->members);
+        w->cands_cap = w->cands && w->members ? max_bucket : 0;
+        rc = w->cands_cap ? PM_OK : PM_ERR_NOMEM;
+    }
+    return rc;
+}
+
+// ---- answers ----------------------------------------------------------------------------
+
+// The sender of receive position pos in the current step (rdisp ascending).
+static int sender_of(const struct exact_work *w, size_t pos)
+{
+    int lo = 0, hi = w->size - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if ((size_t)w->rdisp[mid] <= pos)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+// The record at input position pos is a duplicate whose keeper has id `id`. On one rank
+// and for the owner's own records the answer is written directly; the others are queued
+// for their sender.
+static int emit_answer(struct exact_work *w, size_t pos, uint64_t id)
+{
+    if (w->size == 1) {
+        w->keeper[pos] = id;
+        return PM_OK;
+    }
+    int s = sender_of(w, pos);
+    size_t slot = w->recv_done[s] + pos - (size_t)w->rdisp[s];
+    if (s == w->rank) {
+        w->keeper[w->idx[w->part_start[(size_t)s * w->buckets] + slot]] = id;
+        return PM_OK;
+    }
+    if (w->emit_n == w->emit_cap) {
+        size_t cap = w->emit_cap ? 2 * w->emit_cap : 4096;
+        struct reply *e = realloc(w->emit, cap * sizeof *e);
+        if (!e)
+            return PM_ERR_NOMEM;
+        w->emit = e;
+        w->emit_cap = cap;
+    }
+    w->emit[w->emit_n++] = (struct reply){(uint64_t)s << 32 | slot, id};
+    return PM_OK;
+}
+
+// Prefetch (for writing) where emit_answer will store pos's answer on one rank.
+static void prefetch_answer(const struct exact_work *w, size_t pos)
+{
+    if (w->size == 1)
+        __builtin_prefetch(&w->keeper[pos], 1);
+}
+
+// ---- one bucket -------------------------------------------------------------------------
+
+// Start a bucket of `count` records: an empty table of at least 2 * count slots.
+static void bucket_begin(struct exact_work *w, size_t count)
+{
+    unsigned tbits = ceil_log2(2 * count);
+    w->tbits = tbits < 4 ? 4 : tbits;
+    memset(w->table, 0, ((size_t)1 << w->tbits) * sizeof *w->table);
+    w->nc = 0;
+}
+
+// Insert the record at input position pos with fingerprint fp; a fingerprint already in the
+// table makes it a candidate of that slot.
+static inline void bucket_insert(struct exact_work *w, uint32_t fp, uint32_t pos)
+{
+    uint64_t *table = w->table;
+    uint32_t mask = (uint32_t)(((uint64_t)1 << w->tbits) - 1);
+    uint32_t slot = (uint32_t)(((uint64_t)(fp * 0x9e3779b1u) << w->tbits) >> 32);
+    for (;;) {
+        uint64_t t = table[slot];
+        if (!t) {
+            table[slot] = (uint64_t)fp << 32 | (pos + 1u);
+            return;
+        }
+        if ((uint32_t)(t >> 32) == fp) {
+            w->cands[w->nc++] = (struct cand){pos, slot};
+            return;
+        }
+        slot = (slot + 1) & mask;
+    }
+}
+
+// Candidate pos shares its fingerprint with table slot `slot` but not its hash. Join the
+// matching group among the slot's extra groups, or start one. Returns the extra group's
+// index, or -1 when it started one (no duplicate yet), -2 when out of memory.
+static long join_extra(struct exact_work *w, uint32_t pos, uint32_t slot)
+{
+    const struct dedupe_record *in = w->in;
+    for (size_t x = 0; x < w->extra_n; x++)
+        if (w->extra[x].slot == slot && same_hash(&in[w->extra[x].keep], &in[pos]))
+            return (long)x;
+    if (w->extra_n == w->extra_cap) {
+        size_t cap = w->extra_cap ? 2 * w->extra_cap : 16;
+        struct extra_group *e = realloc(w->extra, cap * sizeof *e);
+        if (!e)
+            return -2;
+        w->extra = e;
+        w->extra_cap = cap;
+    }
+    w->extra[w->extra_n++] = (struct extra_group){slot, pos, 0};
+    return -1;
+}
+
+// Finish a bucket: check the candidates against the full records (read at random on one
+// rank: prefetched ahead), form the groups and answer every member that is not its
+// group's keeper.
+static int bucket_end(struct exact_work *w)
+{
+    const struct dedupe_record *in = w->in;
+    uint64_t *table = w->table;
+    const struct cand *cand = w->cands;
+    size_t nc = w->nc, nm = 0;
+    struct cand *mem = w->members;
+    uint64_t groups = 0, dups = 0;
+    if (!nc)
+        return PM_OK;
+    w->extra_n = 0;
+    for (size_t c = 0; c < nc + PREFETCH_AHEAD; c++) {
+        if (c + PREFETCH_AHEAD < nc) {
+            const struct cand *p = &cand[c + PREFETCH_AHEAD];
+            __builtin_prefetch(&in[p->pos]);
+            __builtin_prefetch(&in[((uint32_t)table[p->group] & SLOT_REF) - 1]);
+        }
+        if (c < PREFETCH_AHEAD) // the first rounds only prefetch
+            continue;
+        const struct cand *cd = &cand[c - PREFETCH_AHEAD];
+        uint64_t t = table[cd->group];
+        uint32_t ref = (uint32_t)t, pos = cd->pos, k = (ref & SLOT_REF) - 1;
+        if (same_hash(&in[k], &in[pos])) {
+            if (!(ref & SLOT_FLAG)) {
+                mem[nm++] = (struct cand){k, cd->group};
+                groups++;
+            }
+            mem[nm++] = *cd;
+            dups++;
+            uint32_t best = in[pos].id < in[k].id ? pos : k;
+            table[cd->group] = (t & 0xffffffff00000000ULL) | SLOT_FLAG | (best + 1);
+            continue;
+        }
+        long x = join_extra(w, pos, cd->group);
+        if (x == -2)
+            return PM_ERR_NOMEM;
+        if (x < 0)
+            continue;
+        struct extra_group *g = &w->extra[x];
+        if (!g->has_dups) {
+            mem[nm++] = (struct cand){g->keep, EXTRA_REF | (uint32_t)x};
+            g->has_dups = 1;
+            groups++;
+        }
+        mem[nm++] = (struct cand){pos, EXTRA_REF | (uint32_t)x};
+        dups++;
+        g->keep = in[pos].id < in[g->keep].id ? pos : g->keep;
+    }
+    w->ngroups += groups;
+    w->ndups += dups;
+    for (size_t m = 0; m < nm; m++) {
+        if (m + PREFETCH_AHEAD < nm)
+            prefetch_answer(w, mem[m + PREFETCH_AHEAD].pos);
+        uint32_t g = mem[m].group;
+        size_t k = g & EXTRA_REF ? w->extra[g & ~EXTRA_REF].keep
+                                 : ((uint32_t)table[g] & SLOT_REF) - 1;
+        if (mem[m].pos != k && emit_answer(w, mem[m].pos, in[k].id))
+            return PM_ERR_NOMEM;
+    }
+    return PM_OK;
+}
+
+// ---- one rank ---------------------------------------------------------------------------
+
+// Write each of this round's records' entry into its bucket (w->off[b]: the start of
+// bucket b, afterwards its end; w->start keeps the starts) and set its keeper to its own
+// id. The entries go through a 64-byte buffer per bucket (in L2) and out a whole cache
+// line at a time with non-temporal stores: no read-for-ownership of the destination and
+// one store stream at a time instead of thousands of partial lines.
+static void scatter_entries(struct exact_work *w, const struct dedupe_record *in, size_t n,
+                            unsigned round)
+{
+    size_t nb = w->buckets, *off = w->off, *start = w->start;
+    struct entry *ent = w->entries, *buf = w->wc_buf;
+    unsigned rounds = w->rounds;
+    memcpy(start, off, (nb + 1) * sizeof *start);
+    for (size_t i = 0; i < n; i++) {
+        const struct dedupe_record *r = &in[i];
+        if (rounds > 1 && round_of(r->hash_hi, rounds) != round)
+            continue;
+        stream_u64(&w->keeper[i], r->id);
+        size_t b = partition_of(r->hash_lo, nb), o = off[b]++;
+        struct entry *line = buf + b * WC_ENTRIES;
+        line[o % WC_ENTRIES] = (struct entry){fingerprint(r), (uint32_t)i};
+        if (o % WC_ENTRIES == WC_ENTRIES - 1) {
+            size_t first = o + 1 - WC_ENTRIES;
+            if (first >= start[b])
+                stream_line(ent + first, line);
+            else // the line begins in the previous bucket: write only this bucket's part
+                for (size_t k = start[b]; k <= o; k++)
+                    ent[k] = line[k % WC_ENTRIES];
+        }
+    }
+    for (size_t b = 0; b < nb; b++) { // the partly filled last lines
+        size_t end = off[b], first = end - end % WC_ENTRIES;
+        const struct entry *line = buf + b * WC_ENTRIES;
+        for (size_t k = first > start[b] ? first : start[b]; k < end; k++)
+            ent[k] = line[k % WC_ENTRIES];
+    }
+    stream_fence();
+}
+
+static int single_round(struct exact_work *w, const struct dedupe_record *recs, size_t n,
+                        unsigned round)
+{
+    size_t nb = w->buckets, *off = w->off;
+    memset(off, 0, (nb + 1) * sizeof *off);
+    for (size_t i = 0; i < n; i++)
+        if (w->rounds == 1 || round_of(recs[i].hash_hi, w->rounds) == round)
+            off[partition_of(recs[i].hash_lo, nb)]++;
+    size_t sum = 0, max_bucket = 0;
+    for (size_t b = 0; b < nb; b++) {
+        size_t c = off[b];
+        off[b] = sum;
+        sum += c;
+        max_bucket = c > max_bucket ? c : max_bucket;
+    }
+    off[nb] = sum;
+    int rc = ensure_cap((void **)&w->entries, &w->entries_cap, sum, sizeof *w->entries);
+    if (rc == PM_OK)
+        rc = ensure_scan_cap(w, max_bucket);
+    if (rc)
+        return rc;
+    scatter_entries(w, recs, n, round);
+    w->in = recs;
+    for (size_t b = 0; b < nb && rc == PM_OK; b++) {
+        size_t first = w->start[b], count = off[b] - first;
+        if (count < 2)
+            continue;
+        bucket_begin(w, count);
+        for (size_t e = first; e < off[b]; e++)
+            bucket_insert(w, w->entries[e].fp, w->entries[e].pos);
+        rc = bucket_end(w);
+    }
+    return rc;
+}
+
+// ---- several ranks ----------------------------------------------------------------------
+
+// The queued answers go to their senders, which write them into keeper.
+static int return_answers(struct exact_work *w)
+{
+    int size = w->size;
+    int *ecount = w->scount, *edisp = w->sdisp, *bcount = w->rcount, *bdisp = w->rdisp;
+    memset(ecount, 0, (size_t)size * sizeof *ecount);
+    for (size_t i = 0; i < w->emit_n; i++)
+        ecount[w->emit[i].slot >> 32]++;
+    for (int s = 0, off = 0; s < size; s++) {
+        edisp[s] = off;
+        off += ecount[s];
+    }
+    struct reply *sorted = malloc((w->emit_n ? w->emit_n : 1) * sizeof *sorted);
+    int rc = sorted ? PM_OK : PM_ERR_NOMEM;
+    if (sorted) {
+        int *fill = bcount; // scratch until the counts exchange below
+        memcpy(fill, edisp, (size_t)size * sizeof *fill);
+        for (size_t i = 0; i < w->emit_n; i++) {
+            struct reply r = w->emit[i];
+            sorted[fill[r.slot >> 32]++] = (struct reply){r.slot & 0xffffffffu, r.keeper};
+        }
+    }
+    if ((rc = all_agree(rc, w->comm))) {
+        free(sorted);
+        return rc;
+    }
+    MPI_CHECK(MPI_Alltoall(ecount, 1, MPI_INT, bcount, 1, MPI_INT, w->comm));
+    size_t nback = 0;
+    for (int o = 0; o < size; o++) {
+        bdisp[o] = (int)nback;
+        nback += (size_t)bcount[o];
+    }
+    struct reply *back = malloc((nback ? nback : 1) * sizeof *back);
+    if ((rc = all_agree(back ? PM_OK : PM_ERR_NOMEM, w->comm))) {
+        free(sorted);
+        free(back);
+        return rc;
+    }
+    MPI_Datatype reply_type;
+    MPI_CHECK(MPI_Type_contiguous(2, MPI_UINT64_T, &reply_type));
+    MPI_CHECK(MPI_Type_commit(&reply_type));
+    MPI_CHECK(MPI_Alltoallv(sorted, ecount, edisp, reply_type, back, bcount, bdisp, reply_type,
+                            w->comm));
+    MPI_CHECK(MPI_Type_free(&reply_type));
+    for (int o = 0; o < size; o++) {
+        const uint32_t *seg = w->idx + w->part_start[(size_t)o * w->buckets];
+        for (size_t i = (size_t)bdisp[o]; i < (size_t)bdisp[o] + (size_t)bcount[o]; i++)
+            w->keeper[seg[back[i].slot]] = back[i].keeper;
+    }
+    free(sorted);
+    free(back);
+    return PM_OK;
+}
+
+// Sender: count this round's records per (owner, bucket) partition and lay the partitions
+// out (part_start); owners learn their bucket counts from every sender.
+static void count_partitions(struct exact_work *w, const struct dedupe_record *recs, size_t n,
+                             unsigned round)
+{
+    size_t parts = (size_t)w->size * w->buckets, *off = w->part_off;
+    memset(off, 0, (parts + 1) * sizeof *off);
+    for (size_t i = 0; i < n; i++)
+        if (w->rounds == 1 || round_of(recs[i].hash_hi, w->rounds) == round)
+            off[partition_of(recs[i].hash_lo, parts)]++;
+    size_t sum = 0;
+    for (size_t p = 0; p < parts; p++) {
+        size_t c = off[p];
+        w->part_count[p] = (int)c;
+        off[p] = sum;
+        sum += c;
+    }
+    off[parts] = sum;
+    memcpy(w->part_start, off, (parts + 1) * sizeof *off);
+    MPI_CHECK(MPI_Alltoall(w->part_count, (int)w->buckets, MPI_INT, w->bucket_count,
+                           (int)w->buckets, MPI_INT, w->comm));
+}
+
+// Sender: the index of each of this round's records into its partition; each record's
+// keeper starts as its own id.
+static void scatter_indices(struct exact_work *w, const struct dedupe_record *recs, size_t n,
+                            unsigned round)
+{
+    size_t parts = (size_t)w->size * w->buckets, *off = w->part_off;
+    for (size_t i = 0; i < n; i++) {
+        if (w->rounds > 1 && round_of(recs[i].hash_hi, w->rounds) != round)
+            continue;
+        w->idx[off[partition_of(recs[i].hash_lo, parts)]++] = (uint32_t)i;
+        stream_u64(&w->keeper[i], recs[i].id);
+    }
+    stream_fence();
+}
+
+// Records of buckets [b0, b1) of owner o in this sender's partition order.
+static size_t part_range(const struct exact_work *w, int o, size_t b0, size_t b1, size_t *first)
+{
+    *first = w->part_start[(size_t)o * w->buckets + b0];
+    return w->part_start[(size_t)o * w->buckets + b1] - *first;
+}
+
+// Records sender s has in buckets [b0, b1) of this owner.
+static size_t recv_range(const struct exact_work *w, int s, size_t b0, size_t b1)
+{
+    size_t c = 0;
+    for (size_t b = b0; b < b1; b++)
+        c += (size_t)w->bucket_count[(size_t)s * w->buckets + b];
+    return c;
+}
+
+// One exchange step: buckets [b0, b1) of every owner.
+static int exchange_step(struct exact_work *w, const struct dedupe_record *recs, size_t b0,
+                         size_t b1)
+{
+    int size = w->size;
+    size_t nsend = 0, nrecv = 0;
+    for (int o = 0; o < size; o++) { // gather this step's records, owner by owner
+        size_t first, count = part_range(w, o, b0, b1, &first);
+        const uint32_t *ix = w->idx + first;
+        w->sdisp[o] = (int)nsend;
+        w->scount[o] = (int)count;
+        struct dedupe_record *out = w->send_chunk + nsend;
+        for (size_t k = 0; k < count; k++) {
+            if (k + PREFETCH_AHEAD < count)
+                __builtin_prefetch(&recs[ix[k + PREFETCH_AHEAD]]);
+            out[k] = recs[ix[k]];
+        }
+        nsend += count;
+    }
+    for (int s = 0; s < size; s++) {
+        w->rdisp[s] = (int)nrecv;
+        w->rcount[s] = (int)recv_range(w, s, b0, b1);
+        nrecv += (size_t)w->rcount[s];
+    }
+    MPI_Datatype rec_type;
+    MPI_CHECK(MPI_Type_contiguous(3, MPI_UINT64_T, &rec_type));
+    MPI_CHECK(MPI_Type_commit(&rec_type));
+    MPI_CHECK(MPI_Alltoallv(w->send_chunk, w->scount, w->sdisp, rec_type, w->recv_chunk,
+                            w->rcount, w->rdisp, rec_type, w->comm));
+    MPI_CHECK(MPI_Type_free(&rec_type));
+    // scan the step's buckets: bucket b is one run from each sender
+    const struct dedupe_record *in = w->recv_chunk;
+    w->in = in;
+    for (int s = 0; s < size; s++)
+        w->run_pos[s] = (size_t)w->rdisp[s];
+    int rc = PM_OK;
+    for (size_t b = b0; b < b1 && rc == PM_OK; b++) {
+        size_t count = 0;
+        for (int s = 0; s < size; s++)
+            count += (size_t)w->bucket_count[(size_t)s * w->buckets + b];
+        if (count > 1)
+            bucket_begin(w, count);
+        for (int s = 0; s < size; s++) {
+            size_t pos = w->run_pos[s];
+            size_t end = pos + (size_t)w->bucket_count[(size_t)s * w->buckets + b];
+            w->run_pos[s] = end;
+            for (; count > 1 && pos < end; pos++)
+                bucket_insert(w, fingerprint(&in[pos]), (uint32_t)pos);
+        }
+        if (count > 1)
+            rc = bucket_end(w);
+    }
+    for (int s = 0; s < size; s++)
+        w->recv_done[s] += (size_t)w->rcount[s];
+    return rc;
+}
+
+// One round on several ranks.
+static int exchange_round(struct exact_work *w, const struct dedupe_record *recs, size_t n,
+                          unsigned round, size_t step_buckets)
+{
+    int size = w->size;
+    size_t nb = w->buckets;
+    count_partitions(w, recs, n, round);
+    // sizes: the round's indices, the largest step sent and received, the largest bucket
+    size_t total_in = 0, max_bucket = 0, max_send = 0, max_recv = 0;
+    for (size_t b = 0; b < nb; b++) {
+        size_t c = 0;
+        for (int s = 0; s < size; s++)
+            c += (size_t)w->bucket_count[(size_t)s * nb + b];
+        total_in += c;
+        max_bucket = c > max_bucket ? c : max_bucket;
+    }
+    for (size_t b0 = 0; b0 < nb; b0 += step_buckets) {
+        size_t b1 = b0 + step_buckets < nb ? b0 + step_buckets : nb, ns = 0, nr = 0, first;
+        for (int o = 0; o < size; o++) {
+            ns += part_range(w, o, b0, b1, &first);
+            nr += recv_range(w, o, b0, b1);
+        }
+        max_send = ns > max_send ? ns : max_send;
+        max_recv = nr > max_recv ? nr : max_recv;
+    }
+    int rc = PM_OK;
+    if (max_send > INT_MAX || max_recv > SLOT_REF - 1 || total_in > UINT32_MAX)
+        rc = PM_ERR_LIMIT; // int counts of MPI, 31-bit positions in the table
+    if (rc == PM_OK)
+        rc = ensure_cap((void **)&w->idx, &w->idx_cap, w->part_off[(size_t)size * nb],
+                        sizeof *w->idx);
+    if (rc == PM_OK)
+        rc = ensure_cap((void **)&w->send_chunk, &w->send_cap, max_send, sizeof *w->send_chunk);
+    if (rc == PM_OK)
+        rc = ensure_cap((void **)&w->recv_chunk, &w->recv_cap, max_recv, sizeof *w->recv_chunk);
+    if (rc == PM_OK)
+        rc = ensure_scan_cap(w, max_bucket);
+    if ((rc = all_agree(rc, w->comm)))
+        return rc;
+    scatter_indices(w, recs, n, round);
+    memset(w->recv_done, 0, (size_t)size * sizeof *w->recv_done);
+    w->emit_n = 0;
+    for (size_t b0 = 0; b0 < nb; b0 += step_buckets) { // every rank takes every step
+        int step_rc = exchange_step(w, recs, b0, b0 + step_buckets < nb ? b0 + step_buckets : nb);
+        rc = rc ? rc : step_rc;
+    }
+    if ((rc = all_agree(rc, w->comm)))
+        return rc;
+    return return_answers(w);
+}
+
 int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keeper,
                      MPI_Comm comm, size_t memory_limit, struct dedupe_exact_stats *stats,
                      struct pm_error *err)
 {
-    int size, rank;
-    MPI_CHECK(MPI_Comm_size(comm, &size));
-    MPI_CHECK(MPI_Comm_rank(comm, &rank));
-    uint64_t local = n, total = 0;
+    struct exact_work w;
+    memset(&w, 0, sizeof w);
+    w.comm = comm;
+    w.keeper = keeper;
+    MPI_CHECK(MPI_Comm_size(comm, &w.size));
+    MPI_CHECK(MPI_Comm_rank(comm, &w.rank));
+    uint64_t local = n, total = 0, most = 0;
     MPI_CHECK(MPI_Allreduce(&local, &total, 1, MPI_UINT64_T, MPI_SUM, comm));
+    MPI_CHECK(MPI_Allreduce(&local, &most, 1, MPI_UINT64_T, MPI_MAX, comm));
+    if (most > SLOT_REF - 1)
+        return pm_error_set(err, PM_ERR_LIMIT,
+                            "exact dedupe: %llu records on one rank (at most 2^31 - 2)",
+                            (unsigned long long)most);
 
-    // Owner-side bytes per rank for one round: received records, sort scratch, send-back.
-    // Owner-side bytes per rank for one round: received record (24), sort entry and its
-    // radix scratch (2 x 16), answer (8).
-    double per_rank = (double)total / size * 1.25 *
-                      (sizeof(struct dedupe_record) + 2 * sizeof(struct sort_entry) + 8);
-    unsigned rounds = 1;
+    // Bytes per record for one round: its bucket entry (8) or partition index (4), and its
+    // share of the answers (up to 16 per duplicate), counted as 16 in all.
+    double per_rank = (double)total / w.size * 1.25 * 16.0;
+    w.rounds = 1;
     if (memory_limit && per_rank > (double)memory_limit)
-        rounds = (unsigned)(per_rank / (double)memory_limit) + 1;
+        w.rounds = (unsigned)(per_rank / (double)memory_limit) + 1;
+    uint64_t per_owner = total / (uint64_t)w.size / w.rounds;
+    w.bucket_bits = per_owner > TARGET_BUCKET ? ceil_log2(per_owner / TARGET_BUCKET) : 0;
+    if (w.bucket_bits > MAX_BUCKET_BITS)
+        w.bucket_bits = MAX_BUCKET_BITS;
+    w.buckets = (size_t)1 << w.bucket_bits;
+    // buckets per exchange step: about STEP_RECORDS records per owner
+    uint64_t per_bucket = per_owner / w.buckets + 1;
+    size_t step_buckets = per_bucket >= STEP_RECORDS ? 1 : (size_t)(STEP_RECORDS / per_bucket);
 
-    int *scount = calloc((size_t)size, sizeof *scount), *sdisp = calloc((size_t)size, sizeof *sdisp);
-    int *rcount = calloc((size_t)size, sizeof *rcount), *rdisp = calloc((size_t)size, sizeof *rdisp);
-    size_t *slot_of = malloc((n ? n : 1) * sizeof *slot_of); // send slot -> local index
-    struct dedupe_record *sendbuf = malloc((n ? n : 1) * sizeof *sendbuf);
-    int rc = (scount && sdisp && rcount && rdisp && slot_of && sendbuf) ? PM_OK : PM_ERR_NOMEM;
-    rc = all_agree(rc, comm);
-    uint64_t dups = 0, groups = 0;
-
-    for (unsigned round = 0; rc == PM_OK && round < rounds; round++) {
-        // Bucket this round's records by owner.
-        memset(scount, 0, (size_t)size * sizeof *scount);
-        for (size_t i = 0; i < n; i++)
-            if (round_of(&recs[i], rounds) == round)
-                scount[owner_of(&recs[i], size)]++;
-        for (int r = 0, off = 0; r < size; r++) {
-            sdisp[r] = off;
-            off += scount[r];
-        }
-        int *fill = calloc((size_t)size, sizeof *fill);
-        if (!fill) {
-            rc = PM_ERR_NOMEM;
-        } else {
-            size_t nsend = 0;
-            for (size_t i = 0; i < n; i++) {
-                if (round_of(&recs[i], rounds) != round)
-                    continue;
-                int o = owner_of(&recs[i], size);
-                size_t slot = (size_t)sdisp[o] + (size_t)fill[o]++;
-                sendbuf[slot] = recs[i];
-                slot_of[slot] = i;
-                nsend++;
-            }
-            (void)nsend;
-            free(fill);
-        }
-        if ((rc = all_agree(rc, comm)))
-            break;
-        MPI_CHECK(MPI_Alltoall(scount, 1, MPI_INT, rcount, 1, MPI_INT, comm));
-        size_t nrecv = 0;
-        for (int r = 0; r < size; r++) {
-            rdisp[r] = (int)nrecv;
-            nrecv += (size_t)rcount[r];
-        }
-        struct dedupe_record *recvbuf = malloc((nrecv ? nrecv : 1) * sizeof *recvbuf);
-        struct sort_entry *owned = malloc((nrecv ? nrecv : 1) * sizeof *owned);
-        uint64_t *answer = malloc((nrecv ? nrecv : 1) * sizeof *answer);
-        rc = all_agree(recvbuf && owned && answer ? PM_OK : PM_ERR_NOMEM, comm);
-        if (rc == PM_OK) {
-            MPI_Datatype rec_type;
-            MPI_CHECK(MPI_Type_contiguous(3, MPI_UINT64_T, &rec_type));
-            MPI_CHECK(MPI_Type_commit(&rec_type));
-            MPI_CHECK(MPI_Alltoallv(sendbuf, scount, sdisp, rec_type, recvbuf, rcount, rdisp,
-                                    rec_type, comm));
-            MPI_CHECK(MPI_Type_free(&rec_type));
-            for (size_t i = 0; i < nrecv; i++)
-                owned[i] = (struct sort_entry){owner_key(recvbuf[i].hash_lo, size), i};
-            rc = sort_entries(owned, nrecv, recvbuf);
-        }
-        rc = all_agree(rc, comm);
-        if (rc == PM_OK) {
-            // Every record keeps itself unless a group says otherwise (sequential pass;
-            // the scan below touches received records only inside runs of equal keys).
-            for (size_t i = 0; i < nrecv; i++)
-                answer[i] = recvbuf[i].id;
-            for (size_t i = 0; i < nrecv;) {
-                if (i + 1 == nrecv || owned[i + 1].key != owned[i].key) {
-                    i++;
-                    continue;
-                }
-                const struct dedupe_record *first = &recvbuf[owned[i].pos];
-                size_t j = i + 1;
-                // equal full hash implies equal key: only compare inside a key run
-                while (j < nrecv && owned[j].key == owned[i].key &&
-                       recvbuf[owned[j].pos].hash_lo == first->hash_lo &&
-                       recvbuf[owned[j].pos].hash_hi == first->hash_hi)
-                    j++;
-                if (j - i > 1) {
-                    groups++;
-                    dups += j - i - 1;
-                }
-                for (size_t k = i + 1; k < j; k++)
-                    answer[owned[k].pos] = first->id; // sorted by id within the group
-                i = j;
-            }
-            uint64_t *back = malloc((n ? n : 1) * sizeof *back);
-            rc = all_agree(back ? PM_OK : PM_ERR_NOMEM, comm);
-            if (rc == PM_OK) {
-                MPI_CHECK(MPI_Alltoallv(answer, rcount, rdisp, MPI_UINT64_T, back, scount,
-                                        sdisp, MPI_UINT64_T, comm));
-                size_t nsent = (size_t)sdisp[size - 1] + (size_t)scount[size - 1];
-                for (size_t s = 0; s < nsent; s++)
-                    keeper[slot_of[s]] = back[s];
-            }
-            free(back);
-        }
-        free(recvbuf);
-        free(owned);
-        free(answer);
+    int rc = PM_OK;
+    size_t sz = (size_t)w.size, nb = w.buckets;
+    if (w.size == 1) {
+        w.off = malloc((nb + 1) * sizeof *w.off);
+        w.start = malloc((nb + 1) * sizeof *w.start);
+        w.wc_buf = aligned_alloc(64, nb * WC_ENTRIES * sizeof *w.wc_buf);
+        rc = w.off && w.start && w.wc_buf ? PM_OK : PM_ERR_NOMEM;
+    } else {
+        w.part_off = malloc((sz * nb + 1) * sizeof *w.part_off);
+        w.part_start = malloc((sz * nb + 1) * sizeof *w.part_start);
+        w.part_count = malloc(sz * nb * sizeof *w.part_count);
+        w.bucket_count = malloc(sz * nb * sizeof *w.bucket_count);
+        w.scount = calloc(sz, sizeof(int));
+        w.sdisp = calloc(sz, sizeof(int));
+        w.rcount = calloc(sz, sizeof(int));
+        w.rdisp = calloc(sz, sizeof(int));
+        w.recv_done = calloc(sz, sizeof *w.recv_done);
+        w.run_pos = calloc(sz, sizeof *w.run_pos);
+        rc = w.part_off && w.part_start && w.part_count && w.bucket_count && w.scount &&
+                     w.sdisp && w.rcount && w.rdisp && w.recv_done && w.run_pos
+                 ? PM_OK
+                 : PM_ERR_NOMEM;
     }
-    free(scount);
-    free(sdisp);
-    free(rcount);
-    free(rdisp);
-    free(slot_of);
-    free(sendbuf);
+    rc = all_agree(rc, comm);
+    for (unsigned round = 0; rc == PM_OK && round < w.rounds; round++)
+        rc = w.size == 1 ? single_round(&w, recs, n, round)
+                         : exchange_round(&w, recs, n, round, step_buckets);
+    uint64_t sums[2] = {w.ndups, w.ngroups}, gsums[2] = {0, 0};
+    if (rc == PM_OK)
+        MPI_CHECK(MPI_Allreduce(sums, gsums, 2, MPI_UINT64_T, MPI_SUM, comm));
+    exact_work_release(&w);
+    if (rc == PM_ERR_LIMIT)
+        return pm_error_set(err, rc,
+                            "exact dedupe: %llu records: one round's work on a rank exceeds "
+                            "2^31 - 2 records; lower the memory limit",
+                            (unsigned long long)total);
     if (rc)
         return pm_error_set(err, rc, "exact dedupe: out of memory for %llu records",
                             (unsigned long long)total);
-    uint64_t sums[2] = {dups, groups}, gsums[2];
-    MPI_CHECK(MPI_Allreduce(sums, gsums, 2, MPI_UINT64_T, MPI_SUM, comm));
     if (stats)
-        *stats = (struct dedupe_exact_stats){total, gsums[0], gsums[1], rounds};
-    (void)rank;
+        *stats = (struct dedupe_exact_stats){total, gsums[0], gsums[1], w.rounds};
     return PM_OK;
 }

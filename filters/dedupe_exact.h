@@ -6,16 +6,20 @@
  * finds its group's *keeper*: the lowest id among all records, on any rank, with the
  * same 128-bit hash. A record is a duplicate iff keeper != its own id.
  *
- * How: records are routed to an owner rank by hash value (MPI_Alltoallv), the owner
- * sorts what it received by (hash, id) and scans the groups, and the keepers travel
- * back along the same route. The answer depends only on the records, never on the
- * number of ranks or on which rank held which record.
+ * How (docs/internals/dedupe.md): records are grouped into buckets of a few thousand by
+ * hash value (owner rank, then a bucket inside the owner's hash range); each bucket is
+ * scanned with an open-addressing table keyed by a 32-bit fingerprint, and only records
+ * whose fingerprint repeats are compared in full. On one rank the caller's array is read
+ * in place; on several, the buckets travel to their owners in steps of a few MiB
+ * (MPI_Alltoallv) and only duplicates' answers travel back. Nothing is sorted. The answer
+ * depends only on the records, never on the number of ranks or on which rank held which
+ * record.
  *
- * Memory per record on its owner during a round: the received record (24 bytes), a
- * 16-byte sort entry and its 16-byte radix scratch, and the 8-byte answer; plus the
- * sender's copy (24) and slot map (8). When the estimate exceeds
- * `memory_limit` bytes per rank, the hash space is split into rounds processed one
- * after another (same answer, less memory).
+ * Memory per record during a round: 8 bytes on one rank (a bucket entry), 4 bytes on
+ * several (a partition index), plus 16 bytes per duplicate answered across ranks and
+ * fixed buffers of a few MiB per rank. When 1.25 * 16 bytes * (records per rank) exceeds
+ * `memory_limit`, the hash space is split into rounds processed one after another (same
+ * answer, less memory). At most 2^31 - 2 records per rank.
  */
 #ifndef PM_DEDUPE_EXACT_H
 #define PM_DEDUPE_EXACT_H

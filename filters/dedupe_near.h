@@ -63,9 +63,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/** Default Hamming radius until it is measured on an image corpus (REFERENCES.md:
- * re-encodes land within 0-4, distinct photos beyond 20). */
-#define DEDUPE_NEAR_DEFAULT_RADIUS 4u
+/** Default Hamming radius, measured by bench/dedupe/tune_hamming.py (docs/benchmarks.md,
+ * "phash radius"): the largest K whose clusters keep pair precision >= 0.99 on real photo
+ * tiles with re-encodes, rescales, crops and overlays. pHashes have 32 bits set, so
+ * distances are even and K=7 behaves as K=6. */
+#define DEDUPE_NEAR_DEFAULT_RADIUS 6u
 /** Largest accepted radius (32 bands of 2 bits; beyond that everything is one cluster). */
 #define DEDUPE_NEAR_MAX_RADIUS 31u
 /** Groups at most this large are compared pairwise. */

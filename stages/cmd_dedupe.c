@@ -45,7 +45,7 @@ static const char usage[] =
     "  --by METHOD       url (normalised URL), content (content_hash), phash (perceptual\n"
     "                    hash within --hamming K); repeatable or comma-separated;\n"
     "                    default: url, content and phash\n"
-    "  --hamming K       phash radius, 0-31 (default 4)\n"
+    "  --hamming K       phash radius, 0-31 (default 6)\n"
     "  --keep RULE       keeper of each group: lowest-key (default) or largest\n"
     "                    (original_width*original_height, ties: lowest key)\n"
     "  --memory-limit S  bytes per rank for the dedupe work (K/M/G suffixes); beyond it the\n"

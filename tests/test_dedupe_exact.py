@@ -20,6 +20,17 @@ def make_records(path, n=20000, seed=7):
     # two hashes that share the low 64 bits but differ in the high ones are distinct
     recs.append(((1, 99), 10 * n + 1))
     recs.append(((2, 99), 10 * n + 2))
+    # hashes that share hash_lo and differ in hash_hi by the same bit in both 32-bit halves
+    # fold to the same 32-bit fingerprint (filters/dedupe_exact.c): distinct groups that
+    # meet in one table slot, each with 1..3 copies
+    next_id = 10 * n + 3
+    for _ in range(30):
+        lo, base = rng.getrandbits(64), rng.getrandbits(64)
+        for j in range(rng.randint(2, 5)):
+            for _ in range(rng.randint(1, 3)):
+                recs.append(((base ^ (j * 0x100000001), lo), next_id + rng.randint(0, 5)))
+                next_id += 10
+    rng.shuffle(recs)
     with open(path, "w") as f:
         for (hi, lo), i in recs:
             f.write(f"{hi:x} {lo:x} {i}\n")
