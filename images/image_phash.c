@@ -107,8 +107,10 @@ void image_phash_ctx_release(struct image_ctx *ctx)
 }
 
 // The table for in_size: from the cache, or built into `scratch` (room for ksize) when
-// the size is not cached. Never NULL.
-static const int *coeffs_get(struct image_ctx *ctx, int in_size, int ksize, int *scratch)
+// the size is not cached or its slot holds `in_use` (the other axis's table, which must
+// stay valid: a width and a height can share a slot). Never NULL.
+static const int *coeffs_get(struct image_ctx *ctx, int in_size, int ksize, int *scratch,
+                             const int *in_use)
 {
     size_t n = (size_t)PH_N * ksize + 2 * PH_N;
     if (in_size > PH_CACHE_MAX_SIZE)
@@ -119,6 +121,8 @@ static const int *coeffs_get(struct image_ctx *ctx, int in_size, int ksize, int 
     struct ph_table *t = &c->slot[in_size % PH_CACHE_SLOTS];
     if (t->in_size == in_size)
         return t->kk;
+    if (t->kk && t->kk == in_use)
+        goto uncached;
     int *kk = realloc(t->kk, n * sizeof *kk);
     if (!kk)
         goto uncached;
@@ -152,8 +156,8 @@ phash_compute(struct image_ctx *ctx, const struct image *img, uint64_t *hash,
     int *kxm = (int *)(((uintptr_t)mem + 15) & ~(uintptr_t)15);
     int *kym = kxm + PH_N * kxs + 2 * PH_N;
     uint8_t *grey = (uint8_t *)(kym + PH_N * kys + 2 * PH_N), *tmp = grey + w;
-    const int *kx = coeffs_get(ctx, w, kxs, kxm), *bx = kx + PH_N * kxs;
-    const int *ky = coeffs_get(ctx, h, kys, kym), *by = ky + PH_N * kys;
+    const int *kx = coeffs_get(ctx, w, kxs, kxm, NULL), *bx = kx + PH_N * kxs;
+    const int *ky = coeffs_get(ctx, h, kys, kym, kx), *by = ky + PH_N * kys;
 
     // grey + horizontal pass, one source row at a time (PIL does the same passes; the
     // horizontal one is skipped when the width is already 32, as PIL skips it)
