@@ -929,6 +929,20 @@ static void limit_raise(struct fetcher *f)
     set_maxconnects(f);
 }
 
+// Put the slot's request back in its host's queue (at the head or the tail), not to
+// start before `at`, and free the slot.
+static void request_requeue(struct fetcher *f, struct slot *s, int64_t at, int front)
+{
+    struct request *r = s->req;
+    r->not_before_ms = at;
+    bytebuf_clear(&r->body);
+    slot_put(f, s);
+    if (front)
+        host_requeue_front(f, r->host, r);
+    else
+        host_enqueue(f, r->host, r);
+}
+
 static void request_finish(struct fetcher *f, struct slot *s, CURLcode cc, int64_t now)
 {
     struct request *r = s->req;
@@ -966,11 +980,8 @@ static void request_finish(struct fetcher *f, struct slot *s, CURLcode cc, int64
     if (no_fd && !s->blocked_addr && !s->blocked_fence && (f->active > 1 || f->limit > 1)) {
         limit_lower(f, f->active - 1);
         r->attempts--;
-        r->not_before_ms = now + FD_REQUEUE_DELAY_MS;
-        bytebuf_clear(&r->body);
         f->stats.fd_requeues++;
-        slot_put(f, s);
-        host_requeue_front(f, h, r);
+        request_requeue(f, s, now + FD_REQUEUE_DELAY_MS, 1);
         return;
     }
     if (!no_fd)
@@ -1045,11 +1056,8 @@ static void request_finish(struct fetcher *f, struct slot *s, CURLcode cc, int64
         retry = 0; // the server asks for a longer pause than we are willing to wait
     if (retry && r->attempts <= f->cfg.retries) {
         int64_t delay = hold > 0 ? hold : backoff_delay(f, r->attempts);
-        r->not_before_ms = now + delay;
-        bytebuf_clear(&r->body);
         f->stats.retries++;
-        slot_put(f, s);
-        host_enqueue(f, h, r);
+        request_requeue(f, s, now + delay, 0);
         return;
     }
 
