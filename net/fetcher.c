@@ -76,7 +76,7 @@ struct slot {
     size_t discarded;
     // state of the attempt
     int blocked_addr, blocked_fence, too_large, disallowed, discard_abort, nomem;
-    int no_fd; /* socket() failed with EMFILE/ENFILE: a local limit, not the server */
+    int no_fd;      /* socket() failed with EMFILE/ENFILE: a local limit, not the server */
     int connecting; /* counted in host->connecting until the request is sent */
     int nstatus;    /* status lines seen in this attempt */
 };
@@ -891,8 +891,8 @@ static int64_t backoff_delay(struct fetcher *f, int attempt)
 
 static void set_maxconnects(struct fetcher *f)
 {
-    long total = f->cfg.max_total_connections > 0 ? f->cfg.max_total_connections
-                                                  : f->cfg.concurrency;
+    long total =
+        f->cfg.max_total_connections > 0 ? f->cfg.max_total_connections : f->cfg.concurrency;
     curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, total < f->limit ? total : (long)f->limit);
 }
 

@@ -152,8 +152,8 @@ void fetch_share_free(struct fetch_share *s);
 
 /**
  * Create an engine with a copy of cfg (strings are copied). `share` may be NULL.
- * Returns PM_OK, PM_ERR_USAGE (bad setting, unreadable ca_file: message names it), PM_ERR_UNSUPPORTED
- * (libcurl too old or without http/https) or PM_ERR_NOMEM.
+ * Returns PM_OK, PM_ERR_USAGE (bad setting, unreadable ca_file: message names it),
+ * PM_ERR_UNSUPPORTED (libcurl too old or without http/https) or PM_ERR_NOMEM.
  */
 int fetcher_create(const struct fetcher_config *cfg, struct fetch_share *share,
                    struct fetcher **out, struct pm_error *err);
