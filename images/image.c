@@ -78,6 +78,7 @@ void image_ctx_free(struct image_ctx *ctx)
         return;
     image_decode_ctx_release(ctx);
     image_encode_ctx_release(ctx);
+    image_phash_ctx_release(ctx);
     scratch_release(&ctx->dec_rgba);
     scratch_release(&ctx->dec_raw);
     scratch_release(&ctx->rs_tabx);

@@ -32,10 +32,14 @@ struct image_ctx {
     struct scratch rs_tmp;   /* resize: horizontally filtered rows (float) */
     struct scratch ph_tmp;   /* phash: grey image and horizontal pass */
     struct scratch enc_row;  /* encoder: one converted row */
+    void *ph_cache;          /* struct ph_cache (image_phash.c): coefficient tables by size */
 };
 
 /** Release the decoder's libjpeg object (image_decode.c). */
 void image_decode_ctx_release(struct image_ctx *ctx);
+
+/** Release the phash coefficient cache (image_phash.c). */
+void image_phash_ctx_release(struct image_ctx *ctx);
 
 /** Release the encoder's libjpeg object (image_encode.c). */
 void image_encode_ctx_release(struct image_ctx *ctx);

@@ -78,6 +78,63 @@ static int ksize_for(int in_size)
     return (int)ceil(3.0 * (scale < 1.0 ? 1.0 : scale)) * 2 + 1;
 }
 
+// The coefficient tables depend on the input size only (the output is always 32), and
+// computing one costs two sin() per tap: a context keeps them for sizes up to
+// PH_CACHE_MAX_SIZE in a direct-mapped cache (at most PH_CACHE_SLOTS tables of
+// 32 * ksize + 64 ints, ~16 KB at 600 px, ~50 KB at 2048 px). Cached and fresh tables
+// are the same integers, so the hash does not depend on the cache.
+#define PH_CACHE_SLOTS 256
+#define PH_CACHE_MAX_SIZE 2048
+
+struct ph_table {
+    int in_size; // 0: empty
+    int *kk;     // PH_N * ksize coefficients, then PH_N (xmin, count) pairs
+};
+
+struct ph_cache {
+    struct ph_table slot[PH_CACHE_SLOTS];
+};
+
+void image_phash_ctx_release(struct image_ctx *ctx)
+{
+    struct ph_cache *c = ctx->ph_cache;
+    if (!c)
+        return;
+    for (int i = 0; i < PH_CACHE_SLOTS; i++)
+        free(c->slot[i].kk);
+    free(c);
+    ctx->ph_cache = NULL;
+}
+
+// The table for in_size: from the cache, or built into `scratch` (room for ksize) when
+// the size is not cached or its slot holds `in_use` (the other axis's table, which must
+// stay valid: a width and a height can share a slot). Never NULL.
+static const int *coeffs_get(struct image_ctx *ctx, int in_size, int ksize, int *scratch,
+                             const int *in_use)
+{
+    size_t n = (size_t)PH_N * ksize + 2 * PH_N;
+    if (in_size > PH_CACHE_MAX_SIZE)
+        goto uncached;
+    struct ph_cache *c = ctx->ph_cache;
+    if (!c && !(c = ctx->ph_cache = calloc(1, sizeof *c)))
+        goto uncached;
+    struct ph_table *t = &c->slot[in_size % PH_CACHE_SLOTS];
+    if (t->in_size == in_size)
+        return t->kk;
+    if (t->kk && t->kk == in_use)
+        goto uncached;
+    int *kk = realloc(t->kk, n * sizeof *kk);
+    if (!kk)
+        goto uncached;
+    t->kk = kk;
+    pil_coeffs(in_size, ksize, kk, kk + (size_t)PH_N * ksize);
+    t->in_size = in_size;
+    return kk;
+uncached:
+    pil_coeffs(in_size, ksize, scratch, scratch + (size_t)PH_N * ksize);
+    return scratch;
+}
+
 // The taps vectorise much better with AVX2 (32-bit multiplies); glibc picks the clone
 // at load time, and both clones compute the same integers. The clones are static (clang
 // does not export a cloned function to other files), behind the plain public function.
@@ -96,11 +153,11 @@ phash_compute(struct image_ctx *ctx, const struct image *img, uint64_t *hash,
     uint8_t *mem = scratch_get(&ctx->ph_tmp, need);
     if (!mem)
         return pm_error_set(err, PM_ERR_NOMEM, "phash: out of memory");
-    int *kx = (int *)(((uintptr_t)mem + 15) & ~(uintptr_t)15);
-    int *ky = kx + PH_N * kxs, *bx = ky + PH_N * kys, *by = bx + 2 * PH_N;
-    uint8_t *grey = (uint8_t *)(by + 2 * PH_N), *tmp = grey + w;
-    pil_coeffs(w, kxs, kx, bx);
-    pil_coeffs(h, kys, ky, by);
+    int *kxm = (int *)(((uintptr_t)mem + 15) & ~(uintptr_t)15);
+    int *kym = kxm + PH_N * kxs + 2 * PH_N;
+    uint8_t *grey = (uint8_t *)(kym + PH_N * kys + 2 * PH_N), *tmp = grey + w;
+    const int *kx = coeffs_get(ctx, w, kxs, kxm, NULL), *bx = kx + PH_N * kxs;
+    const int *ky = coeffs_get(ctx, h, kys, kym, kx), *by = ky + PH_N * kys;
 
     // grey + horizontal pass, one source row at a time (PIL does the same passes; the
     // horizontal one is skipped when the width is already 32, as PIL skips it)

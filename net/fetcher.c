@@ -9,8 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <time.h>
 
 #if LIBCURL_VERSION_NUM < 0x075500
@@ -28,6 +30,8 @@
 #define RECYCLE_BODY_MAX (1024 * 1024)
 // Requests examined per host queue when looking for one whose backoff has passed.
 #define QUEUE_SCAN_MAX 64
+// A request requeued because this process ran out of descriptors waits this long (ms).
+#define FD_REQUEUE_DELAY_MS 20
 
 struct host;
 
@@ -39,6 +43,7 @@ struct request {
     struct host *host;
     char hostkey[272];
     int attempts;
+    int https;
     int64_t not_before_ms;
     int64_t t_start_ms;
     // outcome
@@ -71,7 +76,9 @@ struct slot {
     size_t discarded;
     // state of the attempt
     int blocked_addr, blocked_fence, too_large, disallowed, discard_abort, nomem;
-    int no_fd; /* socket() failed with EMFILE/ENFILE: a local limit, not the server */
+    int no_fd;      /* socket() failed with EMFILE/ENFILE: a local limit, not the server */
+    int connecting; /* counted in host->connecting until the request is sent */
+    int nstatus;    /* status lines seen in this attempt */
 };
 
 struct host {
@@ -79,7 +86,9 @@ struct host {
     struct host *wnext; // waiting list
     int waiting;
     int inflight;
-    int h2;
+    int h2;         /* its first-hop responses came over HTTP/2 */
+    int h1;         /* ... over HTTP/1.x: no multiplexing to wait for */
+    int connecting; /* https attempts in flight, protocol unknown, request not yet sent */
     int64_t not_before_ms;
     struct request *qhead, *qtail;
     char key[272];
@@ -101,6 +110,9 @@ struct fetcher {
     int nslots;
     struct slot *free_slots;
     int active;
+    int limit;        /* transfers allowed in flight now: concurrency, lowered on EMFILE */
+    int ceiling;      /* the limit never goes back above this once descriptors ran out */
+    int limit_credit; /* completions since the limit last changed (additive increase) */
     size_t ndone;
     struct request *pend_head, *pend_tail;
     struct request *done_head, *done_tail;
@@ -327,9 +339,55 @@ static void host_enqueue(struct fetcher *f, struct host *h, struct request *r)
     }
 }
 
+static void host_requeue_front(struct fetcher *f, struct host *h, struct request *r)
+{
+    r->next = h->qhead;
+    h->qhead = r;
+    if (!h->qtail)
+        h->qtail = r;
+    if (!h->waiting) {
+        h->waiting = 1;
+        h->wnext = f->waiting;
+        f->waiting = h;
+    }
+}
+
 static int host_cap(const struct fetcher *f, const struct host *h)
 {
     return h->h2 ? f->cfg.max_host_streams : f->cfg.max_host_connections;
+}
+
+// Whether h may get another transfer now (its backoff aside). With CURLOPT_PIPEWAIT,
+// libcurl parks a new transfer while a connection to the host whose multiplexing is not
+// known yet is being set up, and the parked transfer's deadline runs meanwhile (a stalled
+// handshake would time out every transfer queued behind it). So while such a connection
+// is in progress the next transfer waits here, off the clock.
+static int host_ready(const struct fetcher *f, const struct host *h)
+{
+    if (h->inflight >= host_cap(f, h))
+        return 0;
+    return h->connecting == 0 || h->h1 || h->h2;
+}
+
+// The first status line of an attempt comes from the request's own host: note whether it
+// speaks HTTP/2 (multiplexed, its own cap) or HTTP/1.x (nothing to wait for).
+static void host_note_version(struct host *h, const char *line, size_t len)
+{
+    if (len >= 6 && memcmp(line, "HTTP/2", 6) == 0) {
+        h->h2 = 1;
+        h->h1 = 0;
+    } else if (len >= 7 && memcmp(line, "HTTP/1.", 7) == 0) {
+        h->h1 = 1;
+        h->h2 = 0;
+    }
+}
+
+static void slot_connected(struct slot *s)
+{
+    if (s->connecting) {
+        s->connecting = 0;
+        s->req->host->connecting--;
+    }
 }
 
 // ---- requests -------------------------------------------------------------------------
@@ -425,6 +483,8 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
     size_t len = size * nitems;
     if (len >= 5 && strncasecmp(buf, "HTTP/", 5) == 0) {
         // A new response (after a redirect or a 1xx): forget the previous one.
+        if (++s->nstatus == 1 && s->req->host)
+            host_note_version(s->req->host, buf, len);
         s->code = 0;
         const char *sp = memchr(buf, ' ', len);
         if (sp)
@@ -535,6 +595,22 @@ static curl_socket_t opensocket_cb(void *ud, curlsocktype purpose, struct curl_s
     return fd;
 }
 
+// EMFILE/ENFILE if this process cannot open `n` (1 or 2) more descriptors now, else 0.
+// Used where libcurl fails before our socket callback (its resolver's socket pair) or
+// after it (reading the CA file for a new TLS connection, whose socket is closed by now:
+// hence two).
+static int fds_exhausted(int n)
+{
+    int fd[2] = {-1, -1}, e = 0;
+    for (int i = 0; i < n && i < 2 && !e; i++)
+        if ((fd[i] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
+            e = errno == EMFILE || errno == ENFILE ? errno : 0;
+    for (int i = 0; i < 2; i++)
+        if (fd[i] >= 0)
+            close(fd[i]);
+    return e;
+}
+
 // Second line of defence: the address of the connection a request is about to use
 // (new or reused), checked just before the request is sent.
 static int prereq_cb(void *ud, char *primary_ip, char *local_ip, int primary_port, int local_port)
@@ -543,6 +619,7 @@ static int prereq_cb(void *ud, char *primary_ip, char *local_ip, int primary_por
     (void)primary_port;
     (void)local_port;
     struct slot *s = ud;
+    slot_connected(s);
     enum addr_class cls;
     int ok = url_policy_ip_allowed(&s->f->policy, primary_ip, &cls);
     return address_check(s, ok, cls) ? CURL_PREREQFUNC_OK : CURL_PREREQFUNC_ABORT;
@@ -582,7 +659,6 @@ static int easy_setup(struct fetcher *f, struct slot *s)
     SET(CURLOPT_HTTPHEADER, f->headers);
     SET(CURLOPT_HTTP_VERSION,
         c->http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
-    SET(CURLOPT_PIPEWAIT, 1L);
     SET(CURLOPT_PROXY, ""); // never a proxy from the environment: it would bypass the policy
     SET(CURLOPT_DNS_CACHE_TIMEOUT, 300L);
     if (f->ca_file)
@@ -627,6 +703,7 @@ static void request_start(struct fetcher *f, struct request *r, int64_t now)
     s->discarded = 0;
     s->blocked_addr = s->blocked_fence = s->too_large = s->disallowed = 0;
     s->discard_abort = s->nomem = s->no_fd = 0;
+    s->nstatus = 0;
     bytebuf_clear(&r->body);
     r->body.limit = f->cfg.max_bytes;
     r->attempts++;
@@ -634,8 +711,16 @@ static void request_start(struct fetcher *f, struct request *r, int64_t now)
         r->t_start_ms = now;
     r->host->inflight++;
     f->stats.attempts++;
+    // Waiting for a connection to multiplex on only makes sense where HTTP/2 may come
+    // (https, protocol not known to be HTTP/1); such a connection in progress holds the
+    // host's next transfers in our queue (host_ready).
+    int pipewait = r->https && !r->host->h1;
+    s->connecting = pipewait && !r->host->h2;
+    r->host->connecting += s->connecting;
     if (curl_easy_setopt(s->easy, CURLOPT_URL, r->url.data) != CURLE_OK ||
+        curl_easy_setopt(s->easy, CURLOPT_PIPEWAIT, (long)pipewait) != CURLE_OK ||
         curl_multi_add_handle(f->multi, s->easy) != CURLM_OK) {
+        slot_connected(s);
         r->host->inflight--;
         request_fail(r, FETCH_E_BAD_URL, NULL);
         r->host = NULL;
@@ -646,7 +731,8 @@ static void request_start(struct fetcher *f, struct request *r, int64_t now)
 
 static int capacity(const struct fetcher *f)
 {
-    return f->free_slots && (size_t)f->active + f->ndone < (size_t)f->cfg.concurrency;
+    return f->free_slots && f->active < f->limit &&
+           (size_t)f->active + f->ndone < (size_t)f->cfg.concurrency;
 }
 
 // Remove and return the first request of h's queue whose backoff has passed.
@@ -675,7 +761,7 @@ static void schedule(struct fetcher *f, int64_t now)
     struct host **pp = &f->waiting;
     while (*pp) {
         struct host *h = *pp;
-        while (capacity(f) && h->qhead && h->not_before_ms <= now && h->inflight < host_cap(f, h)) {
+        while (capacity(f) && h->qhead && h->not_before_ms <= now && host_ready(f, h)) {
             struct request *r = host_take_ready(h, now);
             if (!r)
                 break;
@@ -702,7 +788,7 @@ static void schedule(struct fetcher *f, int64_t now)
             continue;
         }
         r->host = h;
-        if (h->qhead || h->not_before_ms > now || h->inflight >= host_cap(f, h))
+        if (h->qhead || h->not_before_ms > now || !host_ready(f, h))
             host_enqueue(f, h, r);
         else
             request_start(f, r, now);
@@ -714,8 +800,8 @@ static int64_t next_due(const struct fetcher *f, int64_t now)
 {
     int64_t best = -1;
     for (const struct host *h = f->waiting; h; h = h->wnext) {
-        if (h->inflight >= host_cap(f, h))
-            continue; // starts when one of its transfers ends
+        if (!host_ready(f, h))
+            continue; // starts when one of its transfers ends or gets connected
         int64_t req_due = -1;
         int n = 0;
         for (const struct request *r = h->qhead; r && n < QUEUE_SCAN_MAX; r = r->next, n++)
@@ -803,11 +889,66 @@ static int64_t backoff_delay(struct fetcher *f, int attempt)
     return (int64_t)(d * jitter);
 }
 
+static void set_maxconnects(struct fetcher *f)
+{
+    long total =
+        f->cfg.max_total_connections > 0 ? f->cfg.max_total_connections : f->cfg.concurrency;
+    curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, total < f->limit ? total : (long)f->limit);
+}
+
+// Out of descriptors with `others` other transfers in flight: allow three quarters of
+// them from now on (idle cached connections go too), at least one. The limit never
+// climbs back over that, so a quarter of those descriptors stays free for the rest of
+// the process (output files, other threads): the descriptor limit does not change
+// during a run.
+static void limit_lower(struct fetcher *f, int others)
+{
+    int target = others * 3 / 4;
+    if (target < 1)
+        target = 1;
+    if (target < f->ceiling)
+        f->ceiling = target;
+    if (target < f->limit) {
+        f->limit = target;
+        f->limit_credit = 0;
+        set_maxconnects(f);
+        if ((uint64_t)target < f->stats.min_concurrency)
+            f->stats.min_concurrency = (uint64_t)target;
+    }
+}
+
+// A completion that needed no more descriptors than were there: after `limit` of them,
+// one more transfer in flight (additive increase back towards the ceiling, after a burst
+// of failures lowered the limit further).
+static void limit_raise(struct fetcher *f)
+{
+    if (f->limit >= f->ceiling || ++f->limit_credit < f->limit)
+        return;
+    f->limit++;
+    f->limit_credit = 0;
+    set_maxconnects(f);
+}
+
+// Put the slot's request back in its host's queue (at the head or the tail), not to
+// start before `at`, and free the slot.
+static void request_requeue(struct fetcher *f, struct slot *s, int64_t at, int front)
+{
+    struct request *r = s->req;
+    r->not_before_ms = at;
+    bytebuf_clear(&r->body);
+    slot_put(f, s);
+    if (front)
+        host_requeue_front(f, r->host, r);
+    else
+        host_enqueue(f, r->host, r);
+}
+
 static void request_finish(struct fetcher *f, struct slot *s, CURLcode cc, int64_t now)
 {
     struct request *r = s->req;
     CURL *e = s->easy;
     curl_multi_remove_handle(f->multi, e);
+    slot_connected(s);
 
     long code = 0, redirects = 0, version = 0;
     char *eff = NULL, *ip = NULL;
@@ -825,8 +966,26 @@ static void request_finish(struct fetcher *f, struct slot *s, CURLcode cc, int64
 
     struct host *h = r->host;
     h->inflight--;
-    if (r->http_version == 2)
-        h->h2 = 1;
+
+    // Out of descriptors in this process: the URL is not at fault. While other transfers
+    // of ours hold descriptors (or the limit can still go down), run fewer at once and try
+    // this one again soon without using up an attempt. Each such requeue lowers the limit
+    // or follows completions that raised it, so this ends; at a limit of one with nothing
+    // else in flight, it counts as a failed attempt (retried, then reported).
+    int no_fd = 0;
+    if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST)
+        no_fd = s->no_fd ? s->no_fd : fds_exhausted(1);
+    else if (cc == CURLE_SSL_CACERT_BADFILE)
+        no_fd = fds_exhausted(2);
+    if (no_fd && !s->blocked_addr && !s->blocked_fence && (f->active > 1 || f->limit > 1)) {
+        limit_lower(f, f->active - 1);
+        r->attempts--;
+        f->stats.fd_requeues++;
+        request_requeue(f, s, now + FD_REQUEUE_DELAY_MS, 1);
+        return;
+    }
+    if (!no_fd)
+        limit_raise(f);
 
     enum fetch_error ec = FETCH_E_NONE;
     int retry = 0;
@@ -858,18 +1017,25 @@ static void request_finish(struct fetcher *f, struct slot *s, CURLcode cc, int64
     } else if (s->blocked_fence) {
         ec = FETCH_E_OTHER;
         snprintf(detail, sizeof detail, "error: non-loopback address refused (loopback_only)");
-    } else if (s->no_fd && cc == CURLE_COULDNT_CONNECT) {
-        // Out of descriptors here: say so (the URL is not at fault); retried like a
-        // connect failure (tests/test_hostile_inputs.py, docs/reliability.md).
-        ec = classify_curl(cc, &retry);
+    } else if (no_fd) {
+        // Out of descriptors with nothing else of ours in flight: say so (the URL is not
+        // at fault); retried like a connect failure (tests/test_hostile_inputs.py).
+        ec = FETCH_E_CONNECT;
+        retry = 1;
         snprintf(detail, sizeof detail, "error: no file descriptor for a socket (%s)",
-                 strerror(s->no_fd));
+                 strerror(no_fd));
     } else {
         ec = classify_curl(cc, &retry);
         // libcurl also says "unsupported protocol" for a reply that is not HTTP at all
         // (HTTP/0.9, garbage): no status line was seen, so no redirect was refused.
         if (ec == FETCH_E_BLOCKED_SCHEME && code == 0 && redirects == 0)
             ec = FETCH_E_NETWORK;
+        // The CA file was readable when the engine started: a failure to read it for a
+        // new connection is local (descriptors, memory), so the URL gets another try.
+        if (cc == CURLE_SSL_CACERT_BADFILE) {
+            retry = 1;
+            snprintf(detail, sizeof detail, "tls: cannot load the CA certificates");
+        }
         if (ec == FETCH_E_OTHER)
             snprintf(detail, sizeof detail, "error: %s", curl_easy_strerror(cc));
     }
@@ -890,11 +1056,8 @@ static void request_finish(struct fetcher *f, struct slot *s, CURLcode cc, int64
         retry = 0; // the server asks for a longer pause than we are willing to wait
     if (retry && r->attempts <= f->cfg.retries) {
         int64_t delay = hold > 0 ? hold : backoff_delay(f, r->attempts);
-        r->not_before_ms = now + delay;
-        bytebuf_clear(&r->body);
         f->stats.retries++;
-        slot_put(f, s);
-        host_enqueue(f, h, r);
+        request_requeue(f, s, now + delay, 0);
         return;
     }
 
@@ -972,6 +1135,15 @@ int fetcher_create(const struct fetcher_config *cfg, struct fetch_share *share,
     f->directives = strdup(c->disallowed_directives ? c->disallowed_directives
                                                     : HTTP_ROBOTS_DEFAULT_DIRECTIVES);
     f->ca_file = dup_or_null(c->ca_file);
+    if (c->ca_file) {
+        FILE *cf = fopen(c->ca_file, "rb");
+        if (!cf) {
+            rc = pm_error_set(err, PM_ERR_USAGE, "cannot read the CA file %s: %s", c->ca_file,
+                              strerror(errno));
+            goto fail;
+        }
+        fclose(cf);
+    }
     size_t ualen = 64 + strlen(FETCHER_INFO) + (f->token ? strlen(f->token) : 0);
     f->user_agent = malloc(ualen);
     f->headers = curl_slist_append(NULL, "Accept: image/*,*/*;q=0.8");
@@ -988,6 +1160,8 @@ int fetcher_create(const struct fetcher_config *cfg, struct fetch_share *share,
     snprintf(f->user_agent, ualen, "pixelmill/%s (%s)%s%s", PIXELMILL_VERSION, FETCHER_INFO,
              f->token ? " " : "", f->token ? f->token : "");
     f->nslots = c->concurrency;
+    f->limit = f->ceiling = c->concurrency;
+    f->stats.min_concurrency = (uint64_t)c->concurrency;
     for (int i = f->nslots - 1; i >= 0; i--) {
         f->slots[i].f = f;
         f->slots[i].next_free = f->free_slots;
@@ -1078,6 +1252,7 @@ int fetcher_submit(struct fetcher *f, const char *url, void *user, struct pm_err
     switch (v) {
     case URL_OK:
         snprintf(r->hostkey, sizeof r->hostkey, "%s:%d", info.host, info.port);
+        r->https = info.https;
         r->next = NULL;
         if (f->pend_tail)
             f->pend_tail->next = r;

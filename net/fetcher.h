@@ -20,7 +20,10 @@
  *    408, 429, 5xx), with exponential backoff and jitter, honouring Retry-After on 429
  *    and 503 for the whole host; waiting requests sit in a per-host queue while other
  *    hosts go on (nothing ever sleeps except in fetcher_poll's bounded wait);
- *  - X-Robots-Tag opt-outs (status FETCH_DISALLOWED).
+ *  - X-Robots-Tag opt-outs (status FETCH_DISALLOWED);
+ *  - running out of file descriptors (EMFILE/ENFILE) is not the URL's fault: the engine
+ *    lowers its in-flight limit and requeues the request without using up an attempt,
+ *    then raises the limit again step by step as transfers complete.
  *
  * Memory is bounded: transfers in flight plus results not yet taken never exceed
  * `concurrency`, each body holds at most `max_bytes`, and request records and body
@@ -125,6 +128,8 @@ struct fetcher_stats {
     uint64_t connections;     /* TCP connections opened */
     uint64_t refused_sockets; /* connections refused by the address policy */
     uint64_t body_bytes;      /* bytes of successful bodies */
+    uint64_t fd_requeues;     /* attempts requeued because this process ran out of fds */
+    uint64_t min_concurrency; /* lowest in-flight limit reached (concurrency if never lowered) */
 };
 
 /** The engine (opaque). */
@@ -147,8 +152,8 @@ void fetch_share_free(struct fetch_share *s);
 
 /**
  * Create an engine with a copy of cfg (strings are copied). `share` may be NULL.
- * Returns PM_OK, PM_ERR_USAGE (bad setting: message names it), PM_ERR_UNSUPPORTED
- * (libcurl too old or without http/https) or PM_ERR_NOMEM.
+ * Returns PM_OK, PM_ERR_USAGE (bad setting, unreadable ca_file: message names it),
+ * PM_ERR_UNSUPPORTED (libcurl too old or without http/https) or PM_ERR_NOMEM.
  */
 int fetcher_create(const struct fetcher_config *cfg, struct fetch_share *share,
                    struct fetcher **out, struct pm_error *err);

@@ -48,6 +48,8 @@ static enum addr_class classify_v4(uint32_t a)
         return ADDR_PRIVATE;
     if (top == 127)
         return ADDR_LOOPBACK;
+    if (a == 0x646464c8u)
+        return ADDR_LINK_LOCAL; // 100.100.100.200: a cloud metadata endpoint inside CGNAT
     if ((a & 0xffc00000u) == 0x64400000u)
         return ADDR_CGNAT; // 100.64.0.0/10
     if ((a & 0xffff0000u) == 0xa9fe0000u)
@@ -92,6 +94,9 @@ static enum addr_class classify_v6(const uint8_t *b)
         return ADDR_PRIVATE; // 64:ff9b:1::/48 local-use NAT64
     if (b[0] == 0x20 && b[1] == 0x02)
         return classify_v4(be32(b + 2)); // 6to4 2002:V4ADDR::/48
+    static const uint8_t ec2_metadata[16] = {0xfd, 0x00, 0x0e, 0xc2, [14] = 0x02, [15] = 0x54};
+    if (memcmp(b, ec2_metadata, 16) == 0)
+        return ADDR_LINK_LOCAL; // fd00:ec2::254: a cloud metadata endpoint inside fc00::/7
     if ((b[0] & 0xfe) == 0xfc)
         return ADDR_PRIVATE; // fc00::/7 unique local
     if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)

@@ -10,6 +10,7 @@
 #include "image_decode.h"
 #include "image_phash.h"
 #include "parquet_writer.h"
+#include "pm_log.h"
 #include "pm_signal.h"
 #include "shard.h"
 #include "shard_stats.h"
@@ -104,6 +105,7 @@ struct download_engine {
     uint8_t *keep, *keep_clause;
     struct bytebuf json, text, key_buf;
     struct fetch_result res;
+    uint64_t fd_requeues; // the fetcher's count at the last warning
     struct column_info *side_schema;
     size_t side_ncols;
 };
@@ -1053,6 +1055,16 @@ int download_unit_run(struct download_engine *e, uint64_t unit, struct pm_error 
             e->hooks.on_poll(e->hooks.arg);
     }
     free(urlz);
+    struct fetcher_stats fs;
+    fetcher_stats_get(e->fetcher, &fs);
+    if (fs.fd_requeues > e->fd_requeues) {
+        // not an error: the engine ran fewer transfers at once and lost no URL
+        pm_log_warn("out of file descriptors (ulimit -n): %llu transfers requeued, in flight "
+                    "lowered to %llu (--concurrency %d)",
+                    (unsigned long long)(fs.fd_requeues - e->fd_requeues),
+                    (unsigned long long)fs.min_concurrency, cfg->concurrency);
+        e->fd_requeues = fs.fd_requeues;
+    }
     // let the workers finish what they hold, so their jobs come back
     while (e->outstanding > 0) {
         struct decode_job *done = jobs_collect(e, 50);
@@ -1101,6 +1113,7 @@ out:
     if (rc) {
         fetcher_free(e->fetcher);
         e->fetcher = NULL;
+        e->fd_requeues = 0;
         struct fetcher_config fc = cfg->fetch;
         fc.concurrency = cfg->concurrency;
         struct pm_error e2 = PM_ERROR_INIT;

@@ -95,6 +95,14 @@ class Handler(BaseHTTPRequestHandler):
                 self.send(503, b"busy", [("Retry-After", when)])
             else:
                 self.send(200, body_bytes(100))
+        elif head == "stall":
+            # the first request reads the request and never answers (closes after
+            # parts[1] ms); later ones get a quick 404
+            if st.bump(self.path) == 1:
+                time.sleep(int(parts[1]) / 1000)
+                self.close_connection = True
+            else:
+                self.send(404, b"gone")
         elif head == "slow":
             time.sleep(int(parts[1]) / 1000)
             self.send(200, body_bytes(200))
@@ -233,6 +241,25 @@ def test_429_waits_for_retry_after_while_other_hosts_go_on():
     finally:
         a.close()
         b.close()
+
+
+def test_429_retry_not_parked_behind_stalled_transfers(server):
+    """Regression: transfers that never answer, on the same host, must not delay a retried
+    429 or eat its deadline. libcurl used to park new transfers to a host whose connection
+    was still unanswered (CURLOPT_PIPEWAIT: waiting to learn whether it multiplexes), with
+    their clock running, so in the download test the retry timed out."""
+    stalls = [server.url(f"/stall/{s}") for s in (3500, 3600, 3700)]
+    urls = stalls + [server.url("/once429/behind")]
+    res, stats, _ = fetch(urls, *PRIVATE, "--retries", "1", "--timeout", "3",
+                          "--backoff-ms", "100")
+    r = res[3]
+    assert r["status"] == "success" and r["attempts"] == 2, r
+    t = server.state.times("/once429/behind")
+    # sent once Retry-After (1 s) is over, not when the stalled transfers time out (3 s)
+    assert len(t) == 2 and 1.0 <= t[1] - t[0] < 1.8, t
+    assert r["order"] == 0, r  # done before the stalled ones
+    for i in range(3):
+        assert res[i]["error"] == "http 404" and res[i]["attempts"] == 2, res[i]
 
 
 def test_503_with_http_date_retry_after(server):

@@ -418,6 +418,29 @@ def test_phash_matches_imagehash(corpus):
     assert statistics.mean(diffs) <= 1.0 and max(diffs) <= 4
 
 
+def test_phash_same_in_one_process_as_alone(tmp_path):
+    """The per-size coefficient cache must not change a hash: sizes whose width and height
+    share a cache slot (w % 256 == h % 256), repeated and interleaved, hashed in one
+    process equal each hashed alone (and stay as close to imagehash as the corpus test
+    demands: these smooth synthetic images have DCT values near the median)."""
+    rng = np.random.default_rng(7)
+    sizes = [(300, 44), (44, 300), (600, 88), (320, 64), (1000, 232), (33, 33), (2100, 52)]
+    paths = []
+    for w, h in sizes:
+        y, x = np.mgrid[0:h, 0:w]
+        img = np.stack([(x * 255 // w), (y * 255 // h), (x * y) % 251], axis=2)
+        img = (img + rng.integers(0, 40, img.shape)).clip(0, 255).astype(np.uint8)
+        p = tmp_path / f"p{w}x{h}.png"
+        Image.fromarray(img).save(p)
+        paths.append(p)
+    order = paths + paths[::-1] + paths
+    together = our_phash(*order)
+    alone = {p: our_phash(p)[0] for p in paths}
+    assert together == [alone[p] for p in order]
+    for p in paths:
+        assert hamming(alone[p], ref_phash(p)) <= 4, p
+
+
 def test_phash_robust_and_discriminative(corpus, tmp_path):
     _, files = corpus
     names = list(photos())

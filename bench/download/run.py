@@ -7,8 +7,10 @@ set for docs/benchmarks.md.
 
 Only rows that the manifest says succeed and that are not deliberately slow are used
 (pure throughput). img2dataset must be importable (pip; --img2dataset-path adds a
-`pip install --target` directory to its PYTHONPATH). CPU seconds are user + system of
-the whole process tree (GNU time), so they count every thread and child process.
+`pip install --target` directory to its PYTHONPATH, several joined with ':'; the install
+commands, with the empty `wandb` stub it needs, are in docs/benchmarks.md). CPU seconds
+are user + system of the whole process tree (GNU time), so they count every thread and
+child process.
 """
 import argparse
 import glob

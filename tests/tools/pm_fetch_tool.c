@@ -224,6 +224,7 @@ int main(int argc, char **argv)
     worker_run(&w[0]);
     struct fetcher_stats st;
     memset(&st, 0, sizeof st);
+    st.min_concurrency = (uint64_t)cfg.concurrency;
     int rc = 0;
     for (int t = 0; t < nthreads; t++) {
         if (t > 0)
@@ -242,6 +243,9 @@ int main(int argc, char **argv)
         st.connections += w[t].st.connections;
         st.refused_sockets += w[t].st.refused_sockets;
         st.body_bytes += w[t].st.body_bytes;
+        st.fd_requeues += w[t].st.fd_requeues;
+        if (w[t].st.min_concurrency < st.min_concurrency)
+            st.min_concurrency = w[t].st.min_concurrency;
     }
     free(w);
     fetch_share_free(share);
@@ -250,12 +254,14 @@ int main(int argc, char **argv)
     fprintf(stderr,
             "{\"submitted\":%llu,\"completed\":%llu,\"succeeded\":%llu,\"failed\":%llu,"
             "\"disallowed\":%llu,\"attempts\":%llu,\"retries\":%llu,\"connections\":%llu,"
-            "\"refused_sockets\":%llu,\"body_bytes\":%llu}\n",
+            "\"refused_sockets\":%llu,\"body_bytes\":%llu,\"fd_requeues\":%llu,"
+            "\"min_concurrency\":%llu}\n",
             (unsigned long long)st.submitted, (unsigned long long)st.completed,
             (unsigned long long)st.succeeded, (unsigned long long)st.failed,
             (unsigned long long)st.disallowed, (unsigned long long)st.attempts,
             (unsigned long long)st.retries, (unsigned long long)st.connections,
-            (unsigned long long)st.refused_sockets, (unsigned long long)st.body_bytes);
+            (unsigned long long)st.refused_sockets, (unsigned long long)st.body_bytes,
+            (unsigned long long)st.fd_requeues, (unsigned long long)st.min_concurrency);
     for (size_t i = 0; i < n; i++)
         free(urls[i]);
     free(urls);

@@ -129,6 +129,19 @@ static void test_sockaddr(void)
     CHECK(!url_policy_sockaddr_allowed(&p, (struct sockaddr *)&in4, sizeof in4, &c));
     inet_pton(AF_INET6, "::ffff:169.254.169.254", &in6.sin6_addr);
     CHECK(!url_policy_sockaddr_allowed(&p, (struct sockaddr *)&in6, sizeof in6, &c));
+    inet_pton(AF_INET6, "fe80::1", &in6.sin6_addr);
+    CHECK(!url_policy_sockaddr_allowed(&p, (struct sockaddr *)&in6, sizeof in6, &c));
+    CHECK(c == ADDR_LINK_LOCAL);
+    // metadata endpoints that sit inside ranges the flag opens are refused as link-local
+    inet_pton(AF_INET6, "fd00:ec2::254", &in6.sin6_addr);
+    CHECK(!url_policy_sockaddr_allowed(&p, (struct sockaddr *)&in6, sizeof in6, &c));
+    CHECK(c == ADDR_LINK_LOCAL);
+    inet_pton(AF_INET6, "fd00:ec2::253", &in6.sin6_addr);
+    CHECK(url_policy_sockaddr_allowed(&p, (struct sockaddr *)&in6, sizeof in6, &c));
+    CHECK(c == ADDR_PRIVATE);
+    inet_pton(AF_INET, "100.100.100.200", &in4.sin_addr);
+    CHECK(!url_policy_sockaddr_allowed(&p, (struct sockaddr *)&in4, sizeof in4, &c));
+    CHECK(c == ADDR_LINK_LOCAL);
     inet_pton(AF_INET, "127.0.0.1", &in4.sin_addr);
     CHECK(url_policy_sockaddr_allowed(&p, (struct sockaddr *)&in4, sizeof in4, &c));
     inet_pton(AF_INET, "100.64.1.1", &in4.sin_addr);
