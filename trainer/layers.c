@@ -19,27 +19,21 @@ static int thread_id(void)
 // ---------------------------------------------------------------------------------------
 // matmul, blocked as in GotoBLAS / BLIS:
 //
-//   for each block of KC values of k (outermost: every element of C sees its k in order)
-//     for each block of up to MC rows of C
-//       pack those rows of op(A) into micro-panels of MR rows, k-major (Ap: ~190 KB, L2)
-//       for each panel of NR columns of C
-//         pack op(B)'s kb x NR panel, k-major (Bp: 16 KB, stays in L1)
-//         for each micro-panel of A: the MR x NR register kernel, C += Ap * Bp
+//   for each block of up to KC values of k (outermost: every element of C sees its k in order)
+//     for each block of up to MC rows: pack op(A) into micro-panels of MR rows, k-major
+//       for each block of up to NC columns: pack op(B) into panels of NR columns, k-major
+//         for each panel of NR columns (16 KB at KC = 256: stays in L1)
+//           for each micro-panel of A: the MR x NR register kernel, C += Ap * Bp
 //
-// Panels are zero padded at the edges of A and B, and partial tiles of C go through a
-// padded copy, so every element of C, wherever it falls in the tiling, is computed by the
-// same kernel as c = c + a_k * b_k for k = 0..K-1 in order: the result does not depend on
-// the blocking or on the shape around it. On x86-64 with GCC the function is also compiled
-// for AVX2+FMA and picked at load time (the FMA build rounds differently from the SSE
-// build, but one machine always runs the same one).
+// The packed blocks (A: MC x KC, B: KC x NC) are per thread and together fit in L2. Panels are
+// zero padded at the edges of A and B, and partial tiles of C go through a padded copy, so
+// every element of C, wherever it falls in the tiling, is computed by the same kernel as
+// c = c + a_k * b_k for k = 0..K-1 in order: the result does not depend on the blocking or on
+// the shape around it. On x86-64 with GCC the function is also compiled for AVX2+FMA and
+// picked at load time (the FMA build rounds differently from the SSE build, but one machine
+// always runs the same one).
 
-#ifndef MM_KC_MAX
-#define MM_KC_MAX 512
-#endif
-#ifndef MM_MC_MAX
-#define MM_MC_MAX 96
-#endif
-enum { MM_MR = 6, MM_NR = 16, MM_KC = MM_KC_MAX, MM_MC = MM_MC_MAX };
+enum { MM_MR = 6, MM_NR = 16, MM_KC = 256, MM_MC = 24 * MM_MR, MM_NC = 12 * MM_NR };
 
 typedef float v8f __attribute__((vector_size(32)));
 
@@ -93,24 +87,36 @@ static inline __attribute__((always_inline)) void mm_pack_a(float *Ap, const flo
     }
 }
 
-/** Pack columns [j, j+w) x k [k0, k0+kb) of op(B) into one k-major panel of MM_NR columns. */
+/**
+ * Pack columns [j0, j0+nb) x k [k0, k0+kb) of op(B) into panels of MM_NR columns, k-major
+ * (panel p at Bp + p*kb*MM_NR), zero padded to whole panels. Reads B along its rows.
+ */
 static inline __attribute__((always_inline)) void mm_pack_b(float *Bp, const float *B, int ldb,
-                                                            bool tb, int j, int w, int k0, int kb)
+                                                            bool tb, int j0, int nb, int k0,
+                                                            int kb)
 {
-    if (tb) { // op(B)[k, j] = B[j, k]: each column is contiguous in k
-        for (int c = 0; c < MM_NR; c++) {
-            const float *src = B + (size_t)(j + c) * ldb + k0;
-            for (int kk = 0; kk < kb; kk++)
-                Bp[kk * MM_NR + c] = c < w ? src[kk] : 0.0f;
+    int npanels = (nb + MM_NR - 1) / MM_NR;
+    if (tb) { // op(B)[k, j] = B[j, k]: column j is row j of B, contiguous in k
+        for (int p = 0; p < npanels; p++) {
+            float *dst = Bp + (size_t)p * kb * MM_NR;
+            for (int c = 0; c < MM_NR; c++) {
+                int j = p * MM_NR + c;
+                const float *src = B + (size_t)(j0 + j) * ldb + k0;
+                for (int kk = 0; kk < kb; kk++)
+                    dst[kk * MM_NR + c] = j < nb ? src[kk] : 0.0f;
+            }
         }
-    } else if (w == MM_NR) {
-        for (int kk = 0; kk < kb; kk++)
-            memcpy(Bp + (size_t)kk * MM_NR, B + (size_t)(k0 + kk) * ldb + j,
-                   sizeof(float) * MM_NR);
-    } else {
-        for (int kk = 0; kk < kb; kk++)
+        return;
+    }
+    for (int kk = 0; kk < kb; kk++) {
+        const float *src = B + (size_t)(k0 + kk) * ldb + j0;
+        int p = 0;
+        for (; (p + 1) * MM_NR <= nb; p++)
+            memcpy(Bp + ((size_t)p * kb + kk) * MM_NR, src + p * MM_NR, sizeof(float) * MM_NR);
+        if (p < npanels)
             for (int c = 0; c < MM_NR; c++)
-                Bp[kk * MM_NR + c] = c < w ? B[(size_t)(k0 + kk) * ldb + j + c] : 0.0f;
+                Bp[((size_t)p * kb + kk) * MM_NR + c] = p * MM_NR + c < nb ? src[p * MM_NR + c]
+                                                                           : 0.0f;
     }
 }
 
@@ -125,9 +131,9 @@ void layer_matmul(int M, int N, int K, const float *A, int lda, bool ta, const f
             memset(C + (size_t)i * ldc, 0, sizeof(float) * N);
     if (K == 0 || M == 0 || N == 0)
         return;
-    // A's block (MC x KC, 192 KB) is per thread; B's panel and the edge tile are small
+    // per-thread packing buffers (A: 144 KB, B: 192 KB) and the edge tile
     static _Thread_local float Ap[MM_MC * MM_KC] __attribute__((aligned(64)));
-    float Bp[MM_KC * MM_NR] __attribute__((aligned(64)));
+    static _Thread_local float Bp[MM_KC * MM_NC] __attribute__((aligned(64)));
     float tile[MM_MR * MM_NR] __attribute__((aligned(64)));
     // blocks of k and of rows: as few as fit, of even size (rows: whole micro-panels)
     int nkb = (K + MM_KC - 1) / MM_KC, kstep = (K + nkb - 1) / nkb;
@@ -138,25 +144,30 @@ void layer_matmul(int M, int N, int K, const float *A, int lda, bool ta, const f
         for (int i0 = 0; i0 < M; i0 += mstep) {
             int mb = M - i0 < mstep ? M - i0 : mstep;
             mm_pack_a(Ap, A, lda, ta, i0, mb, k0, kb);
-            for (int j = 0; j < N; j += MM_NR) {
-                int w = N - j < MM_NR ? N - j : MM_NR;
-                mm_pack_b(Bp, B, ldb, tb, j, w, k0, kb);
-                for (int p = 0; p * MM_MR < mb; p++) {
-                    int i = i0 + p * MM_MR, h = mb - p * MM_MR < MM_MR ? mb - p * MM_MR : MM_MR;
-                    const float *ap = Ap + (size_t)p * kb * MM_MR;
-                    float *cptr = C + (size_t)i * ldc + j;
-                    if (h == MM_MR && w == MM_NR) {
-                        mm_kernel(kb, ap, Bp, cptr, ldc);
-                        continue;
+            for (int j0 = 0; j0 < N; j0 += MM_NC) {
+                int nb = N - j0 < MM_NC ? N - j0 : MM_NC;
+                mm_pack_b(Bp, B, ldb, tb, j0, nb, k0, kb);
+                for (int j = 0; j < nb; j += MM_NR) {
+                    int w = nb - j < MM_NR ? nb - j : MM_NR;
+                    const float *bp = Bp + (size_t)(j / MM_NR) * kb * MM_NR;
+                    for (int p = 0; p * MM_MR < mb; p++) {
+                        int h = mb - p * MM_MR < MM_MR ? mb - p * MM_MR : MM_MR;
+                        const float *ap = Ap + (size_t)p * kb * MM_MR;
+                        float *cptr = C + (size_t)(i0 + p * MM_MR) * ldc + j0 + j;
+                        if (h == MM_MR && w == MM_NR) {
+                            mm_kernel(kb, ap, bp, cptr, ldc);
+                            continue;
+                        }
+                        // edge tile: through a zero-padded copy, same arithmetic per element
+                        for (int r = 0; r < MM_MR; r++)
+                            for (int c = 0; c < MM_NR; c++)
+                                tile[r * MM_NR + c] =
+                                    (r < h && c < w) ? cptr[(size_t)r * ldc + c] : 0;
+                        mm_kernel(kb, ap, bp, tile, MM_NR);
+                        for (int r = 0; r < h; r++)
+                            for (int c = 0; c < w; c++)
+                                cptr[(size_t)r * ldc + c] = tile[r * MM_NR + c];
                     }
-                    // edge tile: through a zero-padded copy, same arithmetic per element
-                    for (int r = 0; r < MM_MR; r++)
-                        for (int c = 0; c < MM_NR; c++)
-                            tile[r * MM_NR + c] = (r < h && c < w) ? cptr[(size_t)r * ldc + c] : 0;
-                    mm_kernel(kb, ap, Bp, tile, MM_NR);
-                    for (int r = 0; r < h; r++)
-                        for (int c = 0; c < w; c++)
-                            cptr[(size_t)r * ldc + c] = tile[r * MM_NR + c];
                 }
             }
         }
