@@ -2,6 +2,7 @@
 #include "layers.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -454,18 +455,41 @@ void layer_groupnorm_backward(float *dx, float *dgamma, float *dbeta, const floa
 // ---------------------------------------------------------------------------------------
 // SiLU, linear, upsample
 
+// exp(x) for the sigmoid, written so that loops over it vectorise (no libm call, no branch):
+// x = n ln2 + r with |r| <= ln2/2, e^r by Cephes' degree-6 polynomial (expf's accuracy, about
+// 1 ulp), times 2^n built in the exponent bits. x is clamped to [-87, 88] (2^n stays a normal
+// float), which only changes results where the sigmoid is within 1e-38 of 0 or 1 anyway.
+static inline float sigmoid_exp(float x)
+{
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    const float magic = 12582912.0f; // 1.5 * 2^23: adding and subtracting rounds to an integer
+    float n = (x * 1.44269504088896341f + magic) - magic;
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f; // ln2 in two parts (Cephes C1, C2)
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float e = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof(scale));
+    return e * scale;
+}
+
 void layer_silu_forward(float *y, const float *x, size_t n)
 {
-#pragma omp parallel for schedule(static) if (n >= par_min)
+#pragma omp parallel for simd schedule(static) if (n >= par_min)
     for (size_t i = 0; i < n; i++)
-        y[i] = x[i] / (1.0f + expf(-x[i]));
+        y[i] = x[i] / (1.0f + sigmoid_exp(-x[i]));
 }
 
 void layer_silu_backward(float *dx, const float *dy, const float *x, size_t n)
 {
-#pragma omp parallel for schedule(static) if (n >= par_min)
+#pragma omp parallel for simd schedule(static) if (n >= par_min)
     for (size_t i = 0; i < n; i++) {
-        float sg = 1.0f / (1.0f + expf(-x[i]));
+        float sg = 1.0f / (1.0f + sigmoid_exp(-x[i]));
         dx[i] += dy[i] * sg * (1.0f + x[i] * (1.0f - sg));
     }
 }
