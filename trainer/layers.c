@@ -38,12 +38,21 @@ enum { MM_MR = 6, MM_NR = 16, MM_KC = 256, MM_MC = 24 * MM_MR, MM_NC = 12 * MM_N
 
 typedef float v8f __attribute__((vector_size(32)));
 
-/** The register kernel: C[6 x 16] (leading dimension ldc) += Ap[kb x 6]^T * Bp[kb x 16]. */
+/**
+ * The register kernel: C[6 x 16] (leading dimension ldc) += Ap[kb x 6]^T * Bp[kb x 16], or
+ * = when `fresh` (the sums start from 0 instead of C's old values; same arithmetic, since
+ * 0 + a*b == a*b).
+ */
 static inline __attribute__((always_inline)) void mm_kernel(int kb, const float *Ap,
-                                                            const float *Bp, float *C, int ldc)
+                                                            const float *Bp, float *C, int ldc,
+                                                            bool fresh)
 {
     v8f c[MM_MR][2];
     for (int r = 0; r < MM_MR; r++) {
+        if (fresh) {
+            c[r][0] = c[r][1] = (v8f){0};
+            continue;
+        }
         memcpy(&c[r][0], C + (size_t)r * ldc, sizeof(v8f));
         memcpy(&c[r][1], C + (size_t)r * ldc + 8, sizeof(v8f));
     }
@@ -127,11 +136,11 @@ __attribute__((target_clones("arch=x86-64-v3", "default")))
 void layer_matmul(int M, int N, int K, const float *A, int lda, bool ta, const float *B, int ldb,
                   bool tb, float *C, int ldc, bool accumulate)
 {
-    if (!accumulate)
-        for (int i = 0; i < M; i++)
+    if (K == 0 || M == 0 || N == 0) {
+        for (int i = 0; i < M && !accumulate; i++)
             memset(C + (size_t)i * ldc, 0, sizeof(float) * N);
-    if (K == 0 || M == 0 || N == 0)
         return;
+    }
     // per-thread packing buffers (A: 144 KB, B: 192 KB) and the edge tile
     static _Thread_local float Ap[MM_MC * MM_KC] __attribute__((aligned(64)));
     static _Thread_local float Bp[MM_KC * MM_NC] __attribute__((aligned(64)));
@@ -142,6 +151,7 @@ void layer_matmul(int M, int N, int K, const float *A, int lda, bool ta, const f
     mstep = (mstep + MM_MR - 1) / MM_MR * MM_MR;
     for (int k0 = 0; k0 < K; k0 += kstep) {
         int kb = K - k0 < kstep ? K - k0 : kstep;
+        bool fresh = !accumulate && k0 == 0; // C's old values are not read
         for (int i0 = 0; i0 < M; i0 += mstep) {
             int mb = M - i0 < mstep ? M - i0 : mstep;
             mm_pack_a(Ap, A, lda, ta, i0, mb, k0, kb);
@@ -156,15 +166,15 @@ void layer_matmul(int M, int N, int K, const float *A, int lda, bool ta, const f
                         const float *ap = Ap + (size_t)p * kb * MM_MR;
                         float *cptr = C + (size_t)(i0 + p * MM_MR) * ldc + j0 + j;
                         if (h == MM_MR && w == MM_NR) {
-                            mm_kernel(kb, ap, bp, cptr, ldc);
+                            mm_kernel(kb, ap, bp, cptr, ldc, fresh);
                             continue;
                         }
                         // edge tile: through a zero-padded copy, same arithmetic per element
                         for (int r = 0; r < MM_MR; r++)
                             for (int c = 0; c < MM_NR; c++)
                                 tile[r * MM_NR + c] =
-                                    (r < h && c < w) ? cptr[(size_t)r * ldc + c] : 0;
-                        mm_kernel(kb, ap, bp, tile, MM_NR);
+                                    (!fresh && r < h && c < w) ? cptr[(size_t)r * ldc + c] : 0;
+                        mm_kernel(kb, ap, bp, tile, MM_NR, fresh);
                         for (int r = 0; r < h; r++)
                             for (int c = 0; c < w; c++)
                                 cptr[(size_t)r * ldc + c] = tile[r * MM_NR + c];
