@@ -490,14 +490,14 @@ static inline float sigmoid_exp(float x)
 
 void layer_silu_forward(float *y, const float *x, size_t n)
 {
-#pragma omp parallel for simd schedule(static) if (n >= par_min)
+#pragma omp parallel for schedule(static) if (n >= par_min)
     for (size_t i = 0; i < n; i++)
         y[i] = x[i] / (1.0f + sigmoid_exp(-x[i]));
 }
 
 void layer_silu_backward(float *dx, const float *dy, const float *x, size_t n)
 {
-#pragma omp parallel for simd schedule(static) if (n >= par_min)
+#pragma omp parallel for schedule(static) if (n >= par_min)
     for (size_t i = 0; i < n; i++) {
         float sg = 1.0f / (1.0f + sigmoid_exp(-x[i]));
         dx[i] += dy[i] * sg * (1.0f + x[i] * (1.0f - sg));
