@@ -2,6 +2,7 @@
 #include "layers.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -17,27 +18,41 @@ static int thread_id(void)
 }
 
 // ---------------------------------------------------------------------------------------
-// matmul: A is packed into panels of MR rows, B into panels of NR columns (zero padded), and
-// a 6 x 16 register tile accumulates over k. Every element of C, wherever it falls in the
-// tiling, is computed by the same kernel as c = c + a_k * b_k for k = 0..K-1 in order, so the
-// result does not depend on the blocking or on the shape around it. On x86-64 with GCC the
-// function is also compiled for AVX2+FMA and picked at load time (the FMA build rounds
-// differently from the SSE build, but one machine always runs the same one).
+// matmul, blocked as in GotoBLAS / BLIS:
+//
+//   for each block of up to KC values of k (outermost: every element of C sees its k in order)
+//     for each block of up to MC rows: pack op(A) into micro-panels of MR rows, k-major
+//       for each block of up to NC columns: pack op(B) into panels of NR columns, k-major
+//         for each panel of NR columns (16 KB at KC = 256: stays in L1)
+//           for each micro-panel of A: the MR x NR register kernel, C += Ap * Bp
+//
+// The packed blocks (A: MC x KC, B: KC x NC) are per thread and together fit in L2. Panels are
+// zero padded at the edges of A and B, and partial tiles of C go through a padded copy, so
+// every element of C, wherever it falls in the tiling, is computed by the same kernel as
+// c = c + a_k * b_k for k = 0..K-1 in order: the result does not depend on the blocking or on
+// the shape around it. On x86-64 with GCC the function is also compiled for AVX2+FMA and
+// picked at load time (the FMA build rounds differently from the SSE build, but one machine
+// always runs the same one).
 
-enum { MM_MR = 6, MM_NR = 16, MM_KB = 256, MM_NB = 512 };
+enum { MM_MR = 6, MM_NR = 16, MM_KC = 256, MM_MC = 24 * MM_MR, MM_NC = 12 * MM_NR };
 
 typedef float v8f __attribute__((vector_size(32)));
 
-static inline float mat_at(const float *A, int lda, bool t, int i, int k)
-{
-    return t ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
-}
-
+/**
+ * The register kernel: C[6 x 16] (leading dimension ldc) += Ap[kb x 6]^T * Bp[kb x 16], or
+ * = when `fresh` (the sums start from 0 instead of C's old values; same arithmetic, since
+ * 0 + a*b == a*b).
+ */
 static inline __attribute__((always_inline)) void mm_kernel(int kb, const float *Ap,
-                                                            const float *Bp, float *C, int ldc)
+                                                            const float *Bp, float *C, int ldc,
+                                                            bool fresh)
 {
     v8f c[MM_MR][2];
     for (int r = 0; r < MM_MR; r++) {
+        if (fresh) {
+            c[r][0] = c[r][1] = (v8f){0};
+            continue;
+        }
         memcpy(&c[r][0], C + (size_t)r * ldc, sizeof(v8f));
         memcpy(&c[r][1], C + (size_t)r * ldc + 8, sizeof(v8f));
     }
@@ -57,63 +72,113 @@ static inline __attribute__((always_inline)) void mm_kernel(int kb, const float 
     }
 }
 
+/** Pack rows [i0, i0+h) x k [k0, k0+kb) of op(A) into micro-panels of MM_MR rows. */
+static inline __attribute__((always_inline)) void mm_pack_a(float *Ap, const float *A, int lda,
+                                                            bool ta, int i0, int h, int k0,
+                                                            int kb)
+{
+    for (int p = 0; p * MM_MR < h; p++) {
+        float *dst = Ap + (size_t)p * kb * MM_MR;
+        int rows = h - p * MM_MR < MM_MR ? h - p * MM_MR : MM_MR;
+        int i = i0 + p * MM_MR;
+        if (ta) { // op(A)[i, k] = A[k, i]: each k gives `rows` contiguous floats
+            for (int kk = 0; kk < kb; kk++) {
+                const float *src = A + (size_t)(k0 + kk) * lda + i;
+                for (int r = 0; r < MM_MR; r++)
+                    dst[kk * MM_MR + r] = r < rows ? src[r] : 0.0f;
+            }
+        } else {
+            for (int r = 0; r < MM_MR; r++) {
+                const float *src = A + (size_t)(i + r) * lda + k0;
+                for (int kk = 0; kk < kb; kk++)
+                    dst[kk * MM_MR + r] = r < rows ? src[kk] : 0.0f;
+            }
+        }
+    }
+}
+
+/**
+ * Pack columns [j0, j0+nb) x k [k0, k0+kb) of op(B) into panels of MM_NR columns, k-major
+ * (panel p at Bp + p*kb*MM_NR), zero padded to whole panels. Reads B along its rows.
+ */
+static inline __attribute__((always_inline)) void mm_pack_b(float *Bp, const float *B, int ldb,
+                                                            bool tb, int j0, int nb, int k0,
+                                                            int kb)
+{
+    int npanels = (nb + MM_NR - 1) / MM_NR;
+    if (tb) { // op(B)[k, j] = B[j, k]: column j is row j of B, contiguous in k
+        for (int p = 0; p < npanels; p++) {
+            float *dst = Bp + (size_t)p * kb * MM_NR;
+            for (int c = 0; c < MM_NR; c++) {
+                int j = p * MM_NR + c;
+                const float *src = B + (size_t)(j0 + j) * ldb + k0;
+                for (int kk = 0; kk < kb; kk++)
+                    dst[kk * MM_NR + c] = j < nb ? src[kk] : 0.0f;
+            }
+        }
+        return;
+    }
+    for (int kk = 0; kk < kb; kk++) {
+        const float *src = B + (size_t)(k0 + kk) * ldb + j0;
+        int p = 0;
+        for (; (p + 1) * MM_NR <= nb; p++)
+            memcpy(Bp + ((size_t)p * kb + kk) * MM_NR, src + p * MM_NR, sizeof(float) * MM_NR);
+        if (p < npanels)
+            for (int c = 0; c < MM_NR; c++)
+                Bp[((size_t)p * kb + kk) * MM_NR + c] = p * MM_NR + c < nb ? src[p * MM_NR + c]
+                                                                           : 0.0f;
+    }
+}
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 __attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
 void layer_matmul(int M, int N, int K, const float *A, int lda, bool ta, const float *B, int ldb,
                   bool tb, float *C, int ldc, bool accumulate)
 {
-    if (!accumulate)
-        for (int i = 0; i < M; i++)
+    if (K == 0 || M == 0 || N == 0) {
+        for (int i = 0; i < M && !accumulate; i++)
             memset(C + (size_t)i * ldc, 0, sizeof(float) * N);
-    if (K == 0 || M == 0 || N == 0)
         return;
-    // per-call packing buffers on the stack: B block 256 x 512 floats is too big, so the
-    // B panels live in a thread-local static buffer
-    static _Thread_local float Bp[MM_KB * MM_NB] __attribute__((aligned(64)));
-    float Ap[MM_KB * MM_MR] __attribute__((aligned(64)));
+    }
+    // per-thread packing buffers (A: 144 KB, B: 192 KB) and the edge tile
+    static _Thread_local float Ap[MM_MC * MM_KC] __attribute__((aligned(64)));
+    static _Thread_local float Bp[MM_KC * MM_NC] __attribute__((aligned(64)));
     float tile[MM_MR * MM_NR] __attribute__((aligned(64)));
-    for (int j0 = 0; j0 < N; j0 += MM_NB) {
-        int nb = N - j0 < MM_NB ? N - j0 : MM_NB;
-        int npanels = (nb + MM_NR - 1) / MM_NR;
-        for (int k0 = 0; k0 < K; k0 += MM_KB) {
-            int kb = K - k0 < MM_KB ? K - k0 : MM_KB;
-            for (int p = 0; p < npanels; p++) {
-                float *dst = Bp + (size_t)p * kb * MM_NR;
-                int jb = j0 + p * MM_NR, w = nb - p * MM_NR < MM_NR ? nb - p * MM_NR : MM_NR;
-                for (int kk = 0; kk < kb; kk++) {
-                    float *d = dst + (size_t)kk * MM_NR;
-                    if (!tb && w == MM_NR) {
-                        memcpy(d, B + (size_t)(k0 + kk) * ldb + jb, sizeof(float) * MM_NR);
-                        continue;
+    // blocks of k and of rows: as few as fit, of even size (rows: whole micro-panels)
+    int nkb = (K + MM_KC - 1) / MM_KC, kstep = (K + nkb - 1) / nkb;
+    int nmb = (M + MM_MC - 1) / MM_MC, mstep = (M + nmb - 1) / nmb;
+    mstep = (mstep + MM_MR - 1) / MM_MR * MM_MR;
+    for (int k0 = 0; k0 < K; k0 += kstep) {
+        int kb = K - k0 < kstep ? K - k0 : kstep;
+        bool fresh = !accumulate && k0 == 0; // C's old values are not read
+        for (int i0 = 0; i0 < M; i0 += mstep) {
+            int mb = M - i0 < mstep ? M - i0 : mstep;
+            mm_pack_a(Ap, A, lda, ta, i0, mb, k0, kb);
+            for (int j0 = 0; j0 < N; j0 += MM_NC) {
+                int nb = N - j0 < MM_NC ? N - j0 : MM_NC;
+                mm_pack_b(Bp, B, ldb, tb, j0, nb, k0, kb);
+                for (int j = 0; j < nb; j += MM_NR) {
+                    int w = nb - j < MM_NR ? nb - j : MM_NR;
+                    const float *bp = Bp + (size_t)(j / MM_NR) * kb * MM_NR;
+                    for (int p = 0; p * MM_MR < mb; p++) {
+                        int h = mb - p * MM_MR < MM_MR ? mb - p * MM_MR : MM_MR;
+                        const float *ap = Ap + (size_t)p * kb * MM_MR;
+                        float *cptr = C + (size_t)(i0 + p * MM_MR) * ldc + j0 + j;
+                        if (h == MM_MR && w == MM_NR) {
+                            mm_kernel(kb, ap, bp, cptr, ldc, fresh);
+                            continue;
+                        }
+                        // edge tile: through a zero-padded copy, same arithmetic per element
+                        for (int r = 0; r < MM_MR; r++)
+                            for (int c = 0; c < MM_NR; c++)
+                                tile[r * MM_NR + c] =
+                                    (!fresh && r < h && c < w) ? cptr[(size_t)r * ldc + c] : 0;
+                        mm_kernel(kb, ap, bp, tile, MM_NR, fresh);
+                        for (int r = 0; r < h; r++)
+                            for (int c = 0; c < w; c++)
+                                cptr[(size_t)r * ldc + c] = tile[r * MM_NR + c];
                     }
-                    for (int c = 0; c < MM_NR; c++)
-                        d[c] = c < w ? (tb ? B[(size_t)(jb + c) * ldb + k0 + kk]
-                                           : B[(size_t)(k0 + kk) * ldb + jb + c])
-                                     : 0.0f;
-                }
-            }
-            for (int i0 = 0; i0 < M; i0 += MM_MR) {
-                int h = M - i0 < MM_MR ? M - i0 : MM_MR;
-                for (int kk = 0; kk < kb; kk++)
-                    for (int r = 0; r < MM_MR; r++)
-                        Ap[kk * MM_MR + r] = r < h ? mat_at(A, lda, ta, i0 + r, k0 + kk) : 0.0f;
-                for (int p = 0; p < npanels; p++) {
-                    int jb = j0 + p * MM_NR, w = nb - p * MM_NR < MM_NR ? nb - p * MM_NR : MM_NR;
-                    float *cptr = C + (size_t)i0 * ldc + jb;
-                    const float *bp = Bp + (size_t)p * kb * MM_NR;
-                    if (h == MM_MR && w == MM_NR) {
-                        mm_kernel(kb, Ap, bp, cptr, ldc);
-                        continue;
-                    }
-                    // edge tile: through a zero-padded copy, same arithmetic per element
-                    for (int r = 0; r < MM_MR; r++)
-                        for (int c = 0; c < MM_NR; c++)
-                            tile[r * MM_NR + c] = (r < h && c < w) ? cptr[(size_t)r * ldc + c] : 0;
-                    mm_kernel(kb, Ap, bp, tile, MM_NR);
-                    for (int r = 0; r < h; r++)
-                        for (int c = 0; c < w; c++)
-                            cptr[(size_t)r * ldc + c] = tile[r * MM_NR + c];
                 }
             }
         }
@@ -153,7 +218,8 @@ size_t layer_conv2d_col_size(int Cin, int H, int W, int k, int s)
     return (size_t)Cin * k * k * conv_out_size(H, k, s) * conv_out_size(W, k, s);
 }
 
-// col[(c*k*k + ky*k + kx), oy*Wo + ox] = x[c, oy*s + ky - p, ox*s + kx - p] (0 outside)
+// col[(c*k*k + ky*k + kx), oy*Wo + ox] = x[c, oy*s + ky - p, ox*s + kx - p] (0 outside).
+// Stride 1: each output row is a shifted copy of an input row, zero filled at the ends.
 static void im2col(float *col, const float *x, int Cin, int H, int W, int k, int s)
 {
     int Ho = conv_out_size(H, k, s), Wo = conv_out_size(W, k, s), p = k / 2;
@@ -162,15 +228,25 @@ static void im2col(float *col, const float *x, int Cin, int H, int W, int k, int
             for (int kx = 0; kx < k; kx++) {
                 float *dst = col + ((size_t)(c * k + ky) * k + kx) * Ho * Wo;
                 const float *src = x + (size_t)c * H * W;
+                // output columns [lo, hi) read inside the input row (stride 1)
+                int lo = p - kx > 0 ? p - kx : 0, hi = W + p - kx < Wo ? W + p - kx : Wo;
                 for (int oy = 0; oy < Ho; oy++) {
                     int iy = oy * s + ky - p;
+                    float *d = dst + (size_t)oy * Wo;
                     if (iy < 0 || iy >= H) {
-                        memset(dst + (size_t)oy * Wo, 0, sizeof(float) * Wo);
-                        continue;
-                    }
-                    for (int ox = 0; ox < Wo; ox++) {
-                        int ix = ox * s + kx - p;
-                        dst[(size_t)oy * Wo + ox] = (ix >= 0 && ix < W) ? src[iy * W + ix] : 0.0f;
+                        memset(d, 0, sizeof(float) * Wo);
+                    } else if (s == 1) {
+                        for (int ox = 0; ox < lo; ox++)
+                            d[ox] = 0.0f;
+                        memcpy(d + lo, src + (size_t)iy * W + lo + kx - p,
+                               sizeof(float) * (size_t)(hi - lo));
+                        for (int ox = hi; ox < Wo; ox++)
+                            d[ox] = 0.0f;
+                    } else {
+                        for (int ox = 0; ox < Wo; ox++) {
+                            int ix = ox * s + kx - p;
+                            d[ox] = (ix >= 0 && ix < W) ? src[(size_t)iy * W + ix] : 0.0f;
+                        }
                     }
                 }
             }
@@ -225,6 +301,28 @@ void layer_conv2d_forward(float *y, const float *x, const float *w, const float 
     }
 }
 
+size_t layer_conv2d_backward_scratch_size(int Cin, int H, int W, int Cout, int k, int s)
+{
+    if (s == 1) // im2col of x and of dy, and the flipped weights
+        return layer_conv2d_col_size(Cin, H, W, k, 1) + layer_conv2d_col_size(Cout, H, W, k, 1) +
+               (size_t)Cin * Cout * k * k;
+    return 2 * layer_conv2d_col_size(Cin, H, W, k, s); // im2col of x and d(col)
+}
+
+// The input gradient of a stride-1 convolution with zero padding k/2 is itself such a
+// convolution: dx[i, y, x] = sum_{o, ky, kx} dy[o, y - ky + p, x - kx + p] w[o, i, ky, kx],
+// i.e. dy convolved with the flipped kernel wf[i, o, ky', kx'] = w[o, i, k-1-ky', k-1-kx'].
+// Computing it that way (im2col of dy, one GEMM straight into dx) avoids the large d(col)
+// buffer and the scatter of col2im; stride 2 uses d(col) and col2im.
+static void conv_flip_weights(float *wf, const float *w, int Cin, int Cout, int k)
+{
+    int kk = k * k;
+    for (int i = 0; i < Cin; i++)
+        for (int o = 0; o < Cout; o++)
+            for (int t = 0; t < kk; t++)
+                wf[((size_t)i * Cout + o) * kk + t] = w[((size_t)o * Cin + i) * kk + (kk - 1 - t)];
+}
+
 void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x,
                            const float *w, int B, int Cin, int H, int W, int Cout, int k, int s,
                            struct layer_scratch *sc)
@@ -232,33 +330,42 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
     int Ho = conv_out_size(H, k, s), Wo = conv_out_size(W, k, s);
     int P = Ho * Wo, Kc = Cin * k * k;
     size_t nw = (size_t)Cout * Kc;
-    bool direct = (k == 1 && s == 1);
+    bool direct = (k == 1 && s == 1), flip = (s == 1 && k > 1);
     size_t work = (size_t)B * P * Kc * Cout;
-#pragma omp parallel for schedule(static)                                                          \
-    num_threads(sc->nthreads) if (B > 1 && work >= 8 * par_min)
-    for (int b = 0; b < B; b++) {
-        const float *xb = x + (size_t)b * Cin * H * W;
-        const float *dyb = dy + (size_t)b * Cout * P;
-        float *part = sc->partial + (size_t)b * sc->partial_per_image;
+#pragma omp parallel num_threads(sc->nthreads) if (B > 1 && work >= 8 * par_min)
+    {
         float *col = sc->col + (size_t)thread_id() * sc->col_per_thread;
-        float *dcol = col + (size_t)Kc * P;
-        const float *cx = xb;
-        if (!direct) {
-            im2col(col, xb, Cin, H, W, k, s);
-            cx = col;
-        }
-        // dW_b = dy_b * col^T
-        layer_matmul(Cout, Kc, P, dyb, P, false, cx, P, true, part, Kc, false);
-        for (int o = 0; o < Cout; o++) {
-            float acc = 0.0f;
-            for (int p = 0; p < P; p++)
-                acc += dyb[(size_t)o * P + p];
-            part[nw + o] = acc;
-        }
-        if (dx) {
+        float *dcol = col + (size_t)Kc * P; // im2col of dy (flip) or d(col) (stride 2)
+        float *wf = dcol + (size_t)Cout * k * k * P;
+        if (flip && dx) // each thread its own copy: no barrier, a small cost
+            conv_flip_weights(wf, w, Cin, Cout, k);
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++) {
+            const float *xb = x + (size_t)b * Cin * H * W;
+            const float *dyb = dy + (size_t)b * Cout * P;
+            float *part = sc->partial + (size_t)b * sc->partial_per_image;
+            const float *cx = xb;
+            if (!direct) {
+                im2col(col, xb, Cin, H, W, k, s);
+                cx = col;
+            }
+            // dW_b = dy_b * col^T
+            layer_matmul(Cout, Kc, P, dyb, P, false, cx, P, true, part, Kc, false);
+            for (int o = 0; o < Cout; o++) {
+                float acc = 0.0f;
+                for (int p = 0; p < P; p++)
+                    acc += dyb[(size_t)o * P + p];
+                part[nw + o] = acc;
+            }
+            if (!dx)
+                continue;
             float *dxb = dx + (size_t)b * Cin * H * W;
             if (direct) {
                 layer_matmul(Kc, P, Cout, w, Kc, true, dyb, P, false, dxb, P, true);
+            } else if (flip) {
+                im2col(dcol, dyb, Cout, H, W, k, 1);
+                layer_matmul(Cin, P, Cout * k * k, wf, Cout * k * k, false, dcol, P, false, dxb, P,
+                             true);
             } else {
                 layer_matmul(Kc, P, Cout, w, Kc, true, dyb, P, false, dcol, P, false);
                 col2im_add(dxb, dcol, Cin, H, W, k, s);
@@ -358,18 +465,41 @@ void layer_groupnorm_backward(float *dx, float *dgamma, float *dbeta, const floa
 // ---------------------------------------------------------------------------------------
 // SiLU, linear, upsample
 
+// exp(x) for the sigmoid, written so that loops over it vectorise (no libm call, no branch):
+// x = n ln2 + r with |r| <= ln2/2, e^r by Cephes' degree-6 polynomial (expf's accuracy, about
+// 1 ulp), times 2^n built in the exponent bits. x is clamped to [-87, 88] (2^n stays a normal
+// float), which only changes results where the sigmoid is within 1e-38 of 0 or 1 anyway.
+static inline float sigmoid_exp(float x)
+{
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    const float magic = 12582912.0f; // 1.5 * 2^23: adding and subtracting rounds to an integer
+    float n = (x * 1.44269504088896341f + magic) - magic;
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f; // ln2 in two parts (Cephes C1, C2)
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float e = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof(scale));
+    return e * scale;
+}
+
 void layer_silu_forward(float *y, const float *x, size_t n)
 {
 #pragma omp parallel for schedule(static) if (n >= par_min)
     for (size_t i = 0; i < n; i++)
-        y[i] = x[i] / (1.0f + expf(-x[i]));
+        y[i] = x[i] / (1.0f + sigmoid_exp(-x[i]));
 }
 
 void layer_silu_backward(float *dx, const float *dy, const float *x, size_t n)
 {
 #pragma omp parallel for schedule(static) if (n >= par_min)
     for (size_t i = 0; i < n; i++) {
-        float sg = 1.0f / (1.0f + expf(-x[i]));
+        float sg = 1.0f / (1.0f + sigmoid_exp(-x[i]));
         dx[i] += dy[i] * sg * (1.0f + x[i] * (1.0f - sg));
     }
 }

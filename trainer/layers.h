@@ -58,13 +58,20 @@ void layer_reduce_partials(float *dst, const float *partials, int B, size_t n, s
 void layer_conv2d_forward(float *y, const float *x, const float *w, const float *bias, int B,
                           int Cin, int H, int W, int Cout, int k, int s, struct layer_scratch *sc);
 
-/** Backward of layer_conv2d_forward; dx may be NULL (input needs no gradient). */
+/**
+ * Backward of layer_conv2d_forward; dx may be NULL (input needs no gradient). Each thread
+ * needs layer_conv2d_backward_scratch_size() floats of sc->col; sc->partial holds one
+ * image's weight and bias gradients (Cout*Cin*k*k + Cout floats) per image.
+ */
 void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x,
                            const float *w, int B, int Cin, int H, int W, int Cout, int k, int s,
                            struct layer_scratch *sc);
 
-/** Floats of im2col scratch one thread needs for this convolution. */
+/** Floats of im2col scratch one thread needs for this convolution's forward. */
 size_t layer_conv2d_col_size(int Cin, int H, int W, int k, int s);
+
+/** Floats of scratch one thread needs for this convolution's backward. */
+size_t layer_conv2d_backward_scratch_size(int Cin, int H, int W, int Cout, int k, int s);
 
 /**
  * GroupNorm over G groups of C/G channels with affine gamma/beta, eps 1e-5.

@@ -446,7 +446,7 @@ static void build(struct unet *m, struct global_params *gp)
     (void)max_c;
 }
 
-// Scratch sizes: per-thread im2col (+dcol) and attention buffers, per-image partials.
+// Scratch sizes: per-thread convolution and attention buffers, per-image partials.
 static void scratch_sizes(const struct unet *m, size_t *col, size_t *part)
 {
     *col = 0, *part = 0;
@@ -457,12 +457,14 @@ static void scratch_sizes(const struct unet *m, size_t *col, size_t *part)
         case BK_CONV:
         case BK_UP: {
             int H = b->kind == BK_UP ? b->Ho : b->H, s = b->kind == BK_UP ? 1 : b->stride;
-            c = 2 * layer_conv2d_col_size(b->cin, H, H, 3, s);
+            c = layer_conv2d_backward_scratch_size(b->cin, H, H, b->cout, 3, s);
             p = (size_t)b->cout * b->cin * 9 + b->cout;
             break;
         }
         case BK_RES:
-            c = 2 * layer_conv2d_col_size(b->cin > b->cout ? b->cin : b->cout, b->H, b->W, 3, 1);
+            c = layer_conv2d_backward_scratch_size(b->cin, b->H, b->W, b->cout, 3, 1);
+            if (c < layer_conv2d_backward_scratch_size(b->cout, b->H, b->W, b->cout, 3, 1))
+                c = layer_conv2d_backward_scratch_size(b->cout, b->H, b->W, b->cout, 3, 1);
             p = (size_t)b->cout * (b->cin > b->cout ? b->cin : b->cout) * 9 + b->cout;
             if (p < 2 * (size_t)b->cin)
                 p = 2 * (size_t)b->cin;
@@ -472,7 +474,7 @@ static void scratch_sizes(const struct unet *m, size_t *col, size_t *part)
             p = 4 * (size_t)b->cin * b->cin + 4 * (size_t)b->cin;
             break;
         case BK_OUT:
-            c = 2 * layer_conv2d_col_size(b->cin, b->H, b->W, 3, 1);
+            c = layer_conv2d_backward_scratch_size(b->cin, b->H, b->W, b->cout, 3, 1);
             p = (size_t)b->cout * b->cin * 9 + b->cout;
             if (p < 2 * (size_t)b->cin)
                 p = 2 * (size_t)b->cin;

@@ -6,12 +6,16 @@ reference model (bench/train-ref/unet_ref.py), same config, batch and thread cou
                            [--build build]
 
 Each side runs one warm-up step, then `steps` timed steps of forward + backward + AdamW +
-EMA on a synthetic batch with captions; prints images/s for both and the ratio. Needs torch
+EMA on a synthetic batch with captions, in its own process. The two alternate `--repeat`
+times (default 5) so that both see the same machine load; the report gives the median
+images/s (wall clock) and images per CPU-second (process CPU time: on a shared machine the
+steadier measure of per-core speed) of each, and the ratios of the medians. Needs torch
 (not a CI dependency). Numbers depend on the machine and on what else runs on it.
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -46,10 +50,10 @@ def bench_torch(args):
     tokens = [unet_ref.caption_tokens(caps[b % 4], cfg["cap_buckets"]) for b in range(B)]
     x0 = torch.rand(B, C, S, S) * 2 - 1
     ab = unet_ref.alphas_cumprod()
-    t0 = 0.0
+    t0 = c0 = 0.0
     for s in range(args.steps + 1):
         if s == 1:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
         t = torch.randint(0, 1000, (B,))
         noise = torch.randn_like(x0)
         xt = (torch.sqrt(ab[t]).float()[:, None, None, None] * x0 +
@@ -60,11 +64,21 @@ def bench_torch(args):
         opt.step()
         with torch.no_grad():
             torch._foreach_lerp_(ema, list(model.parameters()), 1 - 0.9999)
-    dt = time.perf_counter() - t0
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
     return {"impl": "pytorch", "torch": torch.__version__, "config": args.config,
             "batch": B, "steps": args.steps, "threads": torch.get_num_threads(),
             "sec_per_step": dt / args.steps, "img_per_s": B * args.steps / dt,
+            "cpu_sec_per_step": dc / args.steps, "img_per_cpu_s": B * args.steps / dc,
             "loss": float(loss.detach())}
+
+
+def run_torch(args):
+    """bench_torch in a fresh process with the thread count in its environment."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    cmd = [sys.executable, os.path.abspath(__file__), "--torch-only", "--config", args.config,
+           "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads)]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main():
@@ -75,14 +89,26 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    c = bench_c(args)
-    print(json.dumps(c))
-    t = bench_torch(args)
-    print(json.dumps(t))
-    print(f"{args.config} batch {args.batch}, {args.threads} threads: C {c['img_per_s']:.2f} "
-          f"img/s, PyTorch {t['img_per_s']:.2f} img/s, C/PyTorch = "
-          f"{c['img_per_s'] / t['img_per_s']:.3f}")
+    if args.torch_only:
+        print(json.dumps(bench_torch(args)))
+        return
+    runs = {"c": [], "pytorch": []}
+    for _ in range(args.repeat):  # alternate, so both see the same load
+        for impl, fn in (("c", bench_c), ("pytorch", run_torch)):
+            r = fn(args)
+            print(json.dumps(r), flush=True)
+            runs[impl].append(r)
+    med = {impl: {k: statistics.median(r[k] for r in rs) for k in ("img_per_s", "img_per_cpu_s")}
+           for impl, rs in runs.items()}
+    c, t = med["c"], med["pytorch"]
+    print(f"{args.config} batch {args.batch}, {args.threads} threads, median of {args.repeat}: "
+          f"C {c['img_per_s']:.2f} img/s ({c['img_per_cpu_s']:.2f} img/CPU-s), PyTorch "
+          f"{t['img_per_s']:.2f} img/s ({t['img_per_cpu_s']:.2f} img/CPU-s); C/PyTorch = "
+          f"{c['img_per_s'] / t['img_per_s']:.3f} wall, "
+          f"{c['img_per_cpu_s'] / t['img_per_cpu_s']:.3f} per CPU-second")
 
 
 if __name__ == "__main__":

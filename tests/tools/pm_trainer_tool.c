@@ -27,11 +27,16 @@
 static const char *CAPTIONS[4] = {"a photo of a red fox in the snow", "", "Two CATS, sleeping.",
                                   "night sky over the mountains"};
 
-static double now(void)
+static double clock_s(clockid_t id)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(id, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static double now(void)
+{
+    return clock_s(CLOCK_MONOTONIC);
 }
 
 static struct trainer *make(const char *config, int batch, struct pm_error *err)
@@ -146,11 +151,13 @@ static int bench(int argc, char **argv)
     const char **caps = malloc((size_t)B * sizeof(char *));
     for (int b = 0; b < B; b++)
         caps[b] = CAPTIONS[b % 4];
-    double t0 = 0;
+    double t0 = 0, c0 = 0;
     float loss = 0;
     for (int s = 0; s <= steps; s++) {
-        if (s == 1)
-            t0 = now(); // step 0 is warm-up
+        if (s == 1) { // step 0 is warm-up
+            t0 = now();
+            c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+        }
         struct trainer_batch b = {.B = B, .images_u8 = img, .captions = caps};
         if (trainer_compute_gradients(t, &b, &loss, &err) != PM_OK) {
             fprintf(stderr, "pm_trainer_tool: %s\n", err.msg);
@@ -158,11 +165,12 @@ static int bench(int argc, char **argv)
         }
         trainer_apply_update(t);
     }
-    double dt = now() - t0;
+    double dt = now() - t0, dc = clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
     printf("{\"impl\": \"c\", \"config\": \"%s\", \"batch\": %d, \"steps\": %d, \"threads\": %d, "
-           "\"params\": %zu, \"sec_per_step\": %.4f, \"img_per_s\": %.3f, \"loss\": %.5f}\n",
+           "\"params\": %zu, \"sec_per_step\": %.4f, \"img_per_s\": %.3f, "
+           "\"cpu_sec_per_step\": %.4f, \"img_per_cpu_s\": %.3f, \"loss\": %.5f}\n",
            config, B, steps, omp_get_max_threads(), trainer_num_params(t), dt / steps,
-           B * steps / dt, loss);
+           B * steps / dt, dc / steps, B * steps / dc, loss);
     free(img);
     free(caps);
     trainer_free(t);

@@ -121,7 +121,7 @@ static void test_conv(int k, int s)
     size_t nx = (size_t)B * Cin * H * H, nw = (size_t)Cout * Cin * k * k;
     size_t ny = (size_t)B * Cout * Ho * Ho;
     struct layer_scratch sc =
-        make_scratch(2 * layer_conv2d_col_size(Cin, H, H, k, s), nw + Cout, B);
+        make_scratch(layer_conv2d_backward_scratch_size(Cin, H, H, Cout, k, s), nw + Cout, B);
     struct conv_ctx c = {
         rand_buf(nx, 1), rand_buf(nw, 0.5f), rand_buf(Cout, 0.5f), B, Cin, H, Cout, k, s, &sc};
     struct fd f = {conv_run, zeros(ny), ny, rand_buf(ny, 1), &c};
