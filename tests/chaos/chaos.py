@@ -483,7 +483,7 @@ class Train(Stage):
         return [pixelmill(), "train", "--data", self.data, "--model", "test-16",
                 "--steps", self.steps, "--batch-size", self.batch, "--lr", "1e-3", "--seed", 7,
                 "--ema-decay", 0.9, "--checkpoint-dir", Path(out) / "ck", "--checkpoint-every", 1,
-                "--keep", 2, "--loader-threads", 1, "--threads", 1, "--resume", "auto"]
+                "--keep", 20, "--loader-threads", 1, "--threads", 1, "--resume", "auto"]
 
     def check_partial(self, out):
         ck = Path(out) / "ck"
