@@ -4,6 +4,7 @@
  * new Parquet file. Counts: rows, success, per clause (failed, missing), per dedupe
  * method, kept. See docs/data-scientists.md and docs/internals/views.md.
  */
+#include "atomic_file.h"
 #include "commands.h"
 #include "dedupe_exact.h"
 #include "filter_expr.h"
@@ -564,6 +565,9 @@ static int filter_dataset(const struct filter_args *a, struct filter_expr *f,
             rc = pm_error_set(err, PM_ERR_IO, "cannot create '%s': %s", p, strerror(errno));
         else if (mkdir(vdir, 0777) != 0 && errno != EEXIST)
             rc = pm_error_set(err, PM_ERR_IO, "cannot create '%s': %s", vdir, strerror(errno));
+        // temporaries of a killed earlier run (no rank writes here before the barrier below)
+        if (rc == PM_OK)
+            rc = atomic_file_sweep(vdir, 0, NULL, err);
         snprintf(p, sizeof p, "%s/%s", vdir, VIEW_INDEX_FILE);
         if (rc == PM_OK && unlink(p) != 0 && errno != ENOENT)
             rc = pm_error_set(err, PM_ERR_IO, "cannot remove '%s': %s", p, strerror(errno));

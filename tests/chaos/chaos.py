@@ -526,14 +526,14 @@ def reference(stage, work, np_):
     return out
 
 
-def one_round(stage, work, np_, kills, rng, idx):
+def one_round(stage, work, np_, kills, rng, idx, actions=ACTIONS):
     d = work / f"{stage.name}-r{idx}"
     d.mkdir()
     out = stage.prepare(d)
     rec = {"stage": stage.name, "round": idx, "attempts": [], "ok": False}
     m = max(stage.ref_milestones, 1)
     for a in range(kills):
-        action = rng.choice(ACTIONS)
+        action = rng.choice(actions)
         k = rng.randrange(m)
         extra = rng.uniform(0, stage.ref_wall / m)
         job = Job(np_, stage.args(out), d / "log")
@@ -631,6 +631,7 @@ def main(argv=None):
     ap.add_argument("--np", type=int, default=3)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--stages", default="download,dedupe,filter,pack,train")
+    ap.add_argument("--actions", default=",".join(ACTIONS), help="actions drawn from")
     ap.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
     ap.add_argument("--report", default=None, help="write the record as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
@@ -685,7 +686,7 @@ def main(argv=None):
                 "rounds": [], "hits": 0, "attempts": 0, "actions": collections.Counter()}
             for i in range(a.rounds):
                 try:
-                    rec = one_round(st, work, a.np, a.kills, rng, i)
+                    rec = one_round(st, work, a.np, a.kills, rng, i, a.actions.split(","))
                 except Failure as e:
                     rec = {"stage": name, "round": i, "ok": False, "error": str(e)[:4000]}
                     record["failures"].append(rec)
@@ -698,7 +699,7 @@ def main(argv=None):
                 print(f"chaos: {name} round {i}: {'ok' if rec['ok'] else 'FAILED'} "
                       f"{[(x['action'], x['hit'], x['rc']) for x in rec.get('attempts', [])]}",
                       flush=True)
-                if not a.keep:
+                if not a.keep and rec["ok"]:  # a failed round's files stay for a look
                     shutil.rmtree(work / f"{name}-r{i}", ignore_errors=True)
     finally:
         if net is not None:
@@ -706,7 +707,7 @@ def main(argv=None):
         record["wall_s"] = round(time.monotonic() - t_start, 1)
         if a.report:
             Path(a.report).write_text(json.dumps(record, indent=1, default=dict) + "\n")
-        if not a.keep and not a.work:
+        if not a.keep and not a.work and not record["failures"]:
             shutil.rmtree(work, ignore_errors=True)
     for name, s in record["stages"].items():
         ok = sum(r["ok"] for r in s["rounds"])
