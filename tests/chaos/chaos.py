@@ -471,7 +471,7 @@ def read_safetensors_ok(path):
 class Train(Stage):
     name = "train"
     milestone = "ck/step-*/model.safetensors"
-    steps, batch = 10, 6
+    steps, batch = 6, 6
 
     def __init__(self, data):
         self.data = data
