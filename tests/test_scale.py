@@ -14,7 +14,6 @@ PIXELMILL_SLOW_TESTS=1 also -np 32. Compared, per stage:
             changes the rounding: docs/trainer.md, "Determinism across ranks"); with
             PIXELMILL_SLOW_TESTS=1 a second run on W ranks repeats the first bit for bit
 """
-import collections
 import json
 import os
 import shutil
@@ -32,17 +31,18 @@ from conftest import ROOT, SANITIZED, run, tool
 sys.path.insert(0, str(ROOT / "tests" / "fakenet"))
 sys.path.insert(0, str(ROOT / "demo"))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests" / "chaos"))
+import chaos  # noqa: E402
 import gen_laion  # noqa: E402
 import make_corpus  # noqa: E402
 import make_shapes  # noqa: E402
 from server import FakeInternet  # noqa: E402
+from test_train import keys_by_step  # noqa: E402
 
 SLOW = os.environ.get("PIXELMILL_SLOW_TESTS") == "1"
 NPS = [8, 32] if SLOW else [8]
 MPI = ["mpirun", "--allow-run-as-root", "--oversubscribe"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="passive")
-SLOW_CASES = {"slow_drip", "raw_stall", "raw_drip", "slow_ok", "http_429", "http_503",
-              "raw_flaky_429", "raw_flaky_503"}
 TIMEOUT = 900
 
 
@@ -78,10 +78,7 @@ def net(tmp_path_factory):
     with FakeInternet(corpus) as n:
         lists = tmp_path_factory.mktemp("lists")
         n.write_lists(lists)
-        man = n.manifest()
-        t = pq.read_table(lists / "urls.parquet")
-        keep = [i for i, m in enumerate(man) if m["case"] not in SLOW_CASES]
-        pq.write_table(t.take(pa.array(keep)), lists / "fast.parquet")
+        pq.write_table(chaos.fast_rows(lists, n.manifest()), lists / "fast.parquet")
         n.max_bytes = json.loads((Path(corpus) / "corpus.json").read_text())["limits"][
             "max_success_bytes"] + 1024
         n.lists = lists
@@ -198,15 +195,6 @@ def weights(path):
     hdr = json.loads(b[8:8 + n])
     return {k: np.frombuffer(b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]], "<f4")
             for k, v in hdr.items() if k != "__metadata__"}
-
-
-def keys_by_step(prefix):
-    out = collections.defaultdict(list)
-    for f in Path(prefix).parent.glob(Path(prefix).name + ".rank*"):
-        for line in f.read_text().splitlines():
-            s, p, k = line.split()
-            out[int(s)].append((int(p), k))
-    return {s: sorted(v) for s, v in out.items()}
 
 
 @pytest.mark.skipif(SANITIZED, reason="32 sanitized trainers: minutes; the normal build checks it")
