@@ -30,3 +30,36 @@ def test_chaos_rounds_every_stage(tmp_path):
     hits = sum(s["hits"] for s in rec["stages"].values())
     attempts = sum(s["attempts"] for s in rec["stages"].values())
     assert hits >= attempts // 2, rec["stages"]
+
+
+def test_stop_signal_to_one_rank_before_the_engine_stops_every_rank(tmp_path):
+    """Regression (found by the chaos script): SIGTERM to ONE rank of `mpirun -np 3
+    pixelmill download` during the plan made that rank leave alone at its "interrupted
+    before downloading" check while the others waited in the engine's set-up collectives
+    for ever. The plan does not look at the flag, so a signal sent as soon as the rank has
+    its handler is always seen at that (now agreed) check: every rank stops, exit 75."""
+    import time
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from conftest import tool
+    inp = tmp_path / "in.parquet"
+    n = 3000
+    pq.write_table(pa.table({"url": [f"http://127.0.0.1:9/{i}.jpg" for i in range(n)]}), inp)
+    out = tmp_path / "ds"
+    job = chaos.Job(3, [tool("pixelmill"), "download", "--input", inp, "--output", out,
+                        "--samples-per-shard", 100, "--dedupe-urls", "--quiet"],
+                    tmp_path / "log")
+    assert job.wait_ranks()
+    t0 = time.monotonic()
+    while True:
+        pid = job.ranks().get(1)
+        if pid and chaos.catches(pid, [chaos.signal.SIGTERM]):
+            break
+        assert job.p.poll() is None and time.monotonic() - t0 < 120
+        time.sleep(0.001)
+    os.kill(pid, chaos.signal.SIGTERM)
+    rc, hung, gone = job.finish(timeout=120)
+    log = (tmp_path / "log").read_text()
+    assert not hung and gone, log
+    assert rc == 75 and "interrupted before downloading" in log, (rc, log)
+    assert not list(out.glob("*.tar"))  # nothing fetched
