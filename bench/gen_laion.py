@@ -129,11 +129,18 @@ def _urls(rng, n, ids):
     slug_len = 14 + np.clip(rng.gamma(2.0, 18.0, n), 0, 100).astype(np.int64)
     slug_src = "-".join(["beautiful", "vintage", "photo", "of", "a", "modern", "house",
                          "with", "garden", "and", "blue", "sky", "in", "summer"] * 4)
-    out = []
-    for i in range(n):
-        out.append("https://%s/%s/%s%016x%s" % (HOSTS[h[i]], PATHS[p[i]],
-                                                 slug_src[:slug_len[i]], ids[i], EXTS[e[i]]))
-    return pa.array(out, type=pa.string())
+    # vectorised "https://%s/%s/%s%016x%s" (same bytes as the per-row format, ~8x faster)
+    prefixes = pa.array(["https://%s/%s/" % (hh, pp) for hh in HOSTS for pp in PATHS])
+    slugs = pa.array([slug_src[:k] for k in range(115)])
+    digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    shifts = np.arange(60, -4, -4, dtype=np.uint64)
+    nib = (ids.astype(np.uint64)[:, None] >> shifts[None, :]) & np.uint64(15)
+    hexa = pa.StringArray.from_buffers(
+        n, pa.py_buffer(np.arange(0, 16 * n + 1, 16, dtype=np.int32)),
+        pa.py_buffer(digits[nib.astype(np.int64)].reshape(-1)))
+    return pc.binary_join_element_wise(prefixes.take(pa.array(h * len(PATHS) + p)),
+                                       slugs.take(pa.array(slug_len)), hexa,
+                                       pa.array(EXTS).take(pa.array(e)), "")
 
 
 def _with_nulls(rng, arr, frac):

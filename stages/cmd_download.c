@@ -925,7 +925,9 @@ int cmd_download(int argc, char **argv, const struct pm_mpi *mpi)
                     plan.total_rows, plan.ninputs, plan.nunits);
     if (o.dedupe_urls && (rc = dedupe_urls(&o, &plan, mpi, &err)))
         goto fail;
-    if (pm_signal_pending()) {
+    // agreed: a signal that reached one rank only must stop them all here (a rank leaving
+    // alone would leave the others waiting in the set-up collectives below)
+    if (agree_status(pm_signal_pending() ? 1 : 0)) {
         rc = pm_error_set(&err, PM_ERR_INTERRUPTED, "interrupted before downloading");
         goto fail_collective;
     }

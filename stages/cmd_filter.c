@@ -4,6 +4,7 @@
  * new Parquet file. Counts: rows, success, per clause (failed, missing), per dedupe
  * method, kept. See docs/data-scientists.md and docs/internals/views.md.
  */
+#include "atomic_file.h"
 #include "commands.h"
 #include "dedupe_exact.h"
 #include "filter_expr.h"
@@ -16,6 +17,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -514,8 +516,18 @@ static int filter_dataset(const struct filter_args *a, struct filter_expr *f,
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
     if (mpi->rank == 0) {
         // The view is incomplete from now until view.json is written again.
+        // temporaries of a killed earlier run (no rank writes here before the barrier
+        // below); on S3 an unfinished write leaves no object under its name
+        if (!store_is_s3(s->store)) {
+            char local[PATH_MAX];
+            struct stat st;
+            snprintf(local, sizeof local, "%s/%s", store_location(s->store), vdir);
+            if (stat(local, &st) == 0)
+                rc = atomic_file_sweep(local, 0, NULL, err);
+        }
         snprintf(p, sizeof p, "%s/%s", vdir, VIEW_INDEX_FILE);
-        rc = store_delete(s->store, p, err);
+        if (rc == PM_OK)
+            rc = store_delete(s->store, p, err);
     }
     if (all_ok(rc) != PM_OK) {
         if (rc == PM_OK)

@@ -145,6 +145,20 @@ def test_np3_identical(ds, pixelmill, tmp_path):
     del cmp
 
 
+def test_rerun_sweeps_temporaries_of_a_killed_run(ds, pixelmill, tmp_path):
+    """A run killed while writing keep-bitmaps leaves `.NAME.tmp.PID.HEX` files in the view
+    directory; the next run removes them (found by tests/chaos/chaos.py)."""
+    d, _ = ds
+    work = tmp_path / "copy"
+    shutil.copytree(d, work)
+    run([pixelmill, "filter", str(work), "--where", "punsafe < 0.5", "--view", "v"])
+    want = {p.name: p.read_bytes() for p in (work / "_views/v").iterdir()}
+    (work / "_views/v/.00001.keep.tmp.4242.0123456789abcdef").write_bytes(b"partial")
+    (work / "_views/v/view.json").unlink()
+    run([pixelmill, "filter", str(work), "--where", "punsafe < 0.5", "--view", "v"])
+    assert {p.name: p.read_bytes() for p in (work / "_views/v").iterdir()} == want
+
+
 def test_bad_views_refused(ds, pixelmill, tmp_path):
     d, _ = ds
     work = tmp_path / "copy"
