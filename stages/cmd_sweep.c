@@ -266,7 +266,7 @@ static void hist_add(uint64_t *hist, size_t bins, double lo, double hi, const do
 // drop them all (the histogram is then binned in a second pass).
 static int hold_values(struct sweep_state *st, const double *v, size_t m)
 {
-    if (st->spilled)
+    if (st->spilled || m == 0)
         return PM_OK;
     if (st->nvals + m > st->maxvals) {
         st->spilled = 1;
