@@ -89,9 +89,9 @@ struct sweep_state {
     double vmin, negmax; // over the passing values (DBL_MAX, DBL_MAX: none yet)
     double *vals;        // held values for the histogram (at most buffer_values)
     size_t nvals, capvals, maxvals;
-    int spilled;         // more than maxvals passed: the histogram needs a second pass
-    int bin_now;         // histogram range known before the pass (--range): bin as we go
-    uint64_t *hist;      // [bins + 2]: bins, then below lo and above hi
+    int spilled;    // more than maxvals passed: the histogram needs a second pass
+    int bin_now;    // histogram range known before the pass (--range): bin as we go
+    uint64_t *hist; // [bins + 2]: bins, then below lo and above hi
     size_t bins;
     double lo, hi;
     struct cand *below, *above; // [k * per_side] each, best first
@@ -247,8 +247,7 @@ static void cand_insert(struct cand *set, size_t n, const struct cand *c, int ab
 }
 
 // Count values outside [lo, hi] apart; bin the others into bins equal-width bins.
-static void hist_add(uint64_t *hist, size_t bins, double lo, double hi, const double *v,
-                     size_t m)
+static void hist_add(uint64_t *hist, size_t bins, double lo, double hi, const double *v, size_t m)
 {
     double span = hi - lo;
     for (size_t i = 0; i < m; i++) {
@@ -296,8 +295,7 @@ static int hold_values(struct sweep_state *st, const double *v, size_t m)
 // (st->lo, st->hi known).
 static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
                        const struct meta_source *s, const struct pm_mpi *mpi,
-                       struct sweep_state *st, int want_cands, int hist_pass,
-                       struct pm_error *err)
+                       struct sweep_state *st, int want_cands, int hist_pass, struct pm_error *err)
 {
     size_t nf = filter_expr_num_columns(f);
     const char **cols = calloc(nf + 2, sizeof *cols);
@@ -717,7 +715,8 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
         }
     }
     uint64_t *ghist = calloc(a.bins + 2, sizeof *ghist);
-    MPI_CHECK(MPI_Reduce(st.hist, ghist, (int)(a.bins + 2), MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD));
+    MPI_CHECK(
+        MPI_Reduce(st.hist, ghist, (int)(a.bins + 2), MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD));
     // Contact-sheet candidates: gather every rank's best to rank 0.
     size_t ncand = k * st.per_side;
     struct cand *allb = NULL, *alla = NULL;
