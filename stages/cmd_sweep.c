@@ -2,11 +2,18 @@
  * pixelmill sweep — kept counts for many thresholds of one column in one pass.
  *
  * One pass over the data: per batch, the fixed --where clauses (and, on a dataset, status
- * success) give a mask; the column values of the rows passing it are compacted into an
- * array (kept for the histogram, whose range is known only after the pass), and while
- * that batch's values are in cache every threshold is counted over them with one tight
- * comparison loop each (vectorised by the compiler). Every sum is over units dealt to ranks, so
- * results are identical for any number of ranks.
+ * success) give a mask; the column values of the rows passing it are compacted into a
+ * per-batch array, and while they are in cache every threshold is counted over them with
+ * one tight comparison loop each (vectorised by the compiler) and their min/max is taken.
+ *
+ * Memory does not grow with the input. The histogram's bins are fixed by --range, or else by
+ * the min/max of all passing values, known only after the pass. With --range the values are
+ * binned during the pass. Without, a rank keeps up to --buffer-values values (default
+ * 2^18, 2 MiB) and bins them after the pass; a rank that passes more drops its buffer and
+ * bins its units in a second pass (reading the swept column and the clauses' columns again)
+ * once the global range is known. Either way every bin count is exact and the output is
+ * that of binning every value at once. Every sum is over units dealt to ranks, so results
+ * are identical for any number of ranks.
  */
 #include "commands.h"
 #include "filter_expr.h"
@@ -26,17 +33,23 @@
 #define RC_ELSEWHERE 1000
 // Up to this many thresholds, count with one loop per threshold; above, bucket by search.
 #define SWEEP_LOOP_MAX 16
+// Default values a rank holds for the histogram before it bins in a second pass (2 MiB).
+#define SWEEP_BUFFER_VALUES ((size_t)1 << 18)
 
 static const char usage[] =
     "usage: pixelmill sweep DATASET|INPUT... --column COL --thresholds T1,T2,...\n"
     "                       [--op '<'|'<='|'>'|'>='] [--where EXPR...] [--bins N]\n"
     "                       [--range LO,HI] [--html FILE] [--per-side N] [--json]\n"
+    "                       [--buffer-values N]\n"
     "\n"
     "For each threshold T: rows passing the fixed --where clauses and `COL op T` (default\n"
     "op '<'), as a count and a fraction; a histogram of COL over the rows passing the fixed\n"
     "clauses. On a dataset only `success` rows count. --html writes one self-contained\n"
     "page: histogram and kept-fraction curve (SVG) and, for a dataset, the --per-side N\n"
-    "(default 6) samples just below and just above each threshold.\n";
+    "(default 6) samples just below and just above each threshold. Without --range, each\n"
+    "process holds up to --buffer-values (default 262144) values for the histogram, whose\n"
+    "range is known only at the end; past that it reads its part again to bin it (memory\n"
+    "stays bounded, the output is the same).\n";
 
 enum sweep_op { OP_LT, OP_LE, OP_GT, OP_GE };
 static const char *const op_text[] = {"<", "<=", ">", ">="};
@@ -55,6 +68,7 @@ struct sweep_args {
     const char *html;
     size_t per_side;
     int json;
+    size_t buffer_values;
 };
 
 struct cand {
@@ -72,8 +86,14 @@ struct sweep_state {
     uint64_t *kept;   // [k]: values v with `v op tv[t]`
     uint64_t *bucket; // [k+1] (many thresholds): values with #(t <= v) (or #(t < v)) == i
     uint64_t rows, base, col_null, col_nan;
-    double *vals;
-    size_t nvals, capvals;
+    double vmin, negmax; // over the passing values (DBL_MAX, DBL_MAX: none yet)
+    double *vals;        // held values for the histogram (at most buffer_values)
+    size_t nvals, capvals, maxvals;
+    int spilled;    // more than maxvals passed: the histogram needs a second pass
+    int bin_now;    // histogram range known before the pass (--range): bin as we go
+    uint64_t *hist; // [bins + 2]: bins, then below lo and above hi
+    size_t bins;
+    double lo, hi;
     struct cand *below, *above; // [k * per_side] each, best first
     size_t per_side;
 };
@@ -84,6 +104,7 @@ static int parse_args(int argc, char **argv, struct sweep_args *a)
     a->inputs = calloc((size_t)argc, sizeof *a->inputs);
     a->bins = 40;
     a->per_side = 6;
+    a->buffer_values = SWEEP_BUFFER_VALUES;
     if (!a->where || !a->inputs)
         return -1;
     for (int i = 1; i < argc; i++) {
@@ -121,6 +142,15 @@ static int parse_args(int argc, char **argv, struct sweep_args *a)
                 return -1;
             }
             a->per_side = (size_t)b;
+        } else if (!strcmp(o, "--buffer-values") && has) {
+            char *end;
+            errno = 0;
+            unsigned long long b = strtoull(argv[++i], &end, 10);
+            if (*end || errno || b > ((size_t)1 << 30)) {
+                pm_log_error("sweep: --buffer-values must be 0..%zu", (size_t)1 << 30);
+                return -1;
+            }
+            a->buffer_values = (size_t)b;
         } else if (!strcmp(o, "--range") && has) {
             char *end;
             const char *v = argv[++i];
@@ -216,9 +246,56 @@ static void cand_insert(struct cand *set, size_t n, const struct cand *c, int ab
     set[i] = *c;
 }
 
+// Count values outside [lo, hi] apart; bin the others into bins equal-width bins.
+static void hist_add(uint64_t *hist, size_t bins, double lo, double hi, const double *v, size_t m)
+{
+    double span = hi - lo;
+    for (size_t i = 0; i < m; i++) {
+        double x = v[i];
+        if (x < lo || x > hi) {
+            hist[bins + (x > hi)]++; // outside the range: counted apart
+            continue;
+        }
+        size_t bin = span > 0 ? (size_t)((x - lo) / span * (double)bins) : 0;
+        hist[bin < bins ? bin : bins - 1]++;
+    }
+}
+
+// Hold a batch's passing values for the histogram, up to st->maxvals in all; past that,
+// drop them all (the histogram is then binned in a second pass).
+static int hold_values(struct sweep_state *st, const double *v, size_t m)
+{
+    if (st->spilled || m == 0)
+        return PM_OK;
+    if (st->nvals + m > st->maxvals) {
+        st->spilled = 1;
+        free(st->vals);
+        st->vals = NULL;
+        st->nvals = st->capvals = 0;
+        return PM_OK;
+    }
+    if (st->nvals + m > st->capvals) {
+        size_t cap = st->capvals ? st->capvals : 65536;
+        while (cap < st->nvals + m)
+            cap *= 2;
+        cap = cap < st->maxvals ? cap : st->maxvals;
+        double *x = realloc(st->vals, cap * sizeof *x);
+        if (!x)
+            return PM_ERR_NOMEM;
+        st->vals = x;
+        st->capvals = cap;
+    }
+    memcpy(st->vals + st->nvals, v, m * sizeof *v);
+    st->nvals += m;
+    return PM_OK;
+}
+
+// One pass over this rank's units. hist_pass 0: counts, thresholds, min/max, candidates and
+// the histogram (binned or held); hist_pass 1: only bin the passing values into st->hist
+// (st->lo, st->hi known).
 static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
                        const struct meta_source *s, const struct pm_mpi *mpi,
-                       struct sweep_state *st, int want_cands, struct pm_error *err)
+                       struct sweep_state *st, int want_cands, int hist_pass, struct pm_error *err)
 {
     size_t nf = filter_expr_num_columns(f);
     const char **cols = calloc(nf + 2, sizeof *cols);
@@ -231,9 +308,12 @@ static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
     meta_columns_add_expr(cols, &ncols, f);
     struct table_batch b = TABLE_BATCH_INIT;
     uint8_t *keep = NULL;
+    double *vals = NULL; // this batch's passing values
     size_t keepcap = 0;
     int rc = PM_OK;
     int have_clauses = filter_expr_num_clauses(f) > 0;
+    if (hist_pass)
+        want_cands = 0;
     for (size_t u = (size_t)mpi->rank; u < s->nunits && rc == PM_OK; u += (size_t)mpi->size) {
         struct table_reader *r = NULL;
         rc = meta_source_unit_open(s, u, cols, ncols, &r, err);
@@ -259,11 +339,15 @@ static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
                 break;
             if (b.nrows > keepcap) {
                 uint8_t *k = realloc(keep, b.nrows);
-                if (!k) {
+                if (k)
+                    keep = k;
+                double *v = realloc(vals, b.nrows * sizeof *v);
+                if (v)
+                    vals = v;
+                if (!k || !v) {
                     rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory");
                     break;
                 }
-                keep = k;
                 keepcap = b.nrows;
             }
             if (have_clauses)
@@ -271,9 +355,10 @@ static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
             else
                 memset(keep, 1, b.nrows);
             size_t nr = b.nrows;
+            uint64_t ok = nr;
             if (status_col >= 0) {
                 const struct column *sc = &b.cols[status_col];
-                uint64_t ok = 0;
+                ok = 0;
                 for (size_t i = 0; i < nr; i++) {
                     size_t len;
                     const char *v = column_string(sc, i, &len);
@@ -281,41 +366,23 @@ static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
                     ok += (uint64_t)succ;
                     keep[i] &= (uint8_t)succ;
                 }
-                st->rows += ok;
-            } else {
-                st->rows += nr;
             }
             const struct column *c = &b.cols[0];
-            if (st->nvals + nr > st->capvals) {
-                size_t cap = st->capvals ? st->capvals : 65536;
-                while (cap < st->nvals + nr)
-                    cap *= 2;
-                double *v = realloc(st->vals, cap * sizeof *v);
-                if (!v) {
-                    rc =
-                        pm_error_set(err, PM_ERR_NOMEM, "sweep: out of memory for %zu values", cap);
-                    break;
-                }
-                st->vals = v;
-                st->capvals = cap;
-            }
             const double *reals = c->reals;
             const int64_t *ints = c->ints;
             const uint8_t *valid = c->valid;
-            double *vals = st->vals;
-            size_t nv = st->nvals;
+            size_t m = 0;
             uint64_t base = 0, nul = 0, nan = 0;
-            size_t first = nv;
             if (!want_cands) {
                 // Branch-free compaction: write every value, advance only past the kept.
                 for (size_t i = 0; i < nr; i++) {
                     double v = reals ? reals[i] : (double)ints[i];
-                    unsigned k1 = keep[i] != 0, ok = k1 & (valid[i] != 0), num = v == v;
-                    vals[nv] = v;
-                    nv += ok & num;
+                    unsigned k1 = keep[i] != 0, vok = k1 & (valid[i] != 0), num = v == v;
+                    vals[m] = v;
+                    m += vok & num;
                     base += k1;
-                    nul += k1 & !ok;
-                    nan += ok & !num;
+                    nul += k1 & !vok;
+                    nan += vok & !num;
                 }
             } else {
                 for (size_t i = 0; i < nr; i++) {
@@ -331,19 +398,23 @@ static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
                         nan++;
                         continue;
                     }
-                    vals[nv++] = v;
+                    vals[m++] = v;
                     struct cand cd = {v, s->units[u].row_base + row + i, u, row + i};
                     for (size_t t = 0; t < st->k; t++)
                         cand_insert((v < st->ts[t] ? st->below : st->above) + t * st->per_side,
                                     st->per_side, &cd, v >= st->ts[t]);
                 }
             }
+            row += nr;
+            if (hist_pass) {
+                hist_add(st->hist, st->bins, st->lo, st->hi, vals, m);
+                continue;
+            }
             // All thresholds over this batch's values, while they are in cache. Few
             // thresholds: one tight (vectorisable) counting loop each. Many: each value is
             // placed among the sorted thresholds by binary search (bucket counts, summed
             // into per-threshold counts after the pass).
-            const double *bv = vals + first;
-            size_t m = nv - first;
+            const double *bv = vals;
             if (st->k > SWEEP_LOOP_MAX) {
                 int le = st->op == OP_LT || st->op == OP_GE; // bucket by #(t <= v)
                 for (size_t i = 0; i < m; i++) {
@@ -382,16 +453,28 @@ static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
                     st->kept[t] += cnt;
                 }
             }
-            st->nvals = nv;
+            double vmin = st->vmin, negmax = st->negmax;
+            for (size_t i = 0; i < m; i++) {
+                vmin = bv[i] < vmin ? bv[i] : vmin;
+                negmax = -bv[i] < negmax ? -bv[i] : negmax;
+            }
+            st->vmin = vmin;
+            st->negmax = negmax;
+            if (st->bin_now)
+                hist_add(st->hist, st->bins, st->lo, st->hi, bv, m);
+            else if (hold_values(st, bv, m) != PM_OK)
+                rc = pm_error_set(err, PM_ERR_NOMEM, "sweep: out of memory for %zu values",
+                                  st->maxvals);
+            st->rows += ok;
             st->base += base;
             st->col_null += nul;
             st->col_nan += nan;
-            row += nr;
         }
         table_reader_free(r);
     }
     table_batch_release(&b);
     free(keep);
+    free(vals);
     free(cols);
     return rc;
 }
@@ -532,6 +615,7 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
     double *tv = NULL; // user order
     char **tt = NULL;
     size_t k = 0;
+    uint64_t *v = NULL, *w = NULL; // counts: this rank's, all ranks'
     int exit_status = PM_EXIT_OK;
     if (parse_args(argc, argv, &a) != 0 || parse_thresholds(a.thresholds, &tv, &tt, &k) != 0) {
         if (mpi->rank == 0)
@@ -556,7 +640,16 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
     st.op = a.op;
     st.below = malloc((k * st.per_side + 1) * sizeof *st.below);
     st.above = malloc((k * st.per_side + 1) * sizeof *st.above);
-    if (!st.ts || !st.kept || !st.bucket || !st.below || !st.above) {
+    st.vmin = st.negmax = DBL_MAX;
+    st.maxvals = a.buffer_values;
+    st.bins = a.bins;
+    st.hist = calloc(a.bins + 2, sizeof *st.hist);
+    if (a.have_range) {
+        st.bin_now = 1;
+        st.lo = a.range[0];
+        st.hi = a.range[1];
+    }
+    if (!st.ts || !st.kept || !st.bucket || !st.below || !st.above || !st.hist) {
         pm_log_error("out of memory");
         exit_status = PM_EXIT_FAILED;
         goto out;
@@ -565,7 +658,7 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
     qsort(st.ts, k, sizeof *st.ts, cmp_double);
     for (size_t i = 0; i < k * st.per_side; i++)
         st.below[i] = st.above[i] = (struct cand){0, UINT64_MAX, 0, 0};
-    rc = sweep_units(&a, f, &s, mpi, &st, want_cands, &err);
+    rc = sweep_units(&a, f, &s, mpi, &st, want_cands, 0, &err);
     if (k > SWEEP_LOOP_MAX) {
         // bucket i holds values v with #(t <= v) == i (ops < and >=) or #(t < v) == i
         // (<= and >). v < t_j  <=>  #(t <= v) <= j', j' = index of the first threshold
@@ -594,32 +687,36 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
     }
     // Reduce counts.
     size_t nc = 4 + k;
-    uint64_t *v = calloc(nc, sizeof *v), *w = calloc(nc, sizeof *w);
+    v = calloc(nc, sizeof *v);
+    w = calloc(nc, sizeof *w);
     v[0] = st.rows, v[1] = st.base, v[2] = st.col_null, v[3] = st.col_nan;
     memcpy(v + 4, st.kept, k * sizeof *v);
     MPI_CHECK(MPI_Allreduce(v, w, (int)nc, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD));
-    // Histogram range.
-    double mm[2] = {DBL_MAX, DBL_MAX}, gmm[2];
-    for (size_t i = 0; i < st.nvals; i++) {
-        mm[0] = st.vals[i] < mm[0] ? st.vals[i] : mm[0];
-        mm[1] = -st.vals[i] < mm[1] ? -st.vals[i] : mm[1];
-    }
+    // Histogram range: --range, or the min/max of every passing value.
+    double mm[2] = {st.vmin, st.negmax}, gmm[2];
     MPI_CHECK(MPI_Allreduce(mm, gmm, 2, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD));
     if (gmm[0] > -gmm[1]) // no values anywhere
         gmm[0] = 0, gmm[1] = -0.0;
     double lo = a.have_range ? a.range[0] : gmm[0], hi = a.have_range ? a.range[1] : -gmm[1];
-    uint64_t *hist = calloc(a.bins + 2, sizeof *hist), *ghist = calloc(a.bins + 2, sizeof *ghist);
-    double span = hi - lo;
-    for (size_t i = 0; i < st.nvals; i++) {
-        double x = st.vals[i];
-        if (x < lo || x > hi) {
-            hist[a.bins + (x > hi)]++; // outside the range: counted apart
-            continue;
+    if (!st.bin_now) {
+        st.lo = lo;
+        st.hi = hi;
+        if (!st.spilled) {
+            hist_add(st.hist, st.bins, lo, hi, st.vals, st.nvals);
+        } else {
+            // This rank passed more values than it holds: bin them in a second pass.
+            rc = sweep_units(&a, f, &s, mpi, &st, 0, 1, &err);
         }
-        size_t bin = span > 0 ? (size_t)((x - lo) / span * (double)a.bins) : 0;
-        hist[bin < a.bins ? bin : a.bins - 1]++;
+        if (all_ok(rc) != PM_OK) {
+            if (rc != PM_OK)
+                pm_log_error("%s", err.msg);
+            exit_status = pm_exit_from_status(rc == PM_OK ? RC_ELSEWHERE : rc);
+            goto out;
+        }
     }
-    MPI_CHECK(MPI_Reduce(hist, ghist, (int)(a.bins + 2), MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD));
+    uint64_t *ghist = calloc(a.bins + 2, sizeof *ghist);
+    MPI_CHECK(
+        MPI_Reduce(st.hist, ghist, (int)(a.bins + 2), MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD));
     // Contact-sheet candidates: gather every rank's best to rank 0.
     size_t ncand = k * st.per_side;
     struct cand *allb = NULL, *alla = NULL;
@@ -796,9 +893,6 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
     }
     MPI_CHECK(MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD));
     exit_status = pm_exit_from_status(rc);
-    free(v);
-    free(w);
-    free(hist);
     free(ghist);
     free(allb);
     free(alla);
@@ -813,6 +907,9 @@ out:
     free(st.kept);
     free(st.bucket);
     free(st.vals);
+    free(st.hist);
+    free(v);
+    free(w);
     free(st.below);
     free(st.above);
     free(a.where);
