@@ -37,6 +37,10 @@ SlurmctldHost=$HOST
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# a requeued job may start again cred_expire seconds after it stopped (default 120): short
+# here so that tests see the restart soon, without releasing it early (which races the
+# revocation of the old run's credential: 'Job credential revoked', state FAILED)
+AuthInfo=cred_expire=10
 CredType=cred/munge
 StateSaveLocation=$STATE/ctld
 SlurmdSpoolDir=$STATE/spool
