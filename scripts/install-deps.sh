@@ -8,6 +8,7 @@ DEB_PACKAGES=(
   build-essential
   cmake
   pkg-config
+  time
   clang
   libclang-rt-14-dev
   zlib1g-dev

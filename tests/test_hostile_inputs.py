@@ -12,10 +12,12 @@ import shutil
 import struct
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -37,7 +39,12 @@ def hrun(args, timeout=60, as_mib=1024, nofile=None, stdin=None, env=None):
         if nofile:
             pre.append(f"--nofile={nofile}")
         pre.append("--")
-    p = subprocess.Popen(pre + [str(a) for a in args], stdin=subprocess.PIPE,
+    # GNU time measures the command's own peak RSS: a child forked from this (possibly
+    # large) pytest process would otherwise count the parent's pages it inherited
+    rep = tempfile.NamedTemporaryFile(prefix="pm-rss-", delete=False)
+    rep.close()
+    pre = ["/usr/bin/time", "-o", rep.name, "-f", "%M"] + pre
+    p = subprocess.Popen(pre + [str(a) for a in args], stdin=subprocess.PIPE, start_new_session=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     out = {}
 
@@ -63,7 +70,7 @@ def hrun(args, timeout=60, as_mib=1024, nofile=None, stdin=None, env=None):
         if pid:
             break
         if time.monotonic() > deadline:
-            p.kill()
+            os.killpg(p.pid, 9)
             os.wait4(p.pid, 0)
             p.returncode = -9
             for t in threads:
@@ -74,7 +81,15 @@ def hrun(args, timeout=60, as_mib=1024, nofile=None, stdin=None, env=None):
         t.join()
     rc = os.waitstatus_to_exitcode(status)
     p.returncode = rc
-    return rc, out["o"], out["e"].decode("utf-8", "replace"), ru.ru_maxrss / 1024
+    rss_kib = ru.ru_maxrss
+    report = Path(rep.name).read_text()
+    os.unlink(rep.name)
+    words = report.split()
+    if words and words[-1].isdigit():
+        rss_kib = int(words[-1])
+    if "terminated by signal" in report:  # GNU time exits 128+N; keep "rc < 0 = signal"
+        rc = -int(report.split("terminated by signal")[1].split()[0])
+    return rc, out["o"], out["e"].decode("utf-8", "replace"), rss_kib / 1024
 
 
 def clean(rc, err, what):
