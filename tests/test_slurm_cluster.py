@@ -187,6 +187,27 @@ def test_scancel_is_not_undone_by_the_requeue(slurm, tmp_path):
     assert "not requeueing" in (d / "log").read_text()
 
 
+def test_step_that_never_launches_fails_the_job(slurm, tmp_path):
+    """srun exits 0 when a task fails to launch; the job must still fail (not COMPLETED,
+    which would let an afterok chain run the next stage). The launch failure is the real
+    one seen in CI: PMIx refuses a step whose directory already exists."""
+    state, env = slurm
+    d = tmp_path / "nolaunch"
+    d.mkdir()
+    e = dict(env, STANDIN_DIR=str(d), STANDIN_UNITS="5")
+    job = sl(e, "sbatch", "--parsable", "--hold", "-o", d / "log",
+             ROOT / "tests/slurm/standin.sbatch")
+    (state / "tmp" / f"spmix_appdir_{os.getuid()}_{job}.0").mkdir(parents=True)
+    sl(env, "scontrol", "release", job)
+    wait_for("the job to end", lambda: job_field(env, job, "JobState") in
+             ("COMPLETED", "FAILED", "CANCELLED"), timeout=60)
+    log = (d / "log").read_text()
+    assert "launch failed" in log, log    # the failure really happened
+    assert job_field(env, job, "JobState") == "FAILED", log
+    assert "the step never started" in log, log
+    assert not (d / "progress").exists()
+
+
 @pytest.mark.parametrize("stage,partition", [("download", "low"), ("dedupe", "low"),
                                              ("filter", "low"), ("pack", "low"),
                                              ("train", "high")])

@@ -78,8 +78,15 @@ pm_run_step() {
     pm_requeue_if_resumable "$rc"
     return "$rc"
   fi
-  # shellcheck disable=SC2086
-  srun ${PIXELMILL_SRUN_ARGS:-} "$@" &
+  # srun exits 0 when its tasks fail to launch (Slurm 22.05, e.g. PMIx set-up failing:
+  # 'task 0 launch failed: Unspecified error'), which would end the job COMPLETED and let
+  # an afterok chain go on without this stage. Each task marks that it started, then
+  # execs the command (same process: signals reach the command itself).
+  local started_dir
+  started_dir=$(mktemp -d "${TMPDIR:-/tmp}/pm-step.XXXXXX")
+  # shellcheck disable=SC2086,SC2016
+  srun ${PIXELMILL_SRUN_ARGS:-} bash -c '{ : > "$0"; } 2>/dev/null; exec "$@"' \
+    "$started_dir/started" "$@" &
   PM_STEP_PID=$!
   while :; do
     wait "$PM_STEP_PID"
@@ -91,6 +98,12 @@ pm_run_step() {
     break
   done
   PM_STEP_PID=
+  if [ "$rc" -eq 0 ] && [ ! -e "$started_dir/started" ]; then
+    pm_log "srun exited 0 but the step never started (task launch failed: see srun's" \
+           "errors above); failing the job"
+    rc=1
+  fi
+  rm -rf "$started_dir"
   pm_log "step exited $rc${PM_STEP_SIGNAL:+ after SIG$PM_STEP_SIGNAL}"
   pm_requeue_if_resumable "$rc"
   return "$rc"

@@ -72,6 +72,12 @@ NodeName=$HOST CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=low Nodes=$HOST Default=YES PriorityTier=1 PreemptMode=REQUEUE GraceTime=$GRACE MaxTime=INFINITE State=UP
 PartitionName=high Nodes=$HOST PriorityTier=2 PreemptMode=OFF MaxTime=INFINITE State=UP
 CONF
+# PMIx puts each step's files in spmix_appdir_UID_JOB.STEP under this base (default /tmp).
+# Job ids restart at 1 in every fresh local cluster, so a shared base would let one
+# cluster's leftovers (or a second cluster running at the same time) fail another's step
+# launch with 'Cannot create client cli tmpdir ... File exists'.
+mkdir -p "$STATE/tmp"
+printf 'PMIxCliTmpDirBase=%s\n' "$STATE/tmp" > "$STATE/mpi.conf"
 cp "$STATE/slurm.conf" "$STATE/slurm.conf.used"
 
 "$(dirname "$0")/stop.sh" "$STATE" --keep-munge >/dev/null 2>&1 || true
