@@ -45,6 +45,7 @@ PY_PACKAGES=(
   pandas
   numpy
   pytest
+  pytest-xdist:xdist     # scripts/test.sh runs the suite on several workers
   prometheus-client:prometheus_client   # reference parser for the metrics files
   webdataset
   wids
@@ -58,7 +59,6 @@ PY_PACKAGES=(
   boto3
   awscli
   duckdb                 # bench/sweep
-  prometheus-client:prometheus_client   # tests/test_train.py parses the metrics file
 )
 
 missing=()
