@@ -59,8 +59,7 @@ static unsigned part_of(uint64_t hash_hi, unsigned parts)
     return (unsigned)(((unsigned __int128)hash_hi * parts) >> 64);
 }
 
-static int part_path(char *buf, size_t n, const struct dedupe_spill *s, unsigned p,
-                     const char *ext)
+static int part_path(char *buf, size_t n, const struct dedupe_spill *s, unsigned p, const char *ext)
 {
     int k = snprintf(buf, n, "%s/r%d-%u.%s", s->dir, s->rank, p, ext);
     return k < 0 || (size_t)k >= n ? PM_ERR_LIMIT : PM_OK;
@@ -71,8 +70,7 @@ static int part_open(struct dedupe_spill *s, unsigned p, const char *ext, FILE *
 {
     char path[PATH_MAX];
     if (part_path(path, sizeof path, s, p, ext))
-        return pm_error_set(err, PM_ERR_LIMIT, "dedupe spill: path too long under '%s'",
-                            s->dir);
+        return pm_error_set(err, PM_ERR_LIMIT, "dedupe spill: path too long under '%s'", s->dir);
     *f = fopen(path, "w+b");
     if (!*f)
         return pm_error_set(err, PM_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
@@ -108,8 +106,7 @@ int dedupe_spill_create(struct dedupe_spill **out, const char *dir, int rank, un
         s->cap = expect ? expect : 4096;
         s->recs = malloc(s->cap * sizeof *s->recs);
         if (!s->recs)
-            rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory for %zu dedupe records",
-                              s->cap);
+            rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory for %zu dedupe records", s->cap);
     } else if (!dir || k < 0 || (size_t)k >= sizeof s->dir) {
         rc = pm_error_set(err, PM_ERR_USAGE, "dedupe spill: no directory, or too long");
     } else if (mkdir(dir, 0777) && errno != EEXIST) {
@@ -128,8 +125,7 @@ int dedupe_spill_create(struct dedupe_spill **out, const char *dir, int rank, un
     return PM_OK;
 }
 
-int dedupe_spill_add(struct dedupe_spill *s, const struct dedupe_record *rec,
-                     struct pm_error *err)
+int dedupe_spill_add(struct dedupe_spill *s, const struct dedupe_record *rec, struct pm_error *err)
 {
     if (s->ran || (s->any && rec->id <= s->last_id))
         return pm_error_set(err, PM_ERR_USAGE,
@@ -140,8 +136,7 @@ int dedupe_spill_add(struct dedupe_spill *s, const struct dedupe_record *rec,
             size_t cap = 2 * s->cap;
             struct dedupe_record *t = realloc(s->recs, cap * sizeof *t);
             if (!t)
-                return pm_error_set(err, PM_ERR_NOMEM, "out of memory for %zu dedupe records",
-                                    cap);
+                return pm_error_set(err, PM_ERR_NOMEM, "out of memory for %zu dedupe records", cap);
             s->recs = t;
             s->cap = cap;
         }
@@ -149,8 +144,8 @@ int dedupe_spill_add(struct dedupe_spill *s, const struct dedupe_record *rec,
     } else {
         unsigned p = part_of(rec->hash_hi, s->parts);
         if (fwrite(rec, sizeof *rec, 1, s->part[p].rec) != 1)
-            return pm_error_set(err, PM_ERR_IO, "cannot write '%s/r%d-%u.rec': %s", s->dir,
-                                s->rank, p, strerror(errno));
+            return pm_error_set(err, PM_ERR_IO, "cannot write '%s/r%d-%u.rec': %s", s->dir, s->rank,
+                                p, strerror(errno));
         s->part[p].nrec++;
     }
     s->last_id = rec->id;
@@ -192,8 +187,8 @@ static int run_part(struct dedupe_spill *s, unsigned p, MPI_Comm comm, size_t me
     }
     if (!rc && (fflush(pt->rec) || fseek(pt->rec, 0, SEEK_SET) ||
                 fread(s->recs, sizeof *s->recs, n, pt->rec) != n))
-        rc = pm_error_set(err, PM_ERR_IO, "cannot read back '%s/r%d-%u.rec' (%zu records)",
-                          s->dir, s->rank, p, n);
+        rc = pm_error_set(err, PM_ERR_IO, "cannot read back '%s/r%d-%u.rec' (%zu records)", s->dir,
+                          s->rank, p, n);
     part_remove(s, p, "rec", &pt->rec); // read or failed: the disk space goes back now
     if (!rc)
         rc = part_open(s, p, "dup", &pt->dup, err);
@@ -211,13 +206,13 @@ static int run_part(struct dedupe_spill *s, unsigned p, MPI_Comm comm, size_t me
             continue;
         uint64_t pair[2] = {s->recs[i].id, s->keeper[i]};
         if (fwrite(pair, sizeof pair, 1, pt->dup) != 1)
-            rc = pm_error_set(err, PM_ERR_IO, "cannot write '%s/r%d-%u.dup': %s", s->dir,
-                              s->rank, p, strerror(errno));
+            rc = pm_error_set(err, PM_ERR_IO, "cannot write '%s/r%d-%u.dup': %s", s->dir, s->rank,
+                              p, strerror(errno));
         pt->ndup++;
     }
     if (!rc && (fflush(pt->dup) || fseek(pt->dup, 0, SEEK_SET)))
-        rc = pm_error_set(err, PM_ERR_IO, "cannot write '%s/r%d-%u.dup': %s", s->dir, s->rank,
-                          p, strerror(errno));
+        rc = pm_error_set(err, PM_ERR_IO, "cannot write '%s/r%d-%u.dup': %s", s->dir, s->rank, p,
+                          strerror(errno));
     pt->left = pt->ndup;
     if ((rc = agree(rc, comm)) && !err->code)
         pm_error_set(err, rc, "dedupe spill: part %u failed on another rank", p);
@@ -264,15 +259,14 @@ static int part_head(struct dedupe_spill *s, unsigned p, struct pm_error *err)
     if (fread(pt->head, sizeof pt->head, 1, pt->dup) != 1)
         return pm_error_set(err, PM_ERR_IO, "cannot read '%s/r%d-%u.dup'", s->dir, s->rank, p);
     if (pt->head[1] >= pt->head[0])
-        return pm_error_set(err, PM_ERR_FORMAT, "'%s/r%d-%u.dup': keeper after its record",
-                            s->dir, s->rank, p);
+        return pm_error_set(err, PM_ERR_FORMAT, "'%s/r%d-%u.dup': keeper after its record", s->dir,
+                            s->rank, p);
     pt->left--;
     pt->has_head = 1;
     return PM_OK;
 }
 
-int dedupe_spill_next(struct dedupe_spill *s, uint64_t *id, uint64_t *keeper,
-                      struct pm_error *err)
+int dedupe_spill_next(struct dedupe_spill *s, uint64_t *id, uint64_t *keeper, struct pm_error *err)
 {
     if (!s->ran)
         return -pm_error_set(err, PM_ERR_USAGE, "dedupe spill: read before the run");
@@ -330,9 +324,9 @@ int dedupe_spill_clear(const char *dir, struct pm_error *err)
 {
     DIR *d = opendir(dir);
     if (!d)
-        return errno == ENOENT ? PM_OK
-                               : pm_error_set(err, PM_ERR_IO, "cannot open '%s': %s", dir,
-                                              strerror(errno));
+        return errno == ENOENT
+                   ? PM_OK
+                   : pm_error_set(err, PM_ERR_IO, "cannot open '%s': %s", dir, strerror(errno));
     int rc = PM_OK;
     struct dirent *e;
     char path[PATH_MAX];

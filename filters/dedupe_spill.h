@@ -67,8 +67,7 @@ int dedupe_spill_create(struct dedupe_spill **out, const char *dir, int rank, un
  * full). Not collective; after a failure the caller must still make every rank agree (the
  * run is collective).
  */
-int dedupe_spill_add(struct dedupe_spill *s, const struct dedupe_record *rec,
-                     struct pm_error *err);
+int dedupe_spill_add(struct dedupe_spill *s, const struct dedupe_record *rec, struct pm_error *err);
 
 /**
  * Collective over `comm` (every rank with a handle of the same `parts`): find every
@@ -84,8 +83,7 @@ int dedupe_spill_run(struct dedupe_spill *s, MPI_Comm comm, size_t memory_limit,
  * Sets *id and *keeper (keeper < id) and returns 1; returns 0 when there are no more; or
  * a negative status (-PM_ERR_IO, -PM_ERR_FORMAT) with err set.
  */
-int dedupe_spill_next(struct dedupe_spill *s, uint64_t *id, uint64_t *keeper,
-                      struct pm_error *err);
+int dedupe_spill_next(struct dedupe_spill *s, uint64_t *id, uint64_t *keeper, struct pm_error *err);
 
 /** Remove this rank's part files (and `dir` if it is then empty) and free. Accepts NULL. */
 void dedupe_spill_free(struct dedupe_spill *s);

@@ -639,7 +639,7 @@ static int agree_status(int rc)
 static uint64_t unit_rows(const struct download_plan *plan, uint64_t u)
 {
     uint64_t sps = plan->samples_per_shard, first = u * sps;
-    return first >= plan->total_rows ? 0
+    return first >= plan->total_rows        ? 0
            : plan->total_rows - first < sps ? plan->total_rows - first
                                             : sps;
 }
@@ -647,8 +647,7 @@ static uint64_t unit_rows(const struct download_plan *plan, uint64_t u)
 // The (hash, row) record of every planned row of this rank's units that passes --where and
 // has a URL, added to `sp` in row order.
 static int add_url_records(const struct dl_options *o, const struct download_plan *plan,
-                           const struct pm_mpi *mpi, struct dedupe_spill *sp,
-                           struct pm_error *err)
+                           const struct pm_mpi *mpi, struct dedupe_spill *sp, struct pm_error *err)
 {
     struct filter_expr *where = NULL;
     struct bytebuf norm = BYTEBUF_INIT;
@@ -706,8 +705,7 @@ static int add_url_records(const struct dl_options *o, const struct download_pla
 
 // Write every unit file of this rank from the duplicates (row order) of `sp`.
 static int write_url_dups(const struct dl_options *o, const struct download_plan *plan,
-                          const struct pm_mpi *mpi, struct dedupe_spill *sp,
-                          struct pm_error *err)
+                          const struct pm_mpi *mpi, struct dedupe_spill *sp, struct pm_error *err)
 {
     uint64_t sps = plan->samples_per_shard, most = unit_rows(plan, 0);
     uint64_t *ent = malloc((size_t)(most ? most : 1) * 3 * sizeof *ent);
@@ -720,8 +718,8 @@ static int write_url_dups(const struct dl_options *o, const struct download_plan
         size_t ne = 0;
         while (!rc && more > 0 && id / sps <= u) {
             if (id / sps < u || ne == most) { // not one of this rank's rows: never happens
-                rc = pm_error_set(err, PM_ERR_INTERNAL, "url dedupe: row %" PRIu64
-                                  " out of order", id);
+                rc = pm_error_set(err, PM_ERR_INTERNAL, "url dedupe: row %" PRIu64 " out of order",
+                                  id);
                 break;
             }
             ent[3 * ne] = id % sps;
@@ -781,8 +779,8 @@ static int dedupe_urls(const struct dl_options *o, const struct download_plan *p
     }
     if (mpi->rank == 0) {
         rc = atomic_file_write_all(marker, "done\n", 5, err);
-        pm_log_info("url dedupe: %" PRIu64 " urls, %" PRIu64 " duplicates (%u part%s)",
-                    ds.records, ds.duplicates, parts, parts == 1 ? ", in memory" : "s on disk");
+        pm_log_info("url dedupe: %" PRIu64 " urls, %" PRIu64 " duplicates (%u part%s)", ds.records,
+                    ds.duplicates, parts, parts == 1 ? ", in memory" : "s on disk");
     }
     rc = agree_status(rc);
 out:

@@ -282,10 +282,20 @@ int meta_size_parse(const char *s, size_t *out)
         return -1;
     double mul = 1;
     switch (*end) {
-    case 'k': case 'K': mul = 1024.0, end++; break;
-    case 'm': case 'M': mul = 1024.0 * 1024, end++; break;
-    case 'g': case 'G': mul = 1024.0 * 1024 * 1024, end++; break;
-    default: break;
+    case 'k':
+    case 'K':
+        mul = 1024.0, end++;
+        break;
+    case 'm':
+    case 'M':
+        mul = 1024.0 * 1024, end++;
+        break;
+    case 'g':
+    case 'G':
+        mul = 1024.0 * 1024 * 1024, end++;
+        break;
+    default:
+        break;
     }
     if (*end == 'B' || *end == 'b')
         end++;

@@ -74,9 +74,9 @@ int main(int argc, char **argv)
     uint64_t *keeper = malloc((n ? n : 1) * sizeof *keeper);
     struct dedupe_exact_stats st;
     struct pm_error err = PM_ERROR_INIT;
-    if (argc > 4 ? spill_run(recs, n, keeper, (unsigned)atoi(argv[3]), argv[4], m.rank, limit,
-                             &st, &err)
-                 : dedupe_exact_run(recs, n, keeper, MPI_COMM_WORLD, limit, &st, &err)) {
+    if (argc > 4
+            ? spill_run(recs, n, keeper, (unsigned)atoi(argv[3]), argv[4], m.rank, limit, &st, &err)
+            : dedupe_exact_run(recs, n, keeper, MPI_COMM_WORLD, limit, &st, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
