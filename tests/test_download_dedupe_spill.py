@@ -12,6 +12,7 @@ import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from conftest import run, tool
 
@@ -140,3 +141,36 @@ def test_kill_9_while_spilling_then_resume(tmp_path):
     assert "parts on disk" in r.stdout + r.stderr
     assert dup_lists(out) == want
     assert not (out / "_work" / "dedupe-urls.spill").exists()
+
+
+def test_disk_full_while_spilling_then_resume(tmp_path):
+    """ENOSPC while writing the part files: a clear error naming the file, no part file
+    left, and a rerun with room gives the in-memory lists. Needs root (tmpfs mount)."""
+    inp = tmp_path / "in.parquet"
+    make_input(inp, 40000, seed=9)
+    ref = tmp_path / "mem"
+    run(args(inp, ref, 4000), timeout=300)
+    want = dup_lists(ref)
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    # room for the plan (the reference run's input slices, in 4 KiB pages) + 256 KiB, not
+    # for the ~36k records (24 bytes each, ~860 KB)
+    plan = sum(-(-f.stat().st_size // 4096) * 4096 for f in (ref / "_work").rglob("*")
+               if f.is_file() and "dedupe-urls" not in str(f))
+    size = plan + (256 << 10)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}",
+                                            "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("needs root and mount (tmpfs)")
+    try:
+        out = mnt / "ds"
+        cmd = args(inp, out, 4000, "--dedupe-memory-limit", "64K")
+        r = run(cmd, check=False, timeout=300)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "dedupe-urls.spill/" in r.stderr and "No space left on device" in r.stderr
+        assert not spill_files(out)
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)
+        run(cmd, timeout=300)
+        assert dup_lists(out) == want
+        assert not (out / "_work" / "dedupe-urls.spill").exists()
+    finally:
+        subprocess.run(["umount", str(mnt)])
