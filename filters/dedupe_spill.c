@@ -15,8 +15,6 @@
 // *.rec, two u64 for *.dup): they live only for one run of one process, which checks their
 // sizes against the counts it wrote.
 
-#define FILE_BUFFER (1u << 15) // stdio buffer per part file
-
 struct dedupe_spill_part {
     FILE *rec;     // records added (parts > 1), until the part is run
     FILE *dup;     // duplicates found (id, keeper), written by run, read by next
@@ -74,7 +72,6 @@ static int part_open(struct dedupe_spill *s, unsigned p, const char *ext, FILE *
     *f = fopen(path, "w+b");
     if (!*f)
         return pm_error_set(err, PM_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
-    setvbuf(*f, NULL, _IOFBF, FILE_BUFFER);
     return PM_OK;
 }
 
