@@ -104,28 +104,6 @@ static int all_ok(int rc)
     return worst;
 }
 
-static int parse_size(const char *s, size_t *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || v < 0)
-        return -1;
-    double mul = 1;
-    switch (*end) {
-    case 'k': case 'K': mul = 1024.0, end++; break;
-    case 'm': case 'M': mul = 1024.0 * 1024, end++; break;
-    case 'g': case 'G': mul = 1024.0 * 1024 * 1024, end++; break;
-    default: break;
-    }
-    if (*end == 'B' || *end == 'b')
-        end++;
-    if (*end || v * mul > 1e18)
-        return -1;
-    *out = (size_t)(v * mul);
-    return 0;
-}
-
 static int parse_by(struct dedupe_args *a, const char *s)
 {
     struct pm_error err = PM_ERROR_INIT;
@@ -165,7 +143,7 @@ static int parse_args(int argc, char **argv, struct dedupe_args *a)
                 return -1;
             }
         } else if (!strcmp(o, "--memory-limit") && has) {
-            if (parse_size(argv[++i], &a->memory_limit)) {
+            if (meta_size_parse(argv[++i], &a->memory_limit)) {
                 pm_log_error("--memory-limit: '%s' is not a size (e.g. 512M)", argv[i]);
                 return -1;
             }

@@ -9,11 +9,12 @@
 #include "commands.h"
 #include "dataset_index.h"
 #include "dataset_store.h"
-#include "dedupe_exact.h"
+#include "dedupe_spill.h"
 #include "download_plan.h"
 #include "download_unit.h"
 #include "file_hash.h"
 #include "filter_expr.h"
+#include "meta_source.h"
 #include "image_decode.h"
 #include "pm_error.h"
 #include "pm_log.h"
@@ -59,6 +60,8 @@ static const char usage_text[] =
     "  --where EXPR                 keep only rows passing EXPR (repeatable, AND), e.g.\n"
     "                               'punsafe < 0.1'; others get status filtered, no fetch\n"
     "  --dedupe-urls                fetch each normalised URL once (global, before fetching)\n"
+    "  --dedupe-memory-limit SIZE   bytes per rank for --dedupe-urls (K/M/G; 512M); beyond it\n"
+    "                               the URL records go to hash-range files under _work/\n"
     "Output:\n"
     "  --output DIR|s3://B/P        dataset directory or S3 prefix\n"
     "  --work-dir DIR               S3 output: where the resume plan and input slices go\n"
@@ -130,6 +133,7 @@ struct dl_options {
     const char **where;
     size_t nwhere;
     int dedupe_urls;
+    size_t dedupe_memory; /* --dedupe-memory-limit */
     const char *ua_token;
     const char *directives;
     int allow_private;
@@ -289,6 +293,7 @@ enum {
     O_MAXPIX,
     O_WHERE,
     O_DEDUPE,
+    O_DEDUPEMEM,
     O_UA,
     O_DIRECTIVES,
     O_PRIVATE,
@@ -326,6 +331,7 @@ static const struct option long_opts[] = {
     {"max-pixels", required_argument, NULL, O_MAXPIX},
     {"where", required_argument, NULL, O_WHERE},
     {"dedupe-urls", no_argument, NULL, O_DEDUPE},
+    {"dedupe-memory-limit", required_argument, NULL, O_DEDUPEMEM},
     {"user-agent-token", required_argument, NULL, O_UA},
     {"disallowed-header-directives", required_argument, NULL, O_DIRECTIVES},
     {"allow-private-network", no_argument, NULL, O_PRIVATE},
@@ -356,6 +362,7 @@ static int parse_options(int argc, char **argv, struct dl_options *o, int rank)
     o->max_aspect_ratio = INFINITY;
     o->max_bytes = 32LL << 20;
     o->max_pixels = (long long)IMAGE_DEFAULT_MAX_PIXELS;
+    o->dedupe_memory = (size_t)512 << 20;
     optind = 1;
     opterr = 0;
     int c;
@@ -489,6 +496,10 @@ static int parse_options(int argc, char **argv, struct dl_options *o, int rank)
             break;
         case O_DEDUPE:
             o->dedupe_urls = 1;
+            break;
+        case O_DEDUPEMEM:
+            if (meta_size_parse(optarg, &o->dedupe_memory) || o->dedupe_memory == 0)
+                BAD("--dedupe-memory-limit: '%s' is not a positive size (e.g. 512M)", optarg);
             break;
         case O_UA:
             o->ua_token = optarg;
@@ -624,29 +635,25 @@ static int agree_status(int rc)
     return all;
 }
 
-static int dedupe_urls(const struct dl_options *o, const struct download_plan *plan,
-                       const struct pm_mpi *mpi, struct pm_error *err)
+// Rows of unit u: samples_per_shard, the last unit what is left.
+static uint64_t unit_rows(const struct download_plan *plan, uint64_t u)
 {
-    char marker[PATH_MAX + 32], dir[PATH_MAX + 32];
-    snprintf(marker, sizeof marker, "%s/_work/dedupe-urls.done", o->work);
-    snprintf(dir, sizeof dir, "%s/_work/dedupe-urls", o->work);
-    int done = mpi->rank == 0 && access(marker, F_OK) == 0;
-    MPI_CHECK(MPI_Bcast(&done, 1, MPI_INT, 0, MPI_COMM_WORLD));
-    if (done)
-        return PM_OK;
-    int rc = PM_OK;
-    if (mpi->rank == 0 && mkdir(dir, 0777) && errno != EEXIST)
-        rc = pm_error_set(err, PM_ERR_IO, "cannot create '%s': %s", dir, strerror(errno));
-    rc = agree_status(rc);
-    if (rc)
-        return rc;
+    uint64_t sps = plan->samples_per_shard, first = u * sps;
+    return first >= plan->total_rows        ? 0
+           : plan->total_rows - first < sps ? plan->total_rows - first
+                                            : sps;
+}
+
+// The (hash, row) record of every planned row of this rank's units that passes --where and
+// has a URL, added to `sp` in row order.
+static int add_url_records(const struct dl_options *o, const struct download_plan *plan,
+                           const struct pm_mpi *mpi, struct dedupe_spill *sp, struct pm_error *err)
+{
     struct filter_expr *where = NULL;
-    struct dedupe_record *recs = NULL;
-    uint64_t *keeper = NULL;
-    size_t nrec = 0, cap = 0;
     struct bytebuf norm = BYTEBUF_INIT;
     bytebuf_init(&norm, URL_POLICY_MAX * 2);
     uint8_t *keep = NULL;
+    int rc = PM_OK;
     if (o->nwhere) {
         rc = filter_expr_parse(&where, o->where, o->nwhere, err);
         rc = rc ? rc : filter_expr_bind(where, plan->columns, plan->ncolumns, err);
@@ -675,15 +682,6 @@ static int dedupe_urls(const struct dl_options *o, const struct download_plan *p
             const char *s = column_string(c, i, &n);
             if (!c->valid[i] || n == 0 || (where && !keep[i]))
                 continue;
-            if (nrec == cap) {
-                cap = cap ? 2 * cap : 4096;
-                struct dedupe_record *t = realloc(recs, cap * sizeof *t);
-                if (!t) {
-                    rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory");
-                    break;
-                }
-                recs = t;
-            }
             // normalise (a NUL-terminated copy); hash the raw bytes if it does not parse
             bytebuf_clear(&norm);
             XXH128_hash_t h;
@@ -694,65 +692,106 @@ static int dedupe_urls(const struct dl_options *o, const struct download_plan *p
             else
                 h = XXH3_128bits(s, n);
             free(z);
-            recs[nrec].hash_hi = h.high64;
-            recs[nrec].hash_lo = h.low64;
-            recs[nrec].id = u * sps + i;
-            nrec++;
+            struct dedupe_record r = {h.high64, h.low64, u * sps + i};
+            rc = dedupe_spill_add(sp, &r, err);
         }
         table_batch_release(&b);
     }
-    rc = agree_status(rc);
-    if (rc) {
+    filter_expr_free(where);
+    free(keep);
+    bytebuf_release(&norm);
+    return rc;
+}
+
+// Write every unit file of this rank from the duplicates (row order) of `sp`.
+static int write_url_dups(const struct dl_options *o, const struct download_plan *plan,
+                          const struct pm_mpi *mpi, struct dedupe_spill *sp, struct pm_error *err)
+{
+    uint64_t sps = plan->samples_per_shard, most = unit_rows(plan, 0);
+    uint64_t *ent = malloc((size_t)(most ? most : 1) * 3 * sizeof *ent);
+    if (!ent)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+    uint64_t id = 0, keeper = 0;
+    int more = dedupe_spill_next(sp, &id, &keeper, err);
+    int rc = more < 0 ? -more : PM_OK;
+    for (uint64_t u = (uint64_t)mpi->rank; !rc && u < plan->nunits; u += (uint64_t)mpi->size) {
+        size_t ne = 0;
+        while (!rc && more > 0 && id / sps <= u) {
+            if (id / sps < u || ne == most) { // not one of this rank's rows: never happens
+                rc = pm_error_set(err, PM_ERR_INTERNAL, "url dedupe: row %" PRIu64 " out of order",
+                                  id);
+                break;
+            }
+            ent[3 * ne] = id % sps;
+            ent[3 * ne + 1] = keeper / sps;
+            ent[3 * ne + 2] = keeper % sps;
+            ne++;
+            more = dedupe_spill_next(sp, &id, &keeper, err);
+            rc = more < 0 ? -more : rc;
+        }
+        rc = rc ? rc : download_dedupe_write(o->work, u, plan->digits, ent, ne, err);
+    }
+    free(ent);
+    return rc;
+}
+
+static int dedupe_urls(const struct dl_options *o, const struct download_plan *plan,
+                       const struct pm_mpi *mpi, struct pm_error *err)
+{
+    char marker[PATH_MAX + 32], dir[PATH_MAX + 32], spill[PATH_MAX + 32];
+    snprintf(marker, sizeof marker, "%s/_work/dedupe-urls.done", o->work);
+    snprintf(dir, sizeof dir, "%s/_work/dedupe-urls", o->work);
+    snprintf(spill, sizeof spill, "%s/_work/dedupe-urls.spill", o->work);
+    int done = mpi->rank == 0 && access(marker, F_OK) == 0;
+    MPI_CHECK(MPI_Bcast(&done, 1, MPI_INT, 0, MPI_COMM_WORLD));
+    int rc = PM_OK;
+    // the spill files of an earlier run that was killed are never read: removed first
+    if (mpi->rank == 0)
+        rc = dedupe_spill_clear(spill, err);
+    if (done)
+        return agree_status(rc);
+    if (!rc && mpi->rank == 0 && mkdir(dir, 0777) && errno != EEXIST)
+        rc = pm_error_set(err, PM_ERR_IO, "cannot create '%s': %s", dir, strerror(errno));
+    if ((rc = agree_status(rc)))
+        return rc;
+    // parts: enough that the most records a rank can have fit the memory limit
+    uint64_t mine = 0, most = 0;
+    for (uint64_t u = (uint64_t)mpi->rank; u < plan->nunits; u += (uint64_t)mpi->size)
+        mine += unit_rows(plan, u);
+    MPI_CHECK(MPI_Allreduce(&mine, &most, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD));
+    unsigned parts = dedupe_spill_parts(most, o->dedupe_memory);
+    struct dedupe_spill *sp = NULL;
+    rc = dedupe_spill_create(&sp, spill, mpi->rank, parts, (size_t)mine, err);
+    rc = rc ? rc : add_url_records(o, plan, mpi, sp, err);
+    if ((rc = agree_status(rc))) {
         if (!err->code)
             pm_error_set(err, rc, "url dedupe failed on another rank");
         goto out;
     }
-    keeper = malloc((nrec ? nrec : 1) * sizeof *keeper);
-    int krc = keeper ? PM_OK : PM_ERR_NOMEM;
-    if ((rc = agree_status(krc))) {
-        pm_error_set(err, rc, "out of memory for url dedupe");
-        goto out;
-    }
     struct dedupe_exact_stats ds;
-    if ((rc = dedupe_exact_run(recs, nrec, keeper, MPI_COMM_WORLD, (size_t)1 << 30, &ds, err)))
+    if ((rc = dedupe_spill_run(sp, MPI_COMM_WORLD, o->dedupe_memory, &ds, err)))
         goto out;
-    // per unit files: records are in (unit, row) order
-    size_t at = 0;
-    uint64_t *ent = malloc((size_t)(sps < nrec ? sps : nrec + 1) * 3 * sizeof *ent + 24);
-    if (!ent)
-        rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory");
-    for (uint64_t u = (uint64_t)mpi->rank; !rc && u < plan->nunits; u += (uint64_t)mpi->size) {
-        size_t ne = 0;
-        while (at < nrec && recs[at].id / sps == u) {
-            if (keeper[at] != recs[at].id) {
-                ent[3 * ne] = recs[at].id % sps;
-                ent[3 * ne + 1] = keeper[at] / sps;
-                ent[3 * ne + 2] = keeper[at] % sps;
-                ne++;
-            }
-            at++;
-        }
-        rc = download_dedupe_write(o->work, u, plan->digits, ent, ne, err);
-    }
-    free(ent);
-    rc = agree_status(rc);
-    if (rc) {
+    rc = write_url_dups(o, plan, mpi, sp, err);
+    if ((rc = agree_status(rc))) {
         if (!err->code)
             pm_error_set(err, rc, "url dedupe failed on another rank");
         goto out;
     }
     if (mpi->rank == 0) {
         rc = atomic_file_write_all(marker, "done\n", 5, err);
-        pm_log_info("url dedupe: %" PRIu64 " urls, %" PRIu64 " duplicates", ds.records,
-                    ds.duplicates);
+        pm_log_info("url dedupe: %" PRIu64 " urls, %" PRIu64 " duplicates (%u part%s)", ds.records,
+                    ds.duplicates, parts, parts == 1 ? ", in memory" : "s on disk");
     }
     rc = agree_status(rc);
 out:
-    filter_expr_free(where);
-    free(recs);
-    free(keeper);
-    free(keep);
-    bytebuf_release(&norm);
+    dedupe_spill_free(sp);
+    // every rank's files are gone once all have freed theirs: then the directory
+    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+    if (mpi->rank == 0 && parts > 1) {
+        struct pm_error e2 = PM_ERROR_INIT;
+        if (dedupe_spill_clear(spill, &e2))
+            pm_log_warn("%s", e2.msg);
+    }
     return rc;
 }
 

@@ -3,6 +3,7 @@
  */
 #include "meta_source.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -270,4 +271,36 @@ int table_batch_append_kept(struct table_batch *dst, const struct table_batch *s
     }
     dst->nrows += n;
     return PM_OK;
+}
+
+int meta_size_parse(const char *s, size_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0)
+        return -1;
+    double mul = 1;
+    switch (*end) {
+    case 'k':
+    case 'K':
+        mul = 1024.0, end++;
+        break;
+    case 'm':
+    case 'M':
+        mul = 1024.0 * 1024, end++;
+        break;
+    case 'g':
+    case 'G':
+        mul = 1024.0 * 1024 * 1024, end++;
+        break;
+    default:
+        break;
+    }
+    if (*end == 'B' || *end == 'b')
+        end++;
+    if (*end || v * mul > 1e18)
+        return -1;
+    *out = (size_t)(v * mul);
+    return 0;
 }

@@ -98,4 +98,8 @@ const char *meta_source_shard_name(const struct meta_source *s, size_t u, char *
 int table_batch_append_kept(struct table_batch *dst, const struct table_batch *src,
                             const uint8_t *keep);
 
+/** Parse a byte size: a non-negative number with an optional K, M or G suffix (powers of
+ * 1024) and an optional B ("512M", "1.5GB", "4096"). Returns 0 and sets *out, or -1. */
+int meta_size_parse(const char *s, size_t *out);
+
 #endif

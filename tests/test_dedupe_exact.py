@@ -64,3 +64,19 @@ def test_keepers_match_reference(tmp_path, np_, limit):
     assert stats[0] == len(expected) and stats[1] == ndup
     if limit:
         assert stats[3] > 1  # the memory limit forced several rounds
+
+
+@pytest.mark.parametrize("np_,parts", [(1, 1), (1, 7), (2, 5), (3, 16)])
+def test_spill_matches_reference(tmp_path, np_, parts):
+    """dedupe_spill (filters/dedupe_spill.h): in memory (1 part) and through part files on
+    disk, the same keepers as the reference; the part files are gone afterwards."""
+    path = tmp_path / "recs.txt"
+    expected, ndup = make_records(path)
+    spill = tmp_path / "spill"
+    args = [tool("pm_dedupe_exact_check"), path, 0, parts, spill]
+    run(args) if np_ == 1 else mpirun(np_, args)
+    keep, stats = parse("".join(open(f"{path}.out.{r}").read() for r in range(np_)))
+    assert keep == expected
+    assert stats[0] == len(expected) and stats[1] == ndup
+    assert stats[3] == parts  # one dedupe_exact round per part
+    assert not spill.exists()
