@@ -1002,15 +1002,6 @@ static int schema_build(struct unit_ctx *c, struct pm_error *err)
     return rc;
 }
 
-static int agree(int status, const struct pm_mpi *mpi)
-{
-    if (mpi->size == 1)
-        return status;
-    int all = 0;
-    MPI_CHECK(MPI_Allreduce(&status, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
-    return all;
-}
-
 static json_t *config_json(const struct pack_args *a, const struct plan *p)
 {
     json_t *o = json_object();
@@ -1133,7 +1124,7 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
     }
     if (rc != PM_OK)
         pm_log_error("pack: %s", err.msg);
-    rc = agree(rc, mpi);
+    rc = pm_mpi_worst(rc);
     if (rc == PM_OK)
         rc = plan_bcast(&p, PM_OK, mpi);
     struct unit_ctx c = {.a = &a, .p = &p, .src = src, .dst = dst, .img = IMAGE_INIT,
@@ -1154,7 +1145,7 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
         c.tmpdir = tmpdir;
         if (rc != PM_OK)
             pm_log_error("pack: %s", err.msg);
-        rc = agree(rc, mpi);
+        rc = pm_mpi_worst(rc);
     }
     if (rc == PM_OK) {
         pm_error_clear(&err);
@@ -1164,7 +1155,7 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
             rc = pm_error_set(&err, PM_ERR_NOMEM, "out of memory");
         if (rc != PM_OK)
             pm_log_error("pack: %s", err.msg);
-        rc = agree(rc, mpi);
+        rc = pm_mpi_worst(rc);
     }
     if (rc == PM_OK) {
         if (mpi->rank == 0)
@@ -1211,7 +1202,7 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
             pm_log_error("pack: %s", err.msg);
         pm_log_info("pack: rank %d wrote %llu shards, %llu already complete", mpi->rank,
                     (unsigned long long)done, (unsigned long long)skipped);
-        rc = agree(my, mpi);
+        rc = pm_mpi_worst(my);
         work_counter_free(wc);
     }
     if (rc == PM_OK && mpi->rank == 0) {
@@ -1220,7 +1211,7 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
         if (rc != PM_OK)
             pm_log_error("pack: dataset.json: %s", err.msg);
     }
-    rc = agree(rc, mpi);
+    rc = pm_mpi_worst(rc);
     upload_queue_free(c.uq);
     if (tmpdir[0])
         rmdir(tmpdir);
