@@ -25,7 +25,6 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-
 static const char usage[] =
     "usage: pixelmill filter DATASET --where EXPR... [--dedupe url,content,phash] --view NAME\n"
     "                        [--json]\n"
