@@ -300,7 +300,8 @@ enum {
     O_TTY
 };
 
-static const struct option long_opts[] = {
+/* Also the keys of a pipeline file's [download] section (cmd_run.c). */
+const struct option cmd_download_options[] = {
     {"input", required_argument, NULL, O_INPUT},
     {"output", required_argument, NULL, O_OUTPUT},
     {"work-dir", required_argument, NULL, O_WORKDIR},
@@ -367,7 +368,7 @@ static int parse_options(int argc, char **argv, struct dl_options *o, int rank)
             pm_log_error(__VA_ARGS__);                                                             \
         return PM_EXIT_USAGE;                                                                      \
     } while (0)
-    while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "", cmd_download_options, NULL)) != -1) {
         switch (c) {
         case O_INPUT:
             push_str(&o->inputs, &o->ninputs, optarg);

@@ -168,32 +168,36 @@ static int parse_size(const char *s, uint64_t *out)
     return *out ? PM_OK : PM_ERR_USAGE;
 }
 
+/* Also the keys of a pipeline file's [pack] section (cmd_run.c). */
+const struct option cmd_pack_options[] = {
+    {"output", required_argument, 0, 'o'},
+    {"samples-per-shard", required_argument, 0, 'n'},
+    {"shard-bytes", required_argument, 0, 'b'},
+    {"image-size", required_argument, 0, 'i'},
+    {"resize-mode", required_argument, 0, 'r'},
+    {"encode-format", required_argument, 0, 'f'},
+    {"encode-quality", required_argument, 0, 'q'},
+    {"shuffle", no_argument, 0, 'x'},
+    {"seed", required_argument, 0, 's'},
+    {"name", required_argument, 0, 'N'},
+    {"s3-endpoint", required_argument, 0, 'e'},
+    {"s3-part-size", required_argument, 0, 'P'},
+    {"s3-parallel", required_argument, 0, 'J'},
+    {"s3-shards", required_argument, 0, 'U'},
+    {"s3-backoff", required_argument, 0, 'B'},
+    {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0},
+};
+
 static int parse_args(int argc, char **argv, struct pack_args *a, int rank)
 {
     memset(a, 0, sizeof *a);
     a->quality = 95;
     a->resize_mode = IMAGE_RESIZE_CENTER_CROP;
-    static const struct option opts[] = {{"output", required_argument, 0, 'o'},
-                                         {"samples-per-shard", required_argument, 0, 'n'},
-                                         {"shard-bytes", required_argument, 0, 'b'},
-                                         {"image-size", required_argument, 0, 'i'},
-                                         {"resize-mode", required_argument, 0, 'r'},
-                                         {"encode-format", required_argument, 0, 'f'},
-                                         {"encode-quality", required_argument, 0, 'q'},
-                                         {"shuffle", no_argument, 0, 'x'},
-                                         {"seed", required_argument, 0, 's'},
-                                         {"name", required_argument, 0, 'N'},
-                                         {"s3-endpoint", required_argument, 0, 'e'},
-                                         {"s3-part-size", required_argument, 0, 'P'},
-                                         {"s3-parallel", required_argument, 0, 'J'},
-                                         {"s3-shards", required_argument, 0, 'U'},
-                                         {"s3-backoff", required_argument, 0, 'B'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
     optind = 1;
     int c;
     char *end;
-    while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "ho:", cmd_pack_options, NULL)) != -1) {
         switch (c) {
         case 'o':
             a->output = optarg;
