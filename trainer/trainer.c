@@ -40,20 +40,29 @@ static size_t image_floats(const struct trainer *t)
     return (size_t)c->in_channels * c->image_size * c->image_size;
 }
 
-int trainer_create(const struct trainer_options *o, struct trainer **out, struct pm_error *err)
+int trainer_options_check(const struct trainer_options *o, struct unet_config *cfg,
+                          struct pm_error *err)
 {
-    *out = NULL;
-    struct unet_config cfg;
     int rc = PM_OK;
     if (o->model)
-        cfg = *o->model;
+        *cfg = *o->model;
     else
-        rc = unet_config_get(o->config ? o->config : "", &cfg, err);
+        rc = unet_config_get(o->config ? o->config : "", cfg, err);
     if (rc)
         return rc;
     if (!(o->caption_dropout >= 0.0f && o->caption_dropout <= 1.0f) ||
         !(o->ema_decay >= 0.0f && o->ema_decay <= 1.0f))
         return pm_error_set(err, PM_ERR_USAGE, "caption dropout and EMA decay must be in [0,1]");
+    return PM_OK;
+}
+
+int trainer_create(const struct trainer_options *o, struct trainer **out, struct pm_error *err)
+{
+    *out = NULL;
+    struct unet_config cfg;
+    int rc = trainer_options_check(o, &cfg, err);
+    if (rc)
+        return rc;
     struct trainer *t = calloc(1, sizeof(*t));
     if (!t)
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory");

@@ -63,6 +63,14 @@ struct trainer_batch {
 
 struct trainer;
 
+/**
+ * The model config `o` names (o->model, else the config o->config) in *cfg, and the
+ * options' ranges (caption dropout and EMA decay in [0, 1]): PM_OK or an error naming
+ * the option. trainer_create and the CUDA trainer's create start with it.
+ */
+int trainer_options_check(const struct trainer_options *o, struct unet_config *cfg,
+                          struct pm_error *err);
+
 /** Create a trainer: model, weights initialised from the seed, EMA = weights, step 0. */
 int trainer_create(const struct trainer_options *o, struct trainer **out, struct pm_error *err);
 

@@ -1689,16 +1689,9 @@ extern "C" int gpu_trainer_create(const struct trainer_options *o, enum gpu_prec
     if (!gpu_trainer_available(why, sizeof why))
         return pm_error_set(err, PM_ERR_UNSUPPORTED, "--device cuda: %s", why);
     struct unet_config cfg;
-    int rc = PM_OK;
-    if (o->model)
-        cfg = *o->model;
-    else
-        rc = unet_config_get(o->config ? o->config : "", &cfg, err);
+    int rc = trainer_options_check(o, &cfg, err);
     if (rc)
         return rc;
-    if (!(o->caption_dropout >= 0.0f && o->caption_dropout <= 1.0f) ||
-        !(o->ema_decay >= 0.0f && o->ema_decay <= 1.0f))
-        return pm_error_set(err, PM_ERR_USAGE, "caption dropout and EMA decay must be in [0,1]");
     if (o->max_batch < 1 || o->max_batch > 4096)
         return pm_error_set(err, PM_ERR_USAGE, "max batch %d outside 1..4096", o->max_batch);
     struct gpu_trainer *g = (struct gpu_trainer *)calloc(1, sizeof *g);
