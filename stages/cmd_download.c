@@ -12,6 +12,7 @@
 #include "dedupe_exact.h"
 #include "download_plan.h"
 #include "download_unit.h"
+#include "fetcher.h"
 #include "file_hash.h"
 #include "filter_expr.h"
 #include "image_decode.h"
@@ -513,14 +514,10 @@ static int parse_options(int argc, char **argv, struct dl_options *o, int rank)
             if (rank == 0)
                 fputs(usage_text, stdout);
             return PM_EXIT_OK;
-        case O_ALLOWADDR: {
-            size_t l = strlen(o->allow_addresses);
-            if (l + strlen(optarg) + 2 > sizeof o->allow_addresses)
+        case O_ALLOWADDR:
+            if (fetcher_allow_list_add(o->allow_addresses, sizeof o->allow_addresses, optarg))
                 BAD("--allow-address: too many addresses");
-            snprintf(o->allow_addresses + l, sizeof o->allow_addresses - l, "%s%s", l ? "," : "",
-                     optarg);
             break;
-        }
         case O_TTY:
             o->progress_tty = 1;
             break;
