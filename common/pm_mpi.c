@@ -30,6 +30,15 @@ void pm_mpi_init(struct pm_mpi *m, int *argc, char ***argv)
         pm_log_set_rank(m->rank);
 }
 
+int pm_mpi_worst(int status)
+{
+    int inited = 0, worst = status;
+    MPI_Initialized(&inited);
+    if (inited)
+        MPI_CHECK(MPI_Allreduce(&status, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    return worst;
+}
+
 void pm_mpi_finalize(void)
 {
     int inited = 0, finalized = 0;

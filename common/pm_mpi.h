@@ -30,6 +30,13 @@ _Noreturn void pm_mpi_fail(int rc, const char *call, const char *file, int line)
 /** Initialise MPI (thread level FUNNELED) and fill `m`. */
 void pm_mpi_init(struct pm_mpi *m, int *argc, char ***argv);
 
+/**
+ * The largest of every rank's `status` over MPI_COMM_WORLD, so PM_OK (0) only when every
+ * rank is fine. Collective: every rank calls it at the same point. Without MPI initialised
+ * (one process), `status` itself.
+ */
+int pm_mpi_worst(int status);
+
 /** Finalise MPI if it was initialised. */
 void pm_mpi_finalize(void);
 

@@ -188,6 +188,15 @@ void fetcher_config_init(struct fetcher_config *c)
     c->http2 = 1;
 }
 
+int fetcher_allow_list_add(char *list, size_t size, const char *address)
+{
+    size_t l = strlen(list);
+    if (l + strlen(address) + 2 > size)
+        return PM_ERR_USAGE;
+    snprintf(list + l, size - l, "%s%s", l ? "," : "", address);
+    return PM_OK;
+}
+
 void fetch_result_init(struct fetch_result *r)
 {
     memset(r, 0, sizeof *r);

@@ -142,6 +142,13 @@ struct fetch_share;
 void fetcher_config_init(struct fetcher_config *cfg);
 
 /**
+ * Append `address` to list[0..size), the NUL-terminated comma-separated list (initially "")
+ * that `allow_addresses` points at; for a repeatable --allow-address option. PM_OK, or
+ * PM_ERR_USAGE (list unchanged) if it does not fit.
+ */
+int fetcher_allow_list_add(char *list, size_t size, const char *address);
+
+/**
  * Create a share (DNS cache and TLS session cache, with its own locks). Pass it to the
  * fetchers of one process; free it after all of them. Returns PM_OK or PM_ERR_NOMEM.
  */

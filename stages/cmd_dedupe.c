@@ -24,8 +24,6 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-// Status of a rank that stopped because another rank failed (reported there).
-#define RC_ELSEWHERE 1000
 // --keep largest for the exact methods: the id handed to dedupe_exact is
 // (cap - min(area, cap)) << GID_BITS | global row, so the lowest id is the largest image.
 #define GID_BITS 40
@@ -97,23 +95,6 @@ struct method_result {
     size_t npairs;
 };
 
-static int all_ok(int rc)
-{
-    int worst = rc;
-    MPI_CHECK(MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
-    return worst;
-}
-
-static int parse_by(struct dedupe_args *a, const char *s)
-{
-    struct pm_error err = PM_ERROR_INIT;
-    if (dedupe_method_list_parse(s, "--by", a->by, &a->nby, &err) != PM_OK) {
-        pm_log_error("%s", err.msg);
-        return -1;
-    }
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, struct dedupe_args *a)
 {
     a->hamming = DEDUPE_NEAR_DEFAULT_RADIUS;
@@ -121,7 +102,7 @@ static int parse_args(int argc, char **argv, struct dedupe_args *a)
         const char *o = argv[i];
         int has = i + 1 < argc;
         if (!strcmp(o, "--by") && has) {
-            if (parse_by(a, argv[++i]))
+            if (meta_option_methods("--by", argv[++i], a->by, &a->nby))
                 return -1;
         } else if (!strcmp(o, "--hamming") && has) {
             char *end;
@@ -452,9 +433,9 @@ static int run_method(const struct dedupe_args *a, int m, const struct meta_sour
         if (rc == PM_OK)
             rc = sweep_under(s->store, dir, err);
     }
-    if (all_ok(rc) != PM_OK) {
+    if (pm_mpi_worst(rc) != PM_OK) {
         json_decref(params);
-        return rc == PM_OK ? RC_ELSEWHERE : rc;
+        return rc == PM_OK ? META_RC_ELSEWHERE : rc;
     }
     // Records of this method: success rows that have the hash.
     size_t n = 0;
@@ -495,7 +476,7 @@ static int run_method(const struct dedupe_args *a, int m, const struct meta_sour
         rc = pm_error_set(err, PM_ERR_NOMEM, "dedupe %s: out of memory", method_names[m]);
     else if (gid_max >> GID_BITS)
         rc = pm_error_set(err, PM_ERR_LIMIT, "dedupe: more than 2^%d rows", GID_BITS);
-    if (all_ok(rc) != PM_OK)
+    if (pm_mpi_worst(rc) != PM_OK)
         goto out_free;
     uint64_t total = 0, dups = 0;
     if (m == M_PHASH) {
@@ -512,8 +493,8 @@ static int run_method(const struct dedupe_args *a, int m, const struct meta_sour
         res->rounds = st.rounds;
         total = st.records, dups = st.duplicates;
     }
-    if (all_ok(rc) != PM_OK) {
-        rc = rc == PM_OK ? RC_ELSEWHERE : rc;
+    if (pm_mpi_worst(rc) != PM_OK) {
+        rc = rc == PM_OK ? META_RC_ELSEWHERE : rc;
         goto out_free;
     }
     // Duplicates of this rank as (keeper, member) pairs; per unit as (row, keeper).
@@ -571,9 +552,9 @@ static int run_method(const struct dedupe_args *a, int m, const struct meta_sour
     int cnt = (int)(2 * nd), *cnts = NULL, *displ = NULL;
     if (rc == PM_OK && 2 * nd > (size_t)1 << 30)
         rc = pm_error_set(err, PM_ERR_LIMIT, "dedupe: too many duplicates on one rank");
-    if (all_ok(rc) != PM_OK) {
+    if (pm_mpi_worst(rc) != PM_OK) {
         free(mine);
-        rc = rc == PM_OK ? RC_ELSEWHERE : rc;
+        rc = rc == PM_OK ? META_RC_ELSEWHERE : rc;
         goto out_free;
     }
     if (mpi->rank == 0) {
@@ -589,9 +570,9 @@ static int run_method(const struct dedupe_args *a, int m, const struct meta_sour
         if (!res->pairs)
             rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory");
     }
-    if (all_ok(rc) != PM_OK) {
+    if (pm_mpi_worst(rc) != PM_OK) {
         free(mine), free(cnts), free(displ);
-        rc = rc == PM_OK ? RC_ELSEWHERE : rc;
+        rc = rc == PM_OK ? META_RC_ELSEWHERE : rc;
         goto out_free;
     }
     MPI_CHECK(MPI_Gatherv(mine, cnt, MPI_UINT64_T, res->pairs, cnts, displ, MPI_UINT64_T, 0,
@@ -615,16 +596,16 @@ static int run_method(const struct dedupe_args *a, int m, const struct meta_sour
         res->marks = doc;
     }
     // Every shard's marks are on disk before marks.json says so.
-    if (all_ok(rc) != PM_OK) {
-        rc = rc == PM_OK ? RC_ELSEWHERE : rc;
+    if (pm_mpi_worst(rc) != PM_OK) {
+        rc = rc == PM_OK ? META_RC_ELSEWHERE : rc;
         goto out_free;
     }
     if (mpi->rank == 0) {
         snprintf(p, sizeof p, "%s/marks.json", dir);
         rc = json_file_write_store(s->store, p, res->marks, err);
     }
-    if (all_ok(rc) != PM_OK && rc == PM_OK)
-        rc = RC_ELSEWHERE;
+    if (pm_mpi_worst(rc) != PM_OK && rc == PM_OK)
+        rc = META_RC_ELSEWHERE;
 out_free:
     free(which), free(keeper), free(er), free(nr), free(prio);
     json_decref(params);
@@ -747,12 +728,8 @@ static int write_report(const struct dedupe_args *a, const struct meta_source *s
 
 int cmd_dedupe(int argc, char **argv, const struct pm_mpi *mpi)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            if (mpi->rank == 0)
-                fputs(usage, stdout);
-            return PM_EXIT_OK;
-        }
+    if (meta_command_help(argc, argv, usage, mpi))
+        return PM_EXIT_OK;
     struct dedupe_args a;
     memset(&a, 0, sizeof a);
     if (parse_args(argc, argv, &a) != 0) {
@@ -776,12 +753,12 @@ int cmd_dedupe(int argc, char **argv, const struct pm_mpi *mpi)
     uint64_t success = 0, all_success = 0;
     if (rc == PM_OK)
         rc = read_rows(&a, &s, mpi, want, &rows, &success, &err);
-    int worst = all_ok(rc);
+    int worst = pm_mpi_worst(rc);
     if (worst == PM_OK)
         MPI_CHECK(MPI_Allreduce(&success, &all_success, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD));
     for (size_t i = 0; i < a.nby && worst == PM_OK; i++) {
         rc = run_method(&a, a.by[i], &s, mpi, &rows, all_success, &res[a.by[i]], &err);
-        worst = all_ok(rc);
+        worst = pm_mpi_worst(rc);
     }
     if (worst == PM_OK && mpi->rank == 0) {
         // Summary: the marks.json documents of the methods run, in the order given.
@@ -829,7 +806,7 @@ int cmd_dedupe(int argc, char **argv, const struct pm_mpi *mpi)
         }
         json_decref(sum);
     }
-    if (rc != PM_OK && rc != RC_ELSEWHERE)
+    if (rc != PM_OK && rc != META_RC_ELSEWHERE)
         pm_log_error("%s", err.msg);
     MPI_CHECK(MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD));
     if (worst != PM_OK && rc == PM_OK)
@@ -840,5 +817,5 @@ int cmd_dedupe(int argc, char **argv, const struct pm_mpi *mpi)
     }
     free(rows.v);
     meta_source_release(&s);
-    return pm_exit_from_status(rc == RC_ELSEWHERE ? PM_ERR_IO : rc);
+    return pm_exit_from_status(rc == META_RC_ELSEWHERE ? PM_ERR_IO : rc);
 }

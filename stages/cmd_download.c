@@ -12,6 +12,7 @@
 #include "dedupe_spill.h"
 #include "download_plan.h"
 #include "download_unit.h"
+#include "fetcher.h"
 #include "file_hash.h"
 #include "filter_expr.h"
 #include "meta_source.h"
@@ -305,7 +306,8 @@ enum {
     O_TTY
 };
 
-static const struct option long_opts[] = {
+/* Also the keys of a pipeline file's [download] section (cmd_run.c). */
+const struct option cmd_download_options[] = {
     {"input", required_argument, NULL, O_INPUT},
     {"output", required_argument, NULL, O_OUTPUT},
     {"work-dir", required_argument, NULL, O_WORKDIR},
@@ -374,7 +376,7 @@ static int parse_options(int argc, char **argv, struct dl_options *o, int rank)
             pm_log_error(__VA_ARGS__);                                                             \
         return PM_EXIT_USAGE;                                                                      \
     } while (0)
-    while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "", cmd_download_options, NULL)) != -1) {
         switch (c) {
         case O_INPUT:
             push_str(&o->inputs, &o->ninputs, optarg);
@@ -523,14 +525,10 @@ static int parse_options(int argc, char **argv, struct dl_options *o, int rank)
             if (rank == 0)
                 fputs(usage_text, stdout);
             return PM_EXIT_OK;
-        case O_ALLOWADDR: {
-            size_t l = strlen(o->allow_addresses);
-            if (l + strlen(optarg) + 2 > sizeof o->allow_addresses)
+        case O_ALLOWADDR:
+            if (fetcher_allow_list_add(o->allow_addresses, sizeof o->allow_addresses, optarg))
                 BAD("--allow-address: too many addresses");
-            snprintf(o->allow_addresses + l, sizeof o->allow_addresses - l, "%s%s", l ? "," : "",
-                     optarg);
             break;
-        }
         case O_TTY:
             o->progress_tty = 1;
             break;

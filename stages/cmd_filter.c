@@ -25,9 +25,6 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-// Status of a rank that stopped because another rank failed (reported there).
-#define RC_ELSEWHERE 1000
-
 static const char usage[] =
     "usage: pixelmill filter DATASET --where EXPR... [--dedupe url,content,phash] --view NAME\n"
     "                        [--json]\n"
@@ -73,16 +70,6 @@ struct fcounts {
     uint64_t *clause; // [2 * nclauses]: failed, missing
 };
 
-static int parse_dedupe(struct filter_args *a, const char *s)
-{
-    struct pm_error err = PM_ERROR_INIT;
-    if (dedupe_method_list_parse(s, "--dedupe", a->dedupe, &a->ndedupe, &err) != PM_OK) {
-        pm_log_error("%s", err.msg);
-        return -1;
-    }
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, struct filter_args *a)
 {
     a->where = calloc((size_t)argc, sizeof *a->where);
@@ -95,7 +82,7 @@ static int parse_args(int argc, char **argv, struct filter_args *a)
         if (!strcmp(o, "--where") && has)
             a->where[a->nwhere++] = argv[++i];
         else if (!strcmp(o, "--dedupe") && has) {
-            if (parse_dedupe(a, argv[++i]))
+            if (meta_option_methods("--dedupe", argv[++i], a->dedupe, &a->ndedupe))
                 return -1;
         } else if (!strcmp(o, "--view") && has)
             a->view = argv[++i];
@@ -494,13 +481,6 @@ static int apply_dedupe(int method, const struct meta_source *s, const struct pm
     return rc;
 }
 
-static int all_ok(int rc)
-{
-    int worst = rc;
-    MPI_CHECK(MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
-    return worst;
-}
-
 static int filter_dataset(const struct filter_args *a, struct filter_expr *f,
                           const struct meta_source *s, const struct pm_mpi *mpi, struct fcounts *c,
                           json_t **shards_out, struct pm_error *err)
@@ -529,21 +509,21 @@ static int filter_dataset(const struct filter_args *a, struct filter_expr *f,
         if (rc == PM_OK)
             rc = store_delete(s->store, p, err);
     }
-    if (all_ok(rc) != PM_OK) {
+    if (pm_mpi_worst(rc) != PM_OK) {
         if (rc == PM_OK)
-            rc = RC_ELSEWHERE;
+            rc = META_RC_ELSEWHERE;
         goto out;
     }
     rc = filter_shards(a, f, s, mpi, bm, &kept, c, err);
-    if (all_ok(rc) != PM_OK) {
+    if (pm_mpi_worst(rc) != PM_OK) {
         if (rc == PM_OK)
-            rc = RC_ELSEWHERE;
+            rc = META_RC_ELSEWHERE;
         goto out;
     }
     for (size_t i = 0; i < a->ndedupe && rc == PM_OK; i++) {
         rc = apply_dedupe(a->dedupe[i], s, mpi, bm, &kept, &c->dedupe[a->dedupe[i]], err);
-        if (all_ok(rc) != PM_OK && rc == PM_OK)
-            rc = RC_ELSEWHERE;
+        if (pm_mpi_worst(rc) != PM_OK && rc == PM_OK)
+            rc = META_RC_ELSEWHERE;
     }
     for (size_t u = (size_t)mpi->rank; u < s->nunits && rc == PM_OK; u += (size_t)mpi->size) {
         char shard[64];
@@ -552,9 +532,9 @@ static int filter_dataset(const struct filter_args *a, struct filter_expr *f,
         rc = view_bitmap_write_store(&bm[u], s->store, p, err);
         c->kept += bm[u].kept;
     }
-    if (all_ok(rc) != PM_OK) {
+    if (pm_mpi_worst(rc) != PM_OK) {
         if (rc == PM_OK)
-            rc = RC_ELSEWHERE;
+            rc = META_RC_ELSEWHERE;
         goto out;
     }
 out:
@@ -625,12 +605,8 @@ static int write_view_json(const struct filter_args *a, const struct filter_expr
 
 int cmd_filter(int argc, char **argv, const struct pm_mpi *mpi)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            if (mpi->rank == 0)
-                fputs(usage, stdout);
-            return PM_EXIT_OK;
-        }
+    if (meta_command_help(argc, argv, usage, mpi))
+        return PM_EXIT_OK;
     struct filter_args a = {0};
     struct pm_error err = PM_ERROR_INIT;
     struct filter_expr *f = NULL;
@@ -665,7 +641,7 @@ int cmd_filter(int argc, char **argv, const struct pm_mpi *mpi)
     json_t *shards = NULL;
     rc = s.is_dataset ? filter_dataset(&a, f, &s, mpi, &c, &shards, &err)
                       : filter_inputs(&a, f, mpi, &c, &err);
-    rc = all_ok(rc) != PM_OK && rc == PM_OK ? RC_ELSEWHERE : rc;
+    rc = pm_mpi_worst(rc) != PM_OK && rc == PM_OK ? META_RC_ELSEWHERE : rc;
     if (rc == PM_OK) {
         uint64_t v[5 + DEDUPE_METHODS], w[5 + DEDUPE_METHODS];
         uint64_t fixed[] = {c.rows, c.success, c.kept_where, c.missing, c.kept};
@@ -693,7 +669,7 @@ int cmd_filter(int argc, char **argv, const struct pm_mpi *mpi)
         }
     }
     json_decref(shards);
-    if (rc != PM_OK && rc != RC_ELSEWHERE)
+    if (rc != PM_OK && rc != META_RC_ELSEWHERE)
         pm_log_error("%s", err.msg);
     MPI_CHECK(MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD));
     exit_status = pm_exit_from_status(rc);

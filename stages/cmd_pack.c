@@ -168,32 +168,36 @@ static int parse_size(const char *s, uint64_t *out)
     return *out ? PM_OK : PM_ERR_USAGE;
 }
 
+/* Also the keys of a pipeline file's [pack] section (cmd_run.c). */
+const struct option cmd_pack_options[] = {
+    {"output", required_argument, 0, 'o'},
+    {"samples-per-shard", required_argument, 0, 'n'},
+    {"shard-bytes", required_argument, 0, 'b'},
+    {"image-size", required_argument, 0, 'i'},
+    {"resize-mode", required_argument, 0, 'r'},
+    {"encode-format", required_argument, 0, 'f'},
+    {"encode-quality", required_argument, 0, 'q'},
+    {"shuffle", no_argument, 0, 'x'},
+    {"seed", required_argument, 0, 's'},
+    {"name", required_argument, 0, 'N'},
+    {"s3-endpoint", required_argument, 0, 'e'},
+    {"s3-part-size", required_argument, 0, 'P'},
+    {"s3-parallel", required_argument, 0, 'J'},
+    {"s3-shards", required_argument, 0, 'U'},
+    {"s3-backoff", required_argument, 0, 'B'},
+    {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0},
+};
+
 static int parse_args(int argc, char **argv, struct pack_args *a, int rank)
 {
     memset(a, 0, sizeof *a);
     a->quality = 95;
     a->resize_mode = IMAGE_RESIZE_CENTER_CROP;
-    static const struct option opts[] = {{"output", required_argument, 0, 'o'},
-                                         {"samples-per-shard", required_argument, 0, 'n'},
-                                         {"shard-bytes", required_argument, 0, 'b'},
-                                         {"image-size", required_argument, 0, 'i'},
-                                         {"resize-mode", required_argument, 0, 'r'},
-                                         {"encode-format", required_argument, 0, 'f'},
-                                         {"encode-quality", required_argument, 0, 'q'},
-                                         {"shuffle", no_argument, 0, 'x'},
-                                         {"seed", required_argument, 0, 's'},
-                                         {"name", required_argument, 0, 'N'},
-                                         {"s3-endpoint", required_argument, 0, 'e'},
-                                         {"s3-part-size", required_argument, 0, 'P'},
-                                         {"s3-parallel", required_argument, 0, 'J'},
-                                         {"s3-shards", required_argument, 0, 'U'},
-                                         {"s3-backoff", required_argument, 0, 'B'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
     optind = 1;
     int c;
     char *end;
-    while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "ho:", cmd_pack_options, NULL)) != -1) {
         switch (c) {
         case 'o':
             a->output = optarg;
@@ -1002,15 +1006,6 @@ static int schema_build(struct unit_ctx *c, struct pm_error *err)
     return rc;
 }
 
-static int agree(int status, const struct pm_mpi *mpi)
-{
-    if (mpi->size == 1)
-        return status;
-    int all = 0;
-    MPI_CHECK(MPI_Allreduce(&status, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
-    return all;
-}
-
 static json_t *config_json(const struct pack_args *a, const struct plan *p)
 {
     json_t *o = json_object();
@@ -1133,7 +1128,7 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
     }
     if (rc != PM_OK)
         pm_log_error("pack: %s", err.msg);
-    rc = agree(rc, mpi);
+    rc = pm_mpi_worst(rc);
     if (rc == PM_OK)
         rc = plan_bcast(&p, PM_OK, mpi);
     struct unit_ctx c = {.a = &a, .p = &p, .src = src, .dst = dst, .img = IMAGE_INIT,
@@ -1154,7 +1149,7 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
         c.tmpdir = tmpdir;
         if (rc != PM_OK)
             pm_log_error("pack: %s", err.msg);
-        rc = agree(rc, mpi);
+        rc = pm_mpi_worst(rc);
     }
     if (rc == PM_OK) {
         pm_error_clear(&err);
@@ -1164,7 +1159,7 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
             rc = pm_error_set(&err, PM_ERR_NOMEM, "out of memory");
         if (rc != PM_OK)
             pm_log_error("pack: %s", err.msg);
-        rc = agree(rc, mpi);
+        rc = pm_mpi_worst(rc);
     }
     if (rc == PM_OK) {
         if (mpi->rank == 0)
@@ -1211,7 +1206,7 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
             pm_log_error("pack: %s", err.msg);
         pm_log_info("pack: rank %d wrote %llu shards, %llu already complete", mpi->rank,
                     (unsigned long long)done, (unsigned long long)skipped);
-        rc = agree(my, mpi);
+        rc = pm_mpi_worst(my);
         work_counter_free(wc);
     }
     if (rc == PM_OK && mpi->rank == 0) {
@@ -1220,7 +1215,7 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
         if (rc != PM_OK)
             pm_log_error("pack: dataset.json: %s", err.msg);
     }
-    rc = agree(rc, mpi);
+    rc = pm_mpi_worst(rc);
     upload_queue_free(c.uq);
     if (tmpdir[0])
         rmdir(tmpdir);

@@ -71,41 +71,12 @@ enum stage_id { ST_DOWNLOAD, ST_DEDUPE, ST_FILTER, ST_PACK, ST_TRAIN, ST_COUNT }
     {                                                                                              \
         NULL, OPT_VALUE                                                                            \
     }
-/* The stages' options, as in their --help (tests/test_pipeline_run.py checks both ways). */
-static const struct stage_opt download_opts[] = {{"input", OPT_REPEAT},
-                                                 {"input-format", OPT_VALUE},
-                                                 {"url-col", OPT_VALUE},
-                                                 {"caption-col", OPT_VALUE},
-                                                 {"keep-cols", OPT_VALUE},
-                                                 {"image-size", OPT_VALUE},
-                                                 {"resize-mode", OPT_VALUE},
-                                                 {"resize-only-if-bigger", OPT_FLAG},
-                                                 {"encode-format", OPT_VALUE},
-                                                 {"encode-quality", OPT_VALUE},
-                                                 {"samples-per-shard", OPT_VALUE},
-                                                 {"timeout", OPT_VALUE},
-                                                 {"retries", OPT_VALUE},
-                                                 {"concurrency", OPT_VALUE},
-                                                 {"threads", OPT_VALUE},
-                                                 {"min-image-size", OPT_VALUE},
-                                                 {"max-image-area", OPT_VALUE},
-                                                 {"max-aspect-ratio", OPT_VALUE},
-                                                 {"max-bytes", OPT_VALUE},
-                                                 {"max-pixels", OPT_VALUE},
-                                                 {"where", OPT_REPEAT},
-                                                 {"dedupe-urls", OPT_FLAG},
-                                                 {"dedupe-memory-limit", OPT_VALUE},
-                                                 {"user-agent-token", OPT_VALUE},
-                                                 {"disallowed-header-directives", OPT_VALUE},
-                                                 {"allow-private-network", OPT_FLAG},
-                                                 {"ca-file", OPT_VALUE},
-                                                 {"metrics-file", OPT_VALUE},
-                                                 {"quiet", OPT_FLAG},
-                                                 {"allow-address", OPT_REPEAT},
-                                                 {"progress-tty", OPT_FLAG},
-                                                 {"work-dir", OPT_VALUE},
-                                                 {"s3-endpoint", OPT_VALUE},
-                                                 END};
+/*
+ * The keys of each stage's section: a command with a getopt table (download, pack) gives
+ * its long options (less --help and those in `skip`; `repeat` lists the repeatable ones),
+ * plus the keys in `opts`; the others list theirs in `opts`, as in their --help
+ * (tests/test_pipeline_run.py checks that every option of --help is a key).
+ */
 static const struct stage_opt dedupe_opts[] = {{"by", OPT_REPEAT},
                                                {"hamming", OPT_VALUE},
                                                {"keep", OPT_VALUE},
@@ -115,23 +86,7 @@ static const struct stage_opt dedupe_opts[] = {{"by", OPT_REPEAT},
                                                END};
 static const struct stage_opt filter_opts[] = {
     {"where", OPT_REPEAT}, {"dedupe", OPT_VALUE}, {"view", OPT_VALUE}, {"json", OPT_FLAG}, END};
-static const struct stage_opt pack_opts[] = {{"source", OPT_OWN},
-                                             {"output", OPT_VALUE},
-                                             {"samples-per-shard", OPT_VALUE},
-                                             {"shard-bytes", OPT_VALUE},
-                                             {"image-size", OPT_VALUE},
-                                             {"resize-mode", OPT_VALUE},
-                                             {"encode-format", OPT_VALUE},
-                                             {"encode-quality", OPT_VALUE},
-                                             {"shuffle", OPT_FLAG},
-                                             {"seed", OPT_VALUE},
-                                             {"name", OPT_VALUE},
-                                             {"s3-endpoint", OPT_VALUE},
-                                             {"s3-part-size", OPT_VALUE},
-                                             {"s3-parallel", OPT_VALUE},
-                                             {"s3-backoff", OPT_VALUE},
-                                             {"s3-shards", OPT_VALUE},
-                                             END};
+static const struct stage_opt pack_opts[] = {{"source", OPT_OWN}, END};
 static const struct stage_opt train_opts[] = {{"data", OPT_VALUE},
                                               {"model", OPT_VALUE},
                                               {"steps", OPT_VALUE},
@@ -159,16 +114,52 @@ struct stage_def {
     const char *name;
     int (*fn)(int argc, char **argv, const struct pm_mpi *mpi);
     const struct stage_opt *opts;
+    const struct option *getopts;
+    const char *const *repeat; /* getopts that may be given more than once */
+    const char *const *skip;   /* getopts that are no keys: run sets them */
 };
+
+static const char *const download_repeat[] = {"input", "where", "allow-address", NULL};
+static const char *const download_skip[] = {"output", NULL};
+static const char *const none[] = {NULL};
 
 static const struct stage_def stage_defs[ST_COUNT] = {
-    {"download", cmd_download, download_opts}, {"dedupe", cmd_dedupe, dedupe_opts},
-    {"filter", cmd_filter, filter_opts},       {"pack", cmd_pack, pack_opts},
-    {"train", cmd_train, train_opts},
+    {"download", cmd_download, NULL, cmd_download_options, download_repeat, download_skip},
+    {"dedupe", cmd_dedupe, dedupe_opts, NULL, none, none},
+    {"filter", cmd_filter, filter_opts, NULL, none, none},
+    {"pack", cmd_pack, pack_opts, cmd_pack_options, none, none},
+    {"train", cmd_train, train_opts, NULL, none, none},
 };
 
+static bool name_in(const char *const *list, const char *name)
+{
+    for (; *list; list++)
+        if (!strcmp(*list, name))
+            return true;
+    return false;
+}
+
+// The key `name` of stage d's section, if it has one.
+static bool stage_opt_find(const struct stage_def *d, const char *name, struct stage_opt *out)
+{
+    for (const struct stage_opt *o = d->opts; o && o->name; o++)
+        if (!strcmp(o->name, name)) {
+            *out = *o;
+            return true;
+        }
+    for (const struct option *g = d->getopts; g && g->name; g++)
+        if (!strcmp(g->name, name) && strcmp(name, "help") != 0 && !name_in(d->skip, name)) {
+            out->name = g->name;
+            out->kind = g->has_arg == no_argument  ? OPT_FLAG
+                        : name_in(d->repeat, name) ? OPT_REPEAT
+                                                   : OPT_VALUE;
+            return true;
+        }
+    return false;
+}
+
 struct kv {
-    const struct stage_opt *opt;
+    struct stage_opt opt;
     char *value;
     int line;
 };
@@ -348,10 +339,8 @@ static int on_key(void *user, const char *section, const char *name, const char 
         return p->dataset != NULL;
     }
     const struct stage_def *d = &stage_defs[p->cur];
-    const struct stage_opt *o = d->opts;
-    while (o->name && strcmp(o->name, name) != 0)
-        o++;
-    if (!o->name) {
+    struct stage_opt o;
+    if (!stage_opt_find(d, name, &o)) {
         if (p->cur == ST_DOWNLOAD && !strcmp(name, "output"))
             pipe_error(p, p->line,
                        "[download] writes the [pipeline] dataset; set "
@@ -364,19 +353,19 @@ static int on_key(void *user, const char *section, const char *name, const char 
         return 0;
     }
     struct section *sec = &p->st[p->cur];
-    if (o->kind != OPT_REPEAT)
+    if (o.kind != OPT_REPEAT)
         for (size_t i = 0; i < sec->nkv; i++)
-            if (sec->kv[i].opt == o) {
+            if (!strcmp(sec->kv[i].opt.name, o.name)) {
                 pipe_error(p, p->line, "'%s' given twice in [%s] (first at line %d)", name, d->name,
                            sec->kv[i].line);
                 return 0;
             }
     bool b;
-    if (o->kind == OPT_FLAG && !parse_bool(value, &b)) {
+    if (o.kind == OPT_FLAG && !parse_bool(value, &b)) {
         pipe_error(p, p->line, "'%s' is a flag: true or false, not '%s'", name, value);
         return 0;
     }
-    if (o->kind != OPT_FLAG && !*value) {
+    if (o.kind != OPT_FLAG && !*value) {
         pipe_error(p, p->line, "'%s' has no value", name);
         return 0;
     }
@@ -394,7 +383,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
 static const char *kv_get(const struct section *sec, const char *name)
 {
     for (size_t i = 0; i < sec->nkv; i++)
-        if (!strcmp(sec->kv[i].opt->name, name))
+        if (!strcmp(sec->kv[i].opt.name, name))
             return sec->kv[i].value;
     return NULL;
 }
@@ -549,16 +538,16 @@ static int cmdline_build(const struct pipeline *p, int s, struct cmdline *c)
     }
     for (size_t i = 0; i < sec->nkv; i++) {
         const struct kv *kv = &sec->kv[i];
-        if (kv->opt->kind == OPT_OWN)
+        if (kv->opt.kind == OPT_OWN)
             continue;
         bool on = true;
-        if (kv->opt->kind == OPT_FLAG && (parse_bool(kv->value, &on), !on))
+        if (kv->opt.kind == OPT_FLAG && (parse_bool(kv->value, &on), !on))
             continue;
-        char *opt = own(c, join2("--", "", kv->opt->name));
+        char *opt = own(c, join2("--", "", kv->opt.name));
         if (!opt)
             return PM_ERR_NOMEM;
         c->argv[c->argc++] = opt;
-        if (kv->opt->kind != OPT_FLAG)
+        if (kv->opt.kind != OPT_FLAG)
             c->argv[c->argc++] = kv->value;
     }
     c->argv[c->argc] = NULL;
@@ -610,7 +599,7 @@ static bool stage_complete(const struct pipeline *p, int s, const struct cmdline
         bool ok = json_is_object(ms);
         bool any_by = false;
         for (size_t i = 0; i < sec->nkv && ok; i++) {
-            if (strcmp(sec->kv[i].opt->name, "by") != 0)
+            if (strcmp(sec->kv[i].opt.name, "by") != 0)
                 continue;
             any_by = true;
             char *list = strdup(sec->kv[i].value);

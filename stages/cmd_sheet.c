@@ -149,6 +149,8 @@ static const char *unit_shard_name(void *ctx, size_t unit, char *buf, size_t siz
 
 int cmd_sheet(int argc, char **argv, const struct pm_mpi *mpi)
 {
+    if (meta_command_help(argc, argv, usage, mpi))
+        return PM_EXIT_OK;
     const char **where = calloc((size_t)argc + 1, sizeof *where);
     size_t nwhere = 0, n = 64;
     const char *target = NULL, *sort = NULL, *outpath = NULL;
@@ -164,12 +166,7 @@ int cmd_sheet(int argc, char **argv, const struct pm_mpi *mpi)
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         int has = i + 1 < argc;
-        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
-            if (mpi->rank == 0)
-                fputs(usage, stdout);
-            free(where);
-            return PM_EXIT_OK;
-        } else if (!strcmp(o, "--where") && has)
+        if (!strcmp(o, "--where") && has)
             where[nwhere++] = argv[++i];
         else if (!strcmp(o, "--n") && has) {
             long v = strtol(argv[++i], NULL, 10);
@@ -294,9 +291,7 @@ int cmd_sheet(int argc, char **argv, const struct pm_mpi *mpi)
     table_batch_release(&b);
     free(keep);
     free(cols);
-    int worst = rc;
-    MPI_CHECK(MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
-    if (worst != PM_OK) {
+    if (pm_mpi_worst(rc) != PM_OK) {
         if (rc != PM_OK)
             pm_log_error("%s", err.msg);
         exit_status = pm_exit_from_status(rc == PM_OK ? PM_ERR_IO : rc);

@@ -467,7 +467,7 @@ static int reduce_to_root(struct accum *acc, const struct pm_mpi *mpi, struct pm
     for (int step = 1; step < mpi->size; step *= 2) {
         if (mpi->rank % (2 * step) == step) {
             // sent even after a failed merge below, so the tree never waits forever;
-            // the caller's agree() then fails every rank
+            // the caller's pm_mpi_worst() then fails every rank
             struct bytebuf b = BYTEBUF_INIT;
             int src = put_u64(&b, acc->rows);
             for (size_t c = 0; !src && c < acc->ncols; c++)
@@ -886,16 +886,6 @@ static int print_results(struct accum *acc, const struct stats_args *a, const st
     return fflush(stdout) ? PM_ERR_IO : PM_OK;
 }
 
-// Combine a status over all ranks (the largest code wins; 0 only if all are 0).
-static int agree(int status, const struct pm_mpi *mpi)
-{
-    if (mpi->size == 1)
-        return status;
-    int all = 0;
-    MPI_CHECK(MPI_Allreduce(&status, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
-    return all;
-}
-
 int cmd_stats(int argc, char **argv, const struct pm_mpi *mpi)
 {
     struct stats_args a;
@@ -926,19 +916,19 @@ int cmd_stats(int argc, char **argv, const struct pm_mpi *mpi)
             rc = fold_my_units(&acc, &p, &a, mpi, &err);
         if (rc)
             pm_log_error("stats: %s", err.msg[0] ? err.msg : pm_strerror(rc));
-        rc = agree(rc, mpi);
+        rc = pm_mpi_worst(rc);
         if (!rc) {
             rc = reduce_to_root(&acc, mpi, &err);
             if (rc)
                 pm_log_error("stats: %s", err.msg);
-            rc = agree(rc, mpi);
+            rc = pm_mpi_worst(rc);
         }
         if (!rc && mpi->rank == 0) {
             rc = print_results(&acc, &a, &p);
             if (rc)
                 pm_log_error("stats: cannot print the results: %s", pm_strerror(rc));
         }
-        rc = agree(rc, mpi);
+        rc = pm_mpi_worst(rc);
     }
     accum_release(&acc);
     plan_release(&p);

@@ -30,7 +30,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RC_ELSEWHERE 1000
 // Up to this many thresholds, count with one loop per threshold; above, bucket by search.
 #define SWEEP_LOOP_MAX 16
 // Default values a rank holds for the histogram before it bins in a second pass (2 MiB).
@@ -479,13 +478,6 @@ static int sweep_units(const struct sweep_args *a, struct filter_expr *f,
     return rc;
 }
 
-static int all_ok(int rc)
-{
-    int worst = rc;
-    MPI_CHECK(MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
-    return worst;
-}
-
 static const char *unit_shard_name(void *ctx, size_t unit, char *buf, size_t size)
 {
     return meta_source_shard_name(ctx, unit, buf, size);
@@ -599,12 +591,8 @@ static void svg_curve(FILE *out, const double *tv, char **tt, const double *frac
 
 int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            if (mpi->rank == 0)
-                fputs(usage, stdout);
-            return PM_EXIT_OK;
-        }
+    if (meta_command_help(argc, argv, usage, mpi))
+        return PM_EXIT_OK;
     struct sweep_args a = {0};
     struct pm_error err = PM_ERROR_INIT;
     struct filter_expr *f = NULL;
@@ -679,10 +667,10 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
             st.kept[t] = a.op == OP_LT || a.op == OP_LE ? below : total - below;
         }
     }
-    if (all_ok(rc) != PM_OK) {
+    if (pm_mpi_worst(rc) != PM_OK) {
         if (rc != PM_OK)
             pm_log_error("%s", err.msg);
-        exit_status = pm_exit_from_status(rc == PM_OK ? RC_ELSEWHERE : rc);
+        exit_status = pm_exit_from_status(rc == PM_OK ? META_RC_ELSEWHERE : rc);
         goto out;
     }
     // Reduce counts.
@@ -707,10 +695,10 @@ int cmd_sweep(int argc, char **argv, const struct pm_mpi *mpi)
             // This rank passed more values than it holds: bin them in a second pass.
             rc = sweep_units(&a, f, &s, mpi, &st, 0, 1, &err);
         }
-        if (all_ok(rc) != PM_OK) {
+        if (pm_mpi_worst(rc) != PM_OK) {
             if (rc != PM_OK)
                 pm_log_error("%s", err.msg);
-            exit_status = pm_exit_from_status(rc == PM_OK ? RC_ELSEWHERE : rc);
+            exit_status = pm_exit_from_status(rc == PM_OK ? META_RC_ELSEWHERE : rc);
             goto out;
         }
     }

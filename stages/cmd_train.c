@@ -231,15 +231,7 @@ static int reduce_grads(float *g, size_t n, const struct pm_mpi *mpi, float *rec
     return PM_OK;
 }
 
-// Every rank's status to all: the first failing rank's code (0 if all fine).
-int train_agree_status(int rc)
-{
-    int worst = rc != PM_OK ? rc : 0, out = 0;
-    MPI_CHECK(MPI_Allreduce(&worst, &out, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
-    return out;
-}
-
-void train_set_metrics(struct metrics *m, uint64_t step, double loss, double ips, double waitf,
+static void set_metrics(struct metrics *m, uint64_t step, double loss, double ips, double waitf,
                         uint64_t images, uint64_t corrupt, double wait_total)
 {
     metrics_set(m, "pixelmill_train_step", "optimizer steps done", METRIC_GAUGE, NULL, NULL,
@@ -260,6 +252,56 @@ void train_set_metrics(struct metrics *m, uint64_t step, double loss, double ips
                 METRIC_COUNTER, NULL, NULL, wait_total);
 }
 
+enum train_next train_step_end(const struct train_args *a, const struct pm_mpi *mpi,
+                               const struct train_step *s, float *losses, struct metrics *m,
+                               uint64_t *images)
+{
+    // global loss: the per-rank means gathered and summed in rank order
+    float one = s->loss;
+    if (mpi->size > 1)
+        MPI_CHECK(MPI_Allgather(&s->loss, 1, MPI_FLOAT, losses, 1, MPI_FLOAT, MPI_COMM_WORLD));
+    else
+        losses = &one;
+    double gl = 0;
+    for (int r = 0; r < mpi->size; r++)
+        gl += losses[r];
+    gl /= mpi->size;
+    unsigned long long c = s->corrupt, call = 0;
+    MPI_CHECK(MPI_Allreduce(&c, &call, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, MPI_COMM_WORLD));
+    int flag = pm_signal_pending() != 0, any = 0;
+    MPI_CHECK(MPI_Allreduce(&flag, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    double dt = train_now_s() - s->t0;
+    *images += (uint64_t)a->batch;
+    double waitf = dt > 0 ? s->wait_s / dt : 0;
+    double ips = dt > 0 ? (double)a->batch / dt : 0;
+    bool last = (long long)s->step == a->steps;
+    if (mpi->rank == 0) {
+        if (s->step % (uint64_t)a->log_every == 0 || last || any) {
+            printf("step %llu/%lld loss %.6f img/s %.2f data_wait %.3f corrupt %llu%s\n",
+                   (unsigned long long)s->step, a->steps, gl, ips, waitf, call, s->extra);
+            fflush(stdout);
+        }
+        if (a->metrics_file) {
+            set_metrics(m, s->step, gl, ips, waitf, *images, call, s->wait_total);
+            struct pm_error merr = PM_ERROR_INIT;
+            if (metrics_write_file(m, a->metrics_file, &merr) != PM_OK)
+                pm_log_warn("metrics: %s", merr.msg);
+        }
+    }
+    if (any && !last)
+        return TRAIN_SAVE_STOP;
+    return last || (a->every > 0 && s->step % (uint64_t)a->every == 0) || any ? TRAIN_SAVE
+                                                                              : TRAIN_GO;
+}
+
+int train_stopped(const struct pm_mpi *mpi, uint64_t step)
+{
+    if (mpi->rank == 0)
+        pm_log_info("stopped by a signal after step %llu; checkpoint written, exit 75",
+                    (unsigned long long)step);
+    return PM_EXIT_RESUMABLE;
+}
+
 static int save(struct trainer *t, const struct train_args *a, const struct loader *l,
                 const struct pm_mpi *mpi)
 {
@@ -274,7 +316,7 @@ static int save(struct trainer *t, const struct train_args *a, const struct load
         if (rc != PM_OK)
             pm_log_error("checkpoint: %s", err.msg);
     }
-    return train_agree_status(rc);
+    return pm_mpi_worst(rc);
 }
 
 /*
@@ -323,7 +365,7 @@ static int evaluate(struct trainer *t, const struct train_args *a, const struct 
             rc = trainer_compute_gradients_explicit(t, x0, b.captions, ts, noise, NULL, Bl, &loss,
                                                     err);
         }
-        if (train_agree_status(rc) != 0) {
+        if (pm_mpi_worst(rc) != 0) {
             if (rc == PM_OK)
                 rc = pm_error_set(err, PM_ERR_IO, "evaluation failed on another rank");
             break;
@@ -406,7 +448,7 @@ int cmd_train(int argc, char **argv, const struct pm_mpi *mpi)
     int rc = trainer_create(&to, &t, &err);
     if (rc == PM_OK)
         rc = loader_open(&lo, &l, &err);
-    if (train_agree_status(rc) != 0) {
+    if (pm_mpi_worst(rc) != 0) {
         if (rc != PM_OK)
             pm_log_error("%s", err.msg);
         exit_code = pm_exit_from_status(rc != PM_OK ? rc : PM_ERR_IO);
@@ -430,7 +472,7 @@ int cmd_train(int argc, char **argv, const struct pm_mpi *mpi)
                             (unsigned long long)st.nsamples);
         }
         free(blob);
-        if (train_agree_status(rc) != 0) {
+        if (pm_mpi_worst(rc) != 0) {
             if (rc != PM_OK)
                 pm_log_error("resume: %s", err.msg);
             goto done;
@@ -461,7 +503,7 @@ int cmd_train(int argc, char **argv, const struct pm_mpi *mpi)
                     a.model, a.data, (unsigned long long)loader_num_samples(l), n, a.batch,
                     mpi->size, (unsigned long long)trainer_step(t), a.steps);
 
-    uint64_t images = 0, corrupt_all = 0;
+    uint64_t images = 0;
     bool stopped = false;
     while ((long long)trainer_step(t) < a.steps) {
         double t0 = train_now_s();
@@ -474,7 +516,7 @@ int cmd_train(int argc, char **argv, const struct pm_mpi *mpi)
             struct trainer_batch tb = {b.B, b.images, NULL, b.captions, b.first_index};
             rc = trainer_compute_gradients(t, &tb, &loss, &err);
         }
-        if (train_agree_status(rc) != 0) {
+        if (pm_mpi_worst(rc) != 0) {
             if (rc != PM_OK)
                 pm_log_error("step %llu: %s", (unsigned long long)trainer_step(t) + 1, err.msg);
             goto done;
@@ -489,53 +531,24 @@ int cmd_train(int argc, char **argv, const struct pm_mpi *mpi)
             reduce_grads(trainer_grads(t), n, mpi, recv, counts, displs);
         trainer_scale_grads(t, 1.0f / (float)mpi->size);
         trainer_apply_update(t);
-        // global loss: the per-rank means gathered and summed in rank order
-        float *losses = recv ? recv : &loss;
-        if (mpi->size > 1)
-            MPI_CHECK(MPI_Allgather(&loss, 1, MPI_FLOAT, losses, 1, MPI_FLOAT, MPI_COMM_WORLD));
-        double gl = 0;
-        for (int r = 0; r < mpi->size; r++)
-            gl += losses[r];
-        gl /= mpi->size;
         loader_get_stats(l, &ls1);
-        unsigned long long c = ls1.corrupt, call = 0;
-        MPI_CHECK(MPI_Allreduce(&c, &call, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, MPI_COMM_WORLD));
-        corrupt_all = call;
-        int flag = pm_signal_pending() != 0, any = 0;
-        MPI_CHECK(MPI_Allreduce(&flag, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
-        double dt = train_now_s() - t0;
-        images += (uint64_t)a.batch;
-        uint64_t step = trainer_step(t);
-        double waitf = dt > 0 ? (ls1.wait_s - ls0.wait_s) / dt : 0;
-        double ips = dt > 0 ? (double)a.batch / dt : 0;
-        if (mpi->rank == 0) {
-            if (step % (uint64_t)a.log_every == 0 || (long long)step == a.steps || any) {
-                printf("step %llu/%lld loss %.6f img/s %.2f data_wait %.3f corrupt %llu\n",
-                       (unsigned long long)step, a.steps, gl, ips, waitf, call);
-                fflush(stdout);
-            }
-            if (a.metrics_file) {
-                train_set_metrics(&m, step, gl, ips, waitf, images, corrupt_all, ls1.wait_s);
-                struct pm_error merr = PM_ERROR_INIT;
-                if (metrics_write_file(&m, a.metrics_file, &merr) != PM_OK)
-                    pm_log_warn("metrics: %s", merr.msg);
-            }
-        }
-        bool last = (long long)step == a.steps;
-        if (last || (a.every > 0 && step % (uint64_t)a.every == 0) || any) {
-            if (save(t, &a, l, mpi) != 0)
-                goto done;
-        }
-        if (any && !last) {
+        struct train_step s = {.step = trainer_step(t),
+                               .loss = loss,
+                               .t0 = t0,
+                               .wait_s = ls1.wait_s - ls0.wait_s,
+                               .wait_total = ls1.wait_s,
+                               .corrupt = ls1.corrupt,
+                               .extra = ""};
+        enum train_next next = train_step_end(&a, mpi, &s, recv, &m, &images);
+        if (next != TRAIN_GO && save(t, &a, l, mpi) != 0)
+            goto done;
+        if (next == TRAIN_SAVE_STOP) {
             stopped = true;
             break;
         }
     }
     if (stopped) {
-        if (mpi->rank == 0)
-            pm_log_info("stopped by a signal after step %llu; checkpoint written, exit 75",
-                        (unsigned long long)trainer_step(t));
-        exit_code = PM_EXIT_RESUMABLE;
+        exit_code = train_stopped(mpi, trainer_step(t));
     } else {
         exit_code = PM_EXIT_OK;
         if (a.eval_data) {

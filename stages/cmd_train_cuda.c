@@ -105,7 +105,7 @@ static int save(struct cuda_loop *c, const struct loader_state *st)
         if (rc != PM_OK)
             pm_log_error("checkpoint: %s", err.msg);
     }
-    return train_agree_status(rc);
+    return pm_mpi_worst(rc);
 }
 
 // Node-local rank (ranks sharing this machine), for the choice of GPU.
@@ -188,7 +188,7 @@ int cmd_train_cuda(const struct train_args *a, const struct pm_mpi *mpi)
         rc = gpu_trainer_create(&to, prec, ndev > 0 ? lr % ndev : 0, &c.g, &err);
     if (rc == PM_OK)
         rc = loader_open(&lo, &c.l, &err);
-    if (train_agree_status(rc) != 0) {
+    if (pm_mpi_worst(rc) != 0) {
         if (rc != PM_OK)
             pm_log_error("%s", err.msg);
         exit_code = pm_exit_from_status(rc != PM_OK ? rc : PM_ERR_IO);
@@ -198,11 +198,11 @@ int cmd_train_cuda(const struct train_args *a, const struct pm_mpi *mpi)
         unsigned char id[GPU_TRAINER_NCCL_ID_BYTES] = {0};
         if (mpi->rank == 0)
             rc = gpu_trainer_nccl_id(id, &err);
-        if (train_agree_status(rc) == 0) {
+        if (pm_mpi_worst(rc) == 0) {
             MPI_CHECK(MPI_Bcast(id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD));
             rc = gpu_trainer_join(c.g, id, mpi->rank, mpi->size, &err);
         }
-        if (train_agree_status(rc) != 0) {
+        if (pm_mpi_worst(rc) != 0) {
             if (rc != PM_OK)
                 pm_log_error("NCCL: %s", err.msg);
             goto done;
@@ -224,7 +224,7 @@ int cmd_train_cuda(const struct train_args *a, const struct pm_mpi *mpi)
                             (unsigned long long)gpu_trainer_step(c.g));
         }
         free(blob);
-        if (train_agree_status(rc) != 0) {
+        if (pm_mpi_worst(rc) != 0) {
             if (rc != PM_OK)
                 pm_log_error("resume: %s", err.msg);
             goto done;
@@ -282,65 +282,37 @@ int cmd_train_cuda(const struct train_args *a, const struct pm_mpi *mpi)
         if (rc == PM_OK)
             rc = gpu_trainer_finish_step(c.g, &loss, &err);
         double gpu_wait = train_now_s() - gpu_wait0;
-        if (train_agree_status(rc) != 0) {
+        if (pm_mpi_worst(rc) != 0) {
             if (rc != PM_OK)
                 pm_log_error("step %llu: %s", (unsigned long long)step, err.msg);
             goto done_losses;
         }
         keys_write_current(&c);
-        MPI_CHECK(MPI_Allgather(&loss, 1, MPI_FLOAT, losses, 1, MPI_FLOAT, MPI_COMM_WORLD));
-        double gl = 0;
-        for (int r = 0; r < mpi->size; r++)
-            gl += losses[r];
-        gl /= mpi->size;
-        loader_get_stats(c.l, &ls1);
-        unsigned long long cr = ls1.corrupt, call = 0;
-        MPI_CHECK(MPI_Allreduce(&cr, &call, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, MPI_COMM_WORLD));
-        int flag = pm_signal_pending() != 0, any = 0;
-        MPI_CHECK(MPI_Allreduce(&flag, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
-        double dt = train_now_s() - t0;
-        images += (uint64_t)a->batch;
         // data_wait as on the CPU: the fraction of the step loader_next() blocked for
         // decoded data. Here that happens while the GPU computes, so it costs GPU time only
         // when host_fetch exceeds the GPU's step (then gpu_wait is ~0).
-        double fetch = c.fetch_s - fetch0;
+        loader_get_stats(c.l, &ls1);
         double loader_wait = ls1.wait_s - ls0.wait_s;
-        double waitf = dt > 0 ? loader_wait / dt : 0;
         wait_total += loader_wait;
-        double ips = dt > 0 ? (double)a->batch / dt : 0;
-        if (mpi->rank == 0) {
-            if (step % (uint64_t)a->log_every == 0 || (long long)step == a->steps || any) {
-                printf("step %llu/%lld loss %.6f img/s %.2f data_wait %.3f corrupt %llu "
-                       "host_fetch_ms %.2f gpu_wait_ms %.2f\n",
-                       (unsigned long long)step, a->steps, gl, ips, waitf, call, 1e3 * fetch,
-                       1e3 * gpu_wait);
-                fflush(stdout);
-            }
-            if (a->metrics_file) {
-                train_set_metrics(&m, step, gl, ips, waitf, images, call, wait_total);
-                struct pm_error merr = PM_ERROR_INIT;
-                if (metrics_write_file(&m, a->metrics_file, &merr) != PM_OK)
-                    pm_log_warn("metrics: %s", merr.msg);
-            }
-        }
-        bool last = (long long)step == a->steps;
-        if (last || (a->every > 0 && step % (uint64_t)a->every == 0) || any) {
-            if (save(&c, &st_step) != 0)
-                goto done_losses;
-        }
-        if (any && !last) {
+        char extra[96];
+        snprintf(extra, sizeof extra, " host_fetch_ms %.2f gpu_wait_ms %.2f",
+                 1e3 * (c.fetch_s - fetch0), 1e3 * gpu_wait);
+        struct train_step s = {.step = step,
+                               .loss = loss,
+                               .t0 = t0,
+                               .wait_s = loader_wait,
+                               .wait_total = wait_total,
+                               .corrupt = ls1.corrupt,
+                               .extra = extra};
+        enum train_next next = train_step_end(a, mpi, &s, losses, &m, &images);
+        if (next != TRAIN_GO && save(&c, &st_step) != 0)
+            goto done_losses;
+        if (next == TRAIN_SAVE_STOP) {
             stopped = true;
             break;
         }
     }
-    if (stopped) {
-        if (mpi->rank == 0)
-            pm_log_info("stopped by a signal after step %llu; checkpoint written, exit 75",
-                        (unsigned long long)gpu_trainer_step(c.g));
-        exit_code = PM_EXIT_RESUMABLE;
-    } else {
-        exit_code = PM_EXIT_OK;
-    }
+    exit_code = stopped ? train_stopped(mpi, gpu_trainer_step(c.g)) : PM_EXIT_OK;
 done_losses:
     free(losses);
 done:

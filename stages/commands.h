@@ -11,6 +11,8 @@
 
 #include "pm_mpi.h"
 
+#include <getopt.h>
+
 /* Exit statuses shared by every command (DESIGN §3). */
 enum pm_exit {
     PM_EXIT_OK = 0,          /* done */
@@ -25,11 +27,17 @@ int cmd_download(int argc, char **argv, const struct pm_mpi *mpi);
 /** Map a pm_status code to an exit status (usage -> 2, interrupted -> 75, else 1). */
 int pm_exit_from_status(int status);
 
+/** download's long options (getopt_long); `pixelmill run` takes its [download] keys from it. */
+extern const struct option cmd_download_options[];
+
 /** pixelmill stats: column summaries of metadata tables (stages/cmd_stats.c). */
 int cmd_stats(int argc, char **argv, const struct pm_mpi *mpi);
 
 /** pixelmill pack: uniform (optionally shuffled, resized) shards of a dataset or view. */
 int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi);
+
+/** pack's long options (getopt_long); `pixelmill run` takes its [pack] keys from it. */
+extern const struct option cmd_pack_options[];
 
 /** pixelmill verify: check a dataset's shards, sidecars, counts and checksums. */
 int cmd_verify(int argc, char **argv, const struct pm_mpi *mpi);

@@ -3,6 +3,9 @@
  */
 #include "meta_source.h"
 
+#include "pm_log.h"
+#include "view.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -10,6 +13,27 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+bool meta_command_help(int argc, char *const *argv, const char *usage, const struct pm_mpi *mpi)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            if (mpi->rank == 0)
+                fputs(usage, stdout);
+            return true;
+        }
+    return false;
+}
+
+int meta_option_methods(const char *option, const char *value, int *methods, size_t *n)
+{
+    struct pm_error err = PM_ERROR_INIT;
+    if (dedupe_method_list_parse(value, option, methods, n, &err) != PM_OK) {
+        pm_log_error("%s", err.msg);
+        return -1;
+    }
+    return 0;
+}
 
 static int add_file(struct meta_source *s, const char *path)
 {

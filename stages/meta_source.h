@@ -9,6 +9,9 @@
  * A dataset is read and written through its store (store.h): the commands write views
  * and dedupe marks with `s->store`, so the same code serves both backends. Sidecars on S3
  * are fetched to a private temporary file per unit (removed as soon as it is open).
+ *
+ * It also holds the start those commands share: the --help check and the dedupe-method
+ * option (the all-ranks status check is pm_mpi_worst()).
  */
 #ifndef PM_META_SOURCE_H
 #define PM_META_SOURCE_H
@@ -17,12 +20,16 @@
 #include "dataset_index.h"
 #include "filter_expr.h"
 #include "pm_error.h"
+#include "pm_mpi.h"
 #include "store.h"
 #include "table_reader.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* The status of a rank that stopped because another rank failed (reported there). */
+#define META_RC_ELSEWHERE 1000
 
 struct meta_unit {
     size_t file;       /* index into files */
@@ -42,6 +49,18 @@ struct meta_source {
     struct meta_unit *units;
     size_t nunits;
 };
+
+/**
+ * The option preamble of a tuning command: if `--help` or `-h` is anywhere in argv, rank 0
+ * prints `usage` on stdout and this returns true (the command returns PM_EXIT_OK).
+ */
+bool meta_command_help(int argc, char *const *argv, const char *usage, const struct pm_mpi *mpi);
+
+/**
+ * Parse the value of a dedupe-method option (`option` is "--by" or "--dedupe"; see
+ * dedupe_method_list_parse) into methods[0..*n), logging the error. Returns 0 or -1.
+ */
+int meta_option_methods(const char *option, const char *value, int *methods, size_t *n);
 
 /** Open `paths`: one directory or one s3:// URL is a dataset (its dataset.json is read);
  * otherwise every path is an input file whose parts are listed. S3 settings come from the

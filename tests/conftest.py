@@ -1,5 +1,6 @@
 """Shared pytest fixtures: where the built binaries are, and how to run them."""
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -26,6 +27,15 @@ def run(args, check=True, timeout=600, **kw):
         raise AssertionError(f"{args} exited {r.returncode}\nstdout:\n{r.stdout}\n"
                              f"stderr:\n{r.stderr}")
     return r
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a server the test starts)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def mpirun(np_, args, **kw):

@@ -34,17 +34,11 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from conftest import free_port
+
 ACCESS_KEY = "AKIAPIXELMILLTEST01"
 SECRET_KEY = "pmSecret/Do+Not+Print+0123456789abcdefXYZ"
 REGION = "eu-west-3"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class MotoServer:

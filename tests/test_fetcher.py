@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import run, tool
+from conftest import free_port, run, tool
 
 
 def body_bytes(n):
@@ -440,10 +440,7 @@ def test_thousand_urls_reuse_connections():
 
 
 def test_connection_refused_is_retried(server):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there now
+    port = free_port()  # nothing listens there now
     res, stats, _ = fetch([f"http://127.0.0.1:{port}/x"], *PRIVATE, "--retries", "1",
                           "--backoff-ms", "50")
     assert res[0]["error"] == "connect" and res[0]["attempts"] == 2, res[0]
@@ -495,14 +492,6 @@ def test_429_pauses_the_whole_host(server):
     first = server.state.times("/once429/h")[0]
     for p in ("/img/10", "/img/11"):
         assert server.state.times(p)[0] - first >= 1.0
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 NGINX_CONF = """

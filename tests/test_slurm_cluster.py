@@ -7,26 +7,17 @@ work into a progress file and stops cleanly on a signal with exit 75, as the sta
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, tool
+from conftest import ROOT, free_port, tool
 
 pytestmark = pytest.mark.skipif(
     shutil.which("slurmctld") is None or os.geteuid() != 0,
     reason="needs slurm-wlm and munge (scripts/install-deps.sh) and root")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture(scope="module")

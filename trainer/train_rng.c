@@ -1,8 +1,6 @@
 // train_rng — xoshiro256** (Blackman & Vigna) seeded by splitmix64.
 #include "train_rng.h"
 
-#include <math.h>
-
 static uint64_t splitmix64(uint64_t *x)
 {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
@@ -20,30 +18,6 @@ void train_rng_seed(struct train_rng *r, uint64_t seed)
         r->s[0] = 1;
 }
 
-static inline uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-uint64_t train_rng_next(struct train_rng *r)
-{
-    uint64_t *s = r->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
-double train_rng_uniform(struct train_rng *r)
-{
-    return (double)(train_rng_next(r) >> 11) * 0x1.0p-53;
-}
-
 uint64_t train_rng_below(struct train_rng *r, uint64_t n)
 {
     // reject the top partial range so every value is equally likely
@@ -57,13 +31,10 @@ uint64_t train_rng_below(struct train_rng *r, uint64_t n)
 
 void train_rng_normal_fill(struct train_rng *r, float *out, size_t n)
 {
-    const double two_pi = 6.283185307179586476925286766559;
     for (size_t i = 0; i < n; i += 2) {
-        double u1 = 1.0 - train_rng_uniform(r); // (0, 1]
-        double u2 = train_rng_uniform(r);
-        double rad = sqrt(-2.0 * log(u1));
-        out[i] = (float)(rad * cos(two_pi * u2));
+        double theta, rad = train_rng_box_muller(r, &theta);
+        out[i] = (float)(rad * cos(theta));
         if (i + 1 < n)
-            out[i + 1] = (float)(rad * sin(two_pi * u2));
+            out[i + 1] = (float)(rad * sin(theta));
     }
 }

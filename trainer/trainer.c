@@ -40,20 +40,29 @@ static size_t image_floats(const struct trainer *t)
     return (size_t)c->in_channels * c->image_size * c->image_size;
 }
 
-int trainer_create(const struct trainer_options *o, struct trainer **out, struct pm_error *err)
+int trainer_options_check(const struct trainer_options *o, struct unet_config *cfg,
+                          struct pm_error *err)
 {
-    *out = NULL;
-    struct unet_config cfg;
     int rc = PM_OK;
     if (o->model)
-        cfg = *o->model;
+        *cfg = *o->model;
     else
-        rc = unet_config_get(o->config ? o->config : "", &cfg, err);
+        rc = unet_config_get(o->config ? o->config : "", cfg, err);
     if (rc)
         return rc;
     if (!(o->caption_dropout >= 0.0f && o->caption_dropout <= 1.0f) ||
         !(o->ema_decay >= 0.0f && o->ema_decay <= 1.0f))
         return pm_error_set(err, PM_ERR_USAGE, "caption dropout and EMA decay must be in [0,1]");
+    return PM_OK;
+}
+
+int trainer_create(const struct trainer_options *o, struct trainer **out, struct pm_error *err)
+{
+    *out = NULL;
+    struct unet_config cfg;
+    int rc = trainer_options_check(o, &cfg, err);
+    if (rc)
+        return rc;
     struct trainer *t = calloc(1, sizeof(*t));
     if (!t)
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
@@ -89,8 +98,7 @@ int trainer_create(const struct trainer_options *o, struct trainer **out, struct
             memset(t->decay_mask + tab[i].offset, 1, tab[i].numel);
     unet_init_params(t->model, t->params, o->seed);
     memcpy(t->ema, t->params, bytes);
-    // the training stream is independent of the init stream
-    train_rng_seed(&t->rng, o->seed ^ 0x747261696e696e67ULL);
+    trainer_rng_init(&t->rng, o->seed);
     diffusion_schedule_init(&t->sched);
     *out = t;
     return PM_OK;
@@ -169,10 +177,32 @@ int trainer_compute_gradients_explicit(struct trainer *t, const float *x0,
     return PM_OK;
 }
 
-// Per-sample stream from the step key and the sample's global index.
+// Per-sample stream from a key (a step's, or sampling's seed) and the sample's index.
 static void sample_stream(struct train_rng *r, uint64_t key, uint64_t index)
 {
     train_rng_seed(r, key ^ (index * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL));
+}
+
+void trainer_rng_init(struct train_rng *rng, uint64_t seed)
+{
+    // the training stream is independent of the init stream
+    train_rng_seed(rng, seed ^ 0x747261696e696e67ULL);
+}
+
+uint64_t trainer_step_key(const struct train_rng *rng, int ahead)
+{
+    struct train_rng k = *rng;
+    for (int i = 0; i < ahead; i++)
+        train_rng_next(&k);
+    return train_rng_next(&k);
+}
+
+void trainer_sample_draw(uint64_t key, uint64_t index, float caption_dropout, struct train_rng *r,
+                         int *t, unsigned char *drop)
+{
+    sample_stream(r, key, index);
+    *t = (int)train_rng_below(r, DIFFUSION_STEPS);
+    *drop = train_rng_uniform(r) < (double)caption_dropout;
 }
 
 int trainer_compute_gradients(struct trainer *t, const struct trainer_batch *batch, float *loss,
@@ -196,13 +226,11 @@ int trainer_compute_gradients(struct trainer *t, const struct trainer_batch *bat
         memcpy(t->x0, batch->images_f32, (size_t)B * n * sizeof(float));
     }
     // one key per step from the checkpointed RNG (advanced once per step on every rank)
-    struct train_rng keyrng = t->rng;
-    uint64_t key = train_rng_next(&keyrng);
+    uint64_t key = trainer_step_key(&t->rng, 0);
     for (int b = 0; b < B; b++) {
         struct train_rng r;
-        sample_stream(&r, key, batch->first_index + (uint64_t)b);
-        t->ts[b] = (int)train_rng_below(&r, DIFFUSION_STEPS);
-        t->drop[b] = train_rng_uniform(&r) < (double)t->opt.caption_dropout;
+        trainer_sample_draw(key, batch->first_index + (uint64_t)b, t->opt.caption_dropout, &r,
+                            &t->ts[b], &t->drop[b]);
         train_rng_normal_fill(&r, t->noise + (size_t)b * n, n);
     }
     return trainer_compute_gradients_explicit(t, t->x0, batch->captions, t->ts, t->noise, t->drop,

@@ -27,6 +27,7 @@
 
 #include "optim.h"
 #include "pm_error.h"
+#include "train_rng.h"
 #include "unet.h"
 
 #include <stdbool.h>
@@ -61,6 +62,14 @@ struct trainer_batch {
 };
 
 struct trainer;
+
+/**
+ * The model config `o` names (o->model, else the config o->config) in *cfg, and the
+ * options' ranges (caption dropout and EMA decay in [0, 1]): PM_OK or an error naming
+ * the option. trainer_create and the CUDA trainer's create start with it.
+ */
+int trainer_options_check(const struct trainer_options *o, struct unet_config *cfg,
+                          struct pm_error *err);
 
 /** Create a trainer: model, weights initialised from the seed, EMA = weights, step 0. */
 int trainer_create(const struct trainer_options *o, struct trainer **out, struct pm_error *err);
@@ -105,6 +114,28 @@ void trainer_scale_grads(struct trainer *t, float s);
 
 /** Apply AdamW with the current gradients, then update the EMA; step += 1. */
 void trainer_apply_update(struct trainer *t);
+
+/*
+ * The randomness of a step (see the header comment), shared with the CUDA trainer so both
+ * draw the same stream: trainer_create seeds the step-key generator with trainer_rng_init;
+ * trainer_step_key gives a step's key; trainer_sample_draw a sample's draws from it.
+ */
+
+/** Seed the step-key generator for `seed` (--seed; independent of the parameter init). */
+void trainer_rng_init(struct train_rng *rng, uint64_t seed);
+
+/** The key of the step `ahead` steps after the next one (0: the next step), without
+ * advancing *rng (trainer_apply_update consumes one key per step). */
+uint64_t trainer_step_key(const struct train_rng *rng, int ahead);
+
+/**
+ * The draws of the sample with global index `index` in the step of `key`: seeds *r with
+ * the sample's stream, draws its timestep *t in [0, DIFFUSION_STEPS) and its caption
+ * dropout *drop (uniform < caption_dropout), and leaves *r where its noise starts
+ * (train_rng_normal_fill of C * S * S values gives it, in [C, S, S] order).
+ */
+void trainer_sample_draw(uint64_t key, uint64_t index, float caption_dropout, struct train_rng *r,
+                         int *t, unsigned char *drop);
 
 /**
  * Generate n images for prompts[n] (NULL/"" = unconditional) with DDIM (eta 0, `steps`

@@ -128,8 +128,10 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--no-http2")) {
             cfg.http2 = 0;
         } else if (!strcmp(a, "--allow-address") && more) {
-            size_t n = strlen(allow);
-            snprintf(allow + n, sizeof allow - n, "%s%s", n ? "," : "", argv[++i]);
+            if (fetcher_allow_list_add(allow, sizeof allow, argv[++i])) {
+                fprintf(stderr, "pm_fetch_tool: --allow-address: too many addresses\n");
+                return 2;
+            }
         } else if (!strcmp(a, "--concurrency") && more) {
             cfg.concurrency = atoi(argv[++i]);
         } else if (!strcmp(a, "--threads") && more) {

@@ -233,30 +233,8 @@ __device__ __forceinline__ float warp_max(float v)
 }
 
 // ---------------------------------------------------------------------------------------
-// randomness (train_rng.c and trainer.c's per-sample streams)
-
-__device__ __forceinline__ uint64_t d_rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-__device__ __forceinline__ uint64_t d_next(uint64_t *s)
-{
-    uint64_t result = d_rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = d_rotl(s[3], 45);
-    return result;
-}
-
-__device__ __forceinline__ double d_uniform(uint64_t *s)
-{
-    return (double)(d_next(s) >> 11) * 0x1.0p-53;
-}
+// randomness: the per-sample streams of trainer_sample_draw (host), with train_rng.h's inline
+// generator compiled for the device
 
 // train_rng_normal_fill for each sample b from its stream state (after the timestep and
 // dropout draws), written channel-major: CPU index i = c * HW + p.
@@ -265,18 +243,15 @@ __global__ void k_noise(float *noise, const uint64_t *states, int B, int C, int 
     int b = blockIdx.x * blockDim.x + threadIdx.x;
     if (b >= B)
         return;
-    uint64_t s[4] = {states[4 * b], states[4 * b + 1], states[4 * b + 2], states[4 * b + 3]};
-    const double two_pi = 6.283185307179586476925286766559;
+    struct train_rng r = {{states[4 * b], states[4 * b + 1], states[4 * b + 2], states[4 * b + 3]}};
     size_t n = (size_t)C * HW;
     for (size_t i = 0; i < n; i += 2) {
-        double u1 = 1.0 - d_uniform(s);
-        double u2 = d_uniform(s);
-        double rad = sqrt(-2.0 * log(u1));
+        double theta, rad = train_rng_box_muller(&r, &theta);
         size_t c = i / HW, p = i % HW;
-        noise[(c * B + b) * HW + p] = (float)(rad * cos(two_pi * u2));
+        noise[(c * B + b) * HW + p] = (float)(rad * cos(theta));
         if (i + 1 < n) {
             c = (i + 1) / HW, p = (i + 1) % HW;
-            noise[(c * B + b) * HW + p] = (float)(rad * sin(two_pi * u2));
+            noise[(c * B + b) * HW + p] = (float)(rad * sin(theta));
         }
     }
 }
@@ -1714,16 +1689,9 @@ extern "C" int gpu_trainer_create(const struct trainer_options *o, enum gpu_prec
     if (!gpu_trainer_available(why, sizeof why))
         return pm_error_set(err, PM_ERR_UNSUPPORTED, "--device cuda: %s", why);
     struct unet_config cfg;
-    int rc = PM_OK;
-    if (o->model)
-        cfg = *o->model;
-    else
-        rc = unet_config_get(o->config ? o->config : "", &cfg, err);
+    int rc = trainer_options_check(o, &cfg, err);
     if (rc)
         return rc;
-    if (!(o->caption_dropout >= 0.0f && o->caption_dropout <= 1.0f) ||
-        !(o->ema_decay >= 0.0f && o->ema_decay <= 1.0f))
-        return pm_error_set(err, PM_ERR_USAGE, "caption dropout and EMA decay must be in [0,1]");
     if (o->max_batch < 1 || o->max_batch > 4096)
         return pm_error_set(err, PM_ERR_USAGE, "max batch %d outside 1..4096", o->max_batch);
     struct gpu_trainer *g = (struct gpu_trainer *)calloc(1, sizeof *g);
@@ -1847,7 +1815,7 @@ extern "C" int gpu_trainer_create(const struct trainer_options *o, enum gpu_prec
         TRY(e1);
         TRY(e2);
         TRY(e3);
-        train_rng_seed(&g->rng, o->seed ^ 0x747261696e696e67ULL); // as trainer_create()
+        trainer_rng_init(&g->rng, o->seed);
         diffusion_schedule_init(&g->sched);
         float ca[DIFFUSION_STEPS], cb[DIFFUSION_STEPS];
         for (int t = 0; t < DIFFUSION_STEPS; t++) {
@@ -1903,11 +1871,6 @@ extern "C" const char *gpu_trainer_device_name(const struct gpu_trainer *g)
 // ---------------------------------------------------------------------------------------
 // staging
 
-static void sample_stream(struct train_rng *r, uint64_t key, uint64_t index) // as trainer.c
-{
-    train_rng_seed(r, key ^ (index * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL));
-}
-
 // Fill the host side of the next slot from captions, ts/drop (explicit) or the RNG, and copy
 // it to the device. x_u8 / x_f32 / noise: the image data (exactly one of x_u8, x_f32).
 static int stage(struct gpu_trainer *g, int B, const uint8_t *x_u8, const float *x_f32,
@@ -1934,15 +1897,11 @@ static int stage(struct gpu_trainer *g, int B, const uint8_t *x_u8, const float 
     // randomness: the key of this step (staged steps ahead of the applied ones draw later keys)
     unsigned char drop[4096];
     if (!ts_in) {
-        struct train_rng keyrng = g->rng;
-        for (int i = 0; i < g->pending_keys; i++)
-            train_rng_next(&keyrng);
-        uint64_t key = train_rng_next(&keyrng);
+        uint64_t key = trainer_step_key(&g->rng, g->pending_keys);
         for (int b = 0; b < B; b++) {
             struct train_rng r;
-            sample_stream(&r, key, first_index + (uint64_t)b);
-            ts[b] = (int)train_rng_below(&r, DIFFUSION_STEPS);
-            drop[b] = train_rng_uniform(&r) < (double)g->opt.caption_dropout;
+            trainer_sample_draw(key, first_index + (uint64_t)b, g->opt.caption_dropout, &r, &ts[b],
+                                &drop[b]);
             memcpy(st + 4 * b, r.s, sizeof r.s);
         }
     } else {
