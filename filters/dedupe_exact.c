@@ -326,9 +326,10 @@ static void bucket_begin(struct exact_work *w, size_t count)
     w->nc = 0;
 }
 
-// Insert the record at input position pos with fingerprint fp; a fingerprint already in the
-// table makes it a candidate of that slot.
-static inline void bucket_insert(struct exact_work *w, uint32_t fp, uint32_t pos)
+// Insert the record at input position pos with fingerprint fp and return 0, or, when the
+// fingerprint is already in the table, return that slot's value (nonzero) and its index.
+static inline uint64_t bucket_probe(struct exact_work *w, uint32_t fp, uint32_t pos,
+                                    uint32_t *slot_out)
 {
     uint64_t *table = w->table;
     uint32_t mask = (uint32_t)(((uint64_t)1 << w->tbits) - 1);
@@ -337,14 +338,23 @@ static inline void bucket_insert(struct exact_work *w, uint32_t fp, uint32_t pos
         uint64_t t = table[slot];
         if (!t) {
             table[slot] = (uint64_t)fp << 32 | (pos + 1u);
-            return;
+            return 0;
         }
         if ((uint32_t)(t >> 32) == fp) {
-            w->cands[w->nc++] = (struct cand){pos, slot};
-            return;
+            *slot_out = slot;
+            return t;
         }
         slot = (slot + 1) & mask;
     }
+}
+
+// Insert the record at input position pos with fingerprint fp; a fingerprint already in the
+// table makes it a candidate of that slot.
+static inline void bucket_insert(struct exact_work *w, uint32_t fp, uint32_t pos)
+{
+    uint32_t slot;
+    if (bucket_probe(w, fp, pos, &slot))
+        w->cands[w->nc++] = (struct cand){pos, slot};
 }
 
 // Candidate pos shares its fingerprint with table slot `slot` but not its hash. Join the
@@ -479,25 +489,16 @@ static void scatter_entries(struct exact_work *w, const struct dedupe_record *in
 // the records newly marked.
 static inline size_t bucket_mark(struct exact_work *w, uint32_t fp, uint32_t pos)
 {
-    uint64_t *table = w->table;
-    uint32_t mask = (uint32_t)(((uint64_t)1 << w->tbits) - 1);
-    uint32_t slot = (uint32_t)(((uint64_t)(fp * 0x9e3779b1u) << w->tbits) >> 32);
-    for (;;) {
-        uint64_t t = table[slot];
-        if (!t) {
-            table[slot] = (uint64_t)fp << 32 | (pos + 1u);
-            return 0;
-        }
-        if ((uint32_t)(t >> 32) == fp) {
-            w->marks[w->nmarks++] = pos;
-            if (t & SLOT_FLAG)
-                return 1;
-            w->marks[w->nmarks++] = ((uint32_t)t & SLOT_REF) - 1;
-            table[slot] = t | SLOT_FLAG;
-            return 2;
-        }
-        slot = (slot + 1) & mask;
-    }
+    uint32_t slot;
+    uint64_t t = bucket_probe(w, fp, pos, &slot);
+    if (!t)
+        return 0;
+    w->marks[w->nmarks++] = pos;
+    if (t & SLOT_FLAG)
+        return 1;
+    w->marks[w->nmarks++] = ((uint32_t)t & SLOT_REF) - 1;
+    w->table[slot] = t | SLOT_FLAG;
+    return 2;
 }
 
 // Room for `more` queued answers (one rank; exact sizes: fresh pages are dear).

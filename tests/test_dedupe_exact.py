@@ -31,15 +31,20 @@ def make_records(path, n=20000, seed=7, p_dup=0.4):
                 recs.append(((base ^ (j * 0x100000001), lo), next_id + rng.randint(0, 5)))
                 next_id += 10
     rng.shuffle(recs)
+    expected = write_records(path, recs)
+    ndup = sum(1 for i, k in expected.items() if i != k)
+    return expected, ndup
+
+
+def write_records(path, recs):
+    """Write ((hi, lo), id) records for pm_dedupe_exact_check; return id -> expected keeper."""
     with open(path, "w") as f:
         for (hi, lo), i in recs:
             f.write(f"{hi:x} {lo:x} {i}\n")
     best = {}
     for h, i in recs:
         best[h] = min(best.get(h, i), i)
-    expected = {i: best[h] for h, i in recs}
-    ndup = sum(1 for i, k in expected.items() if i != k)
-    return expected, ndup
+    return {i: best[h] for h, i in recs}
 
 
 def parse(out):
@@ -83,13 +88,7 @@ def test_all_duplicates(tmp_path, np_, limit, n_groups):
     k = n_groups or n // 10
     groups = [(rng.getrandbits(64), rng.getrandbits(64)) for _ in range(k)]
     recs = [(groups[j % k], i) for j, i in enumerate(rng.sample(range(10 * n), n))]
-    with open(path, "w") as f:
-        for (hi, lo), i in recs:
-            f.write(f"{hi:x} {lo:x} {i}\n")
-    best = {}
-    for h, i in recs:
-        best[h] = min(best.get(h, i), i)
-    expected = {i: best[h] for h, i in recs}
+    expected = write_records(path, recs)
     args = [tool("pm_dedupe_exact_check"), path, limit]
     run(args) if np_ == 1 else mpirun(np_, args)
     keep, stats = parse("".join(open(f"{path}.out.{r}").read() for r in range(np_)))
