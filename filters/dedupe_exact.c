@@ -23,25 +23,33 @@
 //   each group member that is not the keeper gets the keeper's id. A hash that shares its
 //   slot's fingerprint but not its hash forms an *extra group* of that slot.
 // - Every record's keeper starts as its own id; only duplicates are answered.
-// - One rank: the caller's array is the input. Each record gets an 8-byte entry
-//   (fingerprint, index) written into its bucket; candidates are checked in the caller's
-//   array with prefetching.
+// - One rank (single_round): the caller's array is the input and is only ever read in
+//   sequence or one 64 Ki-record range at a time (random reads over all of it were TLB
+//   misses). Each record gets an 8-byte entry (fingerprint, index) written into its bucket;
+//   phase 1 scans each bucket's entries and *marks* the records whose fingerprint repeats;
+//   phase 2 copies the marked records out of the input range by range into a spill,
+//   bucket after bucket, compares them there with full hashes (the bucket scan above) and
+//   queues the answers. With one round all of this lives in keeper[] itself (the arena),
+//   which gets the ids and answers last: no fresh memory beyond the answers.
 // - Several ranks: each rank writes the 4-byte index of each record into its (owner,
 //   bucket) partition, then the buckets travel in steps of a few MiB per owner: the sender
 //   gathers the step's records, MPI_Alltoallv delivers them, the owner scans the step's
 //   buckets in the received chunk (in cache). Answers for other ranks' records go back at
 //   the end of the round (their position in the sender's partition order, and the keeper).
-// Memory grows by 8 bytes per record on one rank and 4 on several (plus 16 per duplicate
-// answered across ranks, and fixed step buffers); rounds by hash_hi range bound it.
+// Memory grows by 16 bytes per duplicate on one rank (8 more per record with rounds: the
+// arena) and by 4 per record on several (plus 16 per duplicate answered across ranks, and
+// fixed step buffers); rounds by hash_hi range bound it.
 
-#define TARGET_BUCKET 16384u  // records per bucket aimed at (table: 32-64 Ki 8-byte slots)
+// Most records per bucket aimed at: 12-24 Ki, a table of at most 32 Ki 8-byte slots; 2 Ki
+// buckets at 50 M records, about as many write streams as the TLB holds.
+#define TARGET_BUCKET 24576u
 #define MAX_BUCKET_BITS 16u
 #define STEP_RECORDS 131072u  // records per owner per exchange step aimed at (3 MiB)
 #define SLOT_FLAG 0x80000000u // table slot: the group has at least two records
 #define SLOT_REF 0x7fffffffu  // table slot: 1 + the position of the group's keeper
 #define EXTRA_REF 0x80000000u // group reference of a member: an extra group's index
 #define PREFETCH_AHEAD 32u
-#define WC_ENTRIES 8u         // entries per 64-byte cache line
+#define WC_ENTRIES 8u // entries per 64-byte cache line
 
 struct entry {
     uint32_t fp;  // fingerprint of the 128-bit hash
@@ -115,6 +123,13 @@ static void stream_fence(void)
 #endif
 }
 
+// The one-rank arena holds entries, marks, spilled records and finally keeper values: keep
+// the compiler from moving accesses of one phase's type across the next phase's.
+static void arena_phase_barrier(void)
+{
+    __asm__ __volatile__("" ::: "memory");
+}
+
 static unsigned round_of(uint64_t hash_hi, unsigned rounds)
 {
     return (unsigned)(((unsigned __int128)hash_hi * rounds) >> 64);
@@ -161,7 +176,8 @@ struct exact_work {
     unsigned rounds, bucket_bits;
     size_t buckets;
     uint64_t *keeper;
-    const struct dedupe_record *in; // records the table's positions refer to
+    struct dedupe_record *in; // records the table's positions refer to (answers on one
+                              // rank are written into their id fields)
     // bucket scan
     uint64_t *table;
     size_t table_cap;
@@ -171,11 +187,19 @@ struct exact_work {
     struct extra_group *extra;
     size_t extra_n, extra_cap;
     uint64_t ndups, ngroups;
-    // one rank: bucket offsets and entries
-    size_t *off, *start; // buckets + 1 each
+    // one rank: bucket offsets and entries, then the records to compare
+    size_t *off, *start;  // buckets + 1 each
+    size_t *need_off;     // buckets + 1: marked records per bucket, then spill offsets
     struct entry *wc_buf; // buckets x WC_ENTRIES, 64-byte aligned
     struct entry *entries;
     size_t entries_cap;
+    uint32_t *marks;  // in the arena: positions of the marked records, then spill indices
+    uint32_t *sorted; // in the arena: the marked positions by position range
+    size_t nmarks;
+    size_t *range_off; // position ranges + 1: marks per range, then offsets
+    size_t range_cap;
+    struct dedupe_record *spill_own; // the spill when the entries' memory is too small
+    size_t spill_own_cap;
     // several ranks
     size_t *part_off, *part_start; // partitions + 1 each
     int *part_count;               // partitions: records per (owner, bucket)
@@ -185,8 +209,8 @@ struct exact_work {
     struct dedupe_record *send_chunk, *recv_chunk;
     size_t send_cap, recv_cap;
     int *scount, *sdisp, *rcount, *rdisp; // one step
-    size_t *recv_done;                   // per sender: records received in earlier steps
-    size_t *run_pos;                     // per sender: next position while scanning
+    size_t *recv_done;                    // per sender: records received in earlier steps
+    size_t *run_pos;                      // per sender: next position while scanning
     struct reply *emit;
     size_t emit_n, emit_cap;
 };
@@ -201,6 +225,9 @@ static void exact_work_release(struct exact_work *w)
     free(w->start);
     free(w->wc_buf);
     free(w->entries);
+    free(w->need_off);
+    free(w->range_off);
+    free(w->spill_own);
     free(w->part_off);
     free(w->part_start);
     free(w->part_count);
@@ -265,8 +292,8 @@ static int sender_of(const struct exact_work *w, size_t pos)
 // for their sender.
 static int emit_answer(struct exact_work *w, size_t pos, uint64_t id)
 {
-    if (w->size == 1) {
-        w->keeper[pos] = id;
+    if (w->size == 1) { // the spill: the record's id becomes its answer, its hash 0 (flag)
+        w->in[pos] = (struct dedupe_record){0, 0, id};
         return PM_OK;
     }
     int s = sender_of(w, pos);
@@ -287,27 +314,22 @@ static int emit_answer(struct exact_work *w, size_t pos, uint64_t id)
     return PM_OK;
 }
 
-// Prefetch (for writing) where emit_answer will store pos's answer on one rank.
-static void prefetch_answer(const struct exact_work *w, size_t pos)
-{
-    if (w->size == 1)
-        __builtin_prefetch(&w->keeper[pos], 1);
-}
-
 // ---- one bucket -------------------------------------------------------------------------
 
-// Start a bucket of `count` records: an empty table of at least 2 * count slots.
+// Start a bucket of `count` records: an empty table of at least 4/3 * count slots (filled
+// at most to 3/4, so that a full bucket's table stays in L2).
 static void bucket_begin(struct exact_work *w, size_t count)
 {
-    unsigned tbits = ceil_log2(2 * count);
+    unsigned tbits = ceil_log2(count + count / 3);
     w->tbits = tbits < 4 ? 4 : tbits;
     memset(w->table, 0, ((size_t)1 << w->tbits) * sizeof *w->table);
     w->nc = 0;
 }
 
-// Insert the record at input position pos with fingerprint fp; a fingerprint already in the
-// table makes it a candidate of that slot.
-static inline void bucket_insert(struct exact_work *w, uint32_t fp, uint32_t pos)
+// Insert the record at input position pos with fingerprint fp and return 0, or, when the
+// fingerprint is already in the table, return that slot's value (nonzero) and its index.
+static inline uint64_t bucket_probe(struct exact_work *w, uint32_t fp, uint32_t pos,
+                                    uint32_t *slot_out)
 {
     uint64_t *table = w->table;
     uint32_t mask = (uint32_t)(((uint64_t)1 << w->tbits) - 1);
@@ -316,14 +338,23 @@ static inline void bucket_insert(struct exact_work *w, uint32_t fp, uint32_t pos
         uint64_t t = table[slot];
         if (!t) {
             table[slot] = (uint64_t)fp << 32 | (pos + 1u);
-            return;
+            return 0;
         }
         if ((uint32_t)(t >> 32) == fp) {
-            w->cands[w->nc++] = (struct cand){pos, slot};
-            return;
+            *slot_out = slot;
+            return t;
         }
         slot = (slot + 1) & mask;
     }
+}
+
+// Insert the record at input position pos with fingerprint fp; a fingerprint already in the
+// table makes it a candidate of that slot.
+static inline void bucket_insert(struct exact_work *w, uint32_t fp, uint32_t pos)
+{
+    uint32_t slot;
+    if (bucket_probe(w, fp, pos, &slot))
+        w->cands[w->nc++] = (struct cand){pos, slot};
 }
 
 // Candidate pos shares its fingerprint with table slot `slot` but not its hash. Join the
@@ -401,11 +432,9 @@ static int bucket_end(struct exact_work *w)
     w->ngroups += groups;
     w->ndups += dups;
     for (size_t m = 0; m < nm; m++) {
-        if (m + PREFETCH_AHEAD < nm)
-            prefetch_answer(w, mem[m + PREFETCH_AHEAD].pos);
         uint32_t g = mem[m].group;
-        size_t k = g & EXTRA_REF ? w->extra[g & ~EXTRA_REF].keep
-                                 : ((uint32_t)table[g] & SLOT_REF) - 1;
+        size_t k =
+            g & EXTRA_REF ? w->extra[g & ~EXTRA_REF].keep : ((uint32_t)table[g] & SLOT_REF) - 1;
         if (mem[m].pos != k && emit_answer(w, mem[m].pos, in[k].id))
             return PM_ERR_NOMEM;
     }
@@ -414,23 +443,25 @@ static int bucket_end(struct exact_work *w)
 
 // ---- one rank ---------------------------------------------------------------------------
 
-// Write each of this round's records' entry into its bucket (w->off[b]: the start of
-// bucket b, afterwards its end; w->start keeps the starts) and set its keeper to its own
-// id. The entries go through a 64-byte buffer per bucket (in L2) and out a whole cache
-// line at a time with non-temporal stores: no read-for-ownership of the destination and
-// one store stream at a time instead of thousands of partial lines.
+// Write each of this round's records' entry into its bucket in ent[] (w->off[b]: the start
+// of bucket b, afterwards its end; w->start keeps the starts; ent 64-byte aligned) and, with
+// write_keeper, set its keeper to its own id. The entries go through a 64-byte buffer per
+// bucket (in L2) and out a whole cache line at a time with non-temporal stores: no
+// read-for-ownership of the destination and one store stream at a time instead of
+// thousands of partial lines.
 static void scatter_entries(struct exact_work *w, const struct dedupe_record *in, size_t n,
-                            unsigned round)
+                            unsigned round, struct entry *ent, int write_keeper)
 {
     size_t nb = w->buckets, *off = w->off, *start = w->start;
-    struct entry *ent = w->entries, *buf = w->wc_buf;
+    struct entry *buf = w->wc_buf;
     unsigned rounds = w->rounds;
     memcpy(start, off, (nb + 1) * sizeof *start);
     for (size_t i = 0; i < n; i++) {
         const struct dedupe_record *r = &in[i];
         if (rounds > 1 && round_of(r->hash_hi, rounds) != round)
             continue;
-        stream_u64(&w->keeper[i], r->id);
+        if (write_keeper)
+            stream_u64(&w->keeper[i], r->id);
         size_t b = partition_of(r->hash_lo, nb), o = off[b]++;
         struct entry *line = buf + b * WC_ENTRIES;
         line[o % WC_ENTRIES] = (struct entry){fingerprint(r), (uint32_t)i};
@@ -452,6 +483,107 @@ static void scatter_entries(struct exact_work *w, const struct dedupe_record *in
     stream_fence();
 }
 
+// Phase 1 of a bucket on one rank: insert the record at input position pos with
+// fingerprint fp. A fingerprint already in the table *marks* the record, and the first
+// record that had it, as to be compared: their positions are appended to w->marks. Returns
+// the records newly marked.
+static inline size_t bucket_mark(struct exact_work *w, uint32_t fp, uint32_t pos)
+{
+    uint32_t slot;
+    uint64_t t = bucket_probe(w, fp, pos, &slot);
+    if (!t)
+        return 0;
+    w->marks[w->nmarks++] = pos;
+    if (t & SLOT_FLAG)
+        return 1;
+    w->marks[w->nmarks++] = ((uint32_t)t & SLOT_REF) - 1;
+    w->table[slot] = t | SLOT_FLAG;
+    return 2;
+}
+
+// Room for `more` queued answers (one rank; exact sizes: fresh pages are dear).
+static int reserve_answers(struct exact_work *w, size_t more)
+{
+    if (w->emit_n + more <= w->emit_cap)
+        return PM_OK;
+    size_t cap = w->emit_n + more;
+    struct reply *e = big_alloc(cap * sizeof *e);
+    if (!e)
+        return PM_ERR_NOMEM;
+    if (w->emit_n)
+        memcpy(e, w->emit, w->emit_n * sizeof *e);
+    free(w->emit);
+    w->emit = e;
+    w->emit_cap = cap;
+    return PM_OK;
+}
+
+// Phase 2 on one rank, for buckets [b0, b1): copy their marked records from the input into
+// the spill, bucket after bucket (need_off: each bucket's start in the spill, relative to
+// this pass), compare them bucket by bucket with the full hashes (answers land in the
+// spilled records, see emit_answer), and queue the answers (w->emit). The input is visited
+// one position range at a time (w->sorted), so its pages stay in the TLB.
+static int spill_pass(struct exact_work *w, const struct dedupe_record *recs,
+                      struct dedupe_record *spill, size_t b0, size_t b1)
+{
+    size_t nb = w->buckets, *cur = w->off, nm = w->nmarks;
+    const size_t *soff = w->need_off;
+    const uint32_t *pos = w->sorted;
+    uint32_t *sidx = w->marks;
+    memcpy(cur + b0, soff + b0, (b1 - b0) * sizeof *cur);
+    for (size_t k = 0; k < nm; k++) {
+        if (k + PREFETCH_AHEAD < nm)
+            __builtin_prefetch(&recs[pos[k + PREFETCH_AHEAD]]);
+        const struct dedupe_record *r = &recs[pos[k]];
+        size_t b = partition_of(r->hash_lo, nb);
+        sidx[k] = UINT32_MAX;
+        if (b >= b0 && b < b1) {
+            sidx[k] = (uint32_t)cur[b]++;
+            spill[sidx[k]] = *r;
+        }
+    }
+    int rc = PM_OK;
+    uint64_t dups_before = w->ndups;
+    for (size_t b = b0; b < b1 && rc == PM_OK; b++) {
+        size_t count = soff[b + 1] - soff[b];
+        if (count < 2)
+            continue;
+        w->in = spill + soff[b];
+        bucket_begin(w, count);
+        for (size_t e = 0; e < count; e++)
+            bucket_insert(w, fingerprint(&w->in[e]), (uint32_t)e);
+        rc = bucket_end(w);
+    }
+    // Answered records have hash 0; a real zero hash may answer its own id (no change), so
+    // the count of answers is bounded by the marked records, not by the duplicates.
+    if (rc == PM_OK)
+        rc = reserve_answers(w, (size_t)(w->ndups - dups_before));
+    for (size_t k = 0; k < nm && rc == PM_OK; k++) {
+        if (k + PREFETCH_AHEAD < nm && sidx[k + PREFETCH_AHEAD] != UINT32_MAX)
+            __builtin_prefetch(&spill[sidx[k + PREFETCH_AHEAD]]);
+        const struct dedupe_record *r = sidx[k] != UINT32_MAX ? &spill[sidx[k]] : NULL;
+        if (!r || r->hash_hi || r->hash_lo)
+            continue;
+        if (w->emit_n == w->emit_cap && (rc = reserve_answers(w, nm - k)))
+            break;
+        w->emit[w->emit_n++] = (struct reply){pos[k], r->id};
+    }
+    return rc;
+}
+
+#define RANGE_BITS 16u // position range of the spill's input reads: 64 Ki records, 1.5 MiB
+
+// One round on one rank. Phase 1 marks, bucket by bucket, the records whose fingerprint
+// repeats inside their bucket (from the 8-byte entries alone); phase 2 copies just those
+// records out of the input, one position range after another (no random reads over the
+// whole of the caller's array), and compares them with full hashes in cache.
+//
+// Memory: one *arena* of 8 bytes per record holds the entries, then the marks (4 bytes per
+// marked record, written behind the entries being read), the marks by range (4 more) and
+// the spill (24 per marked record, when it fits; else passes over bucket ranges). With one
+// round the arena is keeper[] itself (fresh memory is the dearest thing here: no page of
+// it is touched twice), and keeper[] gets its ids after the spill; with rounds it is a
+// separate array (keeper[] holds earlier rounds' answers).
 static int single_round(struct exact_work *w, const struct dedupe_record *recs, size_t n,
                         unsigned round)
 {
@@ -460,7 +592,7 @@ static int single_round(struct exact_work *w, const struct dedupe_record *recs, 
     for (size_t i = 0; i < n; i++)
         if (w->rounds == 1 || round_of(recs[i].hash_hi, w->rounds) == round)
             off[partition_of(recs[i].hash_lo, nb)]++;
-    size_t sum = 0, max_bucket = 0;
+    size_t sum = 0, max_bucket = 0, ranges = (n >> RANGE_BITS) + 1;
     for (size_t b = 0; b < nb; b++) {
         size_t c = off[b];
         off[b] = sum;
@@ -468,23 +600,94 @@ static int single_round(struct exact_work *w, const struct dedupe_record *recs, 
         max_bucket = c > max_bucket ? c : max_bucket;
     }
     off[nb] = sum;
-    int rc = ensure_cap((void **)&w->entries, &w->entries_cap, sum, sizeof *w->entries);
+    int in_keeper = w->rounds == 1, rc = PM_OK;
+    uint64_t *arena = w->keeper;
+    size_t words = n;
+    if (!in_keeper) {
+        rc = ensure_cap((void **)&w->entries, &w->entries_cap, sum, sizeof *w->entries);
+        arena = (uint64_t *)w->entries;
+        words = w->entries_cap;
+    }
     if (rc == PM_OK)
         rc = ensure_scan_cap(w, max_bucket);
+    if (rc == PM_OK)
+        rc = ensure_cap((void **)&w->range_off, &w->range_cap, ranges + 1, sizeof *w->range_off);
     if (rc)
         return rc;
-    scatter_entries(w, recs, n, round);
-    w->in = recs;
-    for (size_t b = 0; b < nb && rc == PM_OK; b++) {
-        size_t first = w->start[b], count = off[b] - first;
-        if (count < 2)
-            continue;
-        bucket_begin(w, count);
-        for (size_t e = first; e < off[b]; e++)
-            bucket_insert(w, w->entries[e].fp, w->entries[e].pos);
-        rc = bucket_end(w);
+    // Entries are numbered from `shift` so that their 64-byte lines are aligned: entry e is
+    // at arena + e - shift (the numbers below shift are never used).
+    size_t shift = (8 - (uintptr_t)arena / 8 % 8) % 8;
+    for (size_t b = 0; b <= nb; b++)
+        off[b] += shift;
+    struct entry *ent = (struct entry *)(uintptr_t)((uintptr_t)arena - shift * sizeof *ent);
+    scatter_entries(w, recs, n, round, ent, !in_keeper);
+    arena_phase_barrier();
+    // Phase 1. The marks go to the arena's start: a record is marked at most once and after
+    // its entry was read, so they never reach an entry not yet read.
+    size_t *soff = w->need_off, max_need = 0;
+    w->marks = (uint32_t *)arena;
+    w->nmarks = 0;
+    for (size_t b = 0; b < nb; b++) {
+        size_t first = w->start[b], count = off[b] - first, marked = 0;
+        if (count >= 2) {
+            bucket_begin(w, count);
+            for (size_t e = first; e < off[b]; e++)
+                marked += bucket_mark(w, ent[e].fp, ent[e].pos);
+        }
+        soff[b] = w->nmarks - marked;
+        max_need = marked > max_need ? marked : max_need;
     }
-    return rc;
+    size_t nm = w->nmarks;
+    soff[nb] = nm;
+    arena_phase_barrier();
+    w->emit_n = 0;
+    if (nm) { // the marks by position range (a stable counting pass)
+        size_t *roff = w->range_off;
+        memset(roff, 0, (ranges + 1) * sizeof *roff);
+        for (size_t k = 0; k < nm; k++)
+            roff[w->marks[k] >> RANGE_BITS]++;
+        for (size_t r = 0, acc = 0; r <= ranges; r++) {
+            size_t c = roff[r];
+            roff[r] = acc;
+            acc += c;
+        }
+        w->sorted = w->marks + nm;
+        for (size_t k = 0; k < nm; k++)
+            w->sorted[roff[w->marks[k] >> RANGE_BITS]++] = w->marks[k];
+    }
+    // The spill follows in the arena when a bucket's marked records fit there.
+    struct dedupe_record *spill = (struct dedupe_record *)(arena + nm);
+    size_t cap = (words - nm) / 3;
+    if (nm && cap < max_need) {
+        rc = ensure_cap((void **)&w->spill_own, &w->spill_own_cap, max_need, sizeof *spill);
+        spill = w->spill_own;
+        cap = max_need;
+    }
+    // passes over ranges of buckets whose marked records fit in the spill
+    for (size_t b0 = 0, b1; nm && rc == PM_OK && b0 < nb; b0 = b1) {
+        for (b1 = b0 + 1; b1 < nb && soff[b1 + 1] - soff[b0] <= cap; b1++)
+            ;
+        size_t base = soff[b0];
+        for (size_t b = b0; b <= b1; b++) // spill positions relative to this pass
+            soff[b] -= base;
+        arena_phase_barrier();
+        rc = spill_pass(w, recs, spill, b0, b1);
+        arena_phase_barrier();
+        for (size_t b = b0; b <= b1; b++)
+            soff[b] += base;
+    }
+    w->marks = w->sorted = NULL;
+    if (rc)
+        return rc;
+    uint64_t *keeper = w->keeper;
+    if (in_keeper) { // every record's own id, then the answers
+        for (size_t i = 0; i < n; i++)
+            stream_u64(&keeper[i], recs[i].id);
+        stream_fence();
+    }
+    for (size_t a = 0; a < w->emit_n; a++)
+        keeper[w->emit[a].slot] = w->emit[a].keeper;
+    return PM_OK;
 }
 
 // ---- several ranks ----------------------------------------------------------------------
@@ -530,8 +733,8 @@ static int return_answers(struct exact_work *w)
     MPI_Datatype reply_type;
     MPI_CHECK(MPI_Type_contiguous(2, MPI_UINT64_T, &reply_type));
     MPI_CHECK(MPI_Type_commit(&reply_type));
-    MPI_CHECK(MPI_Alltoallv(sorted, ecount, edisp, reply_type, back, bcount, bdisp, reply_type,
-                            w->comm));
+    MPI_CHECK(
+        MPI_Alltoallv(sorted, ecount, edisp, reply_type, back, bcount, bdisp, reply_type, w->comm));
     MPI_CHECK(MPI_Type_free(&reply_type));
     for (int o = 0; o < size; o++) {
         const uint32_t *seg = w->idx + w->part_start[(size_t)o * w->buckets];
@@ -624,12 +827,12 @@ static int exchange_step(struct exact_work *w, const struct dedupe_record *recs,
     MPI_Datatype rec_type;
     MPI_CHECK(MPI_Type_contiguous(3, MPI_UINT64_T, &rec_type));
     MPI_CHECK(MPI_Type_commit(&rec_type));
-    MPI_CHECK(MPI_Alltoallv(w->send_chunk, w->scount, w->sdisp, rec_type, w->recv_chunk,
-                            w->rcount, w->rdisp, rec_type, w->comm));
+    MPI_CHECK(MPI_Alltoallv(w->send_chunk, w->scount, w->sdisp, rec_type, w->recv_chunk, w->rcount,
+                            w->rdisp, rec_type, w->comm));
     MPI_CHECK(MPI_Type_free(&rec_type));
     // scan the step's buckets: bucket b is one run from each sender
     const struct dedupe_record *in = w->recv_chunk;
-    w->in = in;
+    w->in = w->recv_chunk;
     for (int s = 0; s < size; s++)
         w->run_pos[s] = (size_t)w->rdisp[s];
     int rc = PM_OK;
@@ -705,9 +908,8 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
     return return_answers(w);
 }
 
-int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keeper,
-                     MPI_Comm comm, size_t memory_limit, struct dedupe_exact_stats *stats,
-                     struct pm_error *err)
+int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keeper, MPI_Comm comm,
+                     size_t memory_limit, struct dedupe_exact_stats *stats, struct pm_error *err)
 {
     struct exact_work w;
     memset(&w, 0, sizeof w);
@@ -743,8 +945,9 @@ int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keepe
     if (w.size == 1) {
         w.off = malloc((nb + 1) * sizeof *w.off);
         w.start = malloc((nb + 1) * sizeof *w.start);
+        w.need_off = malloc((nb + 1) * sizeof *w.need_off);
         w.wc_buf = aligned_alloc(64, nb * WC_ENTRIES * sizeof *w.wc_buf);
-        rc = w.off && w.start && w.wc_buf ? PM_OK : PM_ERR_NOMEM;
+        rc = w.off && w.start && w.need_off && w.wc_buf ? PM_OK : PM_ERR_NOMEM;
     } else {
         w.part_off = malloc((sz * nb + 1) * sizeof *w.part_off);
         w.part_start = malloc((sz * nb + 1) * sizeof *w.part_start);
@@ -756,8 +959,8 @@ int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keepe
         w.rdisp = calloc(sz, sizeof(int));
         w.recv_done = calloc(sz, sizeof *w.recv_done);
         w.run_pos = calloc(sz, sizeof *w.run_pos);
-        rc = w.part_off && w.part_start && w.part_count && w.bucket_count && w.scount &&
-                     w.sdisp && w.rcount && w.rdisp && w.recv_done && w.run_pos
+        rc = w.part_off && w.part_start && w.part_count && w.bucket_count && w.scount && w.sdisp &&
+                     w.rcount && w.rdisp && w.recv_done && w.run_pos
                  ? PM_OK
                  : PM_ERR_NOMEM;
     }

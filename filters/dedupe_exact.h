@@ -10,14 +10,16 @@
  * hash value (owner rank, then a bucket inside the owner's hash range); each bucket is
  * scanned with an open-addressing table keyed by a 32-bit fingerprint, and only records
  * whose fingerprint repeats are compared in full. On one rank the caller's array is read
- * in place; on several, the buckets travel to their owners in steps of a few MiB
- * (MPI_Alltoallv) and only duplicates' answers travel back. Nothing is sorted. The answer
- * depends only on the records, never on the number of ranks or on which rank held which
- * record.
+ * in place (in sequence, or one small range at a time) and keeper[] serves as work memory
+ * until it receives the answers; on several, the buckets travel to their owners in steps of
+ * a few MiB (MPI_Alltoallv) and only duplicates' answers travel back. Nothing is sorted.
+ * The answer depends only on the records, never on the number of ranks or on which rank
+ * held which record.
  *
- * Memory per record during a round: 8 bytes on one rank (a bucket entry), 4 bytes on
- * several (a partition index), plus 16 bytes per duplicate answered across ranks and
- * fixed buffers of a few MiB per rank. When 1.25 * 16 bytes * (records per rank) exceeds
+ * Memory per record during a round: on one rank 16 bytes per duplicate (queued answers),
+ * plus 8 per record when there are several rounds; on several ranks 4 bytes per record (a
+ * partition index) plus 16 per duplicate answered across ranks; plus fixed buffers of a few
+ * MiB per rank. When 1.25 * 16 bytes * (records per rank) exceeds
  * `memory_limit`, the hash space is split into rounds processed one after another (same
  * answer, less memory). At most 2^31 - 2 records per rank.
  */
@@ -45,12 +47,12 @@ struct dedupe_exact_stats {
 };
 
 /**
- * Collective over `comm`: set keeper[i] for each of this rank's `n` records.
+ * Collective over `comm`: set keeper[i] for each of this rank's `n` records. keeper must not
+ * overlap recs (it is also used as work memory during the call).
  * memory_limit: bytes per rank for the owner-side work (0 = no limit: one round).
  * Returns PM_OK, or PM_ERR_NOMEM / PM_ERR_LIMIT with the same code on every rank.
  */
-int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keeper,
-                     MPI_Comm comm, size_t memory_limit, struct dedupe_exact_stats *stats,
-                     struct pm_error *err);
+int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keeper, MPI_Comm comm,
+                     size_t memory_limit, struct dedupe_exact_stats *stats, struct pm_error *err);
 
 #endif

@@ -7,12 +7,12 @@ import pytest
 from conftest import mpirun, run, tool
 
 
-def make_records(path, n=20000, seed=7):
+def make_records(path, n=20000, seed=7, p_dup=0.4):
     rng = random.Random(seed)
     groups = [(rng.getrandbits(64), rng.getrandbits(64)) for _ in range(n // 10)]
     recs = []
     for i in rng.sample(range(10 * n), n):  # unique ids in random order
-        if rng.random() < 0.4:
+        if rng.random() < p_dup:
             h = rng.choice(groups)
         else:
             h = (rng.getrandbits(64), rng.getrandbits(64))
@@ -31,15 +31,20 @@ def make_records(path, n=20000, seed=7):
                 recs.append(((base ^ (j * 0x100000001), lo), next_id + rng.randint(0, 5)))
                 next_id += 10
     rng.shuffle(recs)
+    expected = write_records(path, recs)
+    ndup = sum(1 for i, k in expected.items() if i != k)
+    return expected, ndup
+
+
+def write_records(path, recs):
+    """Write ((hi, lo), id) records for pm_dedupe_exact_check; return id -> expected keeper."""
     with open(path, "w") as f:
         for (hi, lo), i in recs:
             f.write(f"{hi:x} {lo:x} {i}\n")
     best = {}
     for h, i in recs:
         best[h] = min(best.get(h, i), i)
-    expected = {i: best[h] for h, i in recs}
-    ndup = sum(1 for i, k in expected.items() if i != k)
-    return expected, ndup
+    return {i: best[h] for h, i in recs}
 
 
 def parse(out):
@@ -53,10 +58,15 @@ def parse(out):
     return keep, stats
 
 
-@pytest.mark.parametrize("np_,limit", [(1, 0), (2, 0), (4, 0), (3, 100000)])
-def test_keepers_match_reference(tmp_path, np_, limit):
+# (1, 100000): rounds on one rank (a separate work array instead of keeper[]). n=200000 on
+# one rank: 16 buckets whose records to compare fill keeper[]'s spare room several times
+# (passes over bucket ranges).
+@pytest.mark.parametrize(
+    "np_,limit,n", [(1, 0, 20000), (2, 0, 20000), (4, 0, 20000), (3, 100000, 20000),
+                    (1, 100000, 20000), (1, 0, 200000)])
+def test_keepers_match_reference(tmp_path, np_, limit, n):
     path = tmp_path / "recs.txt"
-    expected, ndup = make_records(path)
+    expected, ndup = make_records(path, n)
     args = [tool("pm_dedupe_exact_check"), path, limit]
     run(args) if np_ == 1 else mpirun(np_, args)
     keep, stats = parse("".join(open(f"{path}.out.{r}").read() for r in range(np_)))
@@ -80,3 +90,23 @@ def test_spill_matches_reference(tmp_path, np_, parts):
     assert stats[0] == len(expected) and stats[1] == ndup
     assert stats[3] == parts  # one dedupe_exact round per part
     assert not spill.exists()
+
+
+# Every record in a group of ~10 copies: on one rank every record is marked for comparison,
+# so the comparison copies cannot share keeper[]'s memory and take their own (and, with a
+# limit, several passes over bucket ranges). Also two groups that hold half the records.
+@pytest.mark.parametrize("np_,limit,n_groups", [(1, 0, None), (1, 100000, None), (2, 0, None),
+                                                (1, 0, 2)])
+def test_all_duplicates(tmp_path, np_, limit, n_groups):
+    path = tmp_path / "recs.txt"
+    n = 20000
+    rng = random.Random(11)
+    k = n_groups or n // 10
+    groups = [(rng.getrandbits(64), rng.getrandbits(64)) for _ in range(k)]
+    recs = [(groups[j % k], i) for j, i in enumerate(rng.sample(range(10 * n), n))]
+    expected = write_records(path, recs)
+    args = [tool("pm_dedupe_exact_check"), path, limit]
+    run(args) if np_ == 1 else mpirun(np_, args)
+    keep, stats = parse("".join(open(f"{path}.out.{r}").read() for r in range(np_)))
+    assert keep == expected
+    assert stats[1] == n - k and stats[2] == k
