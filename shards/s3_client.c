@@ -15,7 +15,6 @@
 
 // Error answers and XML listings are small; a bigger body is not S3 talking.
 #define S3_XML_MAX (16u << 20)
-#define S3_UPLOAD_BUFFER (1L << 20) // curl's upload buffer for PUT bodies (default 64 KiB)
 #define S3_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 struct s3_client {
@@ -538,10 +537,8 @@ static int req_setup(struct s3_client *c, CURL *easy, struct s3_req *r, struct p
         curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, seek_cb);
         curl_easy_setopt(easy, CURLOPT_SEEKDATA, r);
         curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_len);
-        // no "Expect: 100-continue" round trip (an "Expect:" header would be signed)
+        // no "Expect: 100-continue" round trip
         curl_easy_setopt(easy, CURLOPT_EXPECT_100_TIMEOUT_MS, 0L);
-        // the body is in memory: hand it to the socket in large writes
-        curl_easy_setopt(easy, CURLOPT_UPLOAD_BUFFERSIZE, (long)S3_UPLOAD_BUFFER);
     } else if (strcmp(r->method, "POST") == 0) {
         curl_easy_setopt(easy, CURLOPT_POST, 1L);
         curl_easy_setopt(easy, CURLOPT_POSTFIELDS, r->body ? (const char *)r->body : "");
