@@ -17,7 +17,8 @@ struct atomic_file {
     bool committed;
     char *path;
     char *tmp_path;
-    char *dir; // "." when the path has no directory part
+    char *dir;   // "." when the path has no directory part
+    bool nosync; // commit without fsync (atomic_file_set_sync)
 };
 
 static uint64_t random_u64(void)
@@ -106,6 +107,11 @@ const char *atomic_file_temp_path(const struct atomic_file *f)
     return f->tmp_path;
 }
 
+void atomic_file_set_sync(struct atomic_file *f, bool sync)
+{
+    f->nosync = !sync;
+}
+
 int atomic_file_write(struct atomic_file *f, const void *data, size_t n, struct pm_error *err)
 {
     if (f->fd < 0)
@@ -129,7 +135,7 @@ int atomic_file_commit(struct atomic_file *f, struct pm_error *err)
 {
     if (f->fd < 0)
         return pm_error_set(err, PM_ERR_USAGE, "commit of '%s' after commit or abort", f->path);
-    if (fsync(f->fd) != 0) {
+    if (!f->nosync && fsync(f->fd) != 0) {
         int e = errno;
         atomic_file_abort(f);
         return pm_error_set(err, PM_ERR_IO, "cannot fsync '%s': %s", f->path, strerror(e));
@@ -148,7 +154,7 @@ int atomic_file_commit(struct atomic_file *f, struct pm_error *err)
                             strerror(e));
     }
     f->committed = true;
-    return fsync_dir(f->dir, err);
+    return f->nosync ? PM_OK : fsync_dir(f->dir, err);
 }
 
 void atomic_file_abort(struct atomic_file *f)

@@ -29,6 +29,14 @@ struct atomic_file;
  */
 int atomic_file_open(const char *path, struct atomic_file **out, struct pm_error *err);
 
+/**
+ * Whether atomic_file_commit() fsyncs the file and its directory (the default: yes).
+ * Turn it off only for local staging copies that are consumed elsewhere before anything
+ * depends on them (pack's shards waiting to go up to S3): the commit still renames, but
+ * after a crash the file may be short or empty.
+ */
+void atomic_file_set_sync(struct atomic_file *f, bool sync);
+
 /** The open file descriptor of the temporary file (-1 after commit or abort). */
 int atomic_file_fd(const struct atomic_file *f);
 

@@ -118,6 +118,7 @@ int tar_writer_open(const char *path, const struct tar_writer_options *opts,
         tar_writer_free(w);
         return rc;
     }
+    atomic_file_set_sync(w->file, !w->opts.no_sync);
     return writer_start(w, out, err);
 }
 

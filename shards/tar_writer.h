@@ -29,6 +29,7 @@
 #include "file_hash.h"
 #include "pm_error.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,6 +41,8 @@ struct store;
 
 struct tar_writer_options {
     int64_t mtime; /* modification time of every member (seconds since the epoch) */
+    bool no_sync;  /* tar_writer_open: commit without fsync (atomic_file_set_sync): for a
+                      local staging copy that is not the output */
 };
 
 #define TAR_WRITER_OPTIONS_INIT {0}

@@ -841,8 +841,11 @@ static int unit_run(struct unit_ctx *c, uint64_t k, struct pm_error *err)
         snprintf(local[1], sizeof local[1], "%s/%s.parquet", c->tmpdir, name);
         snprintf(local[2], sizeof local[2], "%s/%s_stats.json", c->tmpdir, name);
     }
+    // the staging copies of an S3 output are not the output: no fsync for them
+    struct tar_writer_options to = TAR_WRITER_OPTIONS_INIT;
+    to.no_sync = c->uq != NULL;
     if (rc == PM_OK)
-        rc = c->uq ? tar_writer_open(local[0], NULL, &tw, err)
+        rc = c->uq ? tar_writer_open(local[0], &to, &tw, err)
                    : tar_writer_open_store(c->dst, obj, NULL, &tw, err);
     uint64_t image_bytes = 0;
     for (size_t i = 0; rc == PM_OK && i < n; i++) {
@@ -970,6 +973,31 @@ static int unit_run(struct unit_ctx *c, uint64_t k, struct pm_error *err)
     for (int i = 0; c->uq && i < 3; i++)
         unlink(local[i]);
     return rc;
+}
+
+// Shards already complete in the output: one listing instead of a HEAD per shard.
+struct done_set {
+    const struct plan *p;
+    uint8_t *done; // p->nout flags
+};
+
+static int done_add(void *ctx, const char *name, uint64_t size)
+{
+    (void)size;
+    struct done_set *d = ctx;
+    const char *suffix = "_stats.json";
+    size_t n = strlen(name), sl = strlen(suffix);
+    if (n <= sl || strcmp(name + n - sl, suffix) != 0 || name[0] < '0' || name[0] > '9')
+        return 0;
+    char *end;
+    unsigned long long k = strtoull(name, &end, 10);
+    char nm[SHARD_NAME_MAX + 1];
+    if (end != name + n - sl || k >= d->p->nout ||
+        shard_name(nm, sizeof nm, k, d->p->digits) != PM_OK || strlen(nm) != n - sl ||
+        strncmp(nm, name, n - sl) != 0)
+        return 0;
+    d->done[k] = 1;
+    return 0;
 }
 
 // ---------------------------------------------------------------------------- main
@@ -1170,6 +1198,12 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
             pm_mpi_fail(MPI_ERR_OTHER, "work_counter_create", __FILE__, __LINE__);
         int my = PM_OK;
         uint64_t done = 0, skipped = 0;
+        // the stats file is each shard's commit record: list them once (a shard another
+        // rank commits after this listing is never handed to this rank)
+        struct done_set ds = {&p, calloc(p.nout ? p.nout : 1, 1)};
+        pm_error_clear(&err);
+        my = ds.done ? store_list(dst, done_add, &ds, &err)
+                     : pm_error_set(&err, PM_ERR_NOMEM, "out of memory");
         while (my == PM_OK) {
             if (pm_signal_pending()) {
                 my = PM_ERR_INTERRUPTED;
@@ -1178,21 +1212,15 @@ int cmd_pack(int argc, char **argv, const struct pm_mpi *mpi)
             int64_t k = work_counter_next(wc);
             if (k < 0 || (uint64_t)k >= p.nout)
                 break;
-            char nm[SHARD_NAME_MAX + 1], obj[SHARD_NAME_MAX + 32];
-            shard_name(nm, sizeof nm, (uint64_t)k, p.digits);
-            snprintf(obj, sizeof obj, "%s_stats.json", nm);
-            bool exists = false;
-            pm_error_clear(&err);
-            my = store_exists(dst, obj, &exists, &err);
-            if (my == PM_OK && exists) {
+            if (ds.done[k]) {
                 skipped++;
                 continue;
             }
-            if (my == PM_OK)
-                my = unit_run(&c, (uint64_t)k, &err);
+            my = unit_run(&c, (uint64_t)k, &err);
             if (my == PM_OK)
                 done++;
         }
+        free(ds.done);
         // the shards still going up (a signal abandons them: upload_queue_free below)
         if (c.uq && my == PM_OK) {
             pm_error_clear(&err);

@@ -972,7 +972,7 @@ int download_unit_run(struct download_engine *e, uint64_t unit, struct pm_error 
     }
     // through the store: visible under its name only once whole (S3: the multipart upload
     // completes at close)
-    struct tar_writer_options to = {cfg->tar_mtime};
+    struct tar_writer_options to = {.mtime = cfg->tar_mtime};
     if ((rc = tar_writer_open_store(cfg->store, path, &to, &tw, err)))
         goto out;
 

@@ -233,41 +233,80 @@ KILL_OPTS = ["--samples-per-shard", 3, "--encode-format", "raw", "--image-size",
              "--resize-mode", "fixed", "--shuffle", "--seed", 5]
 
 
-def kill_at_random_moments(cmd, env, rng, writing, check_visible, kills=5):
-    """Start `cmd` and kill -9 it at a random moment of its writing phase, `kills` times,
-    each run resuming the previous one's state: wait until writing() says a shard is being
-    written, then a random 0-50 ms more. check_visible() after each kill. Returns how
-    many kills hit a running process."""
-    hit = 0
-    for _ in range(kills):
+# Kill moments are states, not times: the source is read through the S3 proxy with every
+# GET of it delayed (a rate-limited input, as the download tests use nginx's /slow/), so a
+# shard takes at least one delayed read on any machine, and each kill waits for an
+# observable state of its run (its first source tar read, or one more finished shard) and
+# then a random time shorter than a shard. Each run resumes the previous one's state; a
+# kill uses at most 2 shards.
+SLOW_GET_S = 0.1
+KILL_STATES = (0, 1, 1, 0, 1, 1)  # 0: after the run's first source tar GET; 1: one more shard
+
+
+def paced_kills(cmd, env, proxy, rng, progress, total, check_visible, extra=None):
+    """Run `cmd` once per KILL_STATES entry and kill -9 it at that state + a random 0-0.15
+    s; check_visible() after each kill. progress(): finished shards now. extra(): a flag
+    sampled at each kill. Returns (kills that hit a running process, those that landed
+    mid-write: the run had finished a shard of its own and not the last one, those that
+    saw extra())."""
+    hit = mid = flagged = 0
+    for state in KILL_STATES:
+        with proxy.lock:
+            mark = len(proxy.log)
+        base = progress()
         p = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120
-        while p.poll() is None and not writing() and time.time() < deadline:
-            time.sleep(0.002)
-        time.sleep(rng.uniform(0, 0.05))
+
+        def reached():
+            if state == 0:
+                with proxy.lock:
+                    return any(m == "GET" and "/src/" in path and path.endswith(".tar")
+                               for m, path, _, _ in proxy.log[mark:])
+            return progress() >= base + state
+
+        deadline = time.monotonic() + 120
+        while p.poll() is None and not reached():
+            assert time.monotonic() < deadline, "the run made no progress"
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.15))
+        done = progress()
+        flag = extra() if extra else False
         if p.poll() is None:
             hit += 1
+            mid += base < done < total
+            flagged += bool(flag)
         p.kill()
         p.wait()
         check_visible()
-    return hit
+    return hit, mid, flagged
 
 
-def test_kill_9_at_random_moments_fs(src, tmp_path):
+def test_kill_9_at_random_moments_fs(src, tmp_path, proxy, direct, bucket):
     d, _ = src
+    upload_dir(direct, bucket, "src", d)
+    env = client_env(proxy)
+    opts = [*KILL_OPTS[2:], "--samples-per-shard", 2]  # 15 shards
     ref = tmp_path / "ref"
-    pack([d, "--output", ref, *KILL_OPTS])
+    pack([d, "--output", ref, *opts])
     ref_files = files(ref)
+    total = len([n for n in ref_files if n.endswith(".tar")])
     out = tmp_path / "k"
-    cmd = [tool("pixelmill"), "pack", str(d), "--output", str(out), *map(str, KILL_OPTS)]
-    def writing():  # a temporary file of a shard exists
-        return out.exists() and any(".tmp." in n for n in os.listdir(out))
+    cmd = [tool("pixelmill"), "pack", f"s3://{bucket}/src", "--output", str(out),
+           *map(str, opts)]
+    proxy.add_fault("slow", method="GET", path=f"/{bucket}/src/", times=None, delay=SLOW_GET_S)
 
-    hit = kill_at_random_moments(
-        cmd, None, random.Random(1234), writing,
-        lambda: out.exists() and assert_no_partial(files(out), ref_files))
-    assert hit >= 1, "the kills came too late to interrupt anything"
-    pack([d, "--output", out, *KILL_OPTS])
+    def progress():
+        return len(list(out.glob("*_stats.json"))) if out.exists() else 0
+
+    hit, mid, tmp_seen = paced_kills(
+        cmd, env, proxy, random.Random(1234), progress, total,
+        lambda: out.exists() and assert_no_partial(files(out), ref_files),
+        extra=lambda: out.exists() and any(".tmp." in n for n in os.listdir(out)))
+    print(f"kills: {hit} hit a running pack, {mid} mid-write, {tmp_seen} with a temporary "
+          "file present")
+    assert hit >= 5, f"only {hit} of {len(KILL_STATES)} kills hit a running pack"
+    assert mid >= 3, f"only {mid} kills landed mid-write"
+    proxy.clear()
+    run(cmd, env=env, timeout=300)
     got = files(out)
     assert got.keys() == ref_files.keys()
     assert_no_partial(got, ref_files)
@@ -363,29 +402,55 @@ def test_s3_under_injected_faults(src, tmp_path, proxy, direct, bucket):
     assert uploads(direct, bucket) == []
 
 
-def test_kill_9_at_random_moments_s3(src, tmp_path, proxy, direct, bucket):
-    d, _ = src
+@pytest.fixture(scope="module")
+def kill_src(tmp_path_factory):
+    """144 samples: with BIG's 12 a shard, 12 shards of 5.3 MB (multipart uploads)."""
+    d = tmp_path_factory.mktemp("killsrc") / "ds"
+    make_dataset(d, nshards=3, rows=48, fail_every=0, sizes=((40, 30),))
+    return d
+
+
+def test_kill_9_at_random_moments_s3(kill_src, tmp_path, proxy, direct, bucket):
+    d = kill_src
     upload_dir(direct, bucket, "src", d)
     env = client_env(proxy)
     ref = tmp_path / "ref"
     pack([d, "--output", ref, *BIG])
     ref_files = files(ref)
+    total = len([n for n in ref_files if n.endswith(".tar")])
     prefix = "k"
     cmd = [tool("pixelmill"), "pack", f"s3://{bucket}/src", "--output", f"s3://{bucket}/{prefix}",
            *map(str, BIG)]
+    proxy.add_fault("slow", method="GET", path=f"/{bucket}/src/", times=None, delay=SLOW_GET_S)
+    # parts slowed too, so that kills also land while a multipart upload is going up
+    proxy.add_fault("slow", method="PUT", path=f"/{bucket}/{prefix}/", query="partNumber=",
+                    times=None, delay=0.05)
 
-    def writing():  # the run has sent a PUT of a shard (a part or a whole object)
+    def progress():  # shards whose stats object (each shard's last) is there
+        objs = direct.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", [])
+        return len([o for o in objs if o["Key"].endswith("_stats.json")])
+
+    def uploading():
         with proxy.lock:
-            return any(m == "PUT" and path.endswith(".tar") for m, path, q, st in proxy.log)
+            return proxy.parts_inflight > 0
 
-    def attempt_check():
-        assert_no_partial(s3_files(direct, bucket, prefix), ref_files)
-        proxy.clear()
+    checked = set()
 
-    hit = kill_at_random_moments(
-        cmd, env, random.Random(99), writing,
-        attempt_check)
-    assert hit >= 1, "the kills came too late to interrupt anything"
+    def check_visible():  # every final object is complete (each version read once)
+        objs = direct.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", [])
+        for o in objs:
+            name = o["Key"][len(prefix) + 1:]
+            if name.endswith((".tar", ".parquet")) and (name, o["ETag"]) not in checked:
+                data = direct.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+                assert_no_partial({name: data}, ref_files)
+                checked.add((name, o["ETag"]))
+
+    hit, mid, mid_upload = paced_kills(cmd, env, proxy, random.Random(99), progress, total,
+                                       check_visible, extra=uploading)
+    print(f"kills: {hit} hit a running pack, {mid} mid-write, {mid_upload} mid-upload")
+    assert hit >= 5, f"only {hit} of {len(KILL_STATES)} kills hit a running pack"
+    assert mid >= 3, f"only {mid} kills landed mid-write"
+    proxy.clear()
     pack([f"s3://{bucket}/src", "--output", f"s3://{bucket}/{prefix}", *BIG], env=env)
     got = s3_files(direct, bucket, prefix)
     assert got.keys() == ref_files.keys()
