@@ -201,7 +201,13 @@ static inline __attribute__((always_inline)) void mm_shift_row(float *dst, const
         const float *src = xc + ((size_t)iy * W + ox + dx + lo);
         for (int u = 0; u < lo; u++)
             d[u] = 0.0f;
-        for (int u = 0; u < hi - lo; u++)
+        int u = 0, m = hi - lo; // whole vectors, then the rest (short: no libc call)
+        for (; u + 8 <= m; u += 8) {
+            v8f v;
+            memcpy(&v, src + u, sizeof(v));
+            memcpy(d + lo + u, &v, sizeof(v));
+        }
+        for (; u < m; u++)
             d[lo + u] = src[u];
         for (int u = hi; u < len; u++)
             d[u] = 0.0f;
@@ -709,19 +715,47 @@ static inline float sigmoid_exp(float x)
     return e * scale;
 }
 
-void layer_silu_forward(float *y, const float *x, size_t n)
+// The element loops run in fixed chunks through functions compiled for AVX2+FMA as well (picked
+// at load time, as the matmul): each element's arithmetic does not depend on the chunking.
+enum { SILU_CHUNK = 4096 };
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+static void silu_forward_range(float *y, const float *x, size_t n)
 {
-#pragma omp parallel for schedule(static) if (n >= par_min)
     for (size_t i = 0; i < n; i++)
         y[i] = x[i] / (1.0f + sigmoid_exp(-x[i]));
 }
 
-void layer_silu_backward(float *dx, const float *dy, const float *x, size_t n)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+static void silu_backward_range(float *dx, const float *dy, const float *x, size_t n)
 {
-#pragma omp parallel for schedule(static) if (n >= par_min)
     for (size_t i = 0; i < n; i++) {
         float sg = 1.0f / (1.0f + sigmoid_exp(-x[i]));
         dx[i] += dy[i] * sg * (1.0f + x[i] * (1.0f - sg));
+    }
+}
+
+void layer_silu_forward(float *y, const float *x, size_t n)
+{
+    size_t nchunks = (n + SILU_CHUNK - 1) / SILU_CHUNK;
+#pragma omp parallel for schedule(static) if (n >= par_min)
+    for (size_t c = 0; c < nchunks; c++) {
+        size_t i = c * SILU_CHUNK;
+        silu_forward_range(y + i, x + i, n - i < SILU_CHUNK ? n - i : SILU_CHUNK);
+    }
+}
+
+void layer_silu_backward(float *dx, const float *dy, const float *x, size_t n)
+{
+    size_t nchunks = (n + SILU_CHUNK - 1) / SILU_CHUNK;
+#pragma omp parallel for schedule(static) if (n >= par_min)
+    for (size_t c = 0; c < nchunks; c++) {
+        size_t i = c * SILU_CHUNK;
+        silu_backward_range(dx + i, dy + i, x + i, n - i < SILU_CHUNK ? n - i : SILU_CHUNK);
     }
 }
 
