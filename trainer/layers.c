@@ -387,12 +387,18 @@ void layer_set_parallel_threshold(size_t work)
 
 void layer_reduce_partials(float *dst, const float *partials, int B, size_t n, size_t stride)
 {
+    // blocks of dst that stay in L1, each summed image by image (per element the same order:
+    // dst, then images 0..B-1)
+    enum { RB = 2048 };
+    size_t nblocks = (n + RB - 1) / RB;
 #pragma omp parallel for schedule(static) if (n * (size_t)B >= par_min)
-    for (size_t i = 0; i < n; i++) {
-        float s = dst[i];
-        for (int b = 0; b < B; b++)
-            s += partials[(size_t)b * stride + i];
-        dst[i] = s;
+    for (size_t blk = 0; blk < nblocks; blk++) {
+        size_t i0 = blk * RB, i1 = n - i0 < RB ? n : i0 + RB;
+        for (int b = 0; b < B; b++) {
+            const float *src = partials + (size_t)b * stride;
+            for (size_t i = i0; i < i1; i++)
+                dst[i] += src[i];
+        }
     }
 }
 
