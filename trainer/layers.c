@@ -43,9 +43,8 @@ typedef float v8f __attribute__((vector_size(32)));
  * = when `fresh` (the sums start from 0 instead of C's old values; same arithmetic, since
  * 0 + a*b == a*b).
  */
-static inline __attribute__((always_inline)) void mm_kernel(int kb, const float *Ap,
-                                                            const float *Bp, float *C, int ldc,
-                                                            bool fresh)
+static inline __attribute__((always_inline)) void
+mm_kernel(int kb, const float *Ap, const float *Bp, float *C, int ldc, bool fresh)
 {
     v8f c[MM_MR][2];
     for (int r = 0; r < MM_MR; r++) {
@@ -94,8 +93,7 @@ static inline __attribute__((always_inline)) void mm_transpose8(v8f r[8])
 
 /** Pack rows [i0, i0+h) x k [k0, k0+kb) of op(A) into micro-panels of MM_MR rows. */
 static inline __attribute__((always_inline)) void mm_pack_a(float *Ap, const float *A, int lda,
-                                                            bool ta, int i0, int h, int k0,
-                                                            int kb)
+                                                            bool ta, int i0, int h, int k0, int kb)
 {
     for (int p = 0; p * MM_MR < h; p++) {
         float *dst = Ap + (size_t)p * kb * MM_MR;
@@ -122,8 +120,7 @@ static inline __attribute__((always_inline)) void mm_pack_a(float *Ap, const flo
  * (panel p at Bp + p*kb*MM_NR), zero padded to whole panels. Reads B along its rows.
  */
 static inline __attribute__((always_inline)) void mm_pack_b(float *Bp, const float *B, int ldb,
-                                                            bool tb, int j0, int nb, int k0,
-                                                            int kb)
+                                                            bool tb, int j0, int nb, int k0, int kb)
 {
     int npanels = (nb + MM_NR - 1) / MM_NR;
     if (tb) { // op(B)[k, j] = B[j, k]: column j is row j of B, contiguous in k
@@ -144,7 +141,8 @@ static inline __attribute__((always_inline)) void mm_pack_b(float *Bp, const flo
                     }
                 for (int c = 0; c < 8; c++)
                     for (int q = kk; q < kb; q++)
-                        dst[(size_t)q * MM_NR + c0 + c] = c < rows ? src[(size_t)c * ldb + q] : 0.0f;
+                        dst[(size_t)q * MM_NR + c0 + c] =
+                            c < rows ? src[(size_t)c * ldb + q] : 0.0f;
             }
         }
         return;
@@ -156,8 +154,8 @@ static inline __attribute__((always_inline)) void mm_pack_b(float *Bp, const flo
             memcpy(Bp + ((size_t)p * kb + kk) * MM_NR, src + p * MM_NR, sizeof(float) * MM_NR);
         if (p < npanels)
             for (int c = 0; c < MM_NR; c++)
-                Bp[((size_t)p * kb + kk) * MM_NR + c] = p * MM_NR + c < nb ? src[p * MM_NR + c]
-                                                                           : 0.0f;
+                Bp[((size_t)p * kb + kk) * MM_NR + c] =
+                    p * MM_NR + c < nb ? src[p * MM_NR + c] : 0.0f;
     }
 }
 
@@ -303,8 +301,9 @@ void layer_matmul_pack_a(float *Ap, int M, int K, const float *A, int lda, bool 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 __attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
-static void mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
-                    const struct mm_b *b, float *C, int ldc, bool accumulate)
+static void
+mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
+        const struct mm_b *b, float *C, int ldc, bool accumulate)
 {
     if (K == 0 || M == 0 || N == 0) {
         for (int i = 0; i < M && !accumulate; i++)
@@ -726,7 +725,8 @@ enum { SILU_CHUNK = 4096 };
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 __attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
-static void silu_forward_range(float *y, const float *x, size_t n)
+static void
+silu_forward_range(float *y, const float *x, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         y[i] = x[i] / (1.0f + sigmoid_exp(-x[i]));
@@ -735,7 +735,8 @@ static void silu_forward_range(float *y, const float *x, size_t n)
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 __attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
-static void silu_backward_range(float *dx, const float *dy, const float *x, size_t n)
+static void
+silu_backward_range(float *dx, const float *dy, const float *x, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         float sg = 1.0f / (1.0f + sigmoid_exp(-x[i]));
