@@ -43,9 +43,8 @@ typedef float v8f __attribute__((vector_size(32)));
  * = when `fresh` (the sums start from 0 instead of C's old values; same arithmetic, since
  * 0 + a*b == a*b).
  */
-static inline __attribute__((always_inline)) void mm_kernel(int kb, const float *Ap,
-                                                            const float *Bp, float *C, int ldc,
-                                                            bool fresh)
+static inline __attribute__((always_inline)) void
+mm_kernel(int kb, const float *Ap, const float *Bp, float *C, int ldc, bool fresh)
 {
     v8f c[MM_MR][2];
     for (int r = 0; r < MM_MR; r++) {
@@ -72,10 +71,29 @@ static inline __attribute__((always_inline)) void mm_kernel(int kb, const float 
     }
 }
 
+/** Transpose the 8x8 block r[row][col] in place (r[t] becomes column t). */
+static inline __attribute__((always_inline)) void mm_transpose8(v8f r[8])
+{
+    v8f t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+        u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+        u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        r[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+}
+
 /** Pack rows [i0, i0+h) x k [k0, k0+kb) of op(A) into micro-panels of MM_MR rows. */
 static inline __attribute__((always_inline)) void mm_pack_a(float *Ap, const float *A, int lda,
-                                                            bool ta, int i0, int h, int k0,
-                                                            int kb)
+                                                            bool ta, int i0, int h, int k0, int kb)
 {
     for (int p = 0; p * MM_MR < h; p++) {
         float *dst = Ap + (size_t)p * kb * MM_MR;
@@ -102,18 +120,29 @@ static inline __attribute__((always_inline)) void mm_pack_a(float *Ap, const flo
  * (panel p at Bp + p*kb*MM_NR), zero padded to whole panels. Reads B along its rows.
  */
 static inline __attribute__((always_inline)) void mm_pack_b(float *Bp, const float *B, int ldb,
-                                                            bool tb, int j0, int nb, int k0,
-                                                            int kb)
+                                                            bool tb, int j0, int nb, int k0, int kb)
 {
     int npanels = (nb + MM_NR - 1) / MM_NR;
     if (tb) { // op(B)[k, j] = B[j, k]: column j is row j of B, contiguous in k
         for (int p = 0; p < npanels; p++) {
             float *dst = Bp + (size_t)p * kb * MM_NR;
-            for (int c = 0; c < MM_NR; c++) {
-                int j = p * MM_NR + c;
+            for (int c0 = 0; c0 < MM_NR; c0 += 8) { // 8 columns: 8x8 transposes along k
+                int j = p * MM_NR + c0, rows = nb - j < 8 ? (nb - j > 0 ? nb - j : 0) : 8;
                 const float *src = B + (size_t)(j0 + j) * ldb + k0;
-                for (int kk = 0; kk < kb; kk++)
-                    dst[kk * MM_NR + c] = j < nb ? src[kk] : 0.0f;
+                int kk = 0;
+                if (rows == 8)
+                    for (; kk + 8 <= kb; kk += 8) {
+                        v8f r[8];
+                        for (int t = 0; t < 8; t++)
+                            memcpy(&r[t], src + (size_t)t * ldb + kk, sizeof(v8f));
+                        mm_transpose8(r);
+                        for (int t = 0; t < 8; t++)
+                            memcpy(dst + (size_t)(kk + t) * MM_NR + c0, &r[t], sizeof(v8f));
+                    }
+                for (int c = 0; c < 8; c++)
+                    for (int q = kk; q < kb; q++)
+                        dst[(size_t)q * MM_NR + c0 + c] =
+                            c < rows ? src[(size_t)c * ldb + q] : 0.0f;
             }
         }
         return;
@@ -125,16 +154,156 @@ static inline __attribute__((always_inline)) void mm_pack_b(float *Bp, const flo
             memcpy(Bp + ((size_t)p * kb + kk) * MM_NR, src + p * MM_NR, sizeof(float) * MM_NR);
         if (p < npanels)
             for (int c = 0; c < MM_NR; c++)
-                Bp[((size_t)p * kb + kk) * MM_NR + c] = p * MM_NR + c < nb ? src[p * MM_NR + c]
-                                                                           : 0.0f;
+                Bp[((size_t)p * kb + kk) * MM_NR + c] =
+                    p * MM_NR + c < nb ? src[p * MM_NR + c] : 0.0f;
     }
 }
 
+/**
+ * Where op(B) comes from: a matrix (`B`, `ldb`, transposed when `tb`), or, when `x` is set, the
+ * im2col of one image x[C, H, W] for a stride-1 k x k convolution with zero padding k/2, read
+ * straight from x while packing (no column buffer): op(B)[(c*k + ky)*k + kx, oy*W + ox] =
+ * x[c, oy + ky - k/2, ox + kx - k/2], or its transpose when `tb`.
+ */
+struct mm_b {
+    const float *B;
+    int ldb;
+    bool tb;
+    const float *x;
+    int C, H, W, k;
+};
+
+/**
+ * dst[t] = x[oy + dy, ox + dx] for t < n, where (oy, ox) is pixel q0 + t of the image xc[H, W]
+ * (q0 + n <= H*W), 0 where that falls outside the image.
+ */
+static inline __attribute__((always_inline)) void mm_shift_row(float *dst, const float *xc, int H,
+                                                               int W, int q0, int n, int dy, int dx)
+{
+    int oy = q0 / W, ox = q0 % W;
+    for (int t = 0; t < n; oy++, ox = 0) {
+        int len = W - ox < n - t ? W - ox : n - t, iy = oy + dy;
+        float *d = dst + t;
+        t += len;
+        if (iy < 0 || iy >= H) {
+            for (int u = 0; u < len; u++)
+                d[u] = 0.0f;
+            continue;
+        }
+        // ix = ox + dx + u is inside the row for u in [lo, hi)
+        int lo = -(ox + dx), hi = W - (ox + dx);
+        lo = lo < 0 ? 0 : (lo > len ? len : lo);
+        hi = hi > len ? len : (hi < lo ? lo : hi);
+        const float *src = xc + ((size_t)iy * W + ox + dx + lo);
+        for (int u = 0; u < lo; u++)
+            d[u] = 0.0f;
+        int u = 0, m = hi - lo; // whole vectors, then the rest (short: no libc call)
+        for (; u + 8 <= m; u += 8) {
+            v8f v;
+            memcpy(&v, src + u, sizeof(v));
+            memcpy(d + lo + u, &v, sizeof(v));
+        }
+        for (; u < m; u++)
+            d[lo + u] = src[u];
+        for (int u = hi; u < len; u++)
+            d[u] = 0.0f;
+    }
+}
+
+/** mm_pack_b for an implicit im2col source (struct mm_b with x set). */
+static inline __attribute__((always_inline)) void mm_pack_b_im2col(float *Bp, const struct mm_b *b,
+                                                                   int j0, int nb, int k0, int kb)
+{
+    int H = b->H, W = b->W, k = b->k, pad = k / 2, kk2 = k * k;
+    int npanels = (nb + MM_NR - 1) / MM_NR;
+    if (!b->tb) { // rows are (c, ky, kx), columns pixels: shifted copies of image rows
+        float tmp[MM_NC] __attribute__((aligned(64)));
+        for (int j = nb; j < npanels * MM_NR; j++)
+            tmp[j] = 0.0f;
+        for (int kk = 0; kk < kb; kk++) {
+            int r = k0 + kk, c = r / kk2, ky = r / k % k, kx = r % k;
+            mm_shift_row(tmp, b->x + (size_t)c * H * W, H, W, j0, nb, ky - pad, kx - pad);
+            for (int p = 0; p < npanels; p++)
+                memcpy(Bp + ((size_t)p * kb + kk) * MM_NR, tmp + p * MM_NR, sizeof(float) * MM_NR);
+        }
+        return;
+    }
+    // transposed: rows are pixels k0.., columns (c, ky, kx) j0..: 8 columns filled along the
+    // pixels, then 8x8 transposes
+    float tmp[8][MM_KC + 8] __attribute__((aligned(64)));
+    int kb8 = (kb + 7) / 8 * 8;
+    for (int p = 0; p < npanels; p++) {
+        float *dst = Bp + (size_t)p * kb * MM_NR;
+        for (int c0 = 0; c0 < MM_NR; c0 += 8) {
+            for (int t = 0; t < 8; t++) {
+                int col = j0 + p * MM_NR + c0 + t;
+                int n = col < j0 + nb ? kb : 0;
+                if (n) {
+                    int c = col / kk2, ky = col / k % k, kx = col % k;
+                    mm_shift_row(tmp[t], b->x + (size_t)c * H * W, H, W, k0, kb, ky - pad,
+                                 kx - pad);
+                }
+                for (int q = n; q < kb8; q++)
+                    tmp[t][q] = 0.0f;
+            }
+            for (int kk = 0; kk < kb; kk += 8) {
+                v8f r[8];
+                for (int t = 0; t < 8; t++)
+                    memcpy(&r[t], tmp[t] + kk, sizeof(v8f));
+                mm_transpose8(r);
+                int rows = kb - kk < 8 ? kb - kk : 8;
+                for (int t = 0; t < rows; t++)
+                    memcpy(dst + (size_t)(kk + t) * MM_NR + c0, &r[t], sizeof(v8f));
+            }
+        }
+    }
+}
+
+/** Blocks of k and of rows for an M x K op(A): as few as fit, of even size. */
+static void mm_blocking(int M, int K, int *kstep, int *mstep)
+{
+    int nkb = (K + MM_KC - 1) / MM_KC, nmb = (M + MM_MC - 1) / MM_MC;
+    *kstep = (K + nkb - 1) / nkb;
+    int ms = (M + nmb - 1) / nmb;
+    *mstep = (ms + MM_MR - 1) / MM_MR * MM_MR;
+}
+
+size_t layer_matmul_packed_size(int M, int K)
+{
+    return (size_t)(M + MM_MR - 1) / MM_MR * MM_MR * K;
+}
+
+// Packed A of the whole matrix: k block k0 (of kb values) at Ap + k0 * Mpad, within it
+// micro-panel q (rows q*MR..) at + q * kb * MR, as mm_pack_a lays out one block.
+static float *mm_packed_block(float *Ap, int M, int k0, int kb, int i0)
+{
+    size_t mpad = (size_t)(M + MM_MR - 1) / MM_MR * MM_MR;
+    return Ap + (size_t)k0 * mpad + (size_t)(i0 / MM_MR) * kb * MM_MR;
+}
+
+void layer_matmul_pack_a(float *Ap, int M, int K, const float *A, int lda, bool ta)
+{
+    int kstep, mstep;
+    mm_blocking(M, K, &kstep, &mstep);
+    for (int k0 = 0; k0 < K; k0 += kstep) {
+        int kb = K - k0 < kstep ? K - k0 : kstep;
+        for (int i0 = 0; i0 < M; i0 += mstep) {
+            int mb = M - i0 < mstep ? M - i0 : mstep;
+            mm_pack_a(mm_packed_block(Ap, M, k0, kb, i0), A, lda, ta, i0, mb, k0, kb);
+        }
+    }
+}
+
+/**
+ * C = (or +=) op(A) * op(B). op(A) comes from A (lda, ta) or, when `Apk` is set, from its
+ * layer_matmul_pack_a() form; op(B) as `b` says.
+ */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 __attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
-void layer_matmul(int M, int N, int K, const float *A, int lda, bool ta, const float *B, int ldb,
-                  bool tb, float *C, int ldc, bool accumulate)
+static void
+mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
+        const struct mm_b *b, float *C, int ldc, bool accumulate)
 {
     if (K == 0 || M == 0 || N == 0) {
         for (int i = 0; i < M && !accumulate; i++)
@@ -145,25 +314,30 @@ void layer_matmul(int M, int N, int K, const float *A, int lda, bool ta, const f
     static _Thread_local float Ap[MM_MC * MM_KC] __attribute__((aligned(64)));
     static _Thread_local float Bp[MM_KC * MM_NC] __attribute__((aligned(64)));
     float tile[MM_MR * MM_NR] __attribute__((aligned(64)));
-    // blocks of k and of rows: as few as fit, of even size (rows: whole micro-panels)
-    int nkb = (K + MM_KC - 1) / MM_KC, kstep = (K + nkb - 1) / nkb;
-    int nmb = (M + MM_MC - 1) / MM_MC, mstep = (M + nmb - 1) / nmb;
-    mstep = (mstep + MM_MR - 1) / MM_MR * MM_MR;
+    int kstep, mstep;
+    mm_blocking(M, K, &kstep, &mstep);
     for (int k0 = 0; k0 < K; k0 += kstep) {
         int kb = K - k0 < kstep ? K - k0 : kstep;
         bool fresh = !accumulate && k0 == 0; // C's old values are not read
         for (int i0 = 0; i0 < M; i0 += mstep) {
             int mb = M - i0 < mstep ? M - i0 : mstep;
-            mm_pack_a(Ap, A, lda, ta, i0, mb, k0, kb);
+            const float *Ablk = Ap;
+            if (Apk)
+                Ablk = mm_packed_block((float *)Apk, M, k0, kb, i0);
+            else
+                mm_pack_a(Ap, A, lda, ta, i0, mb, k0, kb);
             for (int j0 = 0; j0 < N; j0 += MM_NC) {
                 int nb = N - j0 < MM_NC ? N - j0 : MM_NC;
-                mm_pack_b(Bp, B, ldb, tb, j0, nb, k0, kb);
+                if (b->x)
+                    mm_pack_b_im2col(Bp, b, j0, nb, k0, kb);
+                else
+                    mm_pack_b(Bp, b->B, b->ldb, b->tb, j0, nb, k0, kb);
                 for (int j = 0; j < nb; j += MM_NR) {
                     int w = nb - j < MM_NR ? nb - j : MM_NR;
                     const float *bp = Bp + (size_t)(j / MM_NR) * kb * MM_NR;
                     for (int p = 0; p * MM_MR < mb; p++) {
                         int h = mb - p * MM_MR < MM_MR ? mb - p * MM_MR : MM_MR;
-                        const float *ap = Ap + (size_t)p * kb * MM_MR;
+                        const float *ap = Ablk + (size_t)p * kb * MM_MR;
                         float *cptr = C + (size_t)(i0 + p * MM_MR) * ldc + j0 + j;
                         if (h == MM_MR && w == MM_NR) {
                             mm_kernel(kb, ap, bp, cptr, ldc, fresh);
@@ -185,6 +359,20 @@ void layer_matmul(int M, int N, int K, const float *A, int lda, bool ta, const f
     }
 }
 
+void layer_matmul(int M, int N, int K, const float *A, int lda, bool ta, const float *B, int ldb,
+                  bool tb, float *C, int ldc, bool accumulate)
+{
+    struct mm_b b = {.B = B, .ldb = ldb, .tb = tb};
+    mm_gemm(M, N, K, A, lda, ta, NULL, &b, C, ldc, accumulate);
+}
+
+void layer_matmul_packed(int M, int N, int K, const float *Apk, const float *B, int ldb, bool tb,
+                         float *C, int ldc, bool accumulate)
+{
+    struct mm_b b = {.B = B, .ldb = ldb, .tb = tb};
+    mm_gemm(M, N, K, NULL, 0, false, Apk, &b, C, ldc, accumulate);
+}
+
 // Below this much work a loop runs on the calling thread (a parallel region costs more than
 // it saves). Results do not depend on it.
 static size_t par_min = 32768;
@@ -196,12 +384,18 @@ void layer_set_parallel_threshold(size_t work)
 
 void layer_reduce_partials(float *dst, const float *partials, int B, size_t n, size_t stride)
 {
+    // blocks of dst that stay in L1, each summed image by image (per element the same order:
+    // dst, then images 0..B-1)
+    enum { RB = 2048 };
+    size_t nblocks = (n + RB - 1) / RB;
 #pragma omp parallel for schedule(static) if (n * (size_t)B >= par_min)
-    for (size_t i = 0; i < n; i++) {
-        float s = dst[i];
-        for (int b = 0; b < B; b++)
-            s += partials[(size_t)b * stride + i];
-        dst[i] = s;
+    for (size_t blk = 0; blk < nblocks; blk++) {
+        size_t i0 = blk * RB, i1 = n - i0 < RB ? n : i0 + RB;
+        for (int b = 0; b < B; b++) {
+            const float *src = partials + (size_t)b * stride;
+            for (size_t i = i0; i < i1; i++)
+                dst[i] += src[i];
+        }
     }
 }
 
@@ -274,46 +468,74 @@ static void col2im_add(float *dx, const float *dcol, int Cin, int H, int W, int 
             }
 }
 
+// Per-thread scratch of a convolution (floats at sc->col + thread * col_per_thread):
+//   forward:  packed weights (M = Cout, K = Cin*k*k) | im2col of x (stride 2 only)
+//   backward: packed op(A) of the input gradient (stride 1, k > 1: flipped weights, M = Cin,
+//             K = Cout*k*k; else w^T, M = Cin*k*k, K = Cout) | flipped weights (stride 1,
+//             k > 1) | im2col of x and d(col) (stride 2 only)
+// Stride-1 convolutions read their input straight from the image while packing the GEMM's B
+// operand (struct mm_b), so they need no column buffer.
+static size_t conv_fwd_scratch(int Cin, int H, int W, int Cout, int k, int s)
+{
+    size_t n = layer_matmul_packed_size(Cout, Cin * k * k);
+    if (s != 1)
+        n += layer_conv2d_col_size(Cin, H, W, k, s);
+    return n;
+}
+
+static size_t conv_bwd_scratch(int Cin, int H, int W, int Cout, int k, int s)
+{
+    if (s == 1 && k > 1)
+        return layer_matmul_packed_size(Cin, Cout * k * k) + (size_t)Cin * Cout * k * k;
+    size_t n = layer_matmul_packed_size(Cin * k * k, Cout);
+    if (s != 1)
+        n += 2 * layer_conv2d_col_size(Cin, H, W, k, s);
+    return n;
+}
+
+size_t layer_conv2d_backward_scratch_size(int Cin, int H, int W, int Cout, int k, int s)
+{
+    size_t f = conv_fwd_scratch(Cin, H, W, Cout, k, s), b = conv_bwd_scratch(Cin, H, W, Cout, k, s);
+    return f > b ? f : b;
+}
+
 void layer_conv2d_forward(float *y, const float *x, const float *w, const float *bias, int B,
                           int Cin, int H, int W, int Cout, int k, int s, struct layer_scratch *sc)
 {
     int Ho = conv_out_size(H, k, s), Wo = conv_out_size(W, k, s);
     int P = Ho * Wo, Kc = Cin * k * k;
-    bool direct = (k == 1 && s == 1);
     size_t work = (size_t)B * P * Kc * Cout;
-#pragma omp parallel for schedule(static)                                                          \
-    num_threads(sc->nthreads) if (B > 1 && work >= 8 * par_min)
-    for (int b = 0; b < B; b++) {
-        const float *xb = x + (size_t)b * Cin * H * W;
-        float *yb = y + (size_t)b * Cout * P;
-        const float *col = xb;
-        if (!direct) {
-            float *c = sc->col + (size_t)thread_id() * sc->col_per_thread;
-            im2col(c, xb, Cin, H, W, k, s);
-            col = c;
+#pragma omp parallel num_threads(sc->nthreads) if (B > 1 && work >= 8 * par_min)
+    {
+        float *wpk = sc->col + (size_t)thread_id() * sc->col_per_thread;
+        float *col = wpk + layer_matmul_packed_size(Cout, Kc);
+        layer_matmul_pack_a(wpk, Cout, Kc, w, Kc, false); // each thread its own: no barrier
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++) {
+            const float *xb = x + (size_t)b * Cin * H * W;
+            float *yb = y + (size_t)b * Cout * P;
+            struct mm_b src = {.B = xb, .ldb = P}; // 1x1: x itself
+            if (s == 1 && k > 1) {
+                src = (struct mm_b){.x = xb, .C = Cin, .H = H, .W = W, .k = k};
+            } else if (s != 1) {
+                im2col(col, xb, Cin, H, W, k, s);
+                src.B = col;
+            }
+            if (bias) {
+                for (int o = 0; o < Cout; o++)
+                    for (int p = 0; p < P; p++)
+                        yb[(size_t)o * P + p] = bias[o];
+            }
+            mm_gemm(Cout, P, Kc, NULL, 0, false, wpk, &src, yb, P, bias != NULL);
         }
-        if (bias) {
-            for (int o = 0; o < Cout; o++)
-                for (int p = 0; p < P; p++)
-                    yb[(size_t)o * P + p] = bias[o];
-        }
-        layer_matmul(Cout, P, Kc, w, Kc, false, col, P, false, yb, P, bias != NULL);
     }
-}
-
-size_t layer_conv2d_backward_scratch_size(int Cin, int H, int W, int Cout, int k, int s)
-{
-    if (s == 1) // im2col of x and of dy, and the flipped weights
-        return layer_conv2d_col_size(Cin, H, W, k, 1) + layer_conv2d_col_size(Cout, H, W, k, 1) +
-               (size_t)Cin * Cout * k * k;
-    return 2 * layer_conv2d_col_size(Cin, H, W, k, s); // im2col of x and d(col)
 }
 
 // The input gradient of a stride-1 convolution with zero padding k/2 is itself such a
 // convolution: dx[i, y, x] = sum_{o, ky, kx} dy[o, y - ky + p, x - kx + p] w[o, i, ky, kx],
 // i.e. dy convolved with the flipped kernel wf[i, o, ky', kx'] = w[o, i, k-1-ky', k-1-kx'].
-// Computing it that way (im2col of dy, one GEMM straight into dx) avoids the large d(col)
-// buffer and the scatter of col2im; stride 2 uses d(col) and col2im.
+// Computing it that way (one GEMM straight into dx, dy read as an implicit im2col) avoids the
+// d(col) buffer and the scatter of col2im; stride 2 uses d(col) and col2im.
 static void conv_flip_weights(float *wf, const float *w, int Cin, int Cout, int k)
 {
     int kk = k * k;
@@ -334,23 +556,32 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
     size_t work = (size_t)B * P * Kc * Cout;
 #pragma omp parallel num_threads(sc->nthreads) if (B > 1 && work >= 8 * par_min)
     {
-        float *col = sc->col + (size_t)thread_id() * sc->col_per_thread;
-        float *dcol = col + (size_t)Kc * P; // im2col of dy (flip) or d(col) (stride 2)
-        float *wf = dcol + (size_t)Cout * k * k * P;
-        if (flip && dx) // each thread its own copy: no barrier, a small cost
-            conv_flip_weights(wf, w, Cin, Cout, k);
+        // packed op(A) of the input gradient, then (flip) the flipped weights or (stride 2)
+        // the im2col of x and d(col)
+        float *apk = sc->col + (size_t)thread_id() * sc->col_per_thread;
+        float *rest = apk + (flip ? layer_matmul_packed_size(Cin, Cout * k * k)
+                                  : layer_matmul_packed_size(Kc, Cout));
+        float *col = rest, *dcol = rest + (s != 1 ? (size_t)Kc * P : 0);
+        if (dx && flip) { // each thread its own copy: no barrier, a small cost
+            conv_flip_weights(rest, w, Cin, Cout, k);
+            layer_matmul_pack_a(apk, Cin, Cout * k * k, rest, Cout * k * k, false);
+        } else if (dx) {
+            layer_matmul_pack_a(apk, Kc, Cout, w, Kc, true);
+        }
 #pragma omp for schedule(static)
         for (int b = 0; b < B; b++) {
             const float *xb = x + (size_t)b * Cin * H * W;
             const float *dyb = dy + (size_t)b * Cout * P;
             float *part = sc->partial + (size_t)b * sc->partial_per_image;
-            const float *cx = xb;
-            if (!direct) {
-                im2col(col, xb, Cin, H, W, k, s);
-                cx = col;
-            }
             // dW_b = dy_b * col^T
-            layer_matmul(Cout, Kc, P, dyb, P, false, cx, P, true, part, Kc, false);
+            struct mm_b src = {.B = xb, .ldb = P, .tb = true}; // 1x1: x itself
+            if (flip) {
+                src = (struct mm_b){.x = xb, .tb = true, .C = Cin, .H = H, .W = W, .k = k};
+            } else if (!direct) {
+                im2col(col, xb, Cin, H, W, k, s);
+                src.B = col;
+            }
+            mm_gemm(Cout, Kc, P, dyb, P, false, NULL, &src, part, Kc, false);
             for (int o = 0; o < Cout; o++) {
                 float acc = 0.0f;
                 for (int p = 0; p < P; p++)
@@ -361,13 +592,12 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
                 continue;
             float *dxb = dx + (size_t)b * Cin * H * W;
             if (direct) {
-                layer_matmul(Kc, P, Cout, w, Kc, true, dyb, P, false, dxb, P, true);
+                layer_matmul_packed(Kc, P, Cout, apk, dyb, P, false, dxb, P, true);
             } else if (flip) {
-                im2col(dcol, dyb, Cout, H, W, k, 1);
-                layer_matmul(Cin, P, Cout * k * k, wf, Cout * k * k, false, dcol, P, false, dxb, P,
-                             true);
+                struct mm_b dsrc = {.x = dyb, .C = Cout, .H = H, .W = W, .k = k};
+                mm_gemm(Cin, P, Cout * k * k, NULL, 0, false, apk, &dsrc, dxb, P, true);
             } else {
-                layer_matmul(Kc, P, Cout, w, Kc, true, dyb, P, false, dcol, P, false);
+                layer_matmul_packed(Kc, P, Cout, apk, dyb, P, false, dcol, P, false);
                 col2im_add(dxb, dcol, Cin, H, W, k, s);
             }
         }
@@ -488,19 +718,49 @@ static inline float sigmoid_exp(float x)
     return e * scale;
 }
 
-void layer_silu_forward(float *y, const float *x, size_t n)
+// The element loops run in fixed chunks through functions compiled for AVX2+FMA as well (picked
+// at load time, as the matmul): each element's arithmetic does not depend on the chunking.
+enum { SILU_CHUNK = 4096 };
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+static void
+silu_forward_range(float *y, const float *x, size_t n)
 {
-#pragma omp parallel for schedule(static) if (n >= par_min)
     for (size_t i = 0; i < n; i++)
         y[i] = x[i] / (1.0f + sigmoid_exp(-x[i]));
 }
 
-void layer_silu_backward(float *dx, const float *dy, const float *x, size_t n)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+static void
+silu_backward_range(float *dx, const float *dy, const float *x, size_t n)
 {
-#pragma omp parallel for schedule(static) if (n >= par_min)
     for (size_t i = 0; i < n; i++) {
         float sg = 1.0f / (1.0f + sigmoid_exp(-x[i]));
         dx[i] += dy[i] * sg * (1.0f + x[i] * (1.0f - sg));
+    }
+}
+
+void layer_silu_forward(float *y, const float *x, size_t n)
+{
+    size_t nchunks = (n + SILU_CHUNK - 1) / SILU_CHUNK;
+#pragma omp parallel for schedule(static) if (n >= par_min)
+    for (size_t c = 0; c < nchunks; c++) {
+        size_t i = c * SILU_CHUNK;
+        silu_forward_range(y + i, x + i, n - i < SILU_CHUNK ? n - i : SILU_CHUNK);
+    }
+}
+
+void layer_silu_backward(float *dx, const float *dy, const float *x, size_t n)
+{
+    size_t nchunks = (n + SILU_CHUNK - 1) / SILU_CHUNK;
+#pragma omp parallel for schedule(static) if (n >= par_min)
+    for (size_t c = 0; c < nchunks; c++) {
+        size_t i = c * SILU_CHUNK;
+        silu_backward_range(dx + i, dy + i, x + i, n - i < SILU_CHUNK ? n - i : SILU_CHUNK);
     }
 }
 

@@ -31,6 +31,22 @@
 void layer_matmul(int M, int N, int K, const float *A, int lda, bool ta, const float *B, int ldb,
                   bool tb, float *C, int ldc, bool accumulate);
 
+/** Floats that layer_matmul_pack_a() writes for an M x K op(A). */
+size_t layer_matmul_packed_size(int M, int K);
+
+/**
+ * Packs op(A) [M, K] (A row-major with leading dimension lda, transposed when `ta`) into
+ * Ap (layer_matmul_packed_size(M, K) floats), the form layer_matmul_packed() reads: pack a
+ * matrix used by many products once (convolution weights, shared by every image).
+ */
+void layer_matmul_pack_a(float *Ap, int M, int K, const float *A, int lda, bool ta);
+
+/**
+ * layer_matmul() with op(A) given packed by layer_matmul_pack_a(); the same result bit for bit.
+ */
+void layer_matmul_packed(int M, int N, int K, const float *Apk, const float *B, int ldb, bool tb,
+                         float *C, int ldc, bool accumulate);
+
 /**
  * Loops with less work than about `work` floats run on the calling thread instead of an
  * OpenMP team (default 32768). Results are the same either way; tests set 0 to exercise the
@@ -70,7 +86,7 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
 /** Floats of im2col scratch one thread needs for this convolution's forward. */
 size_t layer_conv2d_col_size(int Cin, int H, int W, int k, int s);
 
-/** Floats of scratch one thread needs for this convolution's backward. */
+/** Floats of scratch one thread needs for this convolution's forward and backward. */
 size_t layer_conv2d_backward_scratch_size(int Cin, int H, int W, int Cout, int k, int s);
 
 /**

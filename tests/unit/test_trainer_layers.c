@@ -309,6 +309,74 @@ static void test_matmul(void)
     free(A), free(B), free(C);
 }
 
+// matmul with op(A) packed once: bit-identical to layer_matmul, also over several k and row
+// blocks (K > 256, M > 144)
+static void test_matmul_packed(void)
+{
+    int M = 151, N = 45, K = 300;
+    float *A = rand_buf((size_t)M * K, 1), *B = rand_buf((size_t)K * N, 1);
+    float *C1 = zeros((size_t)M * N), *C2 = zeros((size_t)M * N);
+    float *Ap = zeros(layer_matmul_packed_size(M, K));
+    for (int ta = 0; ta < 2; ta++) {
+        layer_matmul_pack_a(Ap, M, K, A, ta ? M : K, ta);
+        for (int tb = 0; tb < 2; tb++)
+            for (int acc = 0; acc < 2; acc++) {
+                for (size_t i = 0; i < (size_t)M * N; i++)
+                    C1[i] = C2[i] = 0.25f;
+                layer_matmul(M, N, K, A, ta ? M : K, ta, B, tb ? K : N, tb, C1, N, acc);
+                layer_matmul_packed(M, N, K, Ap, B, tb ? K : N, tb, C2, N, acc);
+                CHECK(memcmp(C1, C2, sizeof(float) * M * N) == 0);
+            }
+    }
+    free(A), free(B), free(C1), free(C2), free(Ap);
+}
+
+// a stride-1 3x3 convolution large enough for several k blocks (Cin*9 > 256), panels of 16
+// pixels spanning image rows (W = 12) and partial panels: forward, input and weight gradients
+// against direct double loops
+static void test_conv_direct(void)
+{
+    int B = 2, Cin = 30, H = 12, Cout = 7, k = 3, P = H * H;
+    size_t nx = (size_t)B * Cin * P, nw = (size_t)Cout * Cin * 9, ny = (size_t)B * Cout * P;
+    struct layer_scratch sc =
+        make_scratch(layer_conv2d_backward_scratch_size(Cin, H, H, Cout, k, 1), nw + Cout, B);
+    float *x = rand_buf(nx, 1), *w = rand_buf(nw, 0.5f), *bias = rand_buf(Cout, 0.5f);
+    float *y = zeros(ny), *dy = rand_buf(ny, 1), *dx = zeros(nx), *dw = zeros(nw);
+    float *db = zeros(Cout);
+    layer_conv2d_forward(y, x, w, bias, B, Cin, H, H, Cout, k, 1, &sc);
+    layer_conv2d_backward(dx, dw, db, dy, x, w, B, Cin, H, H, Cout, k, 1, &sc);
+    double *rx = calloc(nx, sizeof(double)), *rw = calloc(nw, sizeof(double));
+    double wy = 0.0, wx = 0.0, ww = 0.0;
+    for (int b = 0; b < B; b++)
+        for (int o = 0; o < Cout; o++)
+            for (int oy = 0; oy < H; oy++)
+                for (int ox = 0; ox < H; ox++) {
+                    double s = bias[o];
+                    float g = dy[(((size_t)b * Cout + o) * H + oy) * H + ox];
+                    for (int i = 0; i < Cin; i++)
+                        for (int ky = 0; ky < 3; ky++)
+                            for (int kx = 0; kx < 3; kx++) {
+                                int iy = oy + ky - 1, ix = ox + kx - 1;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= H)
+                                    continue;
+                                size_t xi = (((size_t)b * Cin + i) * H + iy) * H + ix;
+                                size_t wi = (((size_t)o * Cin + i) * 3 + ky) * 3 + kx;
+                                s += (double)x[xi] * w[wi];
+                                rx[xi] += (double)g * w[wi];
+                                rw[wi] += (double)g * x[xi];
+                            }
+                    wy = fmax(wy, fabs(s - y[(((size_t)b * Cout + o) * H + oy) * H + ox]));
+                }
+    for (size_t i = 0; i < nx; i++)
+        wx = fmax(wx, fabs(rx[i] - dx[i]));
+    for (size_t i = 0; i < nw; i++)
+        ww = fmax(ww, fabs(rw[i] - dw[i]));
+    printf("  conv 30->7 @12x12 vs direct: max err y %.1e dx %.1e dw %.1e\n", wy, wx, ww);
+    CHECK(wy < 1e-4 && wx < 1e-4 && ww < 1e-4);
+    free(x), free(w), free(bias), free(y), free(dy), free(dx), free(dw), free(db), free(rx);
+    free(rw), free(sc.col), free(sc.partial);
+}
+
 // ---------------------------------------------------------------------------------------
 // the whole model
 
@@ -774,6 +842,8 @@ int main(void)
     }
     printf("layers vs finite differences:\n");
     test_matmul();
+    test_matmul_packed();
+    test_conv_direct();
     test_conv(3, 1);
     test_conv(3, 2);
     test_conv(1, 1);
