@@ -545,6 +545,23 @@ static void conv_flip_weights(float *wf, const float *w, int Cin, int Cout, int 
                 wf[((size_t)i * Cout + o) * kk + t] = w[((size_t)o * Cin + i) * kk + (kk - 1 - t)];
 }
 
+// The bias gradient of one image and channel: sum of dy over the pixels, in CONV_LANES
+// interleaved float lanes (pixel p in lane p % CONV_LANES, each lane in order) added in a fixed
+// tree at the end: vectorisable, and one order whatever the thread count.
+enum { CONV_LANES = 8 };
+
+static float conv_bias_sum(const float *dy, int n)
+{
+    float a[CONV_LANES] = {0};
+    int p = 0;
+    for (; p + CONV_LANES <= n; p += CONV_LANES)
+        for (int l = 0; l < CONV_LANES; l++)
+            a[l] += dy[p + l];
+    for (int l = 0; p < n; p++, l++)
+        a[l] += dy[p];
+    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+
 void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x,
                            const float *w, int B, int Cin, int H, int W, int Cout, int k, int s,
                            struct layer_scratch *sc)
@@ -582,12 +599,8 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
                 src.B = col;
             }
             mm_gemm(Cout, Kc, P, dyb, P, false, NULL, &src, part, Kc, false);
-            for (int o = 0; o < Cout; o++) {
-                float acc = 0.0f;
-                for (int p = 0; p < P; p++)
-                    acc += dyb[(size_t)o * P + p];
-                part[nw + o] = acc;
-            }
+            for (int o = 0; o < Cout; o++)
+                part[nw + o] = conv_bias_sum(dyb + (size_t)o * P, P);
             if (!dx)
                 continue;
             float *dxb = dx + (size_t)b * Cin * H * W;
@@ -609,6 +622,68 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
 
 // ---------------------------------------------------------------------------------------
 // GroupNorm
+//
+// The statistics are sums in double over GN_LANES interleaved lanes (element i goes to lane
+// i % GN_LANES, each lane in order), the lanes then added in a fixed tree: independent chains
+// instead of one dependent add per element, and the same order whatever the thread count.
+
+enum { GN_LANES = 8 };
+
+static inline double gn_lanes_total(const double a[GN_LANES])
+{
+    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+
+/** Sum of x[0..n). */
+static double gn_sum(const float *x, size_t n)
+{
+    double a[GN_LANES] = {0};
+    size_t i = 0;
+    for (; i + GN_LANES <= n; i += GN_LANES)
+        for (int l = 0; l < GN_LANES; l++)
+            a[l] += x[i + l];
+    for (int l = 0; i < n; i++, l++)
+        a[l] += x[i];
+    return gn_lanes_total(a);
+}
+
+/** Sum of (x[i] - m)^2 over [0, n). */
+static double gn_sum_sq_dev(const float *x, size_t n, double m)
+{
+    double a[GN_LANES] = {0};
+    size_t i = 0;
+    for (; i + GN_LANES <= n; i += GN_LANES)
+        for (int l = 0; l < GN_LANES; l++) {
+            double d = x[i + l] - m;
+            a[l] += d * d;
+        }
+    for (int l = 0; i < n; i++, l++) {
+        double d = x[i] - m;
+        a[l] += d * d;
+    }
+    return gn_lanes_total(a);
+}
+
+/** One channel's sums: *dg = sum dy * xhat, *db = sum dy, xhat = (x - m) * rs in float. */
+static void gn_channel_sums(double *dg, double *db, const float *x, const float *dy, int n,
+                            float m, float rs)
+{
+    double g[GN_LANES] = {0}, d[GN_LANES] = {0};
+    int i = 0;
+    for (; i + GN_LANES <= n; i += GN_LANES)
+        for (int l = 0; l < GN_LANES; l++) {
+            float xh = (x[i + l] - m) * rs;
+            g[l] += (double)dy[i + l] * xh;
+            d[l] += dy[i + l];
+        }
+    for (int l = 0; i < n; i++, l++) {
+        float xh = (x[i] - m) * rs;
+        g[l] += (double)dy[i] * xh;
+        d[l] += dy[i];
+    }
+    *dg = gn_lanes_total(g);
+    *db = gn_lanes_total(d);
+}
 
 void layer_groupnorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma,
                              const float *beta, int B, int C, int HW, int G)
@@ -620,16 +695,8 @@ void layer_groupnorm_forward(float *y, float *mean, float *rstd, const float *x,
         size_t n = (size_t)cpg * HW;
         const float *xs = x + ((size_t)b * C + (size_t)g * cpg) * HW;
         float *ys = y + ((size_t)b * C + (size_t)g * cpg) * HW;
-        double sum = 0.0;
-        for (size_t i = 0; i < n; i++)
-            sum += xs[i];
-        double m = sum / (double)n;
-        double var = 0.0;
-        for (size_t i = 0; i < n; i++) {
-            double d = xs[i] - m;
-            var += d * d;
-        }
-        var /= (double)n;
+        double m = gn_sum(xs, n) / (double)n;
+        double var = gn_sum_sq_dev(xs, n, m) / (double)n;
         float mf = (float)m;
         float rs = (float)(1.0 / sqrt(var + (double)LAYER_GN_EPS));
         mean[bg] = mf;
@@ -663,12 +730,8 @@ void layer_groupnorm_backward(float *dx, float *dgamma, float *dbeta, const floa
                 int ch = g * cpg + c;
                 const float *xc = x + ((size_t)b * C + ch) * HW;
                 const float *dyc = dy + ((size_t)b * C + ch) * HW;
-                double dg = 0.0, db = 0.0;
-                for (int i = 0; i < HW; i++) {
-                    float xh = (xc[i] - m) * rs;
-                    dg += (double)dyc[i] * xh;
-                    db += dyc[i];
-                }
+                double dg, db;
+                gn_channel_sums(&dg, &db, xc, dyc, HW, m, rs);
                 part[ch] = (float)dg;
                 part[C + ch] = (float)db;
                 s1 += db * gamma[ch];
