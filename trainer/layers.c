@@ -39,15 +39,17 @@ enum { MM_MR = 6, MM_NR = 16, MM_KC = 256, MM_MC = 24 * MM_MR, MM_NC = 12 * MM_N
 typedef float v8f __attribute__((vector_size(32)));
 
 /**
- * The register kernel: C[6 x 16] (leading dimension ldc) += Ap[kb x 6]^T * Bp[kb x 16], or
- * = when `fresh` (the sums start from 0 instead of C's old values; same arithmetic, since
- * 0 + a*b == a*b).
+ * The register kernel: C[rows x 16] (leading dimension ldc) += Ap[kb x 6]^T * Bp[kb x 16] for
+ * the first `rows` (<= 6) rows of the micro-panel, or = when `fresh` (the sums start from 0
+ * instead of C's old values; same arithmetic, since 0 + a*b == a*b). Called with a constant
+ * `rows`: 6 for whole panels, fewer for the last panel of an M that is not a multiple of 6
+ * (each element's arithmetic is the same whatever `rows` is).
  */
 static inline __attribute__((always_inline)) void
-mm_kernel(int kb, const float *Ap, const float *Bp, float *C, int ldc, bool fresh)
+mm_kernel(int kb, const float *Ap, const float *Bp, float *C, int ldc, bool fresh, int rows)
 {
     v8f c[MM_MR][2];
-    for (int r = 0; r < MM_MR; r++) {
+    for (int r = 0; r < rows; r++) {
         if (fresh) {
             c[r][0] = c[r][1] = (v8f){0};
             continue;
@@ -59,13 +61,13 @@ mm_kernel(int kb, const float *Ap, const float *Bp, float *C, int ldc, bool fres
         v8f b0, b1;
         memcpy(&b0, Bp + (size_t)k * MM_NR, sizeof(v8f));
         memcpy(&b1, Bp + (size_t)k * MM_NR + 8, sizeof(v8f));
-        for (int r = 0; r < MM_MR; r++) {
+        for (int r = 0; r < rows; r++) {
             float a = Ap[k * MM_MR + r];
             c[r][0] += a * b0;
             c[r][1] += a * b1;
         }
     }
-    for (int r = 0; r < MM_MR; r++) {
+    for (int r = 0; r < rows; r++) {
         memcpy(C + (size_t)r * ldc, &c[r][0], sizeof(v8f));
         memcpy(C + (size_t)r * ldc + 8, &c[r][1], sizeof(v8f));
     }
@@ -339,16 +341,23 @@ mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
                         int h = mb - p * MM_MR < MM_MR ? mb - p * MM_MR : MM_MR;
                         const float *ap = Ablk + (size_t)p * kb * MM_MR;
                         float *cptr = C + (size_t)(i0 + p * MM_MR) * ldc + j0 + j;
-                        if (h == MM_MR && w == MM_NR) {
-                            mm_kernel(kb, ap, bp, cptr, ldc, fresh);
+                        if (w == MM_NR) { // whole columns: straight into C, `h` rows
+                            switch (h) {
+                            case 6: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 6); break;
+                            case 5: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 5); break;
+                            case 4: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 4); break;
+                            case 3: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 3); break;
+                            case 2: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 2); break;
+                            default: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 1); break;
+                            }
                             continue;
                         }
-                        // edge tile: through a zero-padded copy, same arithmetic per element
+                        // edge columns: through a zero-padded copy, same arithmetic per element
                         for (int r = 0; r < MM_MR; r++)
                             for (int c = 0; c < MM_NR; c++)
                                 tile[r * MM_NR + c] =
                                     (!fresh && r < h && c < w) ? cptr[(size_t)r * ldc + c] : 0;
-                        mm_kernel(kb, ap, bp, tile, MM_NR, fresh);
+                        mm_kernel(kb, ap, bp, tile, MM_NR, fresh, MM_MR);
                         for (int r = 0; r < h; r++)
                             for (int c = 0; c < w; c++)
                                 cptr[(size_t)r * ldc + c] = tile[r * MM_NR + c];
