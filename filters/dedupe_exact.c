@@ -15,7 +15,7 @@
 // - Records are grouped into *buckets* of a few thousand by their hash: the owner rank is
 //   mulhi(hash_lo, size) and the bucket inside it the top bits of hash_lo * size (hash_lo's
 //   position inside the owner's range: the low half of the product whose high half chose
-//   the owner). One bucket's hash table fits in L2. Nothing is sorted.
+//   the owner). One bucket's hash table fits in L3. Nothing is sorted.
 // - Per bucket, records go into an open-addressing table keyed by a 32-bit fingerprint of
 //   the 128-bit hash. A record whose fingerprint is already there is a *candidate*; only
 //   candidates (the duplicates, plus a rare fingerprint collision) are compared with full
@@ -40,9 +40,10 @@
 // arena) and by 4 per record on several (plus 16 per duplicate answered across ranks, and
 // fixed step buffers); rounds by hash_hi range bound it.
 
-// Most records per bucket aimed at: 24-48 Ki, a table of at most 64 Ki 8-byte slots (512
-// KiB); 1 Ki buckets at 50 M records (fewer write streams than 2 Ki: measured faster).
-#define TARGET_BUCKET 49152u
+// Most records per bucket aimed at: 48-96 Ki, a table of at most 128 Ki 8-byte slots (1
+// MiB, in L3); 512 buckets at 50 M records (fewer write streams: measured faster than 1 Ki
+// and 2 Ki buckets).
+#define TARGET_BUCKET 98304u
 #define MAX_BUCKET_BITS 16u
 #define STEP_RECORDS 131072u  // records per owner per exchange step aimed at (3 MiB)
 #define SLOT_FLAG 0x80000000u // table slot: the group has at least two records
@@ -327,7 +328,7 @@ static void table_begin(struct exact_work *w, size_t slots)
 }
 
 // Start a bucket of `count` full records: a table of at least 4/3 * count slots (filled at
-// most to 3/4: a full bucket's table fits in L2).
+// most to 3/4).
 static void bucket_begin(struct exact_work *w, size_t count)
 {
     table_begin(w, count + count / 3);
