@@ -15,7 +15,7 @@
 // - Records are grouped into *buckets* of a few thousand by their hash: the owner rank is
 //   mulhi(hash_lo, size) and the bucket inside it the top bits of hash_lo * size (hash_lo's
 //   position inside the owner's range: the low half of the product whose high half chose
-//   the owner). One bucket's records and its hash table stay in L2. Nothing is sorted.
+//   the owner). One bucket's hash table fits in L3. Nothing is sorted.
 // - Per bucket, records go into an open-addressing table keyed by a 32-bit fingerprint of
 //   the 128-bit hash. A record whose fingerprint is already there is a *candidate*; only
 //   candidates (the duplicates, plus a rare fingerprint collision) are compared with full
@@ -40,9 +40,10 @@
 // arena) and by 4 per record on several (plus 16 per duplicate answered across ranks, and
 // fixed step buffers); rounds by hash_hi range bound it.
 
-// Most records per bucket aimed at: 12-24 Ki, a table of at most 32 Ki 8-byte slots; 2 Ki
-// buckets at 50 M records, about as many write streams as the TLB holds.
-#define TARGET_BUCKET 24576u
+// Most records per bucket aimed at: 48-96 Ki, a table of at most 128 Ki 8-byte slots (1
+// MiB, in L3); 512 buckets at 50 M records (fewer write streams: measured faster than 1 Ki
+// and 2 Ki buckets).
+#define TARGET_BUCKET 98304u
 #define MAX_BUCKET_BITS 16u
 #define STEP_RECORDS 131072u  // records per owner per exchange step aimed at (3 MiB)
 #define SLOT_FLAG 0x80000000u // table slot: the group has at least two records
@@ -316,14 +317,21 @@ static int emit_answer(struct exact_work *w, size_t pos, uint64_t id)
 
 // ---- one bucket -------------------------------------------------------------------------
 
-// Start a bucket of `count` records: an empty table of at least 4/3 * count slots (filled
-// at most to 3/4, so that a full bucket's table stays in L2).
-static void bucket_begin(struct exact_work *w, size_t count)
+// Start a bucket: an empty table of at least `slots` slots (a power of two, at least 16;
+// ensure_scan_cap allocated 2 * the largest bucket).
+static void table_begin(struct exact_work *w, size_t slots)
 {
-    unsigned tbits = ceil_log2(count + count / 3);
+    unsigned tbits = ceil_log2(slots);
     w->tbits = tbits < 4 ? 4 : tbits;
     memset(w->table, 0, ((size_t)1 << w->tbits) * sizeof *w->table);
     w->nc = 0;
+}
+
+// Start a bucket of `count` full records: a table of at least 4/3 * count slots (filled at
+// most to 3/4).
+static void bucket_begin(struct exact_work *w, size_t count)
+{
+    table_begin(w, count + count / 3);
 }
 
 // Insert the record at input position pos with fingerprint fp and return 0, or, when the
@@ -630,7 +638,9 @@ static int single_round(struct exact_work *w, const struct dedupe_record *recs, 
     for (size_t b = 0; b < nb; b++) {
         size_t first = w->start[b], count = off[b] - first, marked = 0;
         if (count >= 2) {
-            bucket_begin(w, count);
+            // Only 8-byte entries are read here, so the table may be sparser (filled to at
+            // most 1/2): fewer probes and mispredicted branches (phase 1 ~15% faster).
+            table_begin(w, 2 * count);
             for (size_t e = first; e < off[b]; e++)
                 marked += bucket_mark(w, ent[e].fp, ent[e].pos);
         }
