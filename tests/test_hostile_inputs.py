@@ -428,8 +428,12 @@ def test_fetcher_fd_exhaustion(server):
     """High concurrency with 32 descriptors, 4 fetcher threads sharing one DNS/TLS cache:
     every URL ends (success or a clear error). Also run under TSan by scripts/test.sh."""
     urls = [f"http://127.0.0.1:{server}/{i}".encode() for i in range(200)]
+    # generous timeouts: 128 transfers against one local server on a loaded machine must
+    # not time out (this test is about descriptors, not speed)
     rc, rows, err = fetch(urls, ["--allow-address", "127.0.0.1", "--concurrency", "128",
-                                 "--max-host-connections", "128", "--threads", "4"], nofile=32, timeout=120)
+                                 "--max-host-connections", "128", "--threads", "4",
+                                 "--timeout", "60", "--connect-timeout", "30"],
+                          nofile=32, timeout=300)
     assert len(rows) == len(urls) or rc != 0, err
     for r in rows:
         # a URL that failed because this process ran out of descriptors says so
