@@ -22,6 +22,12 @@ _Noreturn void pm_mpi_fail(int rc, const char *call, const char *file, int line)
 void pm_mpi_init(struct pm_mpi *m, int *argc, char ***argv)
 {
     int provided = 0;
+    // Open MPI starts a process without mpirun (a singleton) by forking a helper daemon
+    // (orted) and waiting for it: ~2.5 s of wall time on a 2-core machine, more than a
+    // whole small pack. Its "isolated" mode skips the daemon; it only costs
+    // MPI_Comm_spawn, which pixelmill never calls. Read by the singleton component
+    // alone (ignored under mpirun/srun); an operator's own setting wins.
+    setenv("OMPI_MCA_ess_singleton_isolated", "1", 0);
     MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
     MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
     MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &m->rank));
