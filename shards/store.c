@@ -18,6 +18,7 @@ struct store {
     struct s3_client *s3;
     char *bucket;
     char *prefix; // "" or ending in '/'
+    size_t put_max; // objects smaller than this: one PUT
     // POSIX
     char *dir;
 };
@@ -28,7 +29,8 @@ struct store_writer {
     char *key;  // S3 key
     // POSIX
     struct atomic_file *file;
-    // S3: small objects stay in `small` until commit; then a multipart upload
+    // S3: objects below put_max stay in `small` until commit (one PUT); past it a
+    // multipart upload
     struct bytebuf small;
     struct s3_upload *up;
     uint64_t bytes;
@@ -142,6 +144,9 @@ int store_open(const char *url_or_path, const struct store_options *opts, struct
                 cfg.backoff_base_s = opts->backoff_base_s;
             if (opts && opts->low_speed_time_s > 0)
                 cfg.low_speed_time_s = opts->low_speed_time_s;
+            s->put_max = opts && opts->put_max       ? opts->put_max
+                         : opts && opts->part_size ? opts->part_size
+                                                   : STORE_PUT_MAX_DEFAULT;
             rc = s3_client_create(&cfg, &s->s3, err);
             s3_config_release(&cfg);
         }
@@ -231,8 +236,7 @@ int store_writer_write(struct store_writer *w, const void *data, size_t n, struc
     } else if (w->up) {
         rc = s3_upload_write(w->up, data, n, err);
     } else {
-        size_t part = s3_client_config(w->s->s3)->part_size;
-        if (w->small.len + n < part) {
+        if (w->small.len + n < w->s->put_max) {
             if (bytebuf_append(&w->small, data, n) != PM_OK)
                 rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory writing '%s'", w->name);
         } else {
@@ -318,7 +322,7 @@ int store_write_all(struct store *s, const char *name, const void *data, size_t 
     int rc = check_name(name, err);
     if (rc != PM_OK)
         return rc;
-    if (s->s3 && n < s3_client_config(s->s3)->part_size) {
+    if (s->s3 && n < s->put_max) {
         char *key = object_path(s, name);
         if (!key)
             return pm_error_set(err, PM_ERR_NOMEM, "out of memory");

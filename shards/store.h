@@ -7,9 +7,11 @@
  * object, under its final name:
  *  - POSIX: through atomic_file (temporary name in the same directory, fsync, rename,
  *    fsync of the directory); parent directories are created as needed.
- *  - S3: a writer keeps up to one part in memory; a small object is sent as a single
- *    PUT at commit, a large one as a multipart upload (parts in parallel) completed at
- *    commit. An aborted or failed writer aborts its multipart upload.
+ *  - S3: a writer keeps the object in memory up to the single-PUT limit (put_max below);
+ *    an object that ends within it is sent as one PUT at commit. Past the limit the
+ *    writer switches to a multipart upload (parts of part_size, in parallel, memory
+ *    bounded by (parts_in_flight + 1) parts) completed at commit. An aborted or failed
+ *    writer aborts its multipart upload.
  * store_sweep_incomplete() removes what killed writers left: temporary files (POSIX) or
  * multipart uploads under the prefix (S3).
  *
@@ -30,11 +32,22 @@
 struct store_options {
     const char *s3_endpoint; /* --s3-endpoint; NULL: AWS_ENDPOINT_URL or AWS itself */
     size_t part_size;        /* S3 part size (0: the client's default, 16 MiB) */
+    size_t put_max;          /* S3: objects smaller than this go up as one PUT, others
+                                as multipart uploads (0: STORE_PUT_MAX_DEFAULT; when
+                                part_size is given, part_size) */
     int parts_in_flight;     /* S3 parts in parallel (0: default, 4) */
     int max_attempts;        /* S3 tries per request (0: default, 5) */
     double backoff_base_s;   /* S3 first backoff ceiling (0: default) */
     long low_speed_time_s;   /* S3: abandon (and retry) a transfer stalled this long (0: 30) */
 };
+
+/**
+ * Default single-PUT limit: 64 MiB. Below ~100 MB AWS advises a single PUT; one request
+ * instead of create + parts + complete costs the server less (an S3 emulator such as moto
+ * copies every part again to assemble the object), and a failed PUT re-sends at most
+ * 64 MiB. The price is memory: a writer holds up to this much before it can send.
+ */
+#define STORE_PUT_MAX_DEFAULT ((size_t)64 << 20)
 
 /** All defaults. */
 #define STORE_OPTIONS_INIT {0}
