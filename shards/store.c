@@ -316,6 +316,11 @@ void store_writer_free(struct store_writer *w)
     free(w);
 }
 
+size_t store_put_max(const struct store *s)
+{
+    return s->s3 ? s->put_max : SIZE_MAX;
+}
+
 int store_write_all(struct store *s, const char *name, const void *data, size_t n,
                     struct pm_error *err)
 {

@@ -98,6 +98,9 @@ uint64_t store_writer_bytes(const struct store_writer *w);
 /** Abort (unless committed) and free. Accepts NULL. */
 void store_writer_free(struct store_writer *w);
 
+/** S3: objects smaller than this go up as one PUT (store_options.put_max); POSIX: SIZE_MAX. */
+size_t store_put_max(const struct store *s);
+
 /** Write a whole small object atomically. */
 int store_write_all(struct store *s, const char *name, const void *data, size_t n,
                     struct pm_error *err);
