@@ -47,6 +47,27 @@ def uploads(direct, bucket):
     return direct.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
+def test_single_put_limit(proxy, direct, bucket, tmp_path):
+    """Without --part-size an object below the single-PUT limit (store.h put_max, 64 MiB by
+    default) goes up as one PUT, however it is written; past the limit the writer switches
+    to a multipart upload. The limit is lowered with --put-max to keep the test small."""
+    env = client_env(proxy)
+    mid = data_file(tmp_path, "mid", 20 * MiB + 7, seed=3)  # above the 16 MiB part size
+    store_tool(["--chunk", str(MiB), "put", f"s3://{bucket}/d/mid.bin", mid], env)
+    assert [e[0] for e in proxy.log if e[2]] == [], "a multipart request for a 20 MiB object"
+    assert [e[0] for e in proxy.log if e[0] == "PUT"] == ["PUT"]
+    big = data_file(tmp_path, "big", 7 * MiB + 3, seed=4)
+    proxy.clear()
+    store_tool(["--put-max", str(6 * MiB), "--chunk", str(MiB), "put",
+                f"s3://{bucket}/d/big.bin", big], env)
+    assert sum(e[0] == "POST" and e[2].startswith("uploads") for e in proxy.log) == 1
+    assert sum(e[0] == "PUT" and "partNumber=" in e[2] for e in proxy.log) == 1  # one 7 MiB part
+    assert sum(e[0] == "POST" and e[2].startswith("uploadId=") for e in proxy.log) == 1
+    for name, p in (("mid.bin", mid), ("big.bin", big)):
+        assert direct.get_object(Bucket=bucket, Key=f"d/{name}")["Body"].read() == p.read_bytes()
+    assert uploads(direct, bucket) == []
+
+
 def test_roundtrip_single_put_and_multipart(proxy, direct, bucket, tmp_path):
     env = client_env(proxy)
     small = data_file(tmp_path, "small", 1000)

@@ -10,9 +10,10 @@
 //                                             bytes, KEY.txt) with tar_writer_open_store
 //
 // Object URLs are "s3://bucket/prefix/name" or "dir/name": the store is everything up to
-// the last '/'. Options: --endpoint URL, --part-size BYTES, --parallel N, --attempts N,
-// --backoff SECONDS, --low-speed-time SECONDS, --chunk BYTES (put: bytes per write call), --abort-after BYTES
-// (put: abort the writer after that many bytes, exit 3, as a caller giving up would).
+// the last '/'. Options: --endpoint URL, --part-size BYTES, --put-max BYTES (single-PUT
+// limit), --parallel N, --attempts N, --backoff SECONDS, --low-speed-time SECONDS, --chunk
+// BYTES (put: bytes per write call), --abort-after BYTES (put: abort the writer after that
+// many bytes, exit 3, as a caller giving up would).
 // Exit 0 ok, 1 error (message on stderr), 2 usage, 3 aborted on request.
 #include "store.h"
 #include "tar_writer.h"
@@ -24,8 +25,9 @@
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: pm_store_tool [--endpoint URL] [--part-size N] [--parallel N] "
-                    "[--attempts N] [--backoff S] [--low-speed-time S] [--chunk N] [--abort-after N] "
+    fprintf(stderr, "usage: pm_store_tool [--endpoint URL] [--part-size N] [--put-max N] "
+                    "[--parallel N] [--attempts N] [--backoff S] [--low-speed-time S] [--chunk N] "
+                    "[--abort-after N] "
                     "put|get|size|ls|rm|sweep|tar URL [FILE] [--range A-B]\n");
     return 2;
 }
@@ -76,6 +78,8 @@ int main(int argc, char **argv)
             opts.s3_endpoint = v, i++;
         else if (strcmp(a, "--part-size") == 0 && v)
             opts.part_size = strtoull(v, NULL, 10), i++;
+        else if (strcmp(a, "--put-max") == 0 && v)
+            opts.put_max = strtoull(v, NULL, 10), i++;
         else if (strcmp(a, "--parallel") == 0 && v)
             opts.parts_in_flight = atoi(v), i++;
         else if (strcmp(a, "--attempts") == 0 && v)
