@@ -529,7 +529,7 @@ def peak_rss_kb(args, tmp_path):
 
 # ---- few file descriptors: the fetcher backs off instead of failing URLs ---------------------
 
-FD_LIMIT = 28  # above what the process needs without sockets (MPI singleton ~20), below 64
+FD_LIMIT = 20  # above what the process needs without sockets (isolated MPI singleton), below 64
 
 
 def test_low_fd_limit_lowers_concurrency_and_loses_no_row(net, tmp_path):
