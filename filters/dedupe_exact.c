@@ -45,7 +45,6 @@
 // and 2 Ki buckets).
 #define TARGET_BUCKET 98304u
 #define MAX_BUCKET_BITS 16u
-#define STEP_RECORDS 131072u  // records per owner per exchange step aimed at (3 MiB)
 #define SLOT_FLAG 0x80000000u // table slot: the group has at least two records
 #define SLOT_REF 0x7fffffffu  // table slot: 1 + the position of the group's keeper
 #define EXTRA_REF 0x80000000u // group reference of a member: an extra group's index
@@ -201,15 +200,18 @@ struct exact_work {
     size_t range_cap;
     struct dedupe_record *spill_own; // the spill when the entries' memory is too small
     size_t spill_own_cap;
-    // several ranks
-    size_t *part_off, *part_start; // partitions + 1 each
-    int *part_count;               // partitions: records per (owner, bucket)
-    int *bucket_count;             // size x buckets: records from sender s in bucket b
-    uint32_t *idx;                 // record indices in partition order
-    size_t idx_cap;
-    struct dedupe_record *send_chunk, *recv_chunk;
-    size_t send_cap, recv_cap;
+    // several ranks (off, start and need_off above are per (owner, bucket) partition)
+    int *part_count;     // partitions: this rank's records, then its marked records, per partition
+    int *bucket_count;   // size x buckets: records, then marked records, from sender s in bucket b
+    uint64_t *step_need; // buckets: the most marked records any rank sends or receives
+    struct entry *recv_ent;
+    size_t recv_ent_cap;
+    uint64_t *bits, *bits_back; // marks of the received entries; this rank's entries' marks
+    size_t bits_cap, bits_back_cap;
+    struct dedupe_record *spill_send, *recv_chunk;
+    size_t spill_send_cap, recv_cap;
     int *scount, *sdisp, *rcount, *rdisp; // one step
+    int *xcount, *xdisp, *ycount, *ydisp; // one step's marks going back
     size_t *recv_done;                    // per sender: records received in earlier steps
     size_t *run_pos;                      // per sender: next position while scanning
     struct reply *emit;
@@ -229,17 +231,22 @@ static void exact_work_release(struct exact_work *w)
     free(w->need_off);
     free(w->range_off);
     free(w->spill_own);
-    free(w->part_off);
-    free(w->part_start);
     free(w->part_count);
     free(w->bucket_count);
-    free(w->idx);
-    free(w->send_chunk);
+    free(w->step_need);
+    free(w->recv_ent);
+    free(w->bits);
+    free(w->bits_back);
+    free(w->spill_send);
     free(w->recv_chunk);
     free(w->scount);
     free(w->sdisp);
     free(w->rcount);
     free(w->rdisp);
+    free(w->xcount);
+    free(w->xdisp);
+    free(w->ycount);
+    free(w->ydisp);
     free(w->recv_done);
     free(w->run_pos);
     free(w->emit);
@@ -297,12 +304,8 @@ static int emit_answer(struct exact_work *w, size_t pos, uint64_t id)
         w->in[pos] = (struct dedupe_record){0, 0, id};
         return PM_OK;
     }
-    int s = sender_of(w, pos);
+    int s = sender_of(w, pos); // answers for this rank's own records take the same way
     size_t slot = w->recv_done[s] + pos - (size_t)w->rdisp[s];
-    if (s == w->rank) {
-        w->keeper[w->idx[w->part_start[(size_t)s * w->buckets] + slot]] = id;
-        return PM_OK;
-    }
     if (w->emit_n == w->emit_cap) {
         size_t cap = w->emit_cap ? 2 * w->emit_cap : 4096;
         struct reply *e = realloc(w->emit, cap * sizeof *e);
@@ -451,16 +454,16 @@ static int bucket_end(struct exact_work *w)
 
 // ---- one rank ---------------------------------------------------------------------------
 
-// Write each of this round's records' entry into its bucket in ent[] (w->off[b]: the start
-// of bucket b, afterwards its end; w->start keeps the starts; ent 64-byte aligned) and, with
-// write_keeper, set its keeper to its own id. The entries go through a 64-byte buffer per
-// bucket (in L2) and out a whole cache line at a time with non-temporal stores: no
-// read-for-ownership of the destination and one store stream at a time instead of
-// thousands of partial lines.
+// Write each of this round's records' entry into its bucket in ent[] (one of nb; on several
+// ranks the (owner, bucket) partitions; w->off[b]: the start of bucket b, afterwards its end;
+// w->start keeps the starts; ent 64-byte aligned) and, with write_keeper, set its keeper to its own
+// id. The entries go through a 64-byte buffer per bucket (in L2) and out a whole cache line at a
+// time with non-temporal stores: no read-for-ownership of the destination and one store stream at a
+// time instead of thousands of partial lines.
 static void scatter_entries(struct exact_work *w, const struct dedupe_record *in, size_t n,
-                            unsigned round, struct entry *ent, int write_keeper)
+                            unsigned round, struct entry *ent, int write_keeper, size_t nb)
 {
-    size_t nb = w->buckets, *off = w->off, *start = w->start;
+    size_t *off = w->off, *start = w->start;
     struct entry *buf = w->wc_buf;
     unsigned rounds = w->rounds;
     memcpy(start, off, (nb + 1) * sizeof *start);
@@ -628,7 +631,7 @@ static int single_round(struct exact_work *w, const struct dedupe_record *recs, 
     for (size_t b = 0; b <= nb; b++)
         off[b] += shift;
     struct entry *ent = (struct entry *)(uintptr_t)((uintptr_t)arena - shift * sizeof *ent);
-    scatter_entries(w, recs, n, round, ent, !in_keeper);
+    scatter_entries(w, recs, n, round, ent, !in_keeper, nb);
     arena_phase_barrier();
     // Phase 1. The marks go to the arena's start: a record is marked at most once and after
     // its entry was read, so they never reach an entry not yet read.
@@ -702,8 +705,153 @@ static int single_round(struct exact_work *w, const struct dedupe_record *recs, 
 
 // ---- several ranks ----------------------------------------------------------------------
 
-// The queued answers go to their senders, which write them into keeper.
-static int return_answers(struct exact_work *w)
+#define MARK_FLAG 0x80000000u // entry position: the owner marked the record
+#define STEP_ENTRIES 1048576u // phase 1: entries per owner per exchange step aimed at (8 MiB)
+#define STEP_RECORDS 1048576u // phase 2: marked records a rank sends or receives per step
+
+// Phase 1 on an owner: insert received entry pos; a repeated fingerprint marks the entry and
+// the first one that had it in the bitmap.
+static inline void bucket_mark_bit(struct exact_work *w, uint32_t fp, uint32_t pos, uint64_t *bits)
+{
+    uint32_t slot;
+    uint64_t t = bucket_probe(w, fp, pos, &slot);
+    if (!t)
+        return;
+    bits[pos >> 6] |= (uint64_t)1 << (pos & 63);
+    if (t & SLOT_FLAG)
+        return;
+    uint32_t first = ((uint32_t)t & SLOT_REF) - 1;
+    bits[first >> 6] |= (uint64_t)1 << (first & 63);
+    w->table[slot] = t | SLOT_FLAG;
+}
+
+// Records (counts[s * buckets + b]) sender s has in buckets [b0, b1) of this owner.
+static size_t recv_range(const struct exact_work *w, const int *counts, int s, size_t b0, size_t b1)
+{
+    size_t c = 0;
+    for (size_t b = b0; b < b1; b++)
+        c += (size_t)counts[(size_t)s * w->buckets + b];
+    return c;
+}
+
+// Phase 1, one exchange step: buckets [b0, b1) of every owner. The entries travel straight
+// from the arena (each owner's buckets are contiguous there), the owner marks repeated
+// fingerprints bucket by bucket in a bitmap of what it received (each sender's part starts
+// at a multiple of 64), the bitmap's parts go back to their senders, which flag their
+// marked entries (MARK_FLAG in the position).
+static void mark_step(struct exact_work *w, struct entry *ent, size_t b0, size_t b1,
+                      MPI_Datatype ent_type)
+{
+    int size = w->size;
+    size_t nb = w->buckets, nr = 0, nback = 0;
+    for (int o = 0; o < size; o++) {
+        w->sdisp[o] = (int)w->start[(size_t)o * nb + b0];
+        w->scount[o] = (int)(w->start[(size_t)o * nb + b1] - w->start[(size_t)o * nb + b0]);
+        w->ycount[o] = (w->scount[o] + 63) / 64;
+        w->ydisp[o] = (int)nback;
+        nback += (size_t)w->ycount[o];
+    }
+    for (int s = 0; s < size; s++) {
+        w->rdisp[s] = (int)nr;
+        w->rcount[s] = (int)recv_range(w, w->bucket_count, s, b0, b1);
+        w->xcount[s] = (w->rcount[s] + 63) / 64;
+        w->xdisp[s] = (int)(nr / 64);
+        nr += (size_t)w->xcount[s] * 64;
+    }
+    MPI_CHECK(MPI_Alltoallv(ent, w->scount, w->sdisp, ent_type, w->recv_ent, w->rcount, w->rdisp,
+                            ent_type, w->comm));
+    const struct entry *in = w->recv_ent;
+    uint64_t *bits = w->bits;
+    memset(bits, 0, nr / 64 * sizeof *bits);
+    for (int s = 0; s < size; s++)
+        w->run_pos[s] = (size_t)w->rdisp[s];
+    for (size_t b = b0; b < b1; b++) {
+        size_t count = 0;
+        for (int s = 0; s < size; s++)
+            count += (size_t)w->bucket_count[(size_t)s * nb + b];
+        if (count >= 2)
+            table_begin(w, 2 * count); // at most 1/2 full, as on one rank
+        for (int s = 0; s < size; s++) {
+            size_t pos = w->run_pos[s];
+            size_t end = pos + (size_t)w->bucket_count[(size_t)s * nb + b];
+            w->run_pos[s] = end;
+            for (; count >= 2 && pos < end; pos++)
+                bucket_mark_bit(w, in[pos].fp, (uint32_t)pos, bits);
+        }
+    }
+    MPI_CHECK(MPI_Alltoallv(bits, w->xcount, w->xdisp, MPI_UINT64_T, w->bits_back, w->ycount,
+                            w->ydisp, MPI_UINT64_T, w->comm));
+    for (int o = 0; o < size; o++) {
+        const uint64_t *word = w->bits_back + w->ydisp[o];
+        struct entry *seg = ent + w->sdisp[o];
+        for (size_t k = 0; k < (size_t)w->ycount[o]; k++)
+            for (uint64_t x = word[k]; x; x &= x - 1)
+                seg[k * 64 + (size_t)__builtin_ctzll(x)].pos |= MARK_FLAG;
+    }
+}
+
+// Phase 2, one exchange step: buckets [b0, b1) of every owner. The marked records of these
+// buckets (sorted: their positions, nm of them, in ascending order of 64 Ki-record ranges)
+// are copied from the input into the spill (owner after owner, bucket after bucket, each
+// partition in input order), sent to their owners, which compare them bucket by bucket with full
+// hashes and queue the answers (their position in the sender's marked records for this owner).
+static int compare_step(struct exact_work *w, const struct dedupe_record *recs,
+                        const uint32_t *sorted, size_t nm, struct dedupe_record *spill, size_t b0,
+                        size_t b1, MPI_Datatype rec_type)
+{
+    int size = w->size;
+    size_t nb = w->buckets, parts = (size_t)size * nb, *cur = w->off, ns = 0, nr = 0;
+    for (int o = 0; o < size; o++) {
+        w->sdisp[o] = (int)ns;
+        for (size_t b = b0; b < b1; b++) {
+            cur[(size_t)o * nb + b] = ns;
+            ns += (size_t)w->part_count[(size_t)o * nb + b];
+        }
+        w->scount[o] = (int)(ns - (size_t)w->sdisp[o]);
+    }
+    for (size_t k = 0; k < nm; k++) { // this step's marks, in position order
+        if (k + PREFETCH_AHEAD < nm)
+            __builtin_prefetch(&recs[sorted[k + PREFETCH_AHEAD]]);
+        const struct dedupe_record *r = &recs[sorted[k]];
+        spill[cur[partition_of(r->hash_lo, parts)]++] = *r;
+    }
+    for (int s = 0; s < size; s++) {
+        w->rdisp[s] = (int)nr;
+        w->rcount[s] = (int)recv_range(w, w->bucket_count, s, b0, b1);
+        nr += (size_t)w->rcount[s];
+    }
+    MPI_CHECK(MPI_Alltoallv(spill, w->scount, w->sdisp, rec_type, w->recv_chunk, w->rcount,
+                            w->rdisp, rec_type, w->comm));
+    const struct dedupe_record *in = w->recv_chunk;
+    w->in = w->recv_chunk;
+    for (int s = 0; s < size; s++)
+        w->run_pos[s] = (size_t)w->rdisp[s];
+    int rc = PM_OK;
+    for (size_t b = b0; b < b1 && rc == PM_OK; b++) {
+        size_t count = 0;
+        for (int s = 0; s < size; s++)
+            count += (size_t)w->bucket_count[(size_t)s * nb + b];
+        if (count > 1)
+            bucket_begin(w, count);
+        for (int s = 0; s < size; s++) {
+            size_t pos = w->run_pos[s];
+            size_t end = pos + (size_t)w->bucket_count[(size_t)s * nb + b];
+            w->run_pos[s] = end;
+            for (; count > 1 && pos < end; pos++)
+                bucket_insert(w, fingerprint(&in[pos]), (uint32_t)pos);
+        }
+        if (count > 1)
+            rc = bucket_end(w);
+    }
+    for (int s = 0; s < size; s++)
+        w->recv_done[s] += (size_t)w->rcount[s];
+    return rc;
+}
+
+// The queued answers go to their senders; each rank's answers end up in w->emit as
+// (input position, keeper) pairs (marks: this rank's marked positions, each owner's from
+// need_off[owner * buckets]).
+static int return_answers(struct exact_work *w, const uint32_t *marks)
 {
     int size = w->size;
     int *ecount = w->scount, *edisp = w->sdisp, *bcount = w->rcount, *bdisp = w->rdisp;
@@ -734,6 +882,9 @@ static int return_answers(struct exact_work *w)
         bdisp[o] = (int)nback;
         nback += (size_t)bcount[o];
     }
+    free(w->emit); // the queue is sorted: its memory serves the answers coming back
+    w->emit = NULL;
+    w->emit_n = w->emit_cap = 0;
     struct reply *back = malloc((nback ? nback : 1) * sizeof *back);
     if ((rc = all_agree(back ? PM_OK : PM_ERR_NOMEM, w->comm))) {
         free(sorted);
@@ -746,22 +897,63 @@ static int return_answers(struct exact_work *w)
     MPI_CHECK(
         MPI_Alltoallv(sorted, ecount, edisp, reply_type, back, bcount, bdisp, reply_type, w->comm));
     MPI_CHECK(MPI_Type_free(&reply_type));
-    for (int o = 0; o < size; o++) {
-        const uint32_t *seg = w->idx + w->part_start[(size_t)o * w->buckets];
-        for (size_t i = (size_t)bdisp[o]; i < (size_t)bdisp[o] + (size_t)bcount[o]; i++)
-            w->keeper[seg[back[i].slot]] = back[i].keeper;
-    }
     free(sorted);
-    free(back);
+    for (int o = 0; o < size; o++) {
+        const uint32_t *seg = marks + w->need_off[(size_t)o * w->buckets];
+        for (size_t i = (size_t)bdisp[o]; i < (size_t)bdisp[o] + (size_t)bcount[o]; i++)
+            back[i].slot = seg[back[i].slot];
+    }
+    w->emit = back;
+    w->emit_n = w->emit_cap = nback;
     return PM_OK;
 }
 
-// Sender: count this round's records per (owner, bucket) partition and lay the partitions
-// out (part_start); owners learn their bucket counts from every sender.
-static void count_partitions(struct exact_work *w, const struct dedupe_record *recs, size_t n,
-                             unsigned round)
+// Make room for the exchange buffers of one round (the same code on every rank).
+static int exchange_buffers(struct exact_work *w, size_t step1)
 {
-    size_t parts = (size_t)w->size * w->buckets, *off = w->part_off;
+    int size = w->size;
+    size_t nb = w->buckets, max_bucket = 0, max_send = 0, max_recv = 0;
+    for (size_t b = 0; b < nb; b++) {
+        size_t c = 0;
+        for (int s = 0; s < size; s++)
+            c += (size_t)w->bucket_count[(size_t)s * nb + b];
+        max_bucket = c > max_bucket ? c : max_bucket;
+    }
+    for (size_t b0 = 0; b0 < nb; b0 += step1) {
+        size_t b1 = b0 + step1 < nb ? b0 + step1 : nb, ns = 0, nr = 0;
+        for (int o = 0; o < size; o++) {
+            ns += w->start[(size_t)o * nb + b1] - w->start[(size_t)o * nb + b0];
+            nr += (recv_range(w, w->bucket_count, o, b0, b1) + 63) / 64 * 64;
+        }
+        max_send = ns > max_send ? ns : max_send;
+        max_recv = nr > max_recv ? nr : max_recv;
+    }
+    if (max_recv > SLOT_REF - 1 || w->start[(size_t)size * nb] > INT_MAX)
+        return PM_ERR_LIMIT; // int displacements of MPI, 31-bit positions in the table
+    int rc = ensure_cap((void **)&w->recv_ent, &w->recv_ent_cap, max_recv, sizeof *w->recv_ent);
+    if (rc == PM_OK)
+        rc = ensure_cap((void **)&w->bits, &w->bits_cap, max_recv / 64 + 1, sizeof *w->bits);
+    if (rc == PM_OK)
+        rc = ensure_cap((void **)&w->bits_back, &w->bits_back_cap, max_send / 64 + size,
+                        sizeof *w->bits_back);
+    if (rc == PM_OK)
+        rc = ensure_scan_cap(w, max_bucket);
+    return rc;
+}
+
+// One round on several ranks. Like one rank, but the partitions are (owner, bucket): each
+// rank writes its records' 8-byte entries into the arena in partition order (one streaming
+// pass), phase 1 sends them (no gather: each owner's part of a step is contiguous) and
+// returns the owner's marks as bitmaps, phase 2 sends only the marked records (copied out
+// of the input in position order) and the owner compares them; the answers return at the
+// end. Memory: the arena as on one rank (keeper[] with one round, else 8 bytes per record),
+// the marks (8 bytes per marked record) and the spill in its spare room, fixed step
+// buffers, and the answers (16 bytes per duplicate, 32 while they travel).
+static int exchange_round(struct exact_work *w, const struct dedupe_record *recs, size_t n,
+                          unsigned round, size_t step1)
+{
+    int size = w->size;
+    size_t nb = w->buckets, parts = (size_t)size * nb, *off = w->off;
     memset(off, 0, (parts + 1) * sizeof *off);
     for (size_t i = 0; i < n; i++)
         if (w->rounds == 1 || round_of(recs[i].hash_hi, w->rounds) == round)
@@ -774,148 +966,143 @@ static void count_partitions(struct exact_work *w, const struct dedupe_record *r
         sum += c;
     }
     off[parts] = sum;
-    memcpy(w->part_start, off, (parts + 1) * sizeof *off);
-    MPI_CHECK(MPI_Alltoall(w->part_count, (int)w->buckets, MPI_INT, w->bucket_count,
-                           (int)w->buckets, MPI_INT, w->comm));
-}
-
-// Sender: the index of each of this round's records into its partition; each record's
-// keeper starts as its own id.
-static void scatter_indices(struct exact_work *w, const struct dedupe_record *recs, size_t n,
-                            unsigned round)
-{
-    size_t parts = (size_t)w->size * w->buckets, *off = w->part_off;
-    for (size_t i = 0; i < n; i++) {
-        if (w->rounds > 1 && round_of(recs[i].hash_hi, w->rounds) != round)
-            continue;
-        w->idx[off[partition_of(recs[i].hash_lo, parts)]++] = (uint32_t)i;
-        stream_u64(&w->keeper[i], recs[i].id);
+    MPI_CHECK(
+        MPI_Alltoall(w->part_count, (int)nb, MPI_INT, w->bucket_count, (int)nb, MPI_INT, w->comm));
+    int in_keeper = w->rounds == 1, rc = PM_OK;
+    uint64_t *arena = w->keeper;
+    size_t words = n;
+    if (!in_keeper) {
+        rc = ensure_cap((void **)&w->entries, &w->entries_cap, sum, sizeof *w->entries);
+        arena = (uint64_t *)w->entries;
+        words = w->entries_cap;
     }
-    stream_fence();
-}
+    size_t shift = rc ? 0 : (8 - (uintptr_t)arena / 8 % 8) % 8; // as on one rank
+    for (size_t p = 0; p <= parts; p++)
+        off[p] += shift;
+    memcpy(w->start, off, (parts + 1) * sizeof *off);
+    if (rc == PM_OK)
+        rc = exchange_buffers(w, step1);
+    if ((rc = all_agree(rc, w->comm)))
+        return rc;
+    struct entry *ent = (struct entry *)(uintptr_t)((uintptr_t)arena - shift * sizeof *ent);
+    scatter_entries(w, recs, n, round, ent, !in_keeper, parts);
+    arena_phase_barrier();
 
-// Records of buckets [b0, b1) of owner o in this sender's partition order.
-static size_t part_range(const struct exact_work *w, int o, size_t b0, size_t b1, size_t *first)
-{
-    *first = w->part_start[(size_t)o * w->buckets + b0];
-    return w->part_start[(size_t)o * w->buckets + b1] - *first;
-}
+    MPI_Datatype ent_type, rec_type;
+    MPI_CHECK(MPI_Type_contiguous(2, MPI_UINT32_T, &ent_type));
+    MPI_CHECK(MPI_Type_commit(&ent_type));
+    for (size_t b0 = 0; b0 < nb; b0 += step1)
+        mark_step(w, ent, b0, b0 + step1 < nb ? b0 + step1 : nb, ent_type);
+    MPI_CHECK(MPI_Type_free(&ent_type));
+    arena_phase_barrier();
 
-// Records sender s has in buckets [b0, b1) of this owner.
-static size_t recv_range(const struct exact_work *w, int s, size_t b0, size_t b1)
-{
-    size_t c = 0;
-    for (size_t b = b0; b < b1; b++)
-        c += (size_t)w->bucket_count[(size_t)s * w->buckets + b];
-    return c;
-}
-
-// One exchange step: buckets [b0, b1) of every owner.
-static int exchange_step(struct exact_work *w, const struct dedupe_record *recs, size_t b0,
-                         size_t b1)
-{
-    int size = w->size;
-    size_t nsend = 0, nrecv = 0;
-    for (int o = 0; o < size; o++) { // gather this step's records, owner by owner
-        size_t first, count = part_range(w, o, b0, b1, &first);
-        const uint32_t *ix = w->idx + first;
-        w->sdisp[o] = (int)nsend;
-        w->scount[o] = (int)count;
-        struct dedupe_record *out = w->send_chunk + nsend;
-        for (size_t k = 0; k < count; k++) {
-            if (k + PREFETCH_AHEAD < count)
-                __builtin_prefetch(&recs[ix[k + PREFETCH_AHEAD]]);
-            out[k] = recs[ix[k]];
+    // The marked positions to the arena's start, in partition order (written behind the
+    // entries being read); need_off: each partition's first mark.
+    uint32_t *marks = (uint32_t *)arena;
+    size_t nm = 0, *need = w->need_off;
+    for (size_t p = 0; p < parts; p++) {
+        need[p] = nm;
+        for (size_t e = w->start[p]; e < off[p]; e++) {
+            uint32_t pos = ent[e].pos;
+            if (pos & MARK_FLAG)
+                marks[nm++] = pos & ~MARK_FLAG;
         }
-        nsend += count;
+        w->part_count[p] = (int)(nm - need[p]);
     }
-    for (int s = 0; s < size; s++) {
-        w->rdisp[s] = (int)nrecv;
-        w->rcount[s] = (int)recv_range(w, s, b0, b1);
-        nrecv += (size_t)w->rcount[s];
-    }
-    MPI_Datatype rec_type;
-    MPI_CHECK(MPI_Type_contiguous(3, MPI_UINT64_T, &rec_type));
-    MPI_CHECK(MPI_Type_commit(&rec_type));
-    MPI_CHECK(MPI_Alltoallv(w->send_chunk, w->scount, w->sdisp, rec_type, w->recv_chunk, w->rcount,
-                            w->rdisp, rec_type, w->comm));
-    MPI_CHECK(MPI_Type_free(&rec_type));
-    // scan the step's buckets: bucket b is one run from each sender
-    const struct dedupe_record *in = w->recv_chunk;
-    w->in = w->recv_chunk;
-    for (int s = 0; s < size; s++)
-        w->run_pos[s] = (size_t)w->rdisp[s];
-    int rc = PM_OK;
-    for (size_t b = b0; b < b1 && rc == PM_OK; b++) {
-        size_t count = 0;
-        for (int s = 0; s < size; s++)
-            count += (size_t)w->bucket_count[(size_t)s * w->buckets + b];
-        if (count > 1)
-            bucket_begin(w, count);
-        for (int s = 0; s < size; s++) {
-            size_t pos = w->run_pos[s];
-            size_t end = pos + (size_t)w->bucket_count[(size_t)s * w->buckets + b];
-            w->run_pos[s] = end;
-            for (; count > 1 && pos < end; pos++)
-                bucket_insert(w, fingerprint(&in[pos]), (uint32_t)pos);
-        }
-        if (count > 1)
-            rc = bucket_end(w);
-    }
-    for (int s = 0; s < size; s++)
-        w->recv_done[s] += (size_t)w->rcount[s];
-    return rc;
-}
-
-// One round on several ranks.
-static int exchange_round(struct exact_work *w, const struct dedupe_record *recs, size_t n,
-                          unsigned round, size_t step_buckets)
-{
-    int size = w->size;
-    size_t nb = w->buckets;
-    count_partitions(w, recs, n, round);
-    // sizes: the round's indices, the largest step sent and received, the largest bucket
-    size_t total_in = 0, max_bucket = 0, max_send = 0, max_recv = 0;
+    need[parts] = nm;
+    arena_phase_barrier();
+    MPI_CHECK(
+        MPI_Alltoall(w->part_count, (int)nb, MPI_INT, w->bucket_count, (int)nb, MPI_INT, w->comm));
+    // Phase 2 steps: bucket ranges in which no rank sends or receives much more than
+    // STEP_RECORDS marked records (the same ranges on every rank); step_of: each bucket's.
+    uint64_t *need_b = w->step_need;
     for (size_t b = 0; b < nb; b++) {
-        size_t c = 0;
-        for (int s = 0; s < size; s++)
-            c += (size_t)w->bucket_count[(size_t)s * nb + b];
-        total_in += c;
-        max_bucket = c > max_bucket ? c : max_bucket;
+        size_t sent = 0, got = 0;
+        for (int s = 0; s < size; s++) {
+            sent += (size_t)w->part_count[(size_t)s * nb + b];
+            got += (size_t)w->bucket_count[(size_t)s * nb + b];
+        }
+        need_b[b] = sent > got ? sent : got;
     }
-    for (size_t b0 = 0; b0 < nb; b0 += step_buckets) {
-        size_t b1 = b0 + step_buckets < nb ? b0 + step_buckets : nb, ns = 0, nr = 0, first;
-        for (int o = 0; o < size; o++) {
-            ns += part_range(w, o, b0, b1, &first);
-            nr += recv_range(w, o, b0, b1);
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, need_b, (int)nb, MPI_UINT64_T, MPI_MAX, w->comm));
+    size_t steps = 0, max_send = 0, max_recv = 0;
+    for (size_t b0 = 0, b1; b0 < nb; b0 = b1, steps++) {
+        uint64_t acc = need_b[b0];
+        for (b1 = b0 + 1; b1 < nb && acc + need_b[b1] <= STEP_RECORDS; b1++)
+            acc += need_b[b1];
+        size_t ns = 0, nr = 0;
+        for (int s = 0; s < size; s++) {
+            nr += recv_range(w, w->bucket_count, s, b0, b1);
+            ns += recv_range(w, w->part_count, s, b0, b1);
         }
         max_send = ns > max_send ? ns : max_send;
         max_recv = nr > max_recv ? nr : max_recv;
+        for (size_t b = b0; b < b1; b++)
+            need_b[b] = steps; // need_b is step_of from here on
     }
-    int rc = PM_OK;
-    if (max_send > INT_MAX || max_recv > SLOT_REF - 1 || total_in > UINT32_MAX)
-        rc = PM_ERR_LIMIT; // int counts of MPI, 31-bit positions in the table
-    if (rc == PM_OK)
-        rc = ensure_cap((void **)&w->idx, &w->idx_cap, w->part_off[(size_t)size * nb],
-                        sizeof *w->idx);
-    if (rc == PM_OK)
-        rc = ensure_cap((void **)&w->send_chunk, &w->send_cap, max_send, sizeof *w->send_chunk);
+    // The marks by (step, position range) (a stable counting pass), after the marks: each
+    // step reads only its own records, in position order.
+    uint32_t *sorted = marks + nm;
+    size_t ranges = (n >> RANGE_BITS) + 1, keys = steps * ranges;
+    rc = ensure_cap((void **)&w->range_off, &w->range_cap, keys + 1, sizeof *w->range_off);
+    size_t *roff = w->range_off;
+    if (rc == PM_OK) {
+        memset(roff, 0, (keys + 1) * sizeof *roff);
+        for (size_t p = 0; p < parts; p++) {
+            size_t base = need_b[p & (nb - 1)] * ranges;
+            for (size_t k = need[p]; k < need[p + 1]; k++)
+                roff[base + (marks[k] >> RANGE_BITS)]++;
+        }
+        for (size_t r = 0, acc = 0; r <= keys; r++) {
+            size_t c = roff[r];
+            roff[r] = acc;
+            acc += c;
+        }
+        for (size_t p = 0; p < parts; p++) {
+            size_t base = need_b[p & (nb - 1)] * ranges;
+            for (size_t k = need[p]; k < need[p + 1]; k++)
+                sorted[roff[base + (marks[k] >> RANGE_BITS)]++] = marks[k];
+        }
+    }
+    // the spill in the arena's spare room after the sorted marks, when a step fits there
+    struct dedupe_record *spill = (struct dedupe_record *)(arena + nm);
+    if (rc == PM_OK && (words - nm) / 3 < max_send) {
+        rc = ensure_cap((void **)&w->spill_send, &w->spill_send_cap, max_send, sizeof *spill);
+        spill = w->spill_send;
+    }
+    if (rc == PM_OK && max_recv > SLOT_REF - 1)
+        rc = PM_ERR_LIMIT;
     if (rc == PM_OK)
         rc = ensure_cap((void **)&w->recv_chunk, &w->recv_cap, max_recv, sizeof *w->recv_chunk);
-    if (rc == PM_OK)
-        rc = ensure_scan_cap(w, max_bucket);
     if ((rc = all_agree(rc, w->comm)))
         return rc;
-    scatter_indices(w, recs, n, round);
+    MPI_CHECK(MPI_Type_contiguous(3, MPI_UINT64_T, &rec_type));
+    MPI_CHECK(MPI_Type_commit(&rec_type));
     memset(w->recv_done, 0, (size_t)size * sizeof *w->recv_done);
     w->emit_n = 0;
-    for (size_t b0 = 0; b0 < nb; b0 += step_buckets) { // every rank takes every step
-        int step_rc = exchange_step(w, recs, b0, b0 + step_buckets < nb ? b0 + step_buckets : nb);
+    for (size_t b0 = 0, b1, step = 0, done = 0; b0 < nb; b0 = b1, step++) { // all ranks, all steps
+        for (b1 = b0 + 1; b1 < nb && need_b[b1] == step; b1++)
+            ;
+        size_t end = roff[(step + 1) * ranges - 1]; // after the pass: each key's end
+        arena_phase_barrier();
+        int step_rc = compare_step(w, recs, sorted + done, end - done, spill, b0, b1, rec_type);
         rc = rc ? rc : step_rc;
+        done = end;
     }
-    if ((rc = all_agree(rc, w->comm)))
+    MPI_CHECK(MPI_Type_free(&rec_type));
+    arena_phase_barrier();
+    if ((rc = all_agree(rc, w->comm)) || (rc = return_answers(w, marks)))
         return rc;
-    return return_answers(w);
+    arena_phase_barrier();
+    uint64_t *keeper = w->keeper;
+    if (in_keeper) { // every record's own id, then the answers
+        for (size_t i = 0; i < n; i++)
+            stream_u64(&keeper[i], recs[i].id);
+        stream_fence();
+    }
+    for (size_t a = 0; a < w->emit_n; a++)
+        keeper[w->emit[a].slot] = w->emit[a].keeper;
+    return PM_OK;
 }
 
 int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keeper, MPI_Comm comm,
@@ -935,8 +1122,8 @@ int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keepe
                             "exact dedupe: %llu records on one rank (at most 2^31 - 2)",
                             (unsigned long long)most);
 
-    // Bytes per record for one round: its bucket entry (8) or partition index (4), and its
-    // share of the answers (up to 16 per duplicate), counted as 16 in all.
+    // Bytes per record for one round: its bucket entry (8), and its share of the marks and
+    // answers, counted as 16 in all.
     double per_rank = (double)total / w.size * 1.25 * 16.0;
     w.rounds = 1;
     if (memory_limit && per_rank > (double)memory_limit)
@@ -946,38 +1133,35 @@ int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keepe
     if (w.bucket_bits > MAX_BUCKET_BITS)
         w.bucket_bits = MAX_BUCKET_BITS;
     w.buckets = (size_t)1 << w.bucket_bits;
-    // buckets per exchange step: about STEP_RECORDS records per owner
+    // phase-1 buckets per exchange step on several ranks: about STEP_ENTRIES per owner
     uint64_t per_bucket = per_owner / w.buckets + 1;
-    size_t step_buckets = per_bucket >= STEP_RECORDS ? 1 : (size_t)(STEP_RECORDS / per_bucket);
+    size_t step1 = per_bucket >= STEP_ENTRIES ? 1 : (size_t)(STEP_ENTRIES / per_bucket);
 
     int rc = PM_OK;
-    size_t sz = (size_t)w.size, nb = w.buckets;
-    if (w.size == 1) {
-        w.off = malloc((nb + 1) * sizeof *w.off);
-        w.start = malloc((nb + 1) * sizeof *w.start);
-        w.need_off = malloc((nb + 1) * sizeof *w.need_off);
-        w.wc_buf = aligned_alloc(64, nb * WC_ENTRIES * sizeof *w.wc_buf);
-        rc = w.off && w.start && w.need_off && w.wc_buf ? PM_OK : PM_ERR_NOMEM;
-    } else {
-        w.part_off = malloc((sz * nb + 1) * sizeof *w.part_off);
-        w.part_start = malloc((sz * nb + 1) * sizeof *w.part_start);
-        w.part_count = malloc(sz * nb * sizeof *w.part_count);
-        w.bucket_count = malloc(sz * nb * sizeof *w.bucket_count);
-        w.scount = calloc(sz, sizeof(int));
-        w.sdisp = calloc(sz, sizeof(int));
-        w.rcount = calloc(sz, sizeof(int));
-        w.rdisp = calloc(sz, sizeof(int));
+    size_t sz = (size_t)w.size, nb = w.buckets, parts = sz * nb;
+    w.off = malloc((parts + 1) * sizeof *w.off);
+    w.start = malloc((parts + 1) * sizeof *w.start);
+    w.need_off = malloc((parts + 1) * sizeof *w.need_off);
+    w.wc_buf = aligned_alloc(64, parts * WC_ENTRIES * sizeof *w.wc_buf);
+    rc = w.off && w.start && w.need_off && w.wc_buf ? PM_OK : PM_ERR_NOMEM;
+    if (w.size > 1) {
+        w.part_count = malloc(parts * sizeof *w.part_count);
+        w.bucket_count = malloc(parts * sizeof *w.bucket_count);
+        w.step_need = malloc(nb * sizeof *w.step_need);
+        int **ints[] = {&w.scount, &w.sdisp, &w.rcount, &w.rdisp,
+                        &w.xcount, &w.xdisp, &w.ycount, &w.ydisp};
+        for (size_t i = 0; i < sizeof ints / sizeof *ints; i++)
+            if (!(*ints[i] = calloc(sz, sizeof(int))))
+                rc = PM_ERR_NOMEM;
         w.recv_done = calloc(sz, sizeof *w.recv_done);
         w.run_pos = calloc(sz, sizeof *w.run_pos);
-        rc = w.part_off && w.part_start && w.part_count && w.bucket_count && w.scount && w.sdisp &&
-                     w.rcount && w.rdisp && w.recv_done && w.run_pos
-                 ? PM_OK
-                 : PM_ERR_NOMEM;
+        if (!w.part_count || !w.bucket_count || !w.step_need || !w.recv_done || !w.run_pos)
+            rc = PM_ERR_NOMEM;
     }
     rc = all_agree(rc, comm);
     for (unsigned round = 0; rc == PM_OK && round < w.rounds; round++)
         rc = w.size == 1 ? single_round(&w, recs, n, round)
-                         : exchange_round(&w, recs, n, round, step_buckets);
+                         : exchange_round(&w, recs, n, round, step1);
     uint64_t sums[2] = {w.ndups, w.ngroups}, gsums[2] = {0, 0};
     if (rc == PM_OK)
         MPI_CHECK(MPI_Allreduce(sums, gsums, 2, MPI_UINT64_T, MPI_SUM, comm));
