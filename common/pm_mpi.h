@@ -17,11 +17,11 @@ struct pm_mpi {
 
 /** Check an MPI call; on failure print the library's message, file:line and rank, and
  * abort the job (an MPI failure leaves the collective state unusable). */
-#define MPI_CHECK(call)                                                                       \
-    do {                                                                                      \
-        int mpi_check_rc_ = (call);                                                           \
-        if (mpi_check_rc_ != MPI_SUCCESS)                                                     \
-            pm_mpi_fail(mpi_check_rc_, #call, __FILE__, __LINE__);                            \
+#define MPI_CHECK(call)                                                                            \
+    do {                                                                                           \
+        int mpi_check_rc_ = (call);                                                                \
+        if (mpi_check_rc_ != MPI_SUCCESS)                                                          \
+            pm_mpi_fail(mpi_check_rc_, #call, __FILE__, __LINE__);                                 \
     } while (0)
 
 /** Report a failed MPI call and abort all ranks. Used by MPI_CHECK. */
@@ -36,6 +36,14 @@ void pm_mpi_init(struct pm_mpi *m, int *argc, char ***argv);
  * (one process), `status` itself.
  */
 int pm_mpi_worst(int status);
+
+/**
+ * Complete `req` (from a nonblocking call) like MPI_Wait, but without keeping a core busy
+ * while the other ranks are still working: after a few polls it sleeps ~20 us between
+ * tests. For the long waits of collective steps (ranks out of step, a shared machine);
+ * the added delay per wait is at most the sleep.
+ */
+void pm_mpi_wait_idle(MPI_Request *req);
 
 /** Finalise MPI if it was initialised. */
 void pm_mpi_finalize(void);

@@ -161,11 +161,37 @@ static unsigned ceil_log2(uint64_t x)
     return b;
 }
 
+// Collectives that wait without spinning (pm_mpi_wait_idle): the ranks reach each step at
+// different times on a shared machine, and a spinning wait costs a core.
+static void alltoallv_idle(const void *sbuf, const int *scount, const int *sdisp, MPI_Datatype st,
+                           void *rbuf, const int *rcount, const int *rdisp, MPI_Datatype rt,
+                           MPI_Comm comm)
+{
+    MPI_Request req;
+    MPI_CHECK(MPI_Ialltoallv(sbuf, scount, sdisp, st, rbuf, rcount, rdisp, rt, comm, &req));
+    pm_mpi_wait_idle(&req);
+}
+
+static void alltoall_idle(const void *sbuf, int count, MPI_Datatype type, void *rbuf, MPI_Comm comm)
+{
+    MPI_Request req;
+    MPI_CHECK(MPI_Ialltoall(sbuf, count, type, rbuf, count, type, comm, &req));
+    pm_mpi_wait_idle(&req);
+}
+
+static void allreduce_idle(const void *sbuf, void *rbuf, int count, MPI_Datatype type, MPI_Op op,
+                           MPI_Comm comm)
+{
+    MPI_Request req;
+    MPI_CHECK(MPI_Iallreduce(sbuf, rbuf, count, type, op, comm, &req));
+    pm_mpi_wait_idle(&req);
+}
+
 // Agree on an error across ranks: returns the max code seen.
 static int all_agree(int rc, MPI_Comm comm)
 {
     int global = rc;
-    MPI_CHECK(MPI_Allreduce(&rc, &global, 1, MPI_INT, MPI_MAX, comm));
+    allreduce_idle(&rc, &global, 1, MPI_INT, MPI_MAX, comm);
     return global;
 }
 
@@ -335,6 +361,14 @@ static void table_begin(struct exact_work *w, size_t slots)
 static void bucket_begin(struct exact_work *w, size_t count)
 {
     table_begin(w, count + count / 3);
+}
+
+#define TABLE_AHEAD 16u // entries whose table slot is prefetched ahead of the insert
+
+// Fetch the table slot where fingerprint fp's probe starts into the cache.
+static inline void table_prefetch(const struct exact_work *w, uint32_t fp)
+{
+    __builtin_prefetch(&w->table[(uint32_t)(((uint64_t)(fp * 0x9e3779b1u) << w->tbits) >> 32)]);
 }
 
 // Insert the record at input position pos with fingerprint fp and return 0, or, when the
@@ -644,8 +678,11 @@ static int single_round(struct exact_work *w, const struct dedupe_record *recs, 
             // Only 8-byte entries are read here, so the table may be sparser (filled to at
             // most 1/2): fewer probes and mispredicted branches (phase 1 ~15% faster).
             table_begin(w, 2 * count);
-            for (size_t e = first; e < off[b]; e++)
+            for (size_t e = first; e < off[b]; e++) {
+                if (e + TABLE_AHEAD < off[b])
+                    table_prefetch(w, ent[e + TABLE_AHEAD].fp);
                 marked += bucket_mark(w, ent[e].fp, ent[e].pos);
+            }
         }
         soff[b] = w->nmarks - marked;
         max_need = marked > max_need ? marked : max_need;
@@ -705,6 +742,7 @@ static int single_round(struct exact_work *w, const struct dedupe_record *recs, 
 
 // ---- several ranks ----------------------------------------------------------------------
 
+#define MARK_RANGE_BITS 10u   // phase 2 reads the input in position ranges of 1 Ki records
 #define MARK_FLAG 0x80000000u // entry position: the owner marked the record
 #define STEP_ENTRIES 1048576u // phase 1: entries per owner per exchange step aimed at (8 MiB)
 #define STEP_RECORDS 1048576u // phase 2: marked records a rank sends or receives per step
@@ -738,33 +776,38 @@ static size_t recv_range(const struct exact_work *w, const int *counts, int s, s
 // from the arena (each owner's buckets are contiguous there), the owner marks repeated
 // fingerprints bucket by bucket in a bitmap of what it received (each sender's part starts
 // at a multiple of 64), the bitmap's parts go back to their senders, which flag their
-// marked entries (MARK_FLAG in the position).
+// marked entries (MARK_FLAG in the position). A rank's own part never travels: it is read
+// from the arena and flagged from the bitmap in place.
 static void mark_step(struct exact_work *w, struct entry *ent, size_t b0, size_t b1,
                       MPI_Datatype ent_type)
 {
-    int size = w->size;
+    int size = w->size, me = w->rank;
     size_t nb = w->buckets, nr = 0, nback = 0;
     for (int o = 0; o < size; o++) {
         w->sdisp[o] = (int)w->start[(size_t)o * nb + b0];
         w->scount[o] = (int)(w->start[(size_t)o * nb + b1] - w->start[(size_t)o * nb + b0]);
-        w->ycount[o] = (w->scount[o] + 63) / 64;
+        w->ycount[o] = o == me ? 0 : (w->scount[o] + 63) / 64;
         w->ydisp[o] = (int)nback;
         nback += (size_t)w->ycount[o];
     }
     for (int s = 0; s < size; s++) {
         w->rdisp[s] = (int)nr;
         w->rcount[s] = (int)recv_range(w, w->bucket_count, s, b0, b1);
-        w->xcount[s] = (w->rcount[s] + 63) / 64;
+        w->xcount[s] = s == me ? 0 : (w->rcount[s] + 63) / 64;
         w->xdisp[s] = (int)(nr / 64);
-        nr += (size_t)w->xcount[s] * 64;
+        nr += ((size_t)w->rcount[s] + 63) / 64 * 64;
     }
-    MPI_CHECK(MPI_Alltoallv(ent, w->scount, w->sdisp, ent_type, w->recv_ent, w->rcount, w->rdisp,
-                            ent_type, w->comm));
-    const struct entry *in = w->recv_ent;
+    int own_count = w->scount[me];
+    w->scount[me] = w->rcount[me] = 0;
+    alltoallv_idle(ent, w->scount, w->sdisp, ent_type, w->recv_ent, w->rcount, w->rdisp, ent_type,
+                   w->comm);
+    w->scount[me] = w->rcount[me] = own_count;
     uint64_t *bits = w->bits;
     memset(bits, 0, nr / 64 * sizeof *bits);
     for (int s = 0; s < size; s++)
         w->run_pos[s] = (size_t)w->rdisp[s];
+    // entry at bitmap position pos of sender s: in[s][pos]
+    const struct entry *own = ent + w->sdisp[me] - w->rdisp[me];
     for (size_t b = b0; b < b1; b++) {
         size_t count = 0;
         for (int s = 0; s < size; s++)
@@ -772,56 +815,70 @@ static void mark_step(struct exact_work *w, struct entry *ent, size_t b0, size_t
         if (count >= 2)
             table_begin(w, 2 * count); // at most 1/2 full, as on one rank
         for (int s = 0; s < size; s++) {
+            const struct entry *in = s == me ? own : w->recv_ent;
             size_t pos = w->run_pos[s];
             size_t end = pos + (size_t)w->bucket_count[(size_t)s * nb + b];
             w->run_pos[s] = end;
-            for (; count >= 2 && pos < end; pos++)
+            for (; count >= 2 && pos < end; pos++) {
+                if (pos + TABLE_AHEAD < end)
+                    table_prefetch(w, in[pos + TABLE_AHEAD].fp);
                 bucket_mark_bit(w, in[pos].fp, (uint32_t)pos, bits);
+            }
         }
     }
-    MPI_CHECK(MPI_Alltoallv(bits, w->xcount, w->xdisp, MPI_UINT64_T, w->bits_back, w->ycount,
-                            w->ydisp, MPI_UINT64_T, w->comm));
+    alltoallv_idle(bits, w->xcount, w->xdisp, MPI_UINT64_T, w->bits_back, w->ycount, w->ydisp,
+                   MPI_UINT64_T, w->comm);
     for (int o = 0; o < size; o++) {
-        const uint64_t *word = w->bits_back + w->ydisp[o];
+        const uint64_t *word = o == me ? bits + w->xdisp[me] : w->bits_back + w->ydisp[o];
         struct entry *seg = ent + w->sdisp[o];
-        for (size_t k = 0; k < (size_t)w->ycount[o]; k++)
+        for (size_t k = 0; k < ((size_t)w->scount[o] + 63) / 64; k++)
             for (uint64_t x = word[k]; x; x &= x - 1)
                 seg[k * 64 + (size_t)__builtin_ctzll(x)].pos |= MARK_FLAG;
     }
 }
 
 // Phase 2, one exchange step: buckets [b0, b1) of every owner. The marked records of these
-// buckets (sorted: their positions, nm of them, in ascending order of 64 Ki-record ranges)
+// buckets (sorted: their positions, nm of them, in ascending order of 1 Ki-record ranges)
 // are copied from the input into the spill (owner after owner, bucket after bucket, each
-// partition in input order), sent to their owners, which compare them bucket by bucket with full
-// hashes and queue the answers (their position in the sender's marked records for this owner).
+// partition in input order; a rank's own part straight into its receive buffer), sent to
+// their owners, which compare them bucket by bucket with full hashes and queue the answers
+// (their position in the sender's marked records for this owner).
 static int compare_step(struct exact_work *w, const struct dedupe_record *recs,
                         const uint32_t *sorted, size_t nm, struct dedupe_record *spill, size_t b0,
                         size_t b1, MPI_Datatype rec_type)
 {
-    int size = w->size;
+    int size = w->size, me = w->rank;
     size_t nb = w->buckets, parts = (size_t)size * nb, *cur = w->off, ns = 0, nr = 0;
-    for (int o = 0; o < size; o++) {
-        w->sdisp[o] = (int)ns;
-        for (size_t b = b0; b < b1; b++) {
-            cur[(size_t)o * nb + b] = ns;
-            ns += (size_t)w->part_count[(size_t)o * nb + b];
-        }
-        w->scount[o] = (int)(ns - (size_t)w->sdisp[o]);
-    }
-    for (size_t k = 0; k < nm; k++) { // this step's marks, in position order
-        if (k + PREFETCH_AHEAD < nm)
-            __builtin_prefetch(&recs[sorted[k + PREFETCH_AHEAD]]);
-        const struct dedupe_record *r = &recs[sorted[k]];
-        spill[cur[partition_of(r->hash_lo, parts)]++] = *r;
-    }
     for (int s = 0; s < size; s++) {
         w->rdisp[s] = (int)nr;
         w->rcount[s] = (int)recv_range(w, w->bucket_count, s, b0, b1);
         nr += (size_t)w->rcount[s];
     }
-    MPI_CHECK(MPI_Alltoallv(spill, w->scount, w->sdisp, rec_type, w->recv_chunk, w->rcount,
-                            w->rdisp, rec_type, w->comm));
+    for (int o = 0; o < size; o++) {
+        w->sdisp[o] = (int)ns;
+        size_t at = o == me ? (size_t)w->rdisp[me] : ns;
+        for (size_t b = b0; b < b1; b++) {
+            size_t c = (size_t)w->part_count[(size_t)o * nb + b];
+            cur[(size_t)o * nb + b] = at;
+            at += c;
+            ns += o == me ? 0 : c;
+        }
+        w->scount[o] = (int)(ns - (size_t)w->sdisp[o]);
+    }
+    struct dedupe_record *mine = w->recv_chunk;
+    size_t my_first = (size_t)me * nb, my_end = my_first + nb;
+    for (size_t k = 0; k < nm; k++) { // this step's marks, in position order
+        if (k + PREFETCH_AHEAD < nm)
+            __builtin_prefetch(&recs[sorted[k + PREFETCH_AHEAD]]);
+        const struct dedupe_record *r = &recs[sorted[k]];
+        size_t p = partition_of(r->hash_lo, parts);
+        (p >= my_first && p < my_end ? mine : spill)[cur[p]++] = *r;
+    }
+    int own_count = w->rcount[me];
+    w->rcount[me] = 0;
+    alltoallv_idle(spill, w->scount, w->sdisp, rec_type, w->recv_chunk, w->rcount, w->rdisp,
+                   rec_type, w->comm);
+    w->rcount[me] = own_count;
     const struct dedupe_record *in = w->recv_chunk;
     w->in = w->recv_chunk;
     for (int s = 0; s < size; s++)
@@ -837,8 +894,11 @@ static int compare_step(struct exact_work *w, const struct dedupe_record *recs,
             size_t pos = w->run_pos[s];
             size_t end = pos + (size_t)w->bucket_count[(size_t)s * nb + b];
             w->run_pos[s] = end;
-            for (; count > 1 && pos < end; pos++)
+            for (; count > 1 && pos < end; pos++) {
+                if (pos + TABLE_AHEAD < end)
+                    table_prefetch(w, fingerprint(&in[pos + TABLE_AHEAD]));
                 bucket_insert(w, fingerprint(&in[pos]), (uint32_t)pos);
+            }
         }
         if (count > 1)
             rc = bucket_end(w);
@@ -876,7 +936,7 @@ static int return_answers(struct exact_work *w, const uint32_t *marks)
         free(sorted);
         return rc;
     }
-    MPI_CHECK(MPI_Alltoall(ecount, 1, MPI_INT, bcount, 1, MPI_INT, w->comm));
+    alltoall_idle(ecount, 1, MPI_INT, bcount, w->comm);
     size_t nback = 0;
     for (int o = 0; o < size; o++) {
         bdisp[o] = (int)nback;
@@ -894,8 +954,7 @@ static int return_answers(struct exact_work *w, const uint32_t *marks)
     MPI_Datatype reply_type;
     MPI_CHECK(MPI_Type_contiguous(2, MPI_UINT64_T, &reply_type));
     MPI_CHECK(MPI_Type_commit(&reply_type));
-    MPI_CHECK(
-        MPI_Alltoallv(sorted, ecount, edisp, reply_type, back, bcount, bdisp, reply_type, w->comm));
+    alltoallv_idle(sorted, ecount, edisp, reply_type, back, bcount, bdisp, reply_type, w->comm);
     MPI_CHECK(MPI_Type_free(&reply_type));
     free(sorted);
     for (int o = 0; o < size; o++) {
@@ -966,8 +1025,7 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
         sum += c;
     }
     off[parts] = sum;
-    MPI_CHECK(
-        MPI_Alltoall(w->part_count, (int)nb, MPI_INT, w->bucket_count, (int)nb, MPI_INT, w->comm));
+    alltoall_idle(w->part_count, (int)nb, MPI_INT, w->bucket_count, w->comm);
     int in_keeper = w->rounds == 1, rc = PM_OK;
     uint64_t *arena = w->keeper;
     size_t words = n;
@@ -1011,8 +1069,7 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
     }
     need[parts] = nm;
     arena_phase_barrier();
-    MPI_CHECK(
-        MPI_Alltoall(w->part_count, (int)nb, MPI_INT, w->bucket_count, (int)nb, MPI_INT, w->comm));
+    alltoall_idle(w->part_count, (int)nb, MPI_INT, w->bucket_count, w->comm);
     // Phase 2 steps: bucket ranges in which no rank sends or receives much more than
     // STEP_RECORDS marked records (the same ranges on every rank); step_of: each bucket's.
     uint64_t *need_b = w->step_need;
@@ -1024,7 +1081,7 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
         }
         need_b[b] = sent > got ? sent : got;
     }
-    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, need_b, (int)nb, MPI_UINT64_T, MPI_MAX, w->comm));
+    allreduce_idle(MPI_IN_PLACE, need_b, (int)nb, MPI_UINT64_T, MPI_MAX, w->comm);
     size_t steps = 0, max_send = 0, max_recv = 0;
     for (size_t b0 = 0, b1; b0 < nb; b0 = b1, steps++) {
         uint64_t acc = need_b[b0];
@@ -1043,7 +1100,7 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
     // The marks by (step, position range) (a stable counting pass), after the marks: each
     // step reads only its own records, in position order.
     uint32_t *sorted = marks + nm;
-    size_t ranges = (n >> RANGE_BITS) + 1, keys = steps * ranges;
+    size_t ranges = (n >> MARK_RANGE_BITS) + 1, keys = steps * ranges;
     rc = ensure_cap((void **)&w->range_off, &w->range_cap, keys + 1, sizeof *w->range_off);
     size_t *roff = w->range_off;
     if (rc == PM_OK) {
@@ -1051,7 +1108,7 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
         for (size_t p = 0; p < parts; p++) {
             size_t base = need_b[p & (nb - 1)] * ranges;
             for (size_t k = need[p]; k < need[p + 1]; k++)
-                roff[base + (marks[k] >> RANGE_BITS)]++;
+                roff[base + (marks[k] >> MARK_RANGE_BITS)]++;
         }
         for (size_t r = 0, acc = 0; r <= keys; r++) {
             size_t c = roff[r];
@@ -1061,7 +1118,7 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
         for (size_t p = 0; p < parts; p++) {
             size_t base = need_b[p & (nb - 1)] * ranges;
             for (size_t k = need[p]; k < need[p + 1]; k++)
-                sorted[roff[base + (marks[k] >> RANGE_BITS)]++] = marks[k];
+                sorted[roff[base + (marks[k] >> MARK_RANGE_BITS)]++] = marks[k];
         }
     }
     // the spill in the arena's spare room after the sorted marks, when a step fits there
@@ -1115,8 +1172,8 @@ int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keepe
     MPI_CHECK(MPI_Comm_size(comm, &w.size));
     MPI_CHECK(MPI_Comm_rank(comm, &w.rank));
     uint64_t local = n, total = 0, most = 0;
-    MPI_CHECK(MPI_Allreduce(&local, &total, 1, MPI_UINT64_T, MPI_SUM, comm));
-    MPI_CHECK(MPI_Allreduce(&local, &most, 1, MPI_UINT64_T, MPI_MAX, comm));
+    allreduce_idle(&local, &total, 1, MPI_UINT64_T, MPI_SUM, comm);
+    allreduce_idle(&local, &most, 1, MPI_UINT64_T, MPI_MAX, comm);
     if (most > SLOT_REF - 1)
         return pm_error_set(err, PM_ERR_LIMIT,
                             "exact dedupe: %llu records on one rank (at most 2^31 - 2)",
@@ -1164,7 +1221,7 @@ int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keepe
                          : exchange_round(&w, recs, n, round, step1);
     uint64_t sums[2] = {w.ndups, w.ngroups}, gsums[2] = {0, 0};
     if (rc == PM_OK)
-        MPI_CHECK(MPI_Allreduce(sums, gsums, 2, MPI_UINT64_T, MPI_SUM, comm));
+        allreduce_idle(sums, gsums, 2, MPI_UINT64_T, MPI_SUM, comm);
     exact_work_release(&w);
     if (rc == PM_ERR_LIMIT)
         return pm_error_set(err, rc,
