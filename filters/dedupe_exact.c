@@ -242,6 +242,7 @@ struct exact_work {
     size_t *run_pos;                      // per sender: next position while scanning
     struct reply *emit;
     size_t emit_n, emit_cap;
+    size_t *emit_base, *emit_fill; // several ranks: per sender, its part of emit[]
 };
 
 static void exact_work_release(struct exact_work *w)
@@ -276,6 +277,8 @@ static void exact_work_release(struct exact_work *w)
     free(w->recv_done);
     free(w->run_pos);
     free(w->emit);
+    free(w->emit_base);
+    free(w->emit_fill);
 }
 
 // Make *buf hold `want` elements of `elem` bytes (contents are not kept).
@@ -330,17 +333,10 @@ static int emit_answer(struct exact_work *w, size_t pos, uint64_t id)
         w->in[pos] = (struct dedupe_record){0, 0, id};
         return PM_OK;
     }
-    int s = sender_of(w, pos); // answers for this rank's own records take the same way
-    size_t slot = w->recv_done[s] + pos - (size_t)w->rdisp[s];
-    if (w->emit_n == w->emit_cap) {
-        size_t cap = w->emit_cap ? 2 * w->emit_cap : 4096;
-        struct reply *e = realloc(w->emit, cap * sizeof *e);
-        if (!e)
-            return PM_ERR_NOMEM;
-        w->emit = e;
-        w->emit_cap = cap;
-    }
-    w->emit[w->emit_n++] = (struct reply){(uint64_t)s << 32 | slot, id};
+    // several ranks: into sender s's part of the queue (room reserved by exchange_round;
+    // answers for this rank's own records take the same way)
+    int s = sender_of(w, pos);
+    w->emit[w->emit_fill[s]++] = (struct reply){w->recv_done[s] + pos - (size_t)w->rdisp[s], id};
     return PM_OK;
 }
 
@@ -915,26 +911,9 @@ static int return_answers(struct exact_work *w, const uint32_t *marks)
 {
     int size = w->size;
     int *ecount = w->scount, *edisp = w->sdisp, *bcount = w->rcount, *bdisp = w->rdisp;
-    memset(ecount, 0, (size_t)size * sizeof *ecount);
-    for (size_t i = 0; i < w->emit_n; i++)
-        ecount[w->emit[i].slot >> 32]++;
-    for (int s = 0, off = 0; s < size; s++) {
-        edisp[s] = off;
-        off += ecount[s];
-    }
-    struct reply *sorted = malloc((w->emit_n ? w->emit_n : 1) * sizeof *sorted);
-    int rc = sorted ? PM_OK : PM_ERR_NOMEM;
-    if (sorted) {
-        int *fill = bcount; // scratch until the counts exchange below
-        memcpy(fill, edisp, (size_t)size * sizeof *fill);
-        for (size_t i = 0; i < w->emit_n; i++) {
-            struct reply r = w->emit[i];
-            sorted[fill[r.slot >> 32]++] = (struct reply){r.slot & 0xffffffffu, r.keeper};
-        }
-    }
-    if ((rc = all_agree(rc, w->comm))) {
-        free(sorted);
-        return rc;
+    for (int s = 0; s < size; s++) {
+        edisp[s] = (int)w->emit_base[s];
+        ecount[s] = (int)(w->emit_fill[s] - w->emit_base[s]);
     }
     alltoall_idle(ecount, 1, MPI_INT, bcount, w->comm);
     size_t nback = 0;
@@ -942,12 +921,9 @@ static int return_answers(struct exact_work *w, const uint32_t *marks)
         bdisp[o] = (int)nback;
         nback += (size_t)bcount[o];
     }
-    free(w->emit); // the queue is sorted: its memory serves the answers coming back
-    w->emit = NULL;
-    w->emit_n = w->emit_cap = 0;
-    struct reply *back = malloc((nback ? nback : 1) * sizeof *back);
-    if ((rc = all_agree(back ? PM_OK : PM_ERR_NOMEM, w->comm))) {
-        free(sorted);
+    struct reply *back = big_alloc((nback ? nback : 1) * sizeof *back), *sorted = w->emit;
+    int rc = all_agree(back ? PM_OK : PM_ERR_NOMEM, w->comm);
+    if (rc) {
         free(back);
         return rc;
     }
@@ -957,6 +933,7 @@ static int return_answers(struct exact_work *w, const uint32_t *marks)
     alltoallv_idle(sorted, ecount, edisp, reply_type, back, bcount, bdisp, reply_type, w->comm);
     MPI_CHECK(MPI_Type_free(&reply_type));
     free(sorted);
+    w->emit = NULL;
     for (int o = 0; o < size; o++) {
         const uint32_t *seg = marks + w->need_off[(size_t)o * w->buckets];
         for (size_t i = (size_t)bdisp[o]; i < (size_t)bdisp[o] + (size_t)bcount[o]; i++)
@@ -1131,6 +1108,16 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
         rc = PM_ERR_LIMIT;
     if (rc == PM_OK)
         rc = ensure_cap((void **)&w->recv_chunk, &w->recv_cap, max_recv, sizeof *w->recv_chunk);
+    // room for the answers: at most one per marked record received, per sender
+    size_t nanswers = 0;
+    for (int s = 0; s < size; s++) {
+        w->emit_base[s] = w->emit_fill[s] = nanswers;
+        nanswers += recv_range(w, w->bucket_count, s, 0, nb);
+    }
+    if (rc == PM_OK && nanswers > INT_MAX)
+        rc = PM_ERR_LIMIT;
+    if (rc == PM_OK)
+        rc = ensure_cap((void **)&w->emit, &w->emit_cap, nanswers, sizeof *w->emit);
     if ((rc = all_agree(rc, w->comm)))
         return rc;
     MPI_CHECK(MPI_Type_contiguous(3, MPI_UINT64_T, &rec_type));
@@ -1212,7 +1199,10 @@ int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keepe
                 rc = PM_ERR_NOMEM;
         w.recv_done = calloc(sz, sizeof *w.recv_done);
         w.run_pos = calloc(sz, sizeof *w.run_pos);
-        if (!w.part_count || !w.bucket_count || !w.step_need || !w.recv_done || !w.run_pos)
+        w.emit_base = calloc(sz, sizeof *w.emit_base);
+        w.emit_fill = calloc(sz, sizeof *w.emit_fill);
+        if (!w.part_count || !w.bucket_count || !w.step_need || !w.recv_done || !w.run_pos ||
+            !w.emit_base || !w.emit_fill)
             rc = PM_ERR_NOMEM;
     }
     rc = all_agree(rc, comm);
