@@ -230,6 +230,7 @@ struct exact_work {
     int *part_count;     // partitions: this rank's records, then its marked records, per partition
     int *bucket_count;   // size x buckets: records, then marked records, from sender s in bucket b
     uint64_t *step_need; // buckets: the most marked records any rank sends or receives
+    size_t *step_work;   // 2 x buckets: per phase-2 step, records to send and its spill pass
     struct entry *recv_ent;
     size_t recv_ent_cap;
     uint64_t *bits, *bits_back; // marks of the received entries; this rank's entries' marks
@@ -261,6 +262,7 @@ static void exact_work_release(struct exact_work *w)
     free(w->part_count);
     free(w->bucket_count);
     free(w->step_need);
+    free(w->step_work);
     free(w->recv_ent);
     free(w->bits);
     free(w->bits_back);
@@ -833,48 +835,47 @@ static void mark_step(struct exact_work *w, struct entry *ent, size_t b0, size_t
     }
 }
 
-// Phase 2, one exchange step: buckets [b0, b1) of every owner. The marked records of these
-// buckets (sorted: their positions, nm of them, in ascending order of 1 Ki-record ranges)
-// are copied from the input into the spill (owner after owner, bucket after bucket, each
-// partition in input order; a rank's own part straight into its receive buffer), sent to
-// their owners, which compare them bucket by bucket with full hashes and queue the answers
+// Phase 2: copy marked records from the input into the spill (sorted: their positions, nm
+// of them, in ascending order of 1 Ki-record ranges; each goes to cur[its partition]++).
+static void fill_spill(struct exact_work *w, const struct dedupe_record *recs,
+                       const uint32_t *sorted, size_t nm, struct dedupe_record *spill)
+{
+    size_t parts = (size_t)w->size * w->buckets, *cur = w->off;
+    for (size_t k = 0; k < nm; k++) {
+        if (k + PREFETCH_AHEAD < nm)
+            __builtin_prefetch(&recs[sorted[k + PREFETCH_AHEAD]]);
+        const struct dedupe_record *r = &recs[sorted[k]];
+        spill[cur[partition_of(r->hash_lo, parts)]++] = *r;
+    }
+}
+
+// Phase 2, one exchange step: buckets [b0, b1) of every owner. The spill holds this step's
+// marked records (owner after owner, bucket after bucket, each partition in input order;
+// w->off: each partition's end there); they go to their owners (a rank's own part is
+// copied), which compare them bucket by bucket with full hashes and queue the answers
 // (their position in the sender's marked records for this owner).
-static int compare_step(struct exact_work *w, const struct dedupe_record *recs,
-                        const uint32_t *sorted, size_t nm, struct dedupe_record *spill, size_t b0,
+static int compare_step(struct exact_work *w, const struct dedupe_record *spill, size_t b0,
                         size_t b1, MPI_Datatype rec_type)
 {
     int size = w->size, me = w->rank;
-    size_t nb = w->buckets, parts = (size_t)size * nb, *cur = w->off, ns = 0, nr = 0;
+    size_t nb = w->buckets, nr = 0;
+    const int *pc = w->part_count;
+    size_t first = w->off[b0] - (size_t)pc[b0]; // the step's start in the spill
     for (int s = 0; s < size; s++) {
         w->rdisp[s] = (int)nr;
         w->rcount[s] = (int)recv_range(w, w->bucket_count, s, b0, b1);
         nr += (size_t)w->rcount[s];
+        size_t p0 = (size_t)s * nb + b0;
+        w->sdisp[s] = (int)(w->off[p0] - (size_t)pc[p0] - first);
+        w->scount[s] = (int)recv_range(w, pc, s, b0, b1);
     }
-    for (int o = 0; o < size; o++) {
-        w->sdisp[o] = (int)ns;
-        size_t at = o == me ? (size_t)w->rdisp[me] : ns;
-        for (size_t b = b0; b < b1; b++) {
-            size_t c = (size_t)w->part_count[(size_t)o * nb + b];
-            cur[(size_t)o * nb + b] = at;
-            at += c;
-            ns += o == me ? 0 : c;
-        }
-        w->scount[o] = (int)(ns - (size_t)w->sdisp[o]);
-    }
-    struct dedupe_record *mine = w->recv_chunk;
-    size_t my_first = (size_t)me * nb, my_end = my_first + nb;
-    for (size_t k = 0; k < nm; k++) { // this step's marks, in position order
-        if (k + PREFETCH_AHEAD < nm)
-            __builtin_prefetch(&recs[sorted[k + PREFETCH_AHEAD]]);
-        const struct dedupe_record *r = &recs[sorted[k]];
-        size_t p = partition_of(r->hash_lo, parts);
-        (p >= my_first && p < my_end ? mine : spill)[cur[p]++] = *r;
-    }
+    memcpy(w->recv_chunk + w->rdisp[me], spill + first + w->sdisp[me],
+           (size_t)w->rcount[me] * sizeof *spill);
     int own_count = w->rcount[me];
-    w->rcount[me] = 0;
-    alltoallv_idle(spill, w->scount, w->sdisp, rec_type, w->recv_chunk, w->rcount, w->rdisp,
+    w->rcount[me] = w->scount[me] = 0;
+    alltoallv_idle(spill + first, w->scount, w->sdisp, rec_type, w->recv_chunk, w->rcount, w->rdisp,
                    rec_type, w->comm);
-    w->rcount[me] = own_count;
+    w->rcount[me] = w->scount[me] = own_count;
     const struct dedupe_record *in = w->recv_chunk;
     w->in = w->recv_chunk;
     for (int s = 0; s < size; s++)
@@ -1074,16 +1075,40 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
         for (size_t b = b0; b < b1; b++)
             need_b[b] = steps; // need_b is step_of from here on
     }
-    // The marks by (step, position range) (a stable counting pass), after the marks: each
-    // step reads only its own records, in position order.
+    // The spill: in the arena's spare room after the sorted marks, else its own array for
+    // the largest step; filled in passes over the steps whose records fit together (one
+    // pass when there is room).
+    struct dedupe_record *spill = (struct dedupe_record *)(arena + nm);
+    size_t cap = (words - nm) / 3, *step_send = w->step_work, *pass_of = w->step_work + nb;
+    memset(step_send, 0, steps * sizeof *step_send);
+    for (size_t p = 0; p < parts; p++)
+        step_send[need_b[p & (nb - 1)]] += (size_t)w->part_count[p];
+    if (cap < max_send) {
+        rc = ensure_cap((void **)&w->spill_send, &w->spill_send_cap, max_send, sizeof *spill);
+        spill = w->spill_send;
+        cap = max_send;
+    }
+    size_t passes = 0;
+    for (size_t t = 0, acc = 0; t < steps; t++) {
+        if (t && acc + step_send[t] > cap) {
+            passes++;
+            acc = 0;
+        }
+        pass_of[t] = passes;
+        acc += step_send[t];
+    }
+    passes++;
+    // The marks by (pass, position range) (a stable counting pass), after the marks: each
+    // pass reads only its own records, in position order.
     uint32_t *sorted = marks + nm;
-    size_t ranges = (n >> MARK_RANGE_BITS) + 1, keys = steps * ranges;
-    rc = ensure_cap((void **)&w->range_off, &w->range_cap, keys + 1, sizeof *w->range_off);
+    size_t ranges = (n >> MARK_RANGE_BITS) + 1, keys = passes * ranges;
+    if (rc == PM_OK)
+        rc = ensure_cap((void **)&w->range_off, &w->range_cap, keys + 1, sizeof *w->range_off);
     size_t *roff = w->range_off;
     if (rc == PM_OK) {
         memset(roff, 0, (keys + 1) * sizeof *roff);
         for (size_t p = 0; p < parts; p++) {
-            size_t base = need_b[p & (nb - 1)] * ranges;
+            size_t base = pass_of[need_b[p & (nb - 1)]] * ranges;
             for (size_t k = need[p]; k < need[p + 1]; k++)
                 roff[base + (marks[k] >> MARK_RANGE_BITS)]++;
         }
@@ -1093,16 +1118,10 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
             acc += c;
         }
         for (size_t p = 0; p < parts; p++) {
-            size_t base = need_b[p & (nb - 1)] * ranges;
+            size_t base = pass_of[need_b[p & (nb - 1)]] * ranges;
             for (size_t k = need[p]; k < need[p + 1]; k++)
                 sorted[roff[base + (marks[k] >> MARK_RANGE_BITS)]++] = marks[k];
         }
-    }
-    // the spill in the arena's spare room after the sorted marks, when a step fits there
-    struct dedupe_record *spill = (struct dedupe_record *)(arena + nm);
-    if (rc == PM_OK && (words - nm) / 3 < max_send) {
-        rc = ensure_cap((void **)&w->spill_send, &w->spill_send_cap, max_send, sizeof *spill);
-        spill = w->spill_send;
     }
     if (rc == PM_OK && max_recv > SLOT_REF - 1)
         rc = PM_ERR_LIMIT;
@@ -1124,14 +1143,30 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
     MPI_CHECK(MPI_Type_commit(&rec_type));
     memset(w->recv_done, 0, (size_t)size * sizeof *w->recv_done);
     w->emit_n = 0;
-    for (size_t b0 = 0, b1, step = 0, done = 0; b0 < nb; b0 = b1, step++) { // all ranks, all steps
+    size_t *cur = w->off, done = 0;
+    for (size_t b0 = 0, b1, step = 0, pass = 0; b0 < nb; b0 = b1, step++) { // all ranks, all steps
         for (b1 = b0 + 1; b1 < nb && need_b[b1] == step; b1++)
             ;
-        size_t end = roff[(step + 1) * ranges - 1]; // after the pass: each key's end
+        if (step == 0 || pass_of[step] != pass) { // the next pass: lay out its steps, fill
+            pass = pass_of[step];
+            size_t at = 0;
+            for (size_t c0 = b0, c1; c0 < nb && pass_of[need_b[c0]] == pass; c0 = c1) {
+                for (c1 = c0 + 1; c1 < nb && need_b[c1] == need_b[c0]; c1++)
+                    ;
+                for (int o = 0; o < size; o++)
+                    for (size_t b = c0; b < c1; b++) {
+                        cur[(size_t)o * nb + b] = at;
+                        at += (size_t)w->part_count[(size_t)o * nb + b];
+                    }
+            }
+            size_t end = roff[(pass + 1) * ranges - 1]; // after the sort: each key's end
+            arena_phase_barrier();
+            fill_spill(w, recs, sorted + done, end - done, spill);
+            done = end;
+        }
         arena_phase_barrier();
-        int step_rc = compare_step(w, recs, sorted + done, end - done, spill, b0, b1, rec_type);
+        int step_rc = compare_step(w, spill, b0, b1, rec_type);
         rc = rc ? rc : step_rc;
-        done = end;
     }
     MPI_CHECK(MPI_Type_free(&rec_type));
     arena_phase_barrier();
@@ -1192,6 +1227,7 @@ int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keepe
         w.part_count = malloc(parts * sizeof *w.part_count);
         w.bucket_count = malloc(parts * sizeof *w.bucket_count);
         w.step_need = malloc(nb * sizeof *w.step_need);
+        w.step_work = malloc(2 * nb * sizeof *w.step_work);
         int **ints[] = {&w.scount, &w.sdisp, &w.rcount, &w.rdisp,
                         &w.xcount, &w.xdisp, &w.ycount, &w.ydisp};
         for (size_t i = 0; i < sizeof ints / sizeof *ints; i++)
@@ -1201,8 +1237,8 @@ int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keepe
         w.run_pos = calloc(sz, sizeof *w.run_pos);
         w.emit_base = calloc(sz, sizeof *w.emit_base);
         w.emit_fill = calloc(sz, sizeof *w.emit_fill);
-        if (!w.part_count || !w.bucket_count || !w.step_need || !w.recv_done || !w.run_pos ||
-            !w.emit_base || !w.emit_fill)
+        if (!w.part_count || !w.bucket_count || !w.step_need || !w.step_work || !w.recv_done ||
+            !w.run_pos || !w.emit_base || !w.emit_fill)
             rc = PM_ERR_NOMEM;
     }
     rc = all_agree(rc, comm);
