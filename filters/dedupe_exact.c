@@ -199,6 +199,7 @@ static int all_agree(int rc, MPI_Comm comm)
 struct exact_work {
     MPI_Comm comm;
     int size, rank;
+    unsigned scale; // bucket and step sizes divided by this (1; tests: PIXELMILL_DEDUPE_SCALE)
     unsigned rounds, bucket_bits;
     size_t buckets;
     uint64_t *keeper;
@@ -1063,7 +1064,7 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
     size_t steps = 0, max_send = 0, max_recv = 0;
     for (size_t b0 = 0, b1; b0 < nb; b0 = b1, steps++) {
         uint64_t acc = need_b[b0];
-        for (b1 = b0 + 1; b1 < nb && acc + need_b[b1] <= STEP_RECORDS; b1++)
+        for (b1 = b0 + 1; b1 < nb && acc + need_b[b1] <= STEP_RECORDS / w->scale; b1++)
             acc += need_b[b1];
         size_t ns = 0, nr = 0;
         for (int s = 0; s < size; s++) {
@@ -1208,13 +1209,19 @@ int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keepe
     if (memory_limit && per_rank > (double)memory_limit)
         w.rounds = (unsigned)(per_rank / (double)memory_limit) + 1;
     uint64_t per_owner = total / (uint64_t)w.size / w.rounds;
-    w.bucket_bits = per_owner > TARGET_BUCKET ? ceil_log2(per_owner / TARGET_BUCKET) : 0;
+    // Tests shrink buckets and steps to reach several steps and spill passes with few
+    // records; the answer is the same for any scale.
+    const char *scale = getenv("PIXELMILL_DEDUPE_SCALE");
+    w.scale = scale && atoi(scale) >= 1 && atoi(scale) <= 65536 ? (unsigned)atoi(scale) : 1;
+    uint64_t target = TARGET_BUCKET / w.scale;
+    w.bucket_bits = per_owner > target ? ceil_log2(per_owner / target) : 0;
     if (w.bucket_bits > MAX_BUCKET_BITS)
         w.bucket_bits = MAX_BUCKET_BITS;
     w.buckets = (size_t)1 << w.bucket_bits;
     // phase-1 buckets per exchange step on several ranks: about STEP_ENTRIES per owner
     uint64_t per_bucket = per_owner / w.buckets + 1;
-    size_t step1 = per_bucket >= STEP_ENTRIES ? 1 : (size_t)(STEP_ENTRIES / per_bucket);
+    uint64_t step_entries = STEP_ENTRIES / w.scale;
+    size_t step1 = per_bucket >= step_entries ? 1 : (size_t)(step_entries / per_bucket);
 
     int rc = PM_OK;
     size_t sz = (size_t)w.size, nb = w.buckets, parts = sz * nb;
