@@ -31,14 +31,20 @@
 //   bucket after bucket, compares them there with full hashes (the bucket scan above) and
 //   queues the answers. With one round all of this lives in keeper[] itself (the arena),
 //   which gets the ids and answers last: no fresh memory beyond the answers.
-// - Several ranks: each rank writes the 4-byte index of each record into its (owner,
-//   bucket) partition, then the buckets travel in steps of a few MiB per owner: the sender
-//   gathers the step's records, MPI_Alltoallv delivers them, the owner scans the step's
-//   buckets in the received chunk (in cache). Answers for other ranks' records go back at
-//   the end of the round (their position in the sender's partition order, and the keeper).
+// - Several ranks (exchange_round): the same two phases with (owner, bucket) partitions.
+//   Each rank writes its records' entries into the arena in partition order (one streaming
+//   pass); phase 1 sends them in steps of bucket ranges straight from the arena (each
+//   owner's part of a step is contiguous: no gather), the owner marks repeated
+//   fingerprints in a bitmap that goes back to the sender, which flags its entries; the
+//   flagged positions are compacted in partition order, the marked records copied out of
+//   the input in position order into the spill (one pass when it fits) and sent to their
+//   owners in steps; the owner compares them in cache and the answers (the record's place
+//   in the sender's marked records for that owner, and the keeper) go back at the end of
+//   the round. A rank's own part is never sent: it is read or copied locally.
 // Memory grows by 16 bytes per duplicate on one rank (8 more per record with rounds: the
-// arena) and by 4 per record on several (plus 16 per duplicate answered across ranks, and
-// fixed step buffers); rounds by hash_hi range bound it.
+// arena); on several ranks likewise, plus 16 per marked record received (room for the
+// answers) and fixed step buffers (a few tens of MiB at most); rounds by hash_hi range
+// bound it.
 
 // Most records per bucket aimed at: 48-96 Ki, a table of at most 128 Ki 8-byte slots (1
 // MiB, in L3); 512 buckets at 50 M records (fewer write streams: measured faster than 1 Ki
@@ -615,6 +621,21 @@ static int spill_pass(struct exact_work *w, const struct dedupe_record *recs,
     return rc;
 }
 
+// The end of a round: with own_ids (the arena was keeper[]) every record's own id, then the
+// queued answers (emit[]: input position, keeper id).
+static void keeper_finish(struct exact_work *w, const struct dedupe_record *recs, size_t n,
+                          int own_ids)
+{
+    uint64_t *keeper = w->keeper;
+    if (own_ids) {
+        for (size_t i = 0; i < n; i++)
+            stream_u64(&keeper[i], recs[i].id);
+        stream_fence();
+    }
+    for (size_t a = 0; a < w->emit_n; a++)
+        keeper[w->emit[a].slot] = w->emit[a].keeper;
+}
+
 #define RANGE_BITS 16u // position range of the spill's input reads: 64 Ki records, 1.5 MiB
 
 // One round on one rank. Phase 1 marks, bucket by bucket, the records whose fingerprint
@@ -728,14 +749,7 @@ static int single_round(struct exact_work *w, const struct dedupe_record *recs, 
     w->marks = w->sorted = NULL;
     if (rc)
         return rc;
-    uint64_t *keeper = w->keeper;
-    if (in_keeper) { // every record's own id, then the answers
-        for (size_t i = 0; i < n; i++)
-            stream_u64(&keeper[i], recs[i].id);
-        stream_fence();
-    }
-    for (size_t a = 0; a < w->emit_n; a++)
-        keeper[w->emit[a].slot] = w->emit[a].keeper;
+    keeper_finish(w, recs, n, in_keeper);
     return PM_OK;
 }
 
@@ -1174,14 +1188,7 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
     if ((rc = all_agree(rc, w->comm)) || (rc = return_answers(w, marks)))
         return rc;
     arena_phase_barrier();
-    uint64_t *keeper = w->keeper;
-    if (in_keeper) { // every record's own id, then the answers
-        for (size_t i = 0; i < n; i++)
-            stream_u64(&keeper[i], recs[i].id);
-        stream_fence();
-    }
-    for (size_t a = 0; a < w->emit_n; a++)
-        keeper[w->emit[a].slot] = w->emit[a].keeper;
+    keeper_finish(w, recs, n, in_keeper);
     return PM_OK;
 }
 
