@@ -638,6 +638,33 @@ static void keeper_finish(struct exact_work *w, const struct dedupe_record *recs
 
 #define RANGE_BITS 16u // position range of the spill's input reads: 64 Ki records, 1.5 MiB
 
+// Count this round's records per partition (nparts: the buckets on one rank, (owner,
+// bucket) on several) and turn w->off into the partitions' starts (off[nparts]: the
+// total); the arena for the round: keeper[] with one round, else w->entries.
+static int count_round(struct exact_work *w, const struct dedupe_record *recs, size_t n,
+                       unsigned round, size_t nparts, uint64_t **arena, size_t *words)
+{
+    size_t *off = w->off, sum = 0;
+    memset(off, 0, (nparts + 1) * sizeof *off);
+    for (size_t i = 0; i < n; i++)
+        if (w->rounds == 1 || round_of(recs[i].hash_hi, w->rounds) == round)
+            off[partition_of(recs[i].hash_lo, nparts)]++;
+    for (size_t p = 0; p < nparts; p++) {
+        size_t c = off[p];
+        off[p] = sum;
+        sum += c;
+    }
+    off[nparts] = sum;
+    *arena = w->keeper;
+    *words = n;
+    if (w->rounds == 1)
+        return PM_OK;
+    int rc = ensure_cap((void **)&w->entries, &w->entries_cap, sum, sizeof *w->entries);
+    *arena = (uint64_t *)w->entries;
+    *words = w->entries_cap;
+    return rc;
+}
+
 // One round on one rank. Phase 1 marks, bucket by bucket, the records whose fingerprint
 // repeats inside their bucket (from the 8-byte entries alone); phase 2 copies just those
 // records out of the input, one position range after another (no random reads over the
@@ -652,27 +679,12 @@ static void keeper_finish(struct exact_work *w, const struct dedupe_record *recs
 static int single_round(struct exact_work *w, const struct dedupe_record *recs, size_t n,
                         unsigned round)
 {
-    size_t nb = w->buckets, *off = w->off;
-    memset(off, 0, (nb + 1) * sizeof *off);
-    for (size_t i = 0; i < n; i++)
-        if (w->rounds == 1 || round_of(recs[i].hash_hi, w->rounds) == round)
-            off[partition_of(recs[i].hash_lo, nb)]++;
-    size_t sum = 0, max_bucket = 0, ranges = (n >> RANGE_BITS) + 1;
-    for (size_t b = 0; b < nb; b++) {
-        size_t c = off[b];
-        off[b] = sum;
-        sum += c;
-        max_bucket = c > max_bucket ? c : max_bucket;
-    }
-    off[nb] = sum;
-    int in_keeper = w->rounds == 1, rc = PM_OK;
-    uint64_t *arena = w->keeper;
-    size_t words = n;
-    if (!in_keeper) {
-        rc = ensure_cap((void **)&w->entries, &w->entries_cap, sum, sizeof *w->entries);
-        arena = (uint64_t *)w->entries;
-        words = w->entries_cap;
-    }
+    size_t nb = w->buckets, *off = w->off, words, max_bucket = 0;
+    size_t ranges = (n >> RANGE_BITS) + 1;
+    uint64_t *arena;
+    int in_keeper = w->rounds == 1, rc = count_round(w, recs, n, round, nb, &arena, &words);
+    for (size_t b = 0; b < nb; b++)
+        max_bucket = off[b + 1] - off[b] > max_bucket ? off[b + 1] - off[b] : max_bucket;
     if (rc == PM_OK)
         rc = ensure_scan_cap(w, max_bucket);
     if (rc == PM_OK)
@@ -1005,28 +1017,12 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
                           unsigned round, size_t step1)
 {
     int size = w->size;
-    size_t nb = w->buckets, parts = (size_t)size * nb, *off = w->off;
-    memset(off, 0, (parts + 1) * sizeof *off);
-    for (size_t i = 0; i < n; i++)
-        if (w->rounds == 1 || round_of(recs[i].hash_hi, w->rounds) == round)
-            off[partition_of(recs[i].hash_lo, parts)]++;
-    size_t sum = 0;
-    for (size_t p = 0; p < parts; p++) {
-        size_t c = off[p];
-        w->part_count[p] = (int)c;
-        off[p] = sum;
-        sum += c;
-    }
-    off[parts] = sum;
+    size_t nb = w->buckets, parts = (size_t)size * nb, *off = w->off, words;
+    uint64_t *arena;
+    int in_keeper = w->rounds == 1, rc = count_round(w, recs, n, round, parts, &arena, &words);
+    for (size_t p = 0; p < parts; p++)
+        w->part_count[p] = (int)(off[p + 1] - off[p]);
     alltoall_idle(w->part_count, (int)nb, MPI_INT, w->bucket_count, w->comm);
-    int in_keeper = w->rounds == 1, rc = PM_OK;
-    uint64_t *arena = w->keeper;
-    size_t words = n;
-    if (!in_keeper) {
-        rc = ensure_cap((void **)&w->entries, &w->entries_cap, sum, sizeof *w->entries);
-        arena = (uint64_t *)w->entries;
-        words = w->entries_cap;
-    }
     size_t shift = rc ? 0 : (8 - (uintptr_t)arena / 8 % 8) % 8; // as on one rank
     for (size_t p = 0; p <= parts; p++)
         off[p] += shift;
