@@ -333,9 +333,9 @@ static int sender_of(const struct exact_work *w, size_t pos)
     return lo;
 }
 
-// The record at input position pos is a duplicate whose keeper has id `id`. On one rank
-// and for the owner's own records the answer is written directly; the others are queued
-// for their sender.
+// The record at position pos of the bucket scan's input is a duplicate whose keeper has id
+// `id`. On one rank the answer is written into the spilled record; on several it is queued
+// for its sender (also when that is this rank).
 static int emit_answer(struct exact_work *w, size_t pos, uint64_t id)
 {
     if (w->size == 1) { // the spill: the record's id becomes its answer, its hash 0 (flag)
@@ -1012,7 +1012,8 @@ static int exchange_buffers(struct exact_work *w, size_t step1)
 // of the input in position order) and the owner compares them; the answers return at the
 // end. Memory: the arena as on one rank (keeper[] with one round, else 8 bytes per record),
 // the marks (8 bytes per marked record) and the spill in its spare room, fixed step
-// buffers, and the answers (16 bytes per duplicate, 32 while they travel).
+// buffers, and room for the answers (16 bytes per marked record received; 32 per answer
+// while they travel).
 static int exchange_round(struct exact_work *w, const struct dedupe_record *recs, size_t n,
                           unsigned round, size_t step1)
 {
