@@ -17,11 +17,11 @@ struct pm_mpi {
 
 /** Check an MPI call; on failure print the library's message, file:line and rank, and
  * abort the job (an MPI failure leaves the collective state unusable). */
-#define MPI_CHECK(call)                                                                            \
-    do {                                                                                           \
-        int mpi_check_rc_ = (call);                                                                \
-        if (mpi_check_rc_ != MPI_SUCCESS)                                                          \
-            pm_mpi_fail(mpi_check_rc_, #call, __FILE__, __LINE__);                                 \
+#define MPI_CHECK(call)                                                                       \
+    do {                                                                                      \
+        int mpi_check_rc_ = (call);                                                           \
+        if (mpi_check_rc_ != MPI_SUCCESS)                                                     \
+            pm_mpi_fail(mpi_check_rc_, #call, __FILE__, __LINE__);                            \
     } while (0)
 
 /** Report a failed MPI call and abort all ranks. Used by MPI_CHECK. */
