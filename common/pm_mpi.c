@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 _Noreturn void pm_mpi_fail(int rc, const char *call, const char *file, int line)
 {
@@ -43,6 +44,20 @@ int pm_mpi_worst(int status)
     if (inited)
         MPI_CHECK(MPI_Allreduce(&status, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
     return worst;
+}
+
+void pm_mpi_wait_idle(MPI_Request *req)
+{
+    for (unsigned polls = 0;; polls++) {
+        int done = 0;
+        MPI_CHECK(MPI_Test(req, &done, MPI_STATUS_IGNORE));
+        if (done)
+            return;
+        if (polls >= 32) { // the others are not there yet: give the core away
+            struct timespec ts = {0, 20000};
+            nanosleep(&ts, NULL);
+        }
+    }
 }
 
 void pm_mpi_finalize(void)

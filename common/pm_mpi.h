@@ -37,6 +37,14 @@ void pm_mpi_init(struct pm_mpi *m, int *argc, char ***argv);
  */
 int pm_mpi_worst(int status);
 
+/**
+ * Complete `req` (from a nonblocking call) like MPI_Wait, but without keeping a core busy
+ * while the other ranks are still working: after a few polls it sleeps ~20 us between
+ * tests. For the long waits of collective steps (ranks out of step, a shared machine);
+ * the added delay per wait is at most the sleep.
+ */
+void pm_mpi_wait_idle(MPI_Request *req);
+
 /** Finalise MPI if it was initialised. */
 void pm_mpi_finalize(void);
 

@@ -31,21 +31,26 @@
 //   bucket after bucket, compares them there with full hashes (the bucket scan above) and
 //   queues the answers. With one round all of this lives in keeper[] itself (the arena),
 //   which gets the ids and answers last: no fresh memory beyond the answers.
-// - Several ranks: each rank writes the 4-byte index of each record into its (owner,
-//   bucket) partition, then the buckets travel in steps of a few MiB per owner: the sender
-//   gathers the step's records, MPI_Alltoallv delivers them, the owner scans the step's
-//   buckets in the received chunk (in cache). Answers for other ranks' records go back at
-//   the end of the round (their position in the sender's partition order, and the keeper).
+// - Several ranks (exchange_round): the same two phases with (owner, bucket) partitions.
+//   Each rank writes its records' entries into the arena in partition order (one streaming
+//   pass); phase 1 sends them in steps of bucket ranges straight from the arena (each
+//   owner's part of a step is contiguous: no gather), the owner marks repeated
+//   fingerprints in a bitmap that goes back to the sender, which flags its entries; the
+//   flagged positions are compacted in partition order, the marked records copied out of
+//   the input in position order into the spill (one pass when it fits) and sent to their
+//   owners in steps; the owner compares them in cache and the answers (the record's place
+//   in the sender's marked records for that owner, and the keeper) go back at the end of
+//   the round. A rank's own part is never sent: it is read or copied locally.
 // Memory grows by 16 bytes per duplicate on one rank (8 more per record with rounds: the
-// arena) and by 4 per record on several (plus 16 per duplicate answered across ranks, and
-// fixed step buffers); rounds by hash_hi range bound it.
+// arena); on several ranks likewise, plus 16 per marked record received (room for the
+// answers) and fixed step buffers (a few tens of MiB at most); rounds by hash_hi range
+// bound it.
 
 // Most records per bucket aimed at: 48-96 Ki, a table of at most 128 Ki 8-byte slots (1
 // MiB, in L3); 512 buckets at 50 M records (fewer write streams: measured faster than 1 Ki
 // and 2 Ki buckets).
 #define TARGET_BUCKET 98304u
 #define MAX_BUCKET_BITS 16u
-#define STEP_RECORDS 131072u  // records per owner per exchange step aimed at (3 MiB)
 #define SLOT_FLAG 0x80000000u // table slot: the group has at least two records
 #define SLOT_REF 0x7fffffffu  // table slot: 1 + the position of the group's keeper
 #define EXTRA_REF 0x80000000u // group reference of a member: an extra group's index
@@ -162,11 +167,37 @@ static unsigned ceil_log2(uint64_t x)
     return b;
 }
 
+// Collectives that wait without spinning (pm_mpi_wait_idle): the ranks reach each step at
+// different times on a shared machine, and a spinning wait costs a core.
+static void alltoallv_idle(const void *sbuf, const int *scount, const int *sdisp, MPI_Datatype st,
+                           void *rbuf, const int *rcount, const int *rdisp, MPI_Datatype rt,
+                           MPI_Comm comm)
+{
+    MPI_Request req;
+    MPI_CHECK(MPI_Ialltoallv(sbuf, scount, sdisp, st, rbuf, rcount, rdisp, rt, comm, &req));
+    pm_mpi_wait_idle(&req);
+}
+
+static void alltoall_idle(const void *sbuf, int count, MPI_Datatype type, void *rbuf, MPI_Comm comm)
+{
+    MPI_Request req;
+    MPI_CHECK(MPI_Ialltoall(sbuf, count, type, rbuf, count, type, comm, &req));
+    pm_mpi_wait_idle(&req);
+}
+
+static void allreduce_idle(const void *sbuf, void *rbuf, int count, MPI_Datatype type, MPI_Op op,
+                           MPI_Comm comm)
+{
+    MPI_Request req;
+    MPI_CHECK(MPI_Iallreduce(sbuf, rbuf, count, type, op, comm, &req));
+    pm_mpi_wait_idle(&req);
+}
+
 // Agree on an error across ranks: returns the max code seen.
 static int all_agree(int rc, MPI_Comm comm)
 {
     int global = rc;
-    MPI_CHECK(MPI_Allreduce(&rc, &global, 1, MPI_INT, MPI_MAX, comm));
+    allreduce_idle(&rc, &global, 1, MPI_INT, MPI_MAX, comm);
     return global;
 }
 
@@ -174,6 +205,7 @@ static int all_agree(int rc, MPI_Comm comm)
 struct exact_work {
     MPI_Comm comm;
     int size, rank;
+    unsigned scale; // bucket and step sizes divided by this (1; tests: PIXELMILL_DEDUPE_SCALE)
     unsigned rounds, bucket_bits;
     size_t buckets;
     uint64_t *keeper;
@@ -201,19 +233,24 @@ struct exact_work {
     size_t range_cap;
     struct dedupe_record *spill_own; // the spill when the entries' memory is too small
     size_t spill_own_cap;
-    // several ranks
-    size_t *part_off, *part_start; // partitions + 1 each
-    int *part_count;               // partitions: records per (owner, bucket)
-    int *bucket_count;             // size x buckets: records from sender s in bucket b
-    uint32_t *idx;                 // record indices in partition order
-    size_t idx_cap;
-    struct dedupe_record *send_chunk, *recv_chunk;
-    size_t send_cap, recv_cap;
+    // several ranks (off, start and need_off above are per (owner, bucket) partition)
+    int *part_count;     // partitions: this rank's records, then its marked records, per partition
+    int *bucket_count;   // size x buckets: records, then marked records, from sender s in bucket b
+    uint64_t *step_need; // buckets: the most marked records any rank sends or receives
+    size_t *step_work;   // 2 x buckets: per phase-2 step, records to send and its spill pass
+    struct entry *recv_ent;
+    size_t recv_ent_cap;
+    uint64_t *bits, *bits_back; // marks of the received entries; this rank's entries' marks
+    size_t bits_cap, bits_back_cap;
+    struct dedupe_record *spill_send, *recv_chunk;
+    size_t spill_send_cap, recv_cap;
     int *scount, *sdisp, *rcount, *rdisp; // one step
+    int *xcount, *xdisp, *ycount, *ydisp; // one step's marks going back
     size_t *recv_done;                    // per sender: records received in earlier steps
     size_t *run_pos;                      // per sender: next position while scanning
     struct reply *emit;
     size_t emit_n, emit_cap;
+    size_t *emit_base, *emit_fill; // several ranks: per sender, its part of emit[]
 };
 
 static void exact_work_release(struct exact_work *w)
@@ -229,20 +266,28 @@ static void exact_work_release(struct exact_work *w)
     free(w->need_off);
     free(w->range_off);
     free(w->spill_own);
-    free(w->part_off);
-    free(w->part_start);
     free(w->part_count);
     free(w->bucket_count);
-    free(w->idx);
-    free(w->send_chunk);
+    free(w->step_need);
+    free(w->step_work);
+    free(w->recv_ent);
+    free(w->bits);
+    free(w->bits_back);
+    free(w->spill_send);
     free(w->recv_chunk);
     free(w->scount);
     free(w->sdisp);
     free(w->rcount);
     free(w->rdisp);
+    free(w->xcount);
+    free(w->xdisp);
+    free(w->ycount);
+    free(w->ydisp);
     free(w->recv_done);
     free(w->run_pos);
     free(w->emit);
+    free(w->emit_base);
+    free(w->emit_fill);
 }
 
 // Make *buf hold `want` elements of `elem` bytes (contents are not kept).
@@ -288,30 +333,19 @@ static int sender_of(const struct exact_work *w, size_t pos)
     return lo;
 }
 
-// The record at input position pos is a duplicate whose keeper has id `id`. On one rank
-// and for the owner's own records the answer is written directly; the others are queued
-// for their sender.
+// The record at position pos of the bucket scan's input is a duplicate whose keeper has id
+// `id`. On one rank the answer is written into the spilled record; on several it is queued
+// for its sender (also when that is this rank).
 static int emit_answer(struct exact_work *w, size_t pos, uint64_t id)
 {
     if (w->size == 1) { // the spill: the record's id becomes its answer, its hash 0 (flag)
         w->in[pos] = (struct dedupe_record){0, 0, id};
         return PM_OK;
     }
+    // several ranks: into sender s's part of the queue (room reserved by exchange_round;
+    // answers for this rank's own records take the same way)
     int s = sender_of(w, pos);
-    size_t slot = w->recv_done[s] + pos - (size_t)w->rdisp[s];
-    if (s == w->rank) {
-        w->keeper[w->idx[w->part_start[(size_t)s * w->buckets] + slot]] = id;
-        return PM_OK;
-    }
-    if (w->emit_n == w->emit_cap) {
-        size_t cap = w->emit_cap ? 2 * w->emit_cap : 4096;
-        struct reply *e = realloc(w->emit, cap * sizeof *e);
-        if (!e)
-            return PM_ERR_NOMEM;
-        w->emit = e;
-        w->emit_cap = cap;
-    }
-    w->emit[w->emit_n++] = (struct reply){(uint64_t)s << 32 | slot, id};
+    w->emit[w->emit_fill[s]++] = (struct reply){w->recv_done[s] + pos - (size_t)w->rdisp[s], id};
     return PM_OK;
 }
 
@@ -332,6 +366,14 @@ static void table_begin(struct exact_work *w, size_t slots)
 static void bucket_begin(struct exact_work *w, size_t count)
 {
     table_begin(w, count + count / 3);
+}
+
+#define TABLE_AHEAD 16u // entries whose table slot is prefetched ahead of the insert
+
+// Fetch the table slot where fingerprint fp's probe starts into the cache.
+static inline void table_prefetch(const struct exact_work *w, uint32_t fp)
+{
+    __builtin_prefetch(&w->table[(uint32_t)(((uint64_t)(fp * 0x9e3779b1u) << w->tbits) >> 32)]);
 }
 
 // Insert the record at input position pos with fingerprint fp and return 0, or, when the
@@ -451,16 +493,16 @@ static int bucket_end(struct exact_work *w)
 
 // ---- one rank ---------------------------------------------------------------------------
 
-// Write each of this round's records' entry into its bucket in ent[] (w->off[b]: the start
-// of bucket b, afterwards its end; w->start keeps the starts; ent 64-byte aligned) and, with
-// write_keeper, set its keeper to its own id. The entries go through a 64-byte buffer per
-// bucket (in L2) and out a whole cache line at a time with non-temporal stores: no
-// read-for-ownership of the destination and one store stream at a time instead of
-// thousands of partial lines.
+// Write each of this round's records' entry into its bucket in ent[] (one of nb; on several
+// ranks the (owner, bucket) partitions; w->off[b]: the start of bucket b, afterwards its end;
+// w->start keeps the starts; ent 64-byte aligned) and, with write_keeper, set its keeper to its own
+// id. The entries go through a 64-byte buffer per bucket (in L2) and out a whole cache line at a
+// time with non-temporal stores: no read-for-ownership of the destination and one store stream at a
+// time instead of thousands of partial lines.
 static void scatter_entries(struct exact_work *w, const struct dedupe_record *in, size_t n,
-                            unsigned round, struct entry *ent, int write_keeper)
+                            unsigned round, struct entry *ent, int write_keeper, size_t nb)
 {
-    size_t nb = w->buckets, *off = w->off, *start = w->start;
+    size_t *off = w->off, *start = w->start;
     struct entry *buf = w->wc_buf;
     unsigned rounds = w->rounds;
     memcpy(start, off, (nb + 1) * sizeof *start);
@@ -579,7 +621,49 @@ static int spill_pass(struct exact_work *w, const struct dedupe_record *recs,
     return rc;
 }
 
+// The end of a round: with own_ids (the arena was keeper[]) every record's own id, then the
+// queued answers (emit[]: input position, keeper id).
+static void keeper_finish(struct exact_work *w, const struct dedupe_record *recs, size_t n,
+                          int own_ids)
+{
+    uint64_t *keeper = w->keeper;
+    if (own_ids) {
+        for (size_t i = 0; i < n; i++)
+            stream_u64(&keeper[i], recs[i].id);
+        stream_fence();
+    }
+    for (size_t a = 0; a < w->emit_n; a++)
+        keeper[w->emit[a].slot] = w->emit[a].keeper;
+}
+
 #define RANGE_BITS 16u // position range of the spill's input reads: 64 Ki records, 1.5 MiB
+
+// Count this round's records per partition (nparts: the buckets on one rank, (owner,
+// bucket) on several) and turn w->off into the partitions' starts (off[nparts]: the
+// total); the arena for the round: keeper[] with one round, else w->entries.
+static int count_round(struct exact_work *w, const struct dedupe_record *recs, size_t n,
+                       unsigned round, size_t nparts, uint64_t **arena, size_t *words)
+{
+    size_t *off = w->off, sum = 0;
+    memset(off, 0, (nparts + 1) * sizeof *off);
+    for (size_t i = 0; i < n; i++)
+        if (w->rounds == 1 || round_of(recs[i].hash_hi, w->rounds) == round)
+            off[partition_of(recs[i].hash_lo, nparts)]++;
+    for (size_t p = 0; p < nparts; p++) {
+        size_t c = off[p];
+        off[p] = sum;
+        sum += c;
+    }
+    off[nparts] = sum;
+    *arena = w->keeper;
+    *words = n;
+    if (w->rounds == 1)
+        return PM_OK;
+    int rc = ensure_cap((void **)&w->entries, &w->entries_cap, sum, sizeof *w->entries);
+    *arena = (uint64_t *)w->entries;
+    *words = w->entries_cap;
+    return rc;
+}
 
 // One round on one rank. Phase 1 marks, bucket by bucket, the records whose fingerprint
 // repeats inside their bucket (from the 8-byte entries alone); phase 2 copies just those
@@ -595,27 +679,12 @@ static int spill_pass(struct exact_work *w, const struct dedupe_record *recs,
 static int single_round(struct exact_work *w, const struct dedupe_record *recs, size_t n,
                         unsigned round)
 {
-    size_t nb = w->buckets, *off = w->off;
-    memset(off, 0, (nb + 1) * sizeof *off);
-    for (size_t i = 0; i < n; i++)
-        if (w->rounds == 1 || round_of(recs[i].hash_hi, w->rounds) == round)
-            off[partition_of(recs[i].hash_lo, nb)]++;
-    size_t sum = 0, max_bucket = 0, ranges = (n >> RANGE_BITS) + 1;
-    for (size_t b = 0; b < nb; b++) {
-        size_t c = off[b];
-        off[b] = sum;
-        sum += c;
-        max_bucket = c > max_bucket ? c : max_bucket;
-    }
-    off[nb] = sum;
-    int in_keeper = w->rounds == 1, rc = PM_OK;
-    uint64_t *arena = w->keeper;
-    size_t words = n;
-    if (!in_keeper) {
-        rc = ensure_cap((void **)&w->entries, &w->entries_cap, sum, sizeof *w->entries);
-        arena = (uint64_t *)w->entries;
-        words = w->entries_cap;
-    }
+    size_t nb = w->buckets, *off = w->off, words, max_bucket = 0;
+    size_t ranges = (n >> RANGE_BITS) + 1;
+    uint64_t *arena;
+    int in_keeper = w->rounds == 1, rc = count_round(w, recs, n, round, nb, &arena, &words);
+    for (size_t b = 0; b < nb; b++)
+        max_bucket = off[b + 1] - off[b] > max_bucket ? off[b + 1] - off[b] : max_bucket;
     if (rc == PM_OK)
         rc = ensure_scan_cap(w, max_bucket);
     if (rc == PM_OK)
@@ -628,7 +697,7 @@ static int single_round(struct exact_work *w, const struct dedupe_record *recs, 
     for (size_t b = 0; b <= nb; b++)
         off[b] += shift;
     struct entry *ent = (struct entry *)(uintptr_t)((uintptr_t)arena - shift * sizeof *ent);
-    scatter_entries(w, recs, n, round, ent, !in_keeper);
+    scatter_entries(w, recs, n, round, ent, !in_keeper, nb);
     arena_phase_barrier();
     // Phase 1. The marks go to the arena's start: a record is marked at most once and after
     // its entry was read, so they never reach an entry not yet read.
@@ -641,8 +710,11 @@ static int single_round(struct exact_work *w, const struct dedupe_record *recs, 
             // Only 8-byte entries are read here, so the table may be sparser (filled to at
             // most 1/2): fewer probes and mispredicted branches (phase 1 ~15% faster).
             table_begin(w, 2 * count);
-            for (size_t e = first; e < off[b]; e++)
+            for (size_t e = first; e < off[b]; e++) {
+                if (e + TABLE_AHEAD < off[b])
+                    table_prefetch(w, ent[e + TABLE_AHEAD].fp);
                 marked += bucket_mark(w, ent[e].fp, ent[e].pos);
+            }
         }
         soff[b] = w->nmarks - marked;
         max_need = marked > max_need ? marked : max_need;
@@ -689,158 +761,148 @@ static int single_round(struct exact_work *w, const struct dedupe_record *recs, 
     w->marks = w->sorted = NULL;
     if (rc)
         return rc;
-    uint64_t *keeper = w->keeper;
-    if (in_keeper) { // every record's own id, then the answers
-        for (size_t i = 0; i < n; i++)
-            stream_u64(&keeper[i], recs[i].id);
-        stream_fence();
-    }
-    for (size_t a = 0; a < w->emit_n; a++)
-        keeper[w->emit[a].slot] = w->emit[a].keeper;
+    keeper_finish(w, recs, n, in_keeper);
     return PM_OK;
 }
 
 // ---- several ranks ----------------------------------------------------------------------
 
-// The queued answers go to their senders, which write them into keeper.
-static int return_answers(struct exact_work *w)
+#define MARK_RANGE_BITS 10u   // phase 2 reads the input in position ranges of 1 Ki records
+#define MARK_FLAG 0x80000000u // entry position: the owner marked the record
+#define STEP_ENTRIES 1048576u // phase 1: entries per owner per exchange step aimed at (8 MiB)
+#define STEP_RECORDS 1048576u // phase 2: marked records a rank sends or receives per step
+
+// Phase 1 on an owner: insert received entry pos; a repeated fingerprint marks the entry and
+// the first one that had it in the bitmap.
+static inline void bucket_mark_bit(struct exact_work *w, uint32_t fp, uint32_t pos, uint64_t *bits)
 {
-    int size = w->size;
-    int *ecount = w->scount, *edisp = w->sdisp, *bcount = w->rcount, *bdisp = w->rdisp;
-    memset(ecount, 0, (size_t)size * sizeof *ecount);
-    for (size_t i = 0; i < w->emit_n; i++)
-        ecount[w->emit[i].slot >> 32]++;
-    for (int s = 0, off = 0; s < size; s++) {
-        edisp[s] = off;
-        off += ecount[s];
-    }
-    struct reply *sorted = malloc((w->emit_n ? w->emit_n : 1) * sizeof *sorted);
-    int rc = sorted ? PM_OK : PM_ERR_NOMEM;
-    if (sorted) {
-        int *fill = bcount; // scratch until the counts exchange below
-        memcpy(fill, edisp, (size_t)size * sizeof *fill);
-        for (size_t i = 0; i < w->emit_n; i++) {
-            struct reply r = w->emit[i];
-            sorted[fill[r.slot >> 32]++] = (struct reply){r.slot & 0xffffffffu, r.keeper};
-        }
-    }
-    if ((rc = all_agree(rc, w->comm))) {
-        free(sorted);
-        return rc;
-    }
-    MPI_CHECK(MPI_Alltoall(ecount, 1, MPI_INT, bcount, 1, MPI_INT, w->comm));
-    size_t nback = 0;
-    for (int o = 0; o < size; o++) {
-        bdisp[o] = (int)nback;
-        nback += (size_t)bcount[o];
-    }
-    struct reply *back = malloc((nback ? nback : 1) * sizeof *back);
-    if ((rc = all_agree(back ? PM_OK : PM_ERR_NOMEM, w->comm))) {
-        free(sorted);
-        free(back);
-        return rc;
-    }
-    MPI_Datatype reply_type;
-    MPI_CHECK(MPI_Type_contiguous(2, MPI_UINT64_T, &reply_type));
-    MPI_CHECK(MPI_Type_commit(&reply_type));
-    MPI_CHECK(
-        MPI_Alltoallv(sorted, ecount, edisp, reply_type, back, bcount, bdisp, reply_type, w->comm));
-    MPI_CHECK(MPI_Type_free(&reply_type));
-    for (int o = 0; o < size; o++) {
-        const uint32_t *seg = w->idx + w->part_start[(size_t)o * w->buckets];
-        for (size_t i = (size_t)bdisp[o]; i < (size_t)bdisp[o] + (size_t)bcount[o]; i++)
-            w->keeper[seg[back[i].slot]] = back[i].keeper;
-    }
-    free(sorted);
-    free(back);
-    return PM_OK;
+    uint32_t slot;
+    uint64_t t = bucket_probe(w, fp, pos, &slot);
+    if (!t)
+        return;
+    bits[pos >> 6] |= (uint64_t)1 << (pos & 63);
+    if (t & SLOT_FLAG)
+        return;
+    uint32_t first = ((uint32_t)t & SLOT_REF) - 1;
+    bits[first >> 6] |= (uint64_t)1 << (first & 63);
+    w->table[slot] = t | SLOT_FLAG;
 }
 
-// Sender: count this round's records per (owner, bucket) partition and lay the partitions
-// out (part_start); owners learn their bucket counts from every sender.
-static void count_partitions(struct exact_work *w, const struct dedupe_record *recs, size_t n,
-                             unsigned round)
-{
-    size_t parts = (size_t)w->size * w->buckets, *off = w->part_off;
-    memset(off, 0, (parts + 1) * sizeof *off);
-    for (size_t i = 0; i < n; i++)
-        if (w->rounds == 1 || round_of(recs[i].hash_hi, w->rounds) == round)
-            off[partition_of(recs[i].hash_lo, parts)]++;
-    size_t sum = 0;
-    for (size_t p = 0; p < parts; p++) {
-        size_t c = off[p];
-        w->part_count[p] = (int)c;
-        off[p] = sum;
-        sum += c;
-    }
-    off[parts] = sum;
-    memcpy(w->part_start, off, (parts + 1) * sizeof *off);
-    MPI_CHECK(MPI_Alltoall(w->part_count, (int)w->buckets, MPI_INT, w->bucket_count,
-                           (int)w->buckets, MPI_INT, w->comm));
-}
-
-// Sender: the index of each of this round's records into its partition; each record's
-// keeper starts as its own id.
-static void scatter_indices(struct exact_work *w, const struct dedupe_record *recs, size_t n,
-                            unsigned round)
-{
-    size_t parts = (size_t)w->size * w->buckets, *off = w->part_off;
-    for (size_t i = 0; i < n; i++) {
-        if (w->rounds > 1 && round_of(recs[i].hash_hi, w->rounds) != round)
-            continue;
-        w->idx[off[partition_of(recs[i].hash_lo, parts)]++] = (uint32_t)i;
-        stream_u64(&w->keeper[i], recs[i].id);
-    }
-    stream_fence();
-}
-
-// Records of buckets [b0, b1) of owner o in this sender's partition order.
-static size_t part_range(const struct exact_work *w, int o, size_t b0, size_t b1, size_t *first)
-{
-    *first = w->part_start[(size_t)o * w->buckets + b0];
-    return w->part_start[(size_t)o * w->buckets + b1] - *first;
-}
-
-// Records sender s has in buckets [b0, b1) of this owner.
-static size_t recv_range(const struct exact_work *w, int s, size_t b0, size_t b1)
+// Records (counts[s * buckets + b]) sender s has in buckets [b0, b1) of this owner.
+static size_t recv_range(const struct exact_work *w, const int *counts, int s, size_t b0, size_t b1)
 {
     size_t c = 0;
     for (size_t b = b0; b < b1; b++)
-        c += (size_t)w->bucket_count[(size_t)s * w->buckets + b];
+        c += (size_t)counts[(size_t)s * w->buckets + b];
     return c;
 }
 
-// One exchange step: buckets [b0, b1) of every owner.
-static int exchange_step(struct exact_work *w, const struct dedupe_record *recs, size_t b0,
-                         size_t b1)
+// Phase 1, one exchange step: buckets [b0, b1) of every owner. The entries travel straight
+// from the arena (each owner's buckets are contiguous there), the owner marks repeated
+// fingerprints bucket by bucket in a bitmap of what it received (each sender's part starts
+// at a multiple of 64), the bitmap's parts go back to their senders, which flag their
+// marked entries (MARK_FLAG in the position). A rank's own part never travels: it is read
+// from the arena and flagged from the bitmap in place.
+static void mark_step(struct exact_work *w, struct entry *ent, size_t b0, size_t b1,
+                      MPI_Datatype ent_type)
 {
-    int size = w->size;
-    size_t nsend = 0, nrecv = 0;
-    for (int o = 0; o < size; o++) { // gather this step's records, owner by owner
-        size_t first, count = part_range(w, o, b0, b1, &first);
-        const uint32_t *ix = w->idx + first;
-        w->sdisp[o] = (int)nsend;
-        w->scount[o] = (int)count;
-        struct dedupe_record *out = w->send_chunk + nsend;
-        for (size_t k = 0; k < count; k++) {
-            if (k + PREFETCH_AHEAD < count)
-                __builtin_prefetch(&recs[ix[k + PREFETCH_AHEAD]]);
-            out[k] = recs[ix[k]];
-        }
-        nsend += count;
+    int size = w->size, me = w->rank;
+    size_t nb = w->buckets, nr = 0, nback = 0;
+    for (int o = 0; o < size; o++) {
+        w->sdisp[o] = (int)w->start[(size_t)o * nb + b0];
+        w->scount[o] = (int)(w->start[(size_t)o * nb + b1] - w->start[(size_t)o * nb + b0]);
+        w->ycount[o] = o == me ? 0 : (w->scount[o] + 63) / 64;
+        w->ydisp[o] = (int)nback;
+        nback += (size_t)w->ycount[o];
     }
     for (int s = 0; s < size; s++) {
-        w->rdisp[s] = (int)nrecv;
-        w->rcount[s] = (int)recv_range(w, s, b0, b1);
-        nrecv += (size_t)w->rcount[s];
+        w->rdisp[s] = (int)nr;
+        w->rcount[s] = (int)recv_range(w, w->bucket_count, s, b0, b1);
+        w->xcount[s] = s == me ? 0 : (w->rcount[s] + 63) / 64;
+        w->xdisp[s] = (int)(nr / 64);
+        nr += ((size_t)w->rcount[s] + 63) / 64 * 64;
     }
-    MPI_Datatype rec_type;
-    MPI_CHECK(MPI_Type_contiguous(3, MPI_UINT64_T, &rec_type));
-    MPI_CHECK(MPI_Type_commit(&rec_type));
-    MPI_CHECK(MPI_Alltoallv(w->send_chunk, w->scount, w->sdisp, rec_type, w->recv_chunk, w->rcount,
-                            w->rdisp, rec_type, w->comm));
-    MPI_CHECK(MPI_Type_free(&rec_type));
-    // scan the step's buckets: bucket b is one run from each sender
+    int own_count = w->scount[me];
+    w->scount[me] = w->rcount[me] = 0;
+    alltoallv_idle(ent, w->scount, w->sdisp, ent_type, w->recv_ent, w->rcount, w->rdisp, ent_type,
+                   w->comm);
+    w->scount[me] = w->rcount[me] = own_count;
+    uint64_t *bits = w->bits;
+    memset(bits, 0, nr / 64 * sizeof *bits);
+    for (int s = 0; s < size; s++)
+        w->run_pos[s] = (size_t)w->rdisp[s];
+    // entry at bitmap position pos of sender s: in[s][pos]
+    const struct entry *own = ent + w->sdisp[me] - w->rdisp[me];
+    for (size_t b = b0; b < b1; b++) {
+        size_t count = 0;
+        for (int s = 0; s < size; s++)
+            count += (size_t)w->bucket_count[(size_t)s * nb + b];
+        if (count >= 2)
+            table_begin(w, 2 * count); // at most 1/2 full, as on one rank
+        for (int s = 0; s < size; s++) {
+            const struct entry *in = s == me ? own : w->recv_ent;
+            size_t pos = w->run_pos[s];
+            size_t end = pos + (size_t)w->bucket_count[(size_t)s * nb + b];
+            w->run_pos[s] = end;
+            for (; count >= 2 && pos < end; pos++) {
+                if (pos + TABLE_AHEAD < end)
+                    table_prefetch(w, in[pos + TABLE_AHEAD].fp);
+                bucket_mark_bit(w, in[pos].fp, (uint32_t)pos, bits);
+            }
+        }
+    }
+    alltoallv_idle(bits, w->xcount, w->xdisp, MPI_UINT64_T, w->bits_back, w->ycount, w->ydisp,
+                   MPI_UINT64_T, w->comm);
+    for (int o = 0; o < size; o++) {
+        const uint64_t *word = o == me ? bits + w->xdisp[me] : w->bits_back + w->ydisp[o];
+        struct entry *seg = ent + w->sdisp[o];
+        for (size_t k = 0; k < ((size_t)w->scount[o] + 63) / 64; k++)
+            for (uint64_t x = word[k]; x; x &= x - 1)
+                seg[k * 64 + (size_t)__builtin_ctzll(x)].pos |= MARK_FLAG;
+    }
+}
+
+// Phase 2: copy marked records from the input into the spill (sorted: their positions, nm
+// of them, in ascending order of 1 Ki-record ranges; each goes to cur[its partition]++).
+static void fill_spill(struct exact_work *w, const struct dedupe_record *recs,
+                       const uint32_t *sorted, size_t nm, struct dedupe_record *spill)
+{
+    size_t parts = (size_t)w->size * w->buckets, *cur = w->off;
+    for (size_t k = 0; k < nm; k++) {
+        if (k + PREFETCH_AHEAD < nm)
+            __builtin_prefetch(&recs[sorted[k + PREFETCH_AHEAD]]);
+        const struct dedupe_record *r = &recs[sorted[k]];
+        spill[cur[partition_of(r->hash_lo, parts)]++] = *r;
+    }
+}
+
+// Phase 2, one exchange step: buckets [b0, b1) of every owner. The spill holds this step's
+// marked records (owner after owner, bucket after bucket, each partition in input order;
+// w->off: each partition's end there); they go to their owners (a rank's own part is
+// copied), which compare them bucket by bucket with full hashes and queue the answers
+// (their position in the sender's marked records for this owner).
+static int compare_step(struct exact_work *w, const struct dedupe_record *spill, size_t b0,
+                        size_t b1, MPI_Datatype rec_type)
+{
+    int size = w->size, me = w->rank;
+    size_t nb = w->buckets, nr = 0;
+    const int *pc = w->part_count;
+    size_t first = w->off[b0] - (size_t)pc[b0]; // the step's start in the spill
+    for (int s = 0; s < size; s++) {
+        w->rdisp[s] = (int)nr;
+        w->rcount[s] = (int)recv_range(w, w->bucket_count, s, b0, b1);
+        nr += (size_t)w->rcount[s];
+        size_t p0 = (size_t)s * nb + b0;
+        w->sdisp[s] = (int)(w->off[p0] - (size_t)pc[p0] - first);
+        w->scount[s] = (int)recv_range(w, pc, s, b0, b1);
+    }
+    memcpy(w->recv_chunk + w->rdisp[me], spill + first + w->sdisp[me],
+           (size_t)w->rcount[me] * sizeof *spill);
+    int own_count = w->rcount[me];
+    w->rcount[me] = w->scount[me] = 0;
+    alltoallv_idle(spill + first, w->scount, w->sdisp, rec_type, w->recv_chunk, w->rcount, w->rdisp,
+                   rec_type, w->comm);
+    w->rcount[me] = w->scount[me] = own_count;
     const struct dedupe_record *in = w->recv_chunk;
     w->in = w->recv_chunk;
     for (int s = 0; s < size; s++)
@@ -849,15 +911,18 @@ static int exchange_step(struct exact_work *w, const struct dedupe_record *recs,
     for (size_t b = b0; b < b1 && rc == PM_OK; b++) {
         size_t count = 0;
         for (int s = 0; s < size; s++)
-            count += (size_t)w->bucket_count[(size_t)s * w->buckets + b];
+            count += (size_t)w->bucket_count[(size_t)s * nb + b];
         if (count > 1)
             bucket_begin(w, count);
         for (int s = 0; s < size; s++) {
             size_t pos = w->run_pos[s];
-            size_t end = pos + (size_t)w->bucket_count[(size_t)s * w->buckets + b];
+            size_t end = pos + (size_t)w->bucket_count[(size_t)s * nb + b];
             w->run_pos[s] = end;
-            for (; count > 1 && pos < end; pos++)
+            for (; count > 1 && pos < end; pos++) {
+                if (pos + TABLE_AHEAD < end)
+                    table_prefetch(w, fingerprint(&in[pos + TABLE_AHEAD]));
                 bucket_insert(w, fingerprint(&in[pos]), (uint32_t)pos);
+            }
         }
         if (count > 1)
             rc = bucket_end(w);
@@ -867,55 +932,261 @@ static int exchange_step(struct exact_work *w, const struct dedupe_record *recs,
     return rc;
 }
 
-// One round on several ranks.
-static int exchange_round(struct exact_work *w, const struct dedupe_record *recs, size_t n,
-                          unsigned round, size_t step_buckets)
+// The queued answers go to their senders; each rank's answers end up in w->emit as
+// (input position, keeper) pairs (marks: this rank's marked positions, each owner's from
+// need_off[owner * buckets]).
+static int return_answers(struct exact_work *w, const uint32_t *marks)
 {
     int size = w->size;
-    size_t nb = w->buckets;
-    count_partitions(w, recs, n, round);
-    // sizes: the round's indices, the largest step sent and received, the largest bucket
-    size_t total_in = 0, max_bucket = 0, max_send = 0, max_recv = 0;
+    int *ecount = w->scount, *edisp = w->sdisp, *bcount = w->rcount, *bdisp = w->rdisp;
+    for (int s = 0; s < size; s++) {
+        edisp[s] = (int)w->emit_base[s];
+        ecount[s] = (int)(w->emit_fill[s] - w->emit_base[s]);
+    }
+    alltoall_idle(ecount, 1, MPI_INT, bcount, w->comm);
+    size_t nback = 0;
+    for (int o = 0; o < size; o++) {
+        bdisp[o] = (int)nback;
+        nback += (size_t)bcount[o];
+    }
+    struct reply *back = big_alloc((nback ? nback : 1) * sizeof *back), *sorted = w->emit;
+    int rc = all_agree(back ? PM_OK : PM_ERR_NOMEM, w->comm);
+    if (rc) {
+        free(back);
+        return rc;
+    }
+    MPI_Datatype reply_type;
+    MPI_CHECK(MPI_Type_contiguous(2, MPI_UINT64_T, &reply_type));
+    MPI_CHECK(MPI_Type_commit(&reply_type));
+    alltoallv_idle(sorted, ecount, edisp, reply_type, back, bcount, bdisp, reply_type, w->comm);
+    MPI_CHECK(MPI_Type_free(&reply_type));
+    free(sorted);
+    w->emit = NULL;
+    for (int o = 0; o < size; o++) {
+        const uint32_t *seg = marks + w->need_off[(size_t)o * w->buckets];
+        for (size_t i = (size_t)bdisp[o]; i < (size_t)bdisp[o] + (size_t)bcount[o]; i++)
+            back[i].slot = seg[back[i].slot];
+    }
+    w->emit = back;
+    w->emit_n = w->emit_cap = nback;
+    return PM_OK;
+}
+
+// Make room for the exchange buffers of one round (the same code on every rank).
+static int exchange_buffers(struct exact_work *w, size_t step1)
+{
+    int size = w->size;
+    size_t nb = w->buckets, max_bucket = 0, max_send = 0, max_recv = 0;
     for (size_t b = 0; b < nb; b++) {
         size_t c = 0;
         for (int s = 0; s < size; s++)
             c += (size_t)w->bucket_count[(size_t)s * nb + b];
-        total_in += c;
         max_bucket = c > max_bucket ? c : max_bucket;
     }
-    for (size_t b0 = 0; b0 < nb; b0 += step_buckets) {
-        size_t b1 = b0 + step_buckets < nb ? b0 + step_buckets : nb, ns = 0, nr = 0, first;
+    for (size_t b0 = 0; b0 < nb; b0 += step1) {
+        size_t b1 = b0 + step1 < nb ? b0 + step1 : nb, ns = 0, nr = 0;
         for (int o = 0; o < size; o++) {
-            ns += part_range(w, o, b0, b1, &first);
-            nr += recv_range(w, o, b0, b1);
+            ns += w->start[(size_t)o * nb + b1] - w->start[(size_t)o * nb + b0];
+            nr += (recv_range(w, w->bucket_count, o, b0, b1) + 63) / 64 * 64;
         }
         max_send = ns > max_send ? ns : max_send;
         max_recv = nr > max_recv ? nr : max_recv;
     }
-    int rc = PM_OK;
-    if (max_send > INT_MAX || max_recv > SLOT_REF - 1 || total_in > UINT32_MAX)
-        rc = PM_ERR_LIMIT; // int counts of MPI, 31-bit positions in the table
+    if (max_recv > SLOT_REF - 1 || w->start[(size_t)size * nb] > INT_MAX)
+        return PM_ERR_LIMIT; // int displacements of MPI, 31-bit positions in the table
+    int rc = ensure_cap((void **)&w->recv_ent, &w->recv_ent_cap, max_recv, sizeof *w->recv_ent);
     if (rc == PM_OK)
-        rc = ensure_cap((void **)&w->idx, &w->idx_cap, w->part_off[(size_t)size * nb],
-                        sizeof *w->idx);
+        rc = ensure_cap((void **)&w->bits, &w->bits_cap, max_recv / 64 + 1, sizeof *w->bits);
     if (rc == PM_OK)
-        rc = ensure_cap((void **)&w->send_chunk, &w->send_cap, max_send, sizeof *w->send_chunk);
-    if (rc == PM_OK)
-        rc = ensure_cap((void **)&w->recv_chunk, &w->recv_cap, max_recv, sizeof *w->recv_chunk);
+        rc = ensure_cap((void **)&w->bits_back, &w->bits_back_cap, max_send / 64 + size,
+                        sizeof *w->bits_back);
     if (rc == PM_OK)
         rc = ensure_scan_cap(w, max_bucket);
+    return rc;
+}
+
+// One round on several ranks. Like one rank, but the partitions are (owner, bucket): each
+// rank writes its records' 8-byte entries into the arena in partition order (one streaming
+// pass), phase 1 sends them (no gather: each owner's part of a step is contiguous) and
+// returns the owner's marks as bitmaps, phase 2 sends only the marked records (copied out
+// of the input in position order) and the owner compares them; the answers return at the
+// end. Memory: the arena as on one rank (keeper[] with one round, else 8 bytes per record),
+// the marks (8 bytes per marked record) and the spill in its spare room, fixed step
+// buffers, and room for the answers (16 bytes per marked record received; 32 per answer
+// while they travel).
+static int exchange_round(struct exact_work *w, const struct dedupe_record *recs, size_t n,
+                          unsigned round, size_t step1)
+{
+    int size = w->size;
+    size_t nb = w->buckets, parts = (size_t)size * nb, *off = w->off, words;
+    uint64_t *arena;
+    int in_keeper = w->rounds == 1, rc = count_round(w, recs, n, round, parts, &arena, &words);
+    for (size_t p = 0; p < parts; p++)
+        w->part_count[p] = (int)(off[p + 1] - off[p]);
+    alltoall_idle(w->part_count, (int)nb, MPI_INT, w->bucket_count, w->comm);
+    size_t shift = rc ? 0 : (8 - (uintptr_t)arena / 8 % 8) % 8; // as on one rank
+    for (size_t p = 0; p <= parts; p++)
+        off[p] += shift;
+    memcpy(w->start, off, (parts + 1) * sizeof *off);
+    if (rc == PM_OK)
+        rc = exchange_buffers(w, step1);
     if ((rc = all_agree(rc, w->comm)))
         return rc;
-    scatter_indices(w, recs, n, round);
+    struct entry *ent = (struct entry *)(uintptr_t)((uintptr_t)arena - shift * sizeof *ent);
+    scatter_entries(w, recs, n, round, ent, !in_keeper, parts);
+    arena_phase_barrier();
+
+    MPI_Datatype ent_type, rec_type;
+    MPI_CHECK(MPI_Type_contiguous(2, MPI_UINT32_T, &ent_type));
+    MPI_CHECK(MPI_Type_commit(&ent_type));
+    for (size_t b0 = 0; b0 < nb; b0 += step1)
+        mark_step(w, ent, b0, b0 + step1 < nb ? b0 + step1 : nb, ent_type);
+    MPI_CHECK(MPI_Type_free(&ent_type));
+    arena_phase_barrier();
+
+    // The marked positions to the arena's start, in partition order (written behind the
+    // entries being read); need_off: each partition's first mark.
+    uint32_t *marks = (uint32_t *)arena;
+    size_t nm = 0, *need = w->need_off;
+    for (size_t p = 0; p < parts; p++) {
+        need[p] = nm;
+        for (size_t e = w->start[p]; e < off[p]; e++) {
+            uint32_t pos = ent[e].pos;
+            if (pos & MARK_FLAG)
+                marks[nm++] = pos & ~MARK_FLAG;
+        }
+        w->part_count[p] = (int)(nm - need[p]);
+    }
+    need[parts] = nm;
+    arena_phase_barrier();
+    alltoall_idle(w->part_count, (int)nb, MPI_INT, w->bucket_count, w->comm);
+    // Phase 2 steps: bucket ranges in which no rank sends or receives much more than
+    // STEP_RECORDS marked records (the same ranges on every rank); step_of: each bucket's.
+    uint64_t *need_b = w->step_need;
+    for (size_t b = 0; b < nb; b++) {
+        size_t sent = 0, got = 0;
+        for (int s = 0; s < size; s++) {
+            sent += (size_t)w->part_count[(size_t)s * nb + b];
+            got += (size_t)w->bucket_count[(size_t)s * nb + b];
+        }
+        need_b[b] = sent > got ? sent : got;
+    }
+    allreduce_idle(MPI_IN_PLACE, need_b, (int)nb, MPI_UINT64_T, MPI_MAX, w->comm);
+    size_t steps = 0, max_send = 0, max_recv = 0;
+    for (size_t b0 = 0, b1; b0 < nb; b0 = b1, steps++) {
+        uint64_t acc = need_b[b0];
+        for (b1 = b0 + 1; b1 < nb && acc + need_b[b1] <= STEP_RECORDS / w->scale; b1++)
+            acc += need_b[b1];
+        size_t ns = 0, nr = 0;
+        for (int s = 0; s < size; s++) {
+            nr += recv_range(w, w->bucket_count, s, b0, b1);
+            ns += recv_range(w, w->part_count, s, b0, b1);
+        }
+        max_send = ns > max_send ? ns : max_send;
+        max_recv = nr > max_recv ? nr : max_recv;
+        for (size_t b = b0; b < b1; b++)
+            need_b[b] = steps; // need_b is step_of from here on
+    }
+    // The spill: in the arena's spare room after the sorted marks, else its own array for
+    // the largest step; filled in passes over the steps whose records fit together (one
+    // pass when there is room).
+    struct dedupe_record *spill = (struct dedupe_record *)(arena + nm);
+    size_t cap = (words - nm) / 3, *step_send = w->step_work, *pass_of = w->step_work + nb;
+    memset(step_send, 0, steps * sizeof *step_send);
+    for (size_t p = 0; p < parts; p++)
+        step_send[need_b[p & (nb - 1)]] += (size_t)w->part_count[p];
+    if (cap < max_send) {
+        rc = ensure_cap((void **)&w->spill_send, &w->spill_send_cap, max_send, sizeof *spill);
+        spill = w->spill_send;
+        cap = max_send;
+    }
+    size_t passes = 0;
+    for (size_t t = 0, acc = 0; t < steps; t++) {
+        if (t && acc + step_send[t] > cap) {
+            passes++;
+            acc = 0;
+        }
+        pass_of[t] = passes;
+        acc += step_send[t];
+    }
+    passes++;
+    // The marks by (pass, position range) (a stable counting pass), after the marks: each
+    // pass reads only its own records, in position order.
+    uint32_t *sorted = marks + nm;
+    size_t ranges = (n >> MARK_RANGE_BITS) + 1, keys = passes * ranges;
+    if (rc == PM_OK)
+        rc = ensure_cap((void **)&w->range_off, &w->range_cap, keys + 1, sizeof *w->range_off);
+    size_t *roff = w->range_off;
+    if (rc == PM_OK) {
+        memset(roff, 0, (keys + 1) * sizeof *roff);
+        for (size_t p = 0; p < parts; p++) {
+            size_t base = pass_of[need_b[p & (nb - 1)]] * ranges;
+            for (size_t k = need[p]; k < need[p + 1]; k++)
+                roff[base + (marks[k] >> MARK_RANGE_BITS)]++;
+        }
+        for (size_t r = 0, acc = 0; r <= keys; r++) {
+            size_t c = roff[r];
+            roff[r] = acc;
+            acc += c;
+        }
+        for (size_t p = 0; p < parts; p++) {
+            size_t base = pass_of[need_b[p & (nb - 1)]] * ranges;
+            for (size_t k = need[p]; k < need[p + 1]; k++)
+                sorted[roff[base + (marks[k] >> MARK_RANGE_BITS)]++] = marks[k];
+        }
+    }
+    if (rc == PM_OK && max_recv > SLOT_REF - 1)
+        rc = PM_ERR_LIMIT;
+    if (rc == PM_OK)
+        rc = ensure_cap((void **)&w->recv_chunk, &w->recv_cap, max_recv, sizeof *w->recv_chunk);
+    // room for the answers: at most one per marked record received, per sender
+    size_t nanswers = 0;
+    for (int s = 0; s < size; s++) {
+        w->emit_base[s] = w->emit_fill[s] = nanswers;
+        nanswers += recv_range(w, w->bucket_count, s, 0, nb);
+    }
+    if (rc == PM_OK && nanswers > INT_MAX)
+        rc = PM_ERR_LIMIT;
+    if (rc == PM_OK)
+        rc = ensure_cap((void **)&w->emit, &w->emit_cap, nanswers, sizeof *w->emit);
+    if ((rc = all_agree(rc, w->comm)))
+        return rc;
+    MPI_CHECK(MPI_Type_contiguous(3, MPI_UINT64_T, &rec_type));
+    MPI_CHECK(MPI_Type_commit(&rec_type));
     memset(w->recv_done, 0, (size_t)size * sizeof *w->recv_done);
     w->emit_n = 0;
-    for (size_t b0 = 0; b0 < nb; b0 += step_buckets) { // every rank takes every step
-        int step_rc = exchange_step(w, recs, b0, b0 + step_buckets < nb ? b0 + step_buckets : nb);
+    size_t *cur = w->off, done = 0;
+    for (size_t b0 = 0, b1, step = 0, pass = 0; b0 < nb; b0 = b1, step++) { // all ranks, all steps
+        for (b1 = b0 + 1; b1 < nb && need_b[b1] == step; b1++)
+            ;
+        if (step == 0 || pass_of[step] != pass) { // the next pass: lay out its steps, fill
+            pass = pass_of[step];
+            size_t at = 0;
+            for (size_t c0 = b0, c1; c0 < nb && pass_of[need_b[c0]] == pass; c0 = c1) {
+                for (c1 = c0 + 1; c1 < nb && need_b[c1] == need_b[c0]; c1++)
+                    ;
+                for (int o = 0; o < size; o++)
+                    for (size_t b = c0; b < c1; b++) {
+                        cur[(size_t)o * nb + b] = at;
+                        at += (size_t)w->part_count[(size_t)o * nb + b];
+                    }
+            }
+            size_t end = roff[(pass + 1) * ranges - 1]; // after the sort: each key's end
+            arena_phase_barrier();
+            fill_spill(w, recs, sorted + done, end - done, spill);
+            done = end;
+        }
+        arena_phase_barrier();
+        int step_rc = compare_step(w, spill, b0, b1, rec_type);
         rc = rc ? rc : step_rc;
     }
-    if ((rc = all_agree(rc, w->comm)))
+    MPI_CHECK(MPI_Type_free(&rec_type));
+    arena_phase_barrier();
+    if ((rc = all_agree(rc, w->comm)) || (rc = return_answers(w, marks)))
         return rc;
-    return return_answers(w);
+    arena_phase_barrier();
+    keeper_finish(w, recs, n, in_keeper);
+    return PM_OK;
 }
 
 int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keeper, MPI_Comm comm,
@@ -928,59 +1199,66 @@ int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keepe
     MPI_CHECK(MPI_Comm_size(comm, &w.size));
     MPI_CHECK(MPI_Comm_rank(comm, &w.rank));
     uint64_t local = n, total = 0, most = 0;
-    MPI_CHECK(MPI_Allreduce(&local, &total, 1, MPI_UINT64_T, MPI_SUM, comm));
-    MPI_CHECK(MPI_Allreduce(&local, &most, 1, MPI_UINT64_T, MPI_MAX, comm));
+    allreduce_idle(&local, &total, 1, MPI_UINT64_T, MPI_SUM, comm);
+    allreduce_idle(&local, &most, 1, MPI_UINT64_T, MPI_MAX, comm);
     if (most > SLOT_REF - 1)
         return pm_error_set(err, PM_ERR_LIMIT,
                             "exact dedupe: %llu records on one rank (at most 2^31 - 2)",
                             (unsigned long long)most);
 
-    // Bytes per record for one round: its bucket entry (8) or partition index (4), and its
-    // share of the answers (up to 16 per duplicate), counted as 16 in all.
+    // Bytes per record for one round: its bucket entry (8), and its share of the marks and
+    // answers, counted as 16 in all.
     double per_rank = (double)total / w.size * 1.25 * 16.0;
     w.rounds = 1;
     if (memory_limit && per_rank > (double)memory_limit)
         w.rounds = (unsigned)(per_rank / (double)memory_limit) + 1;
     uint64_t per_owner = total / (uint64_t)w.size / w.rounds;
-    w.bucket_bits = per_owner > TARGET_BUCKET ? ceil_log2(per_owner / TARGET_BUCKET) : 0;
+    // Tests shrink buckets and steps to reach several steps and spill passes with few
+    // records; the answer is the same for any scale.
+    const char *scale = getenv("PIXELMILL_DEDUPE_SCALE");
+    w.scale = scale && atoi(scale) >= 1 && atoi(scale) <= 65536 ? (unsigned)atoi(scale) : 1;
+    uint64_t target = TARGET_BUCKET / w.scale;
+    w.bucket_bits = per_owner > target ? ceil_log2(per_owner / target) : 0;
     if (w.bucket_bits > MAX_BUCKET_BITS)
         w.bucket_bits = MAX_BUCKET_BITS;
     w.buckets = (size_t)1 << w.bucket_bits;
-    // buckets per exchange step: about STEP_RECORDS records per owner
+    // phase-1 buckets per exchange step on several ranks: about STEP_ENTRIES per owner
     uint64_t per_bucket = per_owner / w.buckets + 1;
-    size_t step_buckets = per_bucket >= STEP_RECORDS ? 1 : (size_t)(STEP_RECORDS / per_bucket);
+    uint64_t step_entries = STEP_ENTRIES / w.scale;
+    size_t step1 = per_bucket >= step_entries ? 1 : (size_t)(step_entries / per_bucket);
 
     int rc = PM_OK;
-    size_t sz = (size_t)w.size, nb = w.buckets;
-    if (w.size == 1) {
-        w.off = malloc((nb + 1) * sizeof *w.off);
-        w.start = malloc((nb + 1) * sizeof *w.start);
-        w.need_off = malloc((nb + 1) * sizeof *w.need_off);
-        w.wc_buf = aligned_alloc(64, nb * WC_ENTRIES * sizeof *w.wc_buf);
-        rc = w.off && w.start && w.need_off && w.wc_buf ? PM_OK : PM_ERR_NOMEM;
-    } else {
-        w.part_off = malloc((sz * nb + 1) * sizeof *w.part_off);
-        w.part_start = malloc((sz * nb + 1) * sizeof *w.part_start);
-        w.part_count = malloc(sz * nb * sizeof *w.part_count);
-        w.bucket_count = malloc(sz * nb * sizeof *w.bucket_count);
-        w.scount = calloc(sz, sizeof(int));
-        w.sdisp = calloc(sz, sizeof(int));
-        w.rcount = calloc(sz, sizeof(int));
-        w.rdisp = calloc(sz, sizeof(int));
+    size_t sz = (size_t)w.size, nb = w.buckets, parts = sz * nb;
+    w.off = malloc((parts + 1) * sizeof *w.off);
+    w.start = malloc((parts + 1) * sizeof *w.start);
+    w.need_off = malloc((parts + 1) * sizeof *w.need_off);
+    w.wc_buf = aligned_alloc(64, parts * WC_ENTRIES * sizeof *w.wc_buf);
+    rc = w.off && w.start && w.need_off && w.wc_buf ? PM_OK : PM_ERR_NOMEM;
+    if (w.size > 1) {
+        w.part_count = malloc(parts * sizeof *w.part_count);
+        w.bucket_count = malloc(parts * sizeof *w.bucket_count);
+        w.step_need = malloc(nb * sizeof *w.step_need);
+        w.step_work = malloc(2 * nb * sizeof *w.step_work);
+        int **ints[] = {&w.scount, &w.sdisp, &w.rcount, &w.rdisp,
+                        &w.xcount, &w.xdisp, &w.ycount, &w.ydisp};
+        for (size_t i = 0; i < sizeof ints / sizeof *ints; i++)
+            if (!(*ints[i] = calloc(sz, sizeof(int))))
+                rc = PM_ERR_NOMEM;
         w.recv_done = calloc(sz, sizeof *w.recv_done);
         w.run_pos = calloc(sz, sizeof *w.run_pos);
-        rc = w.part_off && w.part_start && w.part_count && w.bucket_count && w.scount && w.sdisp &&
-                     w.rcount && w.rdisp && w.recv_done && w.run_pos
-                 ? PM_OK
-                 : PM_ERR_NOMEM;
+        w.emit_base = calloc(sz, sizeof *w.emit_base);
+        w.emit_fill = calloc(sz, sizeof *w.emit_fill);
+        if (!w.part_count || !w.bucket_count || !w.step_need || !w.step_work || !w.recv_done ||
+            !w.run_pos || !w.emit_base || !w.emit_fill)
+            rc = PM_ERR_NOMEM;
     }
     rc = all_agree(rc, comm);
     for (unsigned round = 0; rc == PM_OK && round < w.rounds; round++)
         rc = w.size == 1 ? single_round(&w, recs, n, round)
-                         : exchange_round(&w, recs, n, round, step_buckets);
+                         : exchange_round(&w, recs, n, round, step1);
     uint64_t sums[2] = {w.ndups, w.ngroups}, gsums[2] = {0, 0};
     if (rc == PM_OK)
-        MPI_CHECK(MPI_Allreduce(sums, gsums, 2, MPI_UINT64_T, MPI_SUM, comm));
+        allreduce_idle(sums, gsums, 2, MPI_UINT64_T, MPI_SUM, comm);
     exact_work_release(&w);
     if (rc == PM_ERR_LIMIT)
         return pm_error_set(err, rc,

@@ -11,15 +11,17 @@
  * scanned with an open-addressing table keyed by a 32-bit fingerprint, and only records
  * whose fingerprint repeats are compared in full. On one rank the caller's array is read
  * in place (in sequence, or one small range at a time) and keeper[] serves as work memory
- * until it receives the answers; on several, the buckets travel to their owners in steps of
- * a few MiB (MPI_Alltoallv) and only duplicates' answers travel back. Nothing is sorted.
+ * until it receives the answers; on several, the same happens per (owner, bucket): 8-byte
+ * entries travel to their owners in steps (MPI_Alltoallv, straight from keeper[]), the
+ * owners' marks come back as bitmaps, and only the marked records travel for the full
+ * comparison; only duplicates' answers travel back. Nothing is sorted.
  * The answer depends only on the records, never on the number of ranks or on which rank
  * held which record.
  *
- * Memory per record during a round: on one rank 16 bytes per duplicate (queued answers),
- * plus 8 per record when there are several rounds; on several ranks 4 bytes per record (a
- * partition index) plus 16 per duplicate answered across ranks; plus fixed buffers of a few
- * MiB per rank. When 1.25 * 16 bytes * (records per rank) exceeds
+ * Memory per record during a round: 16 bytes per duplicate (queued answers), plus 8 per
+ * record when there are several rounds; on several ranks also 16 per marked record an owner
+ * receives (room for its answers); plus fixed buffers of a few tens of MiB at most per rank.
+ * When 1.25 * 16 bytes * (records per rank) exceeds
  * `memory_limit`, the hash space is split into rounds processed one after another (same
  * answer, less memory). At most 2^31 - 2 records per rank.
  */

@@ -1,5 +1,6 @@
 """Global exact dedupe under real mpirun: every record's keeper is the lowest id with the
 same 128-bit hash, identical for 1, 2 and 4 ranks and with memory-limited rounds."""
+import os
 import random
 
 import pytest
@@ -74,6 +75,25 @@ def test_keepers_match_reference(tmp_path, np_, limit, n):
     assert stats[0] == len(expected) and stats[1] == ndup
     if limit:
         assert stats[3] > 1  # the memory limit forced several rounds
+
+
+# PIXELMILL_DEDUPE_SCALE shrinks buckets and exchange steps (filters/dedupe_exact.c) so that
+# 20000 records take many buckets, several phase-1 and phase-2 steps on several ranks and,
+# with many marked records (p_dup 0.9), several passes over the spill; with a memory limit
+# also rounds. The keepers must not change.
+@pytest.mark.parametrize("np_,limit,p_dup", [(1, 0, 0.4), (2, 0, 0.4), (3, 0, 0.9),
+                                            (4, 0, 0.4), (2, 100000, 0.9)])
+def test_small_steps_match_reference(tmp_path, np_, limit, p_dup):
+    path = tmp_path / "recs.txt"
+    expected, ndup = make_records(path, 20000, seed=11, p_dup=p_dup)
+    args = [tool("pm_dedupe_exact_check"), path, limit]
+    env = dict(os.environ, PIXELMILL_DEDUPE_SCALE="2048")
+    run(args, env=env) if np_ == 1 else mpirun(np_, args, env=env)
+    keep, stats = parse("".join(open(f"{path}.out.{r}").read() for r in range(np_)))
+    assert keep == expected
+    assert stats[0] == len(expected) and stats[1] == ndup
+    if limit:
+        assert stats[3] > 1
 
 
 @pytest.mark.parametrize("np_,parts", [(1, 1), (1, 7), (2, 5), (3, 16)])
