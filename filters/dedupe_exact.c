@@ -75,21 +75,56 @@ struct reply {
     uint64_t keeper; // id of the keeper
 };
 
-// Work arrays: 64-byte aligned; large ones 2 MiB aligned and marked for transparent huge
-// pages (fewer page faults and TLB misses in the scatter).
+// Work arrays: 64-byte aligned; large ones mapped on their own (mmap), 2 MiB aligned and
+// marked for transparent huge pages (fewer page faults and TLB misses in the scatter). A
+// mapping goes back to the system when freed: from malloc's heap, the large buffers of one
+// call (freed and allocated again at other sizes, by this call and by dedupe_spill's next
+// part) left freed pages resident, and the peak RSS grew with the records of all parts
+// instead of staying at one part's (glibc's dynamic mmap threshold moves up to 32 MiB).
+// Pages of a mapping that are never written are never resident, so a buffer may be
+// reserved for its upper bound.
+struct big_header {
+    void *base;    // what malloc or mmap returned
+    size_t length; // the mapping's length; 0: from malloc
+};
+
+#define BIG_MAP_MIN ((size_t)4 << 20) // smaller buffers come from malloc
+
 static void *big_alloc(size_t bytes)
 {
-    const size_t huge = (size_t)2 << 20;
-    if (bytes < 2 * huge)
-        return aligned_alloc(64, bytes / 64 * 64 + 64);
-    void *p = NULL;
+    const size_t huge = (size_t)2 << 20, head = sizeof(struct big_header);
+    struct big_header h = {NULL, 0};
+    uintptr_t p;
     size_t rounded = (bytes + huge - 1) / huge * huge;
-    if (posix_memalign(&p, huge, rounded))
-        return NULL;
+    if (bytes < BIG_MAP_MIN) {
+        if (!(h.base = malloc(bytes + head + 64)))
+            return NULL;
+        p = ((uintptr_t)h.base + head + 63) / 64 * 64;
+    } else {
+        h.length = rounded + huge; // room to align the start to 2 MiB
+        h.base = mmap(NULL, h.length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (h.base == MAP_FAILED)
+            return NULL;
+        p = ((uintptr_t)h.base + head + huge - 1) / huge * huge;
 #ifdef MADV_HUGEPAGE
-    madvise(p, rounded, MADV_HUGEPAGE); // advice only: failure changes nothing
+        madvise((void *)p, rounded, MADV_HUGEPAGE); // advice only: failure changes nothing
 #endif
-    return p;
+    }
+    memcpy((void *)(p - head), &h, head);
+    return (void *)p;
+}
+
+// Free a big_alloc buffer (NULL is fine).
+static void big_free(void *p)
+{
+    if (!p)
+        return;
+    struct big_header h;
+    memcpy(&h, (char *)p - sizeof h, sizeof h);
+    if (h.length)
+        munmap(h.base, h.length);
+    else
+        free(h.base);
 }
 
 // Stores that bypass the cache (data written once and read much later); plain stores where
@@ -218,31 +253,31 @@ struct exact_work {
 
 static void exact_work_release(struct exact_work *w)
 {
-    free(w->table);
+    big_free(w->table);
     free(w->cands);
     free(w->members);
     free(w->extra);
     free(w->off);
     free(w->start);
     free(w->wc_buf);
-    free(w->entries);
+    big_free(w->entries);
     free(w->need_off);
-    free(w->range_off);
-    free(w->spill_own);
+    big_free(w->range_off);
+    big_free(w->spill_own);
     free(w->part_off);
     free(w->part_start);
     free(w->part_count);
     free(w->bucket_count);
-    free(w->idx);
-    free(w->send_chunk);
-    free(w->recv_chunk);
+    big_free(w->idx);
+    big_free(w->send_chunk);
+    big_free(w->recv_chunk);
     free(w->scount);
     free(w->sdisp);
     free(w->rcount);
     free(w->rdisp);
     free(w->recv_done);
     free(w->run_pos);
-    free(w->emit);
+    big_free(w->emit);
 }
 
 // Make *buf hold `want` elements of `elem` bytes (contents are not kept).
@@ -250,7 +285,7 @@ static int ensure_cap(void **buf, size_t *have, size_t want, size_t elem)
 {
     if (*have >= want && *buf)
         return PM_OK;
-    free(*buf);
+    big_free(*buf);
     *buf = big_alloc((want ? want : 1) * elem);
     *have = *buf ? want : 0;
     return *buf ? PM_OK : PM_ERR_NOMEM;
@@ -288,6 +323,22 @@ static int sender_of(const struct exact_work *w, size_t pos)
     return lo;
 }
 
+// Room for `cap` queued answers, the queued ones kept.
+static int grow_answers(struct exact_work *w, size_t cap)
+{
+    if (cap <= w->emit_cap)
+        return PM_OK;
+    struct reply *e = big_alloc(cap * sizeof *e);
+    if (!e)
+        return PM_ERR_NOMEM;
+    if (w->emit_n)
+        memcpy(e, w->emit, w->emit_n * sizeof *e);
+    big_free(w->emit);
+    w->emit = e;
+    w->emit_cap = cap;
+    return PM_OK;
+}
+
 // The record at input position pos is a duplicate whose keeper has id `id`. On one rank
 // and for the owner's own records the answer is written directly; the others are queued
 // for their sender.
@@ -303,14 +354,8 @@ static int emit_answer(struct exact_work *w, size_t pos, uint64_t id)
         w->keeper[w->idx[w->part_start[(size_t)s * w->buckets] + slot]] = id;
         return PM_OK;
     }
-    if (w->emit_n == w->emit_cap) {
-        size_t cap = w->emit_cap ? 2 * w->emit_cap : 4096;
-        struct reply *e = realloc(w->emit, cap * sizeof *e);
-        if (!e)
-            return PM_ERR_NOMEM;
-        w->emit = e;
-        w->emit_cap = cap;
-    }
+    if (w->emit_n == w->emit_cap && grow_answers(w, w->emit_cap ? 2 * w->emit_cap : 4096))
+        return PM_ERR_NOMEM;
     w->emit[w->emit_n++] = (struct reply){(uint64_t)s << 32 | slot, id};
     return PM_OK;
 }
@@ -509,23 +554,6 @@ static inline size_t bucket_mark(struct exact_work *w, uint32_t fp, uint32_t pos
     return 2;
 }
 
-// Room for `more` queued answers (one rank; exact sizes: fresh pages are dear).
-static int reserve_answers(struct exact_work *w, size_t more)
-{
-    if (w->emit_n + more <= w->emit_cap)
-        return PM_OK;
-    size_t cap = w->emit_n + more;
-    struct reply *e = big_alloc(cap * sizeof *e);
-    if (!e)
-        return PM_ERR_NOMEM;
-    if (w->emit_n)
-        memcpy(e, w->emit, w->emit_n * sizeof *e);
-    free(w->emit);
-    w->emit = e;
-    w->emit_cap = cap;
-    return PM_OK;
-}
-
 // Phase 2 on one rank, for buckets [b0, b1): copy their marked records from the input into
 // the spill, bucket after bucket (need_off: each bucket's start in the spill, relative to
 // this pass), compare them bucket by bucket with the full hashes (answers land in the
@@ -551,7 +579,6 @@ static int spill_pass(struct exact_work *w, const struct dedupe_record *recs,
         }
     }
     int rc = PM_OK;
-    uint64_t dups_before = w->ndups;
     for (size_t b = b0; b < b1 && rc == PM_OK; b++) {
         size_t count = soff[b + 1] - soff[b];
         if (count < 2)
@@ -563,16 +590,15 @@ static int spill_pass(struct exact_work *w, const struct dedupe_record *recs,
         rc = bucket_end(w);
     }
     // Answered records have hash 0; a real zero hash may answer its own id (no change), so
-    // the count of answers is bounded by the marked records, not by the duplicates.
-    if (rc == PM_OK)
-        rc = reserve_answers(w, (size_t)(w->ndups - dups_before));
+    // the count of answers is bounded by the marked records (the room single_round made),
+    // not by the duplicates.
     for (size_t k = 0; k < nm && rc == PM_OK; k++) {
         if (k + PREFETCH_AHEAD < nm && sidx[k + PREFETCH_AHEAD] != UINT32_MAX)
             __builtin_prefetch(&spill[sidx[k + PREFETCH_AHEAD]]);
         const struct dedupe_record *r = sidx[k] != UINT32_MAX ? &spill[sidx[k]] : NULL;
         if (!r || r->hash_hi || r->hash_lo)
             continue;
-        if (w->emit_n == w->emit_cap && (rc = reserve_answers(w, nm - k)))
+        if (w->emit_n == w->emit_cap && (rc = grow_answers(w, w->emit_n + nm - k)))
             break;
         w->emit[w->emit_n++] = (struct reply){pos[k], r->id};
     }
@@ -650,7 +676,11 @@ static int single_round(struct exact_work *w, const struct dedupe_record *recs, 
     size_t nm = w->nmarks;
     soff[nb] = nm;
     arena_phase_barrier();
+    // Room for every marked record's answer (the upper bound, reserved once: only the pages
+    // written become resident, and no queue is copied while it grows).
     w->emit_n = 0;
+    if (nm && (rc = grow_answers(w, nm)))
+        return rc;
     if (nm) { // the marks by position range (a stable counting pass)
         size_t *roff = w->range_off;
         memset(roff, 0, (ranges + 1) * sizeof *roff);
