@@ -105,8 +105,9 @@ def rank_of(pid):
     return None
 
 
-def group_alive(pgid):
-    """True while any process (not a zombie) of the process group exists."""
+def processes():
+    """(pid, state, pgid, sid) of every process now."""
+    out = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -116,9 +117,13 @@ def group_alive(pgid):
         except OSError:
             continue
         fields = st[st.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+        out.append((int(d), fields[0], int(fields[2]), int(fields[3])))
+    return out
+
+
+def group_alive(pgid):
+    """True while any process (not a zombie) of the process group exists."""
+    return any(g == pgid and state != "Z" for _, state, g, _ in processes())
 
 
 def wait_group_gone(pgid, timeout=60):
@@ -138,20 +143,8 @@ def wait_group_gone(pgid, timeout=60):
 
 
 def session_pids(sid):
-    """Every live process of session sid (mpirun, its ranks and anything they started)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        fields = st[st.rindex(")") + 2:].split()
-        if int(fields[3]) == sid:
-            out.append(int(d))
-    return sorted(out)
+    """Every process of session sid (mpirun, its ranks and anything they started)."""
+    return sorted(pid for pid, _, _, s in processes() if s == sid)
 
 
 def dump_stacks(sid):
