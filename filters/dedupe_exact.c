@@ -80,21 +80,56 @@ struct reply {
     uint64_t keeper; // id of the keeper
 };
 
-// Work arrays: 64-byte aligned; large ones 2 MiB aligned and marked for transparent huge
-// pages (fewer page faults and TLB misses in the scatter).
+// Work arrays: 64-byte aligned; large ones mapped on their own (mmap), 2 MiB aligned and
+// marked for transparent huge pages (fewer page faults and TLB misses in the scatter). A
+// mapping goes back to the system when freed: from malloc's heap, the large buffers of one
+// call (freed and allocated again at other sizes, by this call and by dedupe_spill's next
+// part) left freed pages resident, and the peak RSS grew with the records of all parts
+// instead of staying at one part's (glibc's dynamic mmap threshold moves up to 32 MiB).
+// Pages of a mapping that are never written are never resident, so a buffer may be
+// reserved for its upper bound.
+struct big_header {
+    void *base;    // what malloc or mmap returned
+    size_t length; // the mapping's length; 0: from malloc
+};
+
+#define BIG_MAP_MIN ((size_t)4 << 20) // smaller buffers come from malloc
+
 static void *big_alloc(size_t bytes)
 {
-    const size_t huge = (size_t)2 << 20;
-    if (bytes < 2 * huge)
-        return aligned_alloc(64, bytes / 64 * 64 + 64);
-    void *p = NULL;
+    const size_t huge = (size_t)2 << 20, head = sizeof(struct big_header);
+    struct big_header h = {NULL, 0};
+    uintptr_t p;
     size_t rounded = (bytes + huge - 1) / huge * huge;
-    if (posix_memalign(&p, huge, rounded))
-        return NULL;
+    if (bytes < BIG_MAP_MIN) {
+        if (!(h.base = malloc(bytes + head + 64)))
+            return NULL;
+        p = ((uintptr_t)h.base + head + 63) / 64 * 64;
+    } else {
+        h.length = rounded + huge; // room to align the start to 2 MiB
+        h.base = mmap(NULL, h.length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (h.base == MAP_FAILED)
+            return NULL;
+        p = ((uintptr_t)h.base + head + huge - 1) / huge * huge;
 #ifdef MADV_HUGEPAGE
-    madvise(p, rounded, MADV_HUGEPAGE); // advice only: failure changes nothing
+        madvise((void *)p, rounded, MADV_HUGEPAGE); // advice only: failure changes nothing
 #endif
-    return p;
+    }
+    memcpy((void *)(p - head), &h, head);
+    return (void *)p;
+}
+
+// Free a big_alloc buffer (NULL is fine).
+static void big_free(void *p)
+{
+    if (!p)
+        return;
+    struct big_header h;
+    memcpy(&h, (char *)p - sizeof h, sizeof h);
+    if (h.length)
+        munmap(h.base, h.length);
+    else
+        free(h.base);
 }
 
 // Stores that bypass the cache (data written once and read much later); plain stores where
@@ -255,26 +290,26 @@ struct exact_work {
 
 static void exact_work_release(struct exact_work *w)
 {
-    free(w->table);
+    big_free(w->table);
     free(w->cands);
     free(w->members);
     free(w->extra);
     free(w->off);
     free(w->start);
     free(w->wc_buf);
-    free(w->entries);
+    big_free(w->entries);
     free(w->need_off);
-    free(w->range_off);
-    free(w->spill_own);
+    big_free(w->range_off);
+    big_free(w->spill_own);
     free(w->part_count);
     free(w->bucket_count);
     free(w->step_need);
     free(w->step_work);
-    free(w->recv_ent);
-    free(w->bits);
-    free(w->bits_back);
-    free(w->spill_send);
-    free(w->recv_chunk);
+    big_free(w->recv_ent);
+    big_free(w->bits);
+    big_free(w->bits_back);
+    big_free(w->spill_send);
+    big_free(w->recv_chunk);
     free(w->scount);
     free(w->sdisp);
     free(w->rcount);
@@ -285,7 +320,7 @@ static void exact_work_release(struct exact_work *w)
     free(w->ydisp);
     free(w->recv_done);
     free(w->run_pos);
-    free(w->emit);
+    big_free(w->emit);
     free(w->emit_base);
     free(w->emit_fill);
 }
@@ -295,7 +330,7 @@ static int ensure_cap(void **buf, size_t *have, size_t want, size_t elem)
 {
     if (*have >= want && *buf)
         return PM_OK;
-    free(*buf);
+    big_free(*buf);
     *buf = big_alloc((want ? want : 1) * elem);
     *have = *buf ? want : 0;
     return *buf ? PM_OK : PM_ERR_NOMEM;
@@ -551,7 +586,7 @@ static inline size_t bucket_mark(struct exact_work *w, uint32_t fp, uint32_t pos
     return 2;
 }
 
-// Room for `more` queued answers (one rank; exact sizes: fresh pages are dear).
+// Room for `more` queued answers (one rank), the queued ones kept.
 static int reserve_answers(struct exact_work *w, size_t more)
 {
     if (w->emit_n + more <= w->emit_cap)
@@ -562,7 +597,7 @@ static int reserve_answers(struct exact_work *w, size_t more)
         return PM_ERR_NOMEM;
     if (w->emit_n)
         memcpy(e, w->emit, w->emit_n * sizeof *e);
-    free(w->emit);
+    big_free(w->emit);
     w->emit = e;
     w->emit_cap = cap;
     return PM_OK;
@@ -722,7 +757,11 @@ static int single_round(struct exact_work *w, const struct dedupe_record *recs, 
     size_t nm = w->nmarks;
     soff[nb] = nm;
     arena_phase_barrier();
+    // Room for every marked record's answer (the upper bound, reserved once: only the pages
+    // written become resident, and no queue is copied while it grows).
     w->emit_n = 0;
+    if (nm && (rc = reserve_answers(w, nm)))
+        return rc;
     if (nm) { // the marks by position range (a stable counting pass)
         size_t *roff = w->range_off;
         memset(roff, 0, (ranges + 1) * sizeof *roff);
@@ -952,7 +991,7 @@ static int return_answers(struct exact_work *w, const uint32_t *marks)
     struct reply *back = big_alloc((nback ? nback : 1) * sizeof *back), *sorted = w->emit;
     int rc = all_agree(back ? PM_OK : PM_ERR_NOMEM, w->comm);
     if (rc) {
-        free(back);
+        big_free(back);
         return rc;
     }
     MPI_Datatype reply_type;
@@ -960,7 +999,7 @@ static int return_answers(struct exact_work *w, const uint32_t *marks)
     MPI_CHECK(MPI_Type_commit(&reply_type));
     alltoallv_idle(sorted, ecount, edisp, reply_type, back, bcount, bdisp, reply_type, w->comm);
     MPI_CHECK(MPI_Type_free(&reply_type));
-    free(sorted);
+    big_free(sorted);
     w->emit = NULL;
     for (int o = 0; o < size; o++) {
         const uint32_t *seg = marks + w->need_off[(size_t)o * w->buckets];

@@ -165,23 +165,17 @@ static void add_stats(struct dedupe_exact_stats *sum, const struct dedupe_exact_
     sum->rounds += st->rounds;
 }
 
-// One part: load this rank's records, dedupe, write the duplicates; the buffers grow to the
-// largest part and are reused.
+// One part: load this rank's records, dedupe, write the duplicates, in the buffers of
+// the largest part (allocated once: buffers freed and allocated again at growing sizes
+// left freed pages resident, see dedupe_exact.c big_alloc).
 static int run_part(struct dedupe_spill *s, unsigned p, MPI_Comm comm, size_t memory_limit,
                     struct dedupe_exact_stats *sum, struct pm_error *err)
 {
     struct dedupe_spill_part *pt = &s->part[p];
     size_t n = (size_t)pt->nrec;
     int rc = PM_OK;
-    if (n > s->cap) {
-        free(s->recs);
-        free(s->keeper);
-        s->recs = malloc(n * sizeof *s->recs);
-        s->keeper = malloc(n * sizeof *s->keeper);
-        s->cap = s->recs && s->keeper ? n : 0;
-        if (!s->cap)
-            rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory for %zu dedupe records", n);
-    }
+    if (!s->recs || !s->keeper)
+        rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory for %zu dedupe records", s->cap);
     if (!rc && (fflush(pt->rec) || fseek(pt->rec, 0, SEEK_SET) ||
                 fread(s->recs, sizeof *s->recs, n, pt->rec) != n))
         rc = pm_error_set(err, PM_ERR_IO, "cannot read back '%s/r%d-%u.rec' (%zu records)", s->dir,
@@ -234,6 +228,11 @@ int dedupe_spill_run(struct dedupe_spill *s, MPI_Comm comm, size_t memory_limit,
     if (s->parts == 1) {
         rc = dedupe_exact_run(s->recs, s->n, s->keeper, comm, memory_limit, &sum, err);
     } else {
+        s->cap = 1;
+        for (unsigned p = 0; p < s->parts; p++)
+            s->cap = s->part[p].nrec > s->cap ? (size_t)s->part[p].nrec : s->cap;
+        s->recs = malloc(s->cap * sizeof *s->recs);
+        s->keeper = malloc(s->cap * sizeof *s->keeper);
         for (unsigned p = 0; rc == PM_OK && p < s->parts; p++)
             rc = run_part(s, p, comm, memory_limit, &sum, err);
         // the largest part's buffers are not needed for reading

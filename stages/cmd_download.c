@@ -626,13 +626,6 @@ static int slice_columns(const struct dl_options *o, const char ***cols, size_t 
 
 /* ---- --dedupe-urls ------------------------------------------------------------------ */
 
-static int agree_status(int rc)
-{
-    int all = 0;
-    MPI_CHECK(MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
-    return all;
-}
-
 // Rows of unit u: samples_per_shard, the last unit what is left.
 static uint64_t unit_rows(const struct download_plan *plan, uint64_t u)
 {
@@ -747,10 +740,10 @@ static int dedupe_urls(const struct dl_options *o, const struct download_plan *p
     if (mpi->rank == 0)
         rc = dedupe_spill_clear(spill, err);
     if (done)
-        return agree_status(rc);
+        return pm_mpi_worst(rc);
     if (!rc && mpi->rank == 0 && mkdir(dir, 0777) && errno != EEXIST)
         rc = pm_error_set(err, PM_ERR_IO, "cannot create '%s': %s", dir, strerror(errno));
-    if ((rc = agree_status(rc)))
+    if ((rc = pm_mpi_worst(rc)))
         return rc;
     // parts: enough that the most records a rank can have fit the memory limit
     uint64_t mine = 0, most = 0;
@@ -761,7 +754,7 @@ static int dedupe_urls(const struct dl_options *o, const struct download_plan *p
     struct dedupe_spill *sp = NULL;
     rc = dedupe_spill_create(&sp, spill, mpi->rank, parts, (size_t)mine, err);
     rc = rc ? rc : add_url_records(o, plan, mpi, sp, err);
-    if ((rc = agree_status(rc))) {
+    if ((rc = pm_mpi_worst(rc))) {
         if (!err->code)
             pm_error_set(err, rc, "url dedupe failed on another rank");
         goto out;
@@ -770,7 +763,7 @@ static int dedupe_urls(const struct dl_options *o, const struct download_plan *p
     if ((rc = dedupe_spill_run(sp, MPI_COMM_WORLD, o->dedupe_memory, &ds, err)))
         goto out;
     rc = write_url_dups(o, plan, mpi, sp, err);
-    if ((rc = agree_status(rc))) {
+    if ((rc = pm_mpi_worst(rc))) {
         if (!err->code)
             pm_error_set(err, rc, "url dedupe failed on another rank");
         goto out;
@@ -780,7 +773,7 @@ static int dedupe_urls(const struct dl_options *o, const struct download_plan *p
         pm_log_info("url dedupe: %" PRIu64 " urls, %" PRIu64 " duplicates (%u part%s)", ds.records,
                     ds.duplicates, parts, parts == 1 ? ", in memory" : "s on disk");
     }
-    rc = agree_status(rc);
+    rc = pm_mpi_worst(rc);
 out:
     dedupe_spill_free(sp);
     // every rank's files are gone once all have freed theirs: then the directory
@@ -945,7 +938,7 @@ int cmd_download(int argc, char **argv, const struct pm_mpi *mpi)
         snprintf(d, sizeof d, "%s/_work/dedupe-urls", o.work);
         sweep_dir(d);
     }
-    if ((rc = agree_status(rc)))
+    if ((rc = pm_mpi_worst(rc)))
         goto fail;
     if (mpi->rank != 0 && (rc = store_open(o.output, &so, &out, &err)))
         goto fail;
@@ -964,7 +957,7 @@ int cmd_download(int argc, char **argv, const struct pm_mpi *mpi)
         goto fail;
     // agreed: a signal that reached one rank only must stop them all here (a rank leaving
     // alone would leave the others waiting in the set-up collectives below)
-    if (agree_status(pm_signal_pending() ? 1 : 0)) {
+    if (pm_mpi_worst(pm_signal_pending() ? 1 : 0)) {
         rc = pm_error_set(&err, PM_ERR_INTERRUPTED, "interrupted before downloading");
         goto fail_collective;
     }
@@ -1033,7 +1026,7 @@ int cmd_download(int argc, char **argv, const struct pm_mpi *mpi)
     struct run_ctx rctx = {prog};
     struct download_hooks hooks = {&rctx, on_row, on_poll};
     rc = download_engine_create(&uc, &hooks, &engine, &err);
-    if ((rc = agree_status(rc))) {
+    if ((rc = pm_mpi_worst(rc))) {
         if (!err.code)
             pm_error_set(&err, rc, "set-up failed on another rank");
         goto fail;
@@ -1085,8 +1078,7 @@ int cmd_download(int argc, char **argv, const struct pm_mpi *mpi)
         progress_tick(prog);
     }
     progress_finish(prog);
-    int all = 0;
-    MPI_CHECK(MPI_Allreduce(&state, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    int all = pm_mpi_worst(state);
     if (all == 2) {
         ex = PM_EXIT_FAILED;
         if (state != 2 && mpi->rank == 0)
@@ -1102,7 +1094,7 @@ int cmd_download(int argc, char **argv, const struct pm_mpi *mpi)
     rc = PM_OK;
     if (mpi->rank == 0)
         rc = finalize(&o, out, &plan, config, prog, &err);
-    if ((rc = agree_status(rc))) {
+    if ((rc = pm_mpi_worst(rc))) {
         if (mpi->rank == 0)
             pm_log_error("%s", err.msg);
         ex = PM_EXIT_FAILED;

@@ -330,8 +330,7 @@ static int bcast_status(int rc, struct pm_error *err, int rank)
 /* Combine a status over all ranks: the largest code wins; ranks without it get a note. */
 static int agree(int rc, struct pm_error *err)
 {
-    int all = 0;
-    MPI_CHECK(MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    int all = pm_mpi_worst(rc);
     if (all && !rc)
         pm_error_set(err, all, "the input prepass failed on another rank");
     return all;

@@ -60,6 +60,7 @@ SLOW_CASES = {"slow_drip", "raw_stall", "raw_drip", "slow_ok", "http_429", "http
               "raw_flaky_429", "raw_flaky_503"}
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="passive")
 ATTEMPT_TIMEOUT = int(os.environ.get("PIXELMILL_CHAOS_TIMEOUT", 180))  # seconds one attempt may take before it counts as a hang
+FINALIZE_GRACE = 30  # seconds mpirun may outlive its last rank (it normally ends at once)
 
 
 def pixelmill():
@@ -104,8 +105,9 @@ def rank_of(pid):
     return None
 
 
-def group_alive(pgid):
-    """True while any process (not a zombie) of the process group exists."""
+def processes():
+    """(pid, state, pgid, sid) of every process now."""
+    out = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -115,9 +117,13 @@ def group_alive(pgid):
         except OSError:
             continue
         fields = st[st.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+        out.append((int(d), fields[0], int(fields[2]), int(fields[3])))
+    return out
+
+
+def group_alive(pgid):
+    """True while any process (not a zombie) of the process group exists."""
+    return any(g == pgid and state != "Z" for _, state, g, _ in processes())
 
 
 def wait_group_gone(pgid, timeout=60):
@@ -134,6 +140,38 @@ def wait_group_gone(pgid, timeout=60):
             return False
         time.sleep(0.02)
     return True
+
+
+def session_pids(sid):
+    """Every process of session sid (mpirun, its ranks and anything they started)."""
+    return sorted(pid for pid, _, _, s in processes() if s == sid)
+
+
+def dump_stacks(sid):
+    """A hung job's state, for its log: per process its command line, state and wait
+    channel, the ranks' environment rank, and every thread's stack (gdb, if installed)."""
+    lines = [f"\n==== chaos: the job did not end within its timeout; its processes "
+             f"({time.strftime('%H:%M:%S')}) ====\n"]
+    for pid in session_pids(sid):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(
+                errors="replace")[:300]
+            st = open(f"/proc/{pid}/stat").read()
+            wchan = open(f"/proc/{pid}/wchan").read()
+        except OSError:
+            continue
+        state = st[st.rindex(")") + 2:].split()[0]
+        lines.append(f"-- pid {pid} rank {rank_of(pid)} state {state} wchan {wchan}: {cmd}\n")
+        if shutil.which("gdb"):
+            try:
+                r = subprocess.run(["gdb", "-p", str(pid), "-batch", "-nx", "-ex",
+                                    "thread apply all bt"], capture_output=True, text=True,
+                                   timeout=60)
+                lines.append("\n".join(x for x in r.stdout.splitlines()
+                                       if x.startswith(("#", "Thread"))) + "\n")
+            except (subprocess.TimeoutExpired, OSError) as e:
+                lines.append(f"gdb: {e}\n")
+    return "".join(lines)
 
 
 def catches(pid, sigs):
@@ -159,14 +197,18 @@ class Job:
                                   stdout=self.log, stderr=self.log, env=ENV,
                                   start_new_session=True)
         self.t0 = time.monotonic()
+        self.seen_ranks = False
+        self.stuck_in_finalize = False
 
     def ranks(self):
-        """{rank: pid} of the rank processes that exist now."""
+        """{rank: pid} of the rank processes that exist now (not zombies)."""
         out = {}
         for c in children(self.p.pid):
             r = rank_of(c)
             if r is not None:
                 out[r] = c
+        if out:
+            self.seen_ranks = True
         return out
 
     def wait_ranks(self, timeout=120):
@@ -180,13 +222,37 @@ class Job:
         return True
 
     def finish(self, timeout=ATTEMPT_TIMEOUT):
-        try:
-            rc = self.p.wait(timeout=timeout)
-            hung = False
-        except subprocess.TimeoutExpired:
-            os.killpg(self.p.pid, signal.SIGKILL)
-            rc = self.p.wait()
-            hung = True
+        """Wait for mpirun: (exit status, hung, no process left). A job still there after
+        `timeout` is a hang: the stacks of its processes go to its log, then it is killed.
+        One case is mpirun's, not ours: every rank gone, mpirun still there FINALIZE_GRACE
+        seconds later with its main thread in orte_finalize (OpenMPI 4.1.4 now and then
+        deadlocks there after reporting a killed rank; docs/reliability.md). It is killed,
+        counted in self.stuck_in_finalize, and not a hang."""
+        deadline = time.monotonic() + timeout
+        ranks_gone_at, dumped, hung = None, False, False
+        while True:
+            try:
+                rc = self.p.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if self.ranks() or not self.seen_ranks:
+                ranks_gone_at = None
+            elif ranks_gone_at is None:
+                ranks_gone_at = now
+            stuck = ranks_gone_at is not None and now - ranks_gone_at > FINALIZE_GRACE
+            if (stuck and not dumped) or now > deadline:
+                dump = dump_stacks(self.p.pid)
+                self.log.write(dump.encode())
+                self.log.flush()
+                dumped = True
+                self.stuck_in_finalize = stuck and "orte_finalize" in dump
+                if self.stuck_in_finalize or now > deadline:
+                    hung = not self.stuck_in_finalize
+                    os.killpg(self.p.pid, signal.SIGKILL)
+                    rc = self.p.wait()
+                    break
         gone = wait_group_gone(self.p.pid)
         self.log.close()
         return rc, hung, gone
@@ -572,6 +638,7 @@ def one_round(stage, work, np_, kills, rng, idx, actions=ACTIONS):
                     hit = False
         rc, hung, gone = job.finish()
         att.update(hit=hit, rc=rc, hung=hung, left_processes=not gone,
+                   mpirun_stuck_in_finalize=job.stuck_in_finalize,
                    milestones_seen=count_files(out, stage.milestone))
         rec["attempts"].append(att)
         check(not hung, f"{stage.name}: attempt {a} ({action}) hung")
@@ -688,7 +755,8 @@ def main(argv=None):
             st = ensure(name)
             srec = record["stages"][name] = {
                 "reference_wall_s": round(st.ref_wall, 2), "milestones": st.ref_milestones,
-                "rounds": [], "hits": 0, "attempts": 0, "actions": collections.Counter()}
+                "rounds": [], "hits": 0, "attempts": 0, "actions": collections.Counter(),
+                "mpirun_stuck_in_finalize": 0}
             for i in range(a.rounds):
                 try:
                     rec = one_round(st, work, a.np, a.kills, rng, i, a.actions.split(","))
@@ -698,6 +766,7 @@ def main(argv=None):
                 srec["rounds"].append(rec)
                 for att in rec.get("attempts", []):
                     srec["attempts"] += 1
+                    srec["mpirun_stuck_in_finalize"] += att.get("mpirun_stuck_in_finalize", 0)
                     srec["hits"] += att["hit"]
                     if att["hit"]:
                         srec["actions"][att["action"]] += 1
@@ -718,7 +787,8 @@ def main(argv=None):
         ok = sum(r["ok"] for r in s["rounds"])
         print(f"chaos: {name}: {ok}/{len(s['rounds'])} rounds ok, {s['hits']} of "
               f"{s['attempts']} attempts interrupted a running job {dict(s['actions'])} "
-              f"(reference {s['reference_wall_s']} s, {s['milestones']} milestones)")
+              f"(reference {s['reference_wall_s']} s, {s['milestones']} milestones; mpirun stuck "
+              f"in its finalize after its ranks ended: {s['mpirun_stuck_in_finalize']})")
     print(f"chaos: seed {seed}, {len(record['failures'])} failed rounds, {record['wall_s']} s")
     for f in record["failures"]:
         print(f"FAILED {f['stage']} round {f['round']}: {f['error']}", file=sys.stderr)
