@@ -43,10 +43,13 @@ typedef float v8f __attribute__((vector_size(32)));
  * the first `rows` (<= 6) rows of the micro-panel, or = when `fresh` (the sums start from 0
  * instead of C's old values; same arithmetic, since 0 + a*b == a*b). Called with a constant
  * `rows`: 6 for whole panels, fewer for the last panel of an M that is not a multiple of 6
- * (each element's arithmetic is the same whatever `rows` is).
+ * (each element's arithmetic is the same whatever `rows` is). With `boff` (a constant
+ * non-NULL argument), row k of the B panel is the 16 floats at Bp + boff[k] instead of a packed
+ * panel: an implicit im2col read straight from a zero-padded image (see mm_gemm).
  */
-static inline __attribute__((always_inline)) void
-mm_kernel(int kb, const float *Ap, const float *Bp, float *C, int ldc, bool fresh, int rows)
+static inline __attribute__((always_inline)) void mm_kernel(int kb, const float *Ap,
+                                                            const float *Bp, const int *boff,
+                                                            float *C, int ldc, bool fresh, int rows)
 {
     v8f c[MM_MR][2];
     for (int r = 0; r < rows; r++) {
@@ -59,8 +62,9 @@ mm_kernel(int kb, const float *Ap, const float *Bp, float *C, int ldc, bool fres
     }
     for (int k = 0; k < kb; k++) {
         v8f b0, b1;
-        memcpy(&b0, Bp + (size_t)k * MM_NR, sizeof(v8f));
-        memcpy(&b1, Bp + (size_t)k * MM_NR + 8, sizeof(v8f));
+        const float *bk = boff ? Bp + boff[k] : Bp + (size_t)k * MM_NR;
+        memcpy(&b0, bk, sizeof(v8f));
+        memcpy(&b1, bk + 8, sizeof(v8f));
         for (int r = 0; r < rows; r++) {
             float a = Ap[k * MM_MR + r];
             c[r][0] += a * b0;
@@ -165,13 +169,15 @@ static inline __attribute__((always_inline)) void mm_pack_b(float *Bp, const flo
  * Where op(B) comes from: a matrix (`B`, `ldb`, transposed when `tb`), or, when `x` is set, the
  * im2col of one image x[C, H, W] for a stride-1 k x k convolution with zero padding k/2, read
  * straight from x while packing (no column buffer): op(B)[(c*k + ky)*k + kx, oy*W + ox] =
- * x[c, oy + ky - k/2, ox + kx - k/2], or its transpose when `tb`.
+ * x[c, oy + ky - k/2, ox + kx - k/2], or its transpose when `tb`. When `xp` is set instead (not
+ * transposed, W a multiple of 16), the same im2col is read by the register kernel straight from
+ * xp, the image zero padded by k/2 on every side (conv_pad): no packing at all.
  */
 struct mm_b {
     const float *B;
     int ldb;
     bool tb;
-    const float *x;
+    const float *x, *xp;
     int C, H, W, k;
 };
 
@@ -315,12 +321,21 @@ mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
     // per-thread packing buffers (A: 144 KB, B: 192 KB) and the edge tile
     static _Thread_local float Ap[MM_MC * MM_KC] __attribute__((aligned(64)));
     static _Thread_local float Bp[MM_KC * MM_NC] __attribute__((aligned(64)));
+    static _Thread_local int Boff[MM_KC];
     float tile[MM_MR * MM_NR] __attribute__((aligned(64)));
     int kstep, mstep;
     mm_blocking(M, K, &kstep, &mstep);
     for (int k0 = 0; k0 < K; k0 += kstep) {
         int kb = K - k0 < kstep ? K - k0 : kstep;
         bool fresh = !accumulate && k0 == 0; // C's old values are not read
+        if (b->xp) { // row k = (c, ky, kx) of op(B) starts at xp + Boff[k] + the pixel's offset
+            int k = b->k, kk2 = k * k, wp = b->W + k - 1;
+            size_t plane = (size_t)(b->H + k - 1) * wp;
+            for (int kk = 0; kk < kb; kk++) {
+                int r = k0 + kk;
+                Boff[kk] = (int)((size_t)(r / kk2) * plane + (size_t)(r / k % k) * wp + r % k);
+            }
+        }
         for (int i0 = 0; i0 < M; i0 += mstep) {
             int mb = M - i0 < mstep ? M - i0 : mstep;
             const float *Ablk = Ap;
@@ -328,6 +343,26 @@ mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
                 Ablk = mm_packed_block((float *)Apk, M, k0, kb, i0);
             else
                 mm_pack_a(Ap, A, lda, ta, i0, mb, k0, kb);
+            if (b->xp) { // whole panels of 16 pixels within one image row, read in place
+                int wp = b->W + b->k - 1;
+                for (int j = 0; j < N; j += MM_NR) {
+                    const float *bp = b->xp + (size_t)(j / b->W) * wp + j % b->W;
+                    for (int p = 0; p * MM_MR < mb; p++) {
+                        int h = mb - p * MM_MR < MM_MR ? mb - p * MM_MR : MM_MR;
+                        const float *ap = Ablk + (size_t)p * kb * MM_MR;
+                        float *cptr = C + (size_t)(i0 + p * MM_MR) * ldc + j;
+                        switch (h) {
+                        case 6: mm_kernel(kb, ap, bp, Boff, cptr, ldc, fresh, 6); break;
+                        case 5: mm_kernel(kb, ap, bp, Boff, cptr, ldc, fresh, 5); break;
+                        case 4: mm_kernel(kb, ap, bp, Boff, cptr, ldc, fresh, 4); break;
+                        case 3: mm_kernel(kb, ap, bp, Boff, cptr, ldc, fresh, 3); break;
+                        case 2: mm_kernel(kb, ap, bp, Boff, cptr, ldc, fresh, 2); break;
+                        default: mm_kernel(kb, ap, bp, Boff, cptr, ldc, fresh, 1); break;
+                        }
+                    }
+                }
+                continue;
+            }
             for (int j0 = 0; j0 < N; j0 += MM_NC) {
                 int nb = N - j0 < MM_NC ? N - j0 : MM_NC;
                 if (b->x)
@@ -343,12 +378,12 @@ mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
                         float *cptr = C + (size_t)(i0 + p * MM_MR) * ldc + j0 + j;
                         if (w == MM_NR) { // whole columns: straight into C, `h` rows
                             switch (h) {
-                            case 6: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 6); break;
-                            case 5: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 5); break;
-                            case 4: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 4); break;
-                            case 3: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 3); break;
-                            case 2: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 2); break;
-                            default: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 1); break;
+                            case 6: mm_kernel(kb, ap, bp, NULL, cptr, ldc, fresh, 6); break;
+                            case 5: mm_kernel(kb, ap, bp, NULL, cptr, ldc, fresh, 5); break;
+                            case 4: mm_kernel(kb, ap, bp, NULL, cptr, ldc, fresh, 4); break;
+                            case 3: mm_kernel(kb, ap, bp, NULL, cptr, ldc, fresh, 3); break;
+                            case 2: mm_kernel(kb, ap, bp, NULL, cptr, ldc, fresh, 2); break;
+                            default: mm_kernel(kb, ap, bp, NULL, cptr, ldc, fresh, 1); break;
                             }
                             continue;
                         }
@@ -357,7 +392,7 @@ mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
                             for (int c = 0; c < MM_NR; c++)
                                 tile[r * MM_NR + c] =
                                     (!fresh && r < h && c < w) ? cptr[(size_t)r * ldc + c] : 0;
-                        mm_kernel(kb, ap, bp, tile, MM_NR, fresh, MM_MR);
+                        mm_kernel(kb, ap, bp, NULL, tile, MM_NR, fresh, MM_MR);
                         for (int r = 0; r < h; r++)
                             for (int c = 0; c < w; c++)
                                 cptr[(size_t)r * ldc + c] = tile[r * MM_NR + c];
@@ -477,23 +512,59 @@ static void col2im_add(float *dx, const float *dcol, int Cin, int H, int W, int 
             }
 }
 
+// A stride-1 convolution whose output rows are whole 16-pixel panels reads its im2col straight
+// from a zero-padded copy of the image inside the GEMM's register kernel (struct mm_b, `xp`).
+static bool conv_direct(int W, int k, int s)
+{
+    return s == 1 && k > 1 && W % MM_NR == 0;
+}
+
+static size_t conv_pad_size(int C, int H, int W, int k)
+{
+    return (size_t)C * (H + k - 1) * (W + k - 1);
+}
+
+/** xp[c, y + k/2, x + k/2] = x[c, y, x], zero in the border of width k/2. */
+static void conv_pad(float *xp, const float *x, int C, int H, int W, int k)
+{
+    int p = k / 2, wp = W + 2 * p, hp = H + 2 * p;
+    for (int c = 0; c < C; c++) {
+        float *dst = xp + (size_t)c * hp * wp;
+        const float *src = x + (size_t)c * H * W;
+        memset(dst, 0, sizeof(float) * (size_t)p * wp);
+        for (int y = 0; y < H; y++) {
+            float *d = dst + (size_t)(y + p) * wp;
+            for (int i = 0; i < p; i++)
+                d[i] = d[p + W + i] = 0.0f;
+            memcpy(d + p, src + (size_t)y * W, sizeof(float) * W);
+        }
+        memset(dst + (size_t)(H + p) * wp, 0, sizeof(float) * (size_t)p * wp);
+    }
+}
+
 // Per-thread scratch of a convolution (floats at sc->col + thread * col_per_thread):
-//   forward:  packed weights (M = Cout, K = Cin*k*k) | im2col of x (stride 2 only)
+//   forward:  packed weights (M = Cout, K = Cin*k*k) | im2col of x (stride 2 only) or padded x
+//             (conv_direct)
 //   backward: packed op(A) of the input gradient (stride 1, k > 1: flipped weights, M = Cin,
 //             K = Cout*k*k; else w^T, M = Cin*k*k, K = Cout) | flipped weights (stride 1,
-//             k > 1) | im2col of x and d(col) (stride 2 only)
+//             k > 1) then padded dy (conv_direct) | im2col of x and d(col) (stride 2 only)
 // Stride-1 convolutions read their input straight from the image while packing the GEMM's B
-// operand (struct mm_b), so they need no column buffer.
+// operand (struct mm_b), or with no packing from a padded copy, so they need no column buffer.
 static size_t conv_fwd_scratch(int Cin, int H, int W, int Cout, int k, int s)
 {
     size_t n = layer_matmul_packed_size(Cout, Cin * k * k);
     if (s != 1)
         n += layer_conv2d_col_size(Cin, H, W, k, s);
+    else if (conv_direct(W, k, s))
+        n += conv_pad_size(Cin, H, W, k);
     return n;
 }
 
 static size_t conv_bwd_scratch(int Cin, int H, int W, int Cout, int k, int s)
 {
+    if (conv_direct(W, k, s))
+        return layer_matmul_packed_size(Cin, Cout * k * k) + (size_t)Cin * Cout * k * k +
+               conv_pad_size(Cout, H, W, k);
     if (s == 1 && k > 1)
         return layer_matmul_packed_size(Cin, Cout * k * k) + (size_t)Cin * Cout * k * k;
     size_t n = layer_matmul_packed_size(Cin * k * k, Cout);
@@ -524,7 +595,10 @@ void layer_conv2d_forward(float *y, const float *x, const float *w, const float 
             const float *xb = x + (size_t)b * Cin * H * W;
             float *yb = y + (size_t)b * Cout * P;
             struct mm_b src = {.B = xb, .ldb = P}; // 1x1: x itself
-            if (s == 1 && k > 1) {
+            if (conv_direct(W, k, s)) {
+                conv_pad(col, xb, Cin, H, W, k);
+                src = (struct mm_b){.xp = col, .C = Cin, .H = H, .W = W, .k = k};
+            } else if (s == 1 && k > 1) {
                 src = (struct mm_b){.x = xb, .C = Cin, .H = H, .W = W, .k = k};
             } else if (s != 1) {
                 im2col(col, xb, Cin, H, W, k, s);
@@ -617,6 +691,11 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
                 layer_matmul_packed(Kc, P, Cout, apk, dyb, P, false, dxb, P, true);
             } else if (flip) {
                 struct mm_b dsrc = {.x = dyb, .C = Cout, .H = H, .W = W, .k = k};
+                if (conv_direct(W, k, s)) {
+                    float *pad = rest + (size_t)Cin * Cout * k * k;
+                    conv_pad(pad, dyb, Cout, H, W, k);
+                    dsrc = (struct mm_b){.xp = pad, .C = Cout, .H = H, .W = W, .k = k};
+                }
                 mm_gemm(Cin, P, Cout * k * k, NULL, 0, false, apk, &dsrc, dxb, P, true);
             } else {
                 layer_matmul_packed(Kc, P, Cout, apk, dyb, P, false, dcol, P, false);
