@@ -43,13 +43,15 @@ typedef float v8f __attribute__((vector_size(32)));
  * the first `rows` (<= 6) rows of the micro-panel, or = when `fresh` (the sums start from 0
  * instead of C's old values; same arithmetic, since 0 + a*b == a*b). Called with a constant
  * `rows`: 6 for whole panels, fewer for the last panel of an M that is not a multiple of 6
- * (each element's arithmetic is the same whatever `rows` is). With `boff` (a constant
- * non-NULL argument), row k of the B panel is the 16 floats at Bp + boff[k] instead of a packed
- * panel: an implicit im2col read straight from a zero-padded image (see mm_gemm).
+ * (each element's arithmetic is the same whatever `rows` is). Implicit im2col operands, read
+ * straight from a zero-padded image instead of packed panels (constant non-NULL arguments):
+ * with `boff`, row k of the B panel is the 8 floats at Bp + boff[k] then the 8 at
+ * Bp + boff[k] + b8 (mm_gemm); with `xa`, element (r, k) of the A micro-panel is xa[r][aoff[k]]
+ * (mm_gemm_xa).
  */
-static inline __attribute__((always_inline)) void mm_kernel(int kb, const float *Ap,
-                                                            const float *Bp, const int *boff,
-                                                            float *C, int ldc, bool fresh, int rows)
+static inline __attribute__((always_inline)) void
+mm_kernel(int kb, const float *Ap, const float *const *xa, const int *aoff, const float *Bp,
+          const int *boff, int b8, float *C, int ldc, bool fresh, int rows)
 {
     v8f c[MM_MR][2];
     for (int r = 0; r < rows; r++) {
@@ -64,9 +66,9 @@ static inline __attribute__((always_inline)) void mm_kernel(int kb, const float 
         v8f b0, b1;
         const float *bk = boff ? Bp + boff[k] : Bp + (size_t)k * MM_NR;
         memcpy(&b0, bk, sizeof(v8f));
-        memcpy(&b1, bk + 8, sizeof(v8f));
+        memcpy(&b1, bk + (boff ? b8 : 8), sizeof(v8f));
         for (int r = 0; r < rows; r++) {
-            float a = Ap[k * MM_MR + r];
+            float a = xa ? xa[r][aoff[k]] : Ap[k * MM_MR + r];
             c[r][0] += a * b0;
             c[r][1] += a * b1;
         }
@@ -74,6 +76,21 @@ static inline __attribute__((always_inline)) void mm_kernel(int kb, const float 
     for (int r = 0; r < rows; r++) {
         memcpy(C + (size_t)r * ldc, &c[r][0], sizeof(v8f));
         memcpy(C + (size_t)r * ldc + 8, &c[r][1], sizeof(v8f));
+    }
+}
+
+/** mm_kernel for the first `h` rows of the micro-panel (a constant `rows` in each case). */
+static inline __attribute__((always_inline)) void
+mm_kernel_h(int h, int kb, const float *Ap, const float *const *xa, const int *aoff,
+            const float *Bp, const int *boff, int b8, float *C, int ldc, bool fresh)
+{
+    switch (h) {
+    case 6: mm_kernel(kb, Ap, xa, aoff, Bp, boff, b8, C, ldc, fresh, 6); break;
+    case 5: mm_kernel(kb, Ap, xa, aoff, Bp, boff, b8, C, ldc, fresh, 5); break;
+    case 4: mm_kernel(kb, Ap, xa, aoff, Bp, boff, b8, C, ldc, fresh, 4); break;
+    case 3: mm_kernel(kb, Ap, xa, aoff, Bp, boff, b8, C, ldc, fresh, 3); break;
+    case 2: mm_kernel(kb, Ap, xa, aoff, Bp, boff, b8, C, ldc, fresh, 2); break;
+    default: mm_kernel(kb, Ap, xa, aoff, Bp, boff, b8, C, ldc, fresh, 1); break;
     }
 }
 
@@ -169,9 +186,9 @@ static inline __attribute__((always_inline)) void mm_pack_b(float *Bp, const flo
  * Where op(B) comes from: a matrix (`B`, `ldb`, transposed when `tb`), or, when `x` is set, the
  * im2col of one image x[C, H, W] for a stride-1 k x k convolution with zero padding k/2, read
  * straight from x while packing (no column buffer): op(B)[(c*k + ky)*k + kx, oy*W + ox] =
- * x[c, oy + ky - k/2, ox + kx - k/2], or its transpose when `tb`. When `xp` is set instead (not
- * transposed, W a multiple of 16), the same im2col is read by the register kernel straight from
- * xp, the image zero padded by k/2 on every side (conv_pad): no packing at all.
+ * x[c, oy + ky - k/2, ox + kx - k/2] (not transposed). When `xp` is set instead (W a multiple of
+ * 16 or W = 8), the same im2col is read by the register kernel
+ * straight from xp, the image zero padded by k/2 on every side (conv_pad): no packing at all.
  */
 struct mm_b {
     const float *B;
@@ -218,52 +235,21 @@ static inline __attribute__((always_inline)) void mm_shift_row(float *dst, const
     }
 }
 
-/** mm_pack_b for an implicit im2col source (struct mm_b with x set). */
+/** mm_pack_b for an implicit im2col source (struct mm_b with x set, not transposed). */
 static inline __attribute__((always_inline)) void mm_pack_b_im2col(float *Bp, const struct mm_b *b,
                                                                    int j0, int nb, int k0, int kb)
 {
     int H = b->H, W = b->W, k = b->k, pad = k / 2, kk2 = k * k;
     int npanels = (nb + MM_NR - 1) / MM_NR;
-    if (!b->tb) { // rows are (c, ky, kx), columns pixels: shifted copies of image rows
-        float tmp[MM_NC] __attribute__((aligned(64)));
-        for (int j = nb; j < npanels * MM_NR; j++)
-            tmp[j] = 0.0f;
-        for (int kk = 0; kk < kb; kk++) {
-            int r = k0 + kk, c = r / kk2, ky = r / k % k, kx = r % k;
-            mm_shift_row(tmp, b->x + (size_t)c * H * W, H, W, j0, nb, ky - pad, kx - pad);
-            for (int p = 0; p < npanels; p++)
-                memcpy(Bp + ((size_t)p * kb + kk) * MM_NR, tmp + p * MM_NR, sizeof(float) * MM_NR);
-        }
-        return;
-    }
-    // transposed: rows are pixels k0.., columns (c, ky, kx) j0..: 8 columns filled along the
-    // pixels, then 8x8 transposes
-    float tmp[8][MM_KC + 8] __attribute__((aligned(64)));
-    int kb8 = (kb + 7) / 8 * 8;
-    for (int p = 0; p < npanels; p++) {
-        float *dst = Bp + (size_t)p * kb * MM_NR;
-        for (int c0 = 0; c0 < MM_NR; c0 += 8) {
-            for (int t = 0; t < 8; t++) {
-                int col = j0 + p * MM_NR + c0 + t;
-                int n = col < j0 + nb ? kb : 0;
-                if (n) {
-                    int c = col / kk2, ky = col / k % k, kx = col % k;
-                    mm_shift_row(tmp[t], b->x + (size_t)c * H * W, H, W, k0, kb, ky - pad,
-                                 kx - pad);
-                }
-                for (int q = n; q < kb8; q++)
-                    tmp[t][q] = 0.0f;
-            }
-            for (int kk = 0; kk < kb; kk += 8) {
-                v8f r[8];
-                for (int t = 0; t < 8; t++)
-                    memcpy(&r[t], tmp[t] + kk, sizeof(v8f));
-                mm_transpose8(r);
-                int rows = kb - kk < 8 ? kb - kk : 8;
-                for (int t = 0; t < rows; t++)
-                    memcpy(dst + (size_t)(kk + t) * MM_NR + c0, &r[t], sizeof(v8f));
-            }
-        }
+    // rows are (c, ky, kx), columns pixels: shifted copies of image rows
+    float tmp[MM_NC] __attribute__((aligned(64)));
+    for (int j = nb; j < npanels * MM_NR; j++)
+        tmp[j] = 0.0f;
+    for (int kk = 0; kk < kb; kk++) {
+        int r = k0 + kk, c = r / kk2, ky = r / k % k, kx = r % k;
+        mm_shift_row(tmp, b->x + (size_t)c * H * W, H, W, j0, nb, ky - pad, kx - pad);
+        for (int p = 0; p < npanels; p++)
+            memcpy(Bp + ((size_t)p * kb + kk) * MM_NR, tmp + p * MM_NR, sizeof(float) * MM_NR);
     }
 }
 
@@ -343,22 +329,15 @@ mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
                 Ablk = mm_packed_block((float *)Apk, M, k0, kb, i0);
             else
                 mm_pack_a(Ap, A, lda, ta, i0, mb, k0, kb);
-            if (b->xp) { // whole panels of 16 pixels within one image row, read in place
-                int wp = b->W + b->k - 1;
+            if (b->xp) { // whole panels of 16 pixels (part of a row, or two rows of 8) in place
+                int wp = b->W + b->k - 1, b8 = b->W == 8 ? wp : 8;
                 for (int j = 0; j < N; j += MM_NR) {
                     const float *bp = b->xp + (size_t)(j / b->W) * wp + j % b->W;
                     for (int p = 0; p * MM_MR < mb; p++) {
                         int h = mb - p * MM_MR < MM_MR ? mb - p * MM_MR : MM_MR;
                         const float *ap = Ablk + (size_t)p * kb * MM_MR;
                         float *cptr = C + (size_t)(i0 + p * MM_MR) * ldc + j;
-                        switch (h) {
-                        case 6: mm_kernel(kb, ap, bp, Boff, cptr, ldc, fresh, 6); break;
-                        case 5: mm_kernel(kb, ap, bp, Boff, cptr, ldc, fresh, 5); break;
-                        case 4: mm_kernel(kb, ap, bp, Boff, cptr, ldc, fresh, 4); break;
-                        case 3: mm_kernel(kb, ap, bp, Boff, cptr, ldc, fresh, 3); break;
-                        case 2: mm_kernel(kb, ap, bp, Boff, cptr, ldc, fresh, 2); break;
-                        default: mm_kernel(kb, ap, bp, Boff, cptr, ldc, fresh, 1); break;
-                        }
+                        mm_kernel_h(h, kb, ap, NULL, NULL, bp, Boff, b8, cptr, ldc, fresh);
                     }
                 }
                 continue;
@@ -377,14 +356,7 @@ mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
                         const float *ap = Ablk + (size_t)p * kb * MM_MR;
                         float *cptr = C + (size_t)(i0 + p * MM_MR) * ldc + j0 + j;
                         if (w == MM_NR) { // whole columns: straight into C, `h` rows
-                            switch (h) {
-                            case 6: mm_kernel(kb, ap, bp, NULL, cptr, ldc, fresh, 6); break;
-                            case 5: mm_kernel(kb, ap, bp, NULL, cptr, ldc, fresh, 5); break;
-                            case 4: mm_kernel(kb, ap, bp, NULL, cptr, ldc, fresh, 4); break;
-                            case 3: mm_kernel(kb, ap, bp, NULL, cptr, ldc, fresh, 3); break;
-                            case 2: mm_kernel(kb, ap, bp, NULL, cptr, ldc, fresh, 2); break;
-                            default: mm_kernel(kb, ap, bp, NULL, cptr, ldc, fresh, 1); break;
-                            }
+                            mm_kernel_h(h, kb, ap, NULL, NULL, bp, NULL, 8, cptr, ldc, fresh);
                             continue;
                         }
                         // edge columns: through a zero-padded copy, same arithmetic per element
@@ -392,7 +364,7 @@ mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
                             for (int c = 0; c < MM_NR; c++)
                                 tile[r * MM_NR + c] =
                                     (!fresh && r < h && c < w) ? cptr[(size_t)r * ldc + c] : 0;
-                        mm_kernel(kb, ap, bp, NULL, tile, MM_NR, fresh, MM_MR);
+                        mm_kernel(kb, ap, NULL, NULL, bp, NULL, 8, tile, MM_NR, fresh, MM_MR);
                         for (int r = 0; r < h; r++)
                             for (int c = 0; c < w; c++)
                                 cptr[(size_t)r * ldc + c] = tile[r * MM_NR + c];
@@ -417,6 +389,63 @@ void layer_matmul_packed(int M, int N, int K, const float *Apk, const float *B, 
     mm_gemm(M, N, K, NULL, 0, false, Apk, &b, C, ldc, accumulate);
 }
 
+/**
+ * C = op(A) * B^T (C overwritten, M x N, leading dimension ldc) where op(A)[r, q] is row r =
+ * (c*k + ky)*k + kx of the im2col of one image at pixel q: xa->xp[c, qy + ky, qx + kx] of the
+ * image zero padded by k/2 (conv_pad), read by the register kernel in place. B is N x K
+ * (leading dimension ldb), packed transposed as mm_pack_b does. The k blocks are mm_gemm's, so
+ * each element is the same sum, in the same order, as mm_gemm with the operands swapped.
+ */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+static void
+mm_gemm_xa(int M, int N, int K, const struct mm_b *xa, const float *B, int ldb, float *C, int ldc)
+{
+    static _Thread_local float Bp[MM_KC * MM_NC] __attribute__((aligned(64)));
+    static _Thread_local int aoff[MM_KC];
+    float tile[MM_MR * MM_NR] __attribute__((aligned(64)));
+    int k = xa->k, kk2 = k * k, W = xa->W, wp = W + k - 1, kstep, mstep;
+    size_t plane = (size_t)(xa->H + k - 1) * wp;
+    mm_blocking(M, K, &kstep, &mstep);
+    for (int k0 = 0; k0 < K; k0 += kstep) {
+        int kb = K - k0 < kstep ? K - k0 : kstep;
+        bool fresh = k0 == 0;
+        for (int kk = 0; kk < kb; kk++) // pixel q = k0 + kk at its place in the padded image
+            aoff[kk] = (k0 + kk) / W * wp + (k0 + kk) % W;
+        for (int j0 = 0; j0 < N; j0 += MM_NC) {
+            int nb = N - j0 < MM_NC ? N - j0 : MM_NC;
+            mm_pack_b(Bp, B, ldb, true, j0, nb, k0, kb);
+            for (int j = 0; j < nb; j += MM_NR) {
+                int w = nb - j < MM_NR ? nb - j : MM_NR;
+                const float *bp = Bp + (size_t)(j / MM_NR) * kb * MM_NR;
+                for (int i = 0; i < M; i += MM_MR) {
+                    int h = M - i < MM_MR ? M - i : MM_MR;
+                    const float *xr[MM_MR];
+                    for (int r = 0; r < MM_MR; r++) { // rows past M repeat row i (not stored)
+                        int row = i + (r < h ? r : 0);
+                        xr[r] = xa->xp + (size_t)(row / kk2) * plane + (size_t)(row / k % k) * wp +
+                                row % k;
+                    }
+                    float *cptr = C + (size_t)i * ldc + j0 + j;
+                    if (w == MM_NR) {
+                        mm_kernel_h(h, kb, NULL, xr, aoff, bp, NULL, 8, cptr, ldc, fresh);
+                        continue;
+                    }
+                    for (int r = 0; r < MM_MR; r++)
+                        for (int c = 0; c < MM_NR; c++)
+                            tile[r * MM_NR + c] =
+                                (!fresh && r < h && c < w) ? cptr[(size_t)r * ldc + c] : 0;
+                    mm_kernel(kb, NULL, xr, aoff, bp, NULL, 8, tile, MM_NR, fresh, MM_MR);
+                    for (int r = 0; r < h; r++)
+                        for (int c = 0; c < w; c++)
+                            cptr[(size_t)r * ldc + c] = tile[r * MM_NR + c];
+                }
+            }
+        }
+    }
+}
+
 // Below this much work a loop runs on the calling thread (a parallel region costs more than
 // it saves). Results do not depend on it.
 static size_t par_min = 32768;
@@ -439,6 +468,38 @@ void layer_reduce_partials(float *dst, const float *partials, int B, size_t n, s
             const float *src = partials + (size_t)b * stride;
             for (size_t i = i0; i < i1; i++)
                 dst[i] += src[i];
+        }
+    }
+}
+
+/**
+ * dst[o*n + j] += the B partials (stride `stride`) of m x n floats stored transposed
+ * (partial[j*m + o]); per element in the order of layer_reduce_partials: dst, then images
+ * 0..B-1.
+ */
+static void reduce_partials_t(float *dst, const float *partials, int B, int m, int n,
+                              size_t stride)
+{
+    enum { TJ = 8, TO = 64 };
+    int nblocks = (n + TJ - 1) / TJ;
+#pragma omp parallel for schedule(static) if ((size_t)m * n * B >= par_min)
+    for (int blk = 0; blk < nblocks; blk++) {
+        int j0 = blk * TJ, nj = n - j0 < TJ ? n - j0 : TJ;
+        for (int o0 = 0; o0 < m; o0 += TO) {
+            int no = m - o0 < TO ? m - o0 : TO;
+            float acc[TJ][TO];
+            for (int jj = 0; jj < nj; jj++)
+                for (int o = 0; o < no; o++)
+                    acc[jj][o] = dst[(size_t)(o0 + o) * n + j0 + jj];
+            for (int b = 0; b < B; b++)
+                for (int jj = 0; jj < nj; jj++) {
+                    const float *row = partials + (size_t)b * stride + (size_t)(j0 + jj) * m + o0;
+                    for (int o = 0; o < no; o++)
+                        acc[jj][o] += row[o];
+                }
+            for (int jj = 0; jj < nj; jj++)
+                for (int o = 0; o < no; o++)
+                    dst[(size_t)(o0 + o) * n + j0 + jj] = acc[jj][o];
         }
     }
 }
@@ -512,11 +573,12 @@ static void col2im_add(float *dx, const float *dcol, int Cin, int H, int W, int 
             }
 }
 
-// A stride-1 convolution whose output rows are whole 16-pixel panels reads its im2col straight
-// from a zero-padded copy of the image inside the GEMM's register kernel (struct mm_b, `xp`).
-static bool conv_direct(int W, int k, int s)
+// A stride-1 convolution whose 16-pixel panels are parts of output rows (W a multiple of 16) or
+// two whole rows (W = 8) reads its im2col straight from a zero-padded copy of the image inside
+// the GEMM's register kernel (struct mm_b, `xp`).
+static bool conv_direct(int H, int W, int k, int s)
 {
-    return s == 1 && k > 1 && W % MM_NR == 0;
+    return s == 1 && k > 1 && (W % MM_NR == 0 || (W == 8 && H % 2 == 0));
 }
 
 static size_t conv_pad_size(int C, int H, int W, int k)
@@ -546,8 +608,8 @@ static void conv_pad(float *xp, const float *x, int C, int H, int W, int k)
 //   forward:  packed weights (M = Cout, K = Cin*k*k) | im2col of x (stride 2 only) or padded x
 //             (conv_direct)
 //   backward: packed op(A) of the input gradient (stride 1, k > 1: flipped weights, M = Cin,
-//             K = Cout*k*k; else w^T, M = Cin*k*k, K = Cout) | flipped weights (stride 1,
-//             k > 1) then padded dy (conv_direct) | im2col of x and d(col) (stride 2 only)
+//             K = Cout*k*k; else w^T, M = Cin*k*k, K = Cout) | flipped weights, padded dy
+//             (conv_direct) and padded x (stride 1, k > 1) | im2col of x and d(col) (stride 2)
 // Stride-1 convolutions read their input straight from the image while packing the GEMM's B
 // operand (struct mm_b), or with no packing from a padded copy, so they need no column buffer.
 static size_t conv_fwd_scratch(int Cin, int H, int W, int Cout, int k, int s)
@@ -555,18 +617,17 @@ static size_t conv_fwd_scratch(int Cin, int H, int W, int Cout, int k, int s)
     size_t n = layer_matmul_packed_size(Cout, Cin * k * k);
     if (s != 1)
         n += layer_conv2d_col_size(Cin, H, W, k, s);
-    else if (conv_direct(W, k, s))
+    else if (conv_direct(H, W, k, s))
         n += conv_pad_size(Cin, H, W, k);
     return n;
 }
 
 static size_t conv_bwd_scratch(int Cin, int H, int W, int Cout, int k, int s)
 {
-    if (conv_direct(W, k, s))
-        return layer_matmul_packed_size(Cin, Cout * k * k) + (size_t)Cin * Cout * k * k +
-               conv_pad_size(Cout, H, W, k);
     if (s == 1 && k > 1)
-        return layer_matmul_packed_size(Cin, Cout * k * k) + (size_t)Cin * Cout * k * k;
+        return layer_matmul_packed_size(Cin, Cout * k * k) + (size_t)Cin * Cout * k * k +
+               (conv_direct(H, W, k, s) ? conv_pad_size(Cout, H, W, k) : 0) +
+               conv_pad_size(Cin, H, W, k);
     size_t n = layer_matmul_packed_size(Cin * k * k, Cout);
     if (s != 1)
         n += 2 * layer_conv2d_col_size(Cin, H, W, k, s);
@@ -595,7 +656,7 @@ void layer_conv2d_forward(float *y, const float *x, const float *w, const float 
             const float *xb = x + (size_t)b * Cin * H * W;
             float *yb = y + (size_t)b * Cout * P;
             struct mm_b src = {.B = xb, .ldb = P}; // 1x1: x itself
-            if (conv_direct(W, k, s)) {
+            if (conv_direct(H, W, k, s)) {
                 conv_pad(col, xb, Cin, H, W, k);
                 src = (struct mm_b){.xp = col, .C = Cin, .H = H, .W = W, .k = k};
             } else if (s == 1 && k > 1) {
@@ -673,15 +734,22 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
             const float *xb = x + (size_t)b * Cin * H * W;
             const float *dyb = dy + (size_t)b * Cout * P;
             float *part = sc->partial + (size_t)b * sc->partial_per_image;
-            // dW_b = dy_b * col^T
+            // dW_b = dy_b * col^T, or (flip) its transpose col * dy_b^T with col read in place
+            // from the padded image
             struct mm_b src = {.B = xb, .ldb = P, .tb = true}; // 1x1: x itself
             if (flip) {
-                src = (struct mm_b){.x = xb, .tb = true, .C = Cin, .H = H, .W = W, .k = k};
-            } else if (!direct) {
-                im2col(col, xb, Cin, H, W, k, s);
-                src.B = col;
+                float *xpad = rest + (size_t)Cin * Cout * k * k +
+                              (conv_direct(H, W, k, s) ? conv_pad_size(Cout, H, W, k) : 0);
+                conv_pad(xpad, xb, Cin, H, W, k);
+                src = (struct mm_b){.xp = xpad, .C = Cin, .H = H, .W = W, .k = k};
+                mm_gemm_xa(Kc, Cout, P, &src, dyb, P, part, Cout);
+            } else {
+                if (!direct) {
+                    im2col(col, xb, Cin, H, W, k, s);
+                    src.B = col;
+                }
+                mm_gemm(Cout, Kc, P, dyb, P, false, NULL, &src, part, Kc, false);
             }
-            mm_gemm(Cout, Kc, P, dyb, P, false, NULL, &src, part, Kc, false);
             for (int o = 0; o < Cout; o++)
                 part[nw + o] = conv_bias_sum(dyb + (size_t)o * P, P);
             if (!dx)
@@ -691,7 +759,7 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
                 layer_matmul_packed(Kc, P, Cout, apk, dyb, P, false, dxb, P, true);
             } else if (flip) {
                 struct mm_b dsrc = {.x = dyb, .C = Cout, .H = H, .W = W, .k = k};
-                if (conv_direct(W, k, s)) {
+                if (conv_direct(H, W, k, s)) {
                     float *pad = rest + (size_t)Cin * Cout * k * k;
                     conv_pad(pad, dyb, Cout, H, W, k);
                     dsrc = (struct mm_b){.xp = pad, .C = Cout, .H = H, .W = W, .k = k};
@@ -703,7 +771,10 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
             }
         }
     }
-    layer_reduce_partials(dw, sc->partial, B, nw, sc->partial_per_image);
+    if (flip) // partials of dW^T
+        reduce_partials_t(dw, sc->partial, B, Cout, Kc, sc->partial_per_image);
+    else
+        layer_reduce_partials(dw, sc->partial, B, nw, sc->partial_per_image);
     if (dbias)
         layer_reduce_partials(dbias, sc->partial + nw, B, Cout, sc->partial_per_image);
 }

@@ -334,7 +334,7 @@ static void test_matmul_packed(void)
 // a stride-1 3x3 convolution large enough for several k blocks (Cin*9 > 256): forward, input
 // and weight gradients against direct double loops. W = 12: panels of 16 pixels spanning image
 // rows and partial panels (packed implicit im2col); W = 16: whole rows read in place from the
-// padded image by the register kernel.
+// padded image by the register kernel; W = 8: two rows per panel, also in place.
 static void test_conv_direct(int H)
 {
     int B = 2, Cin = 30, Cout = 7, k = 3, P = H * H;
@@ -846,6 +846,7 @@ int main(void)
     test_matmul_packed();
     test_conv_direct(12);
     test_conv_direct(16);
+    test_conv_direct(8);
     test_conv(3, 1);
     test_conv(3, 2);
     test_conv(1, 1);
