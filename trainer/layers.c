@@ -140,15 +140,16 @@ static inline __attribute__((always_inline)) void mm_pack_a(float *Ap, const flo
 
 /**
  * Pack columns [j0, j0+nb) x k [k0, k0+kb) of op(B) into panels of MM_NR columns, k-major
- * (panel p at Bp + p*kb*MM_NR), zero padded to whole panels. Reads B along its rows.
+ * (panel p at Bp + p*ks*MM_NR, ks >= kb), zero padded to whole panels. Reads B along its rows.
  */
 static inline __attribute__((always_inline)) void mm_pack_b(float *Bp, const float *B, int ldb,
-                                                            bool tb, int j0, int nb, int k0, int kb)
+                                                            bool tb, int j0, int nb, int k0, int kb,
+                                                            int ks)
 {
     int npanels = (nb + MM_NR - 1) / MM_NR;
     if (tb) { // op(B)[k, j] = B[j, k]: column j is row j of B, contiguous in k
         for (int p = 0; p < npanels; p++) {
-            float *dst = Bp + (size_t)p * kb * MM_NR;
+            float *dst = Bp + (size_t)p * ks * MM_NR;
             for (int c0 = 0; c0 < MM_NR; c0 += 8) { // 8 columns: 8x8 transposes along k
                 int j = p * MM_NR + c0, rows = nb - j < 8 ? (nb - j > 0 ? nb - j : 0) : 8;
                 const float *src = B + (size_t)(j0 + j) * ldb + k0;
@@ -174,10 +175,10 @@ static inline __attribute__((always_inline)) void mm_pack_b(float *Bp, const flo
         const float *src = B + (size_t)(k0 + kk) * ldb + j0;
         int p = 0;
         for (; (p + 1) * MM_NR <= nb; p++)
-            memcpy(Bp + ((size_t)p * kb + kk) * MM_NR, src + p * MM_NR, sizeof(float) * MM_NR);
+            memcpy(Bp + ((size_t)p * ks + kk) * MM_NR, src + p * MM_NR, sizeof(float) * MM_NR);
         if (p < npanels)
             for (int c = 0; c < MM_NR; c++)
-                Bp[((size_t)p * kb + kk) * MM_NR + c] =
+                Bp[((size_t)p * ks + kk) * MM_NR + c] =
                     p * MM_NR + c < nb ? src[p * MM_NR + c] : 0.0f;
     }
 }
@@ -347,7 +348,7 @@ mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
                 if (b->x)
                     mm_pack_b_im2col(Bp, b, j0, nb, k0, kb);
                 else
-                    mm_pack_b(Bp, b->B, b->ldb, b->tb, j0, nb, k0, kb);
+                    mm_pack_b(Bp, b->B, b->ldb, b->tb, j0, nb, k0, kb, kb);
                 for (int j = 0; j < nb; j += MM_NR) {
                     int w = nb - j < MM_NR ? nb - j : MM_NR;
                     const float *bp = Bp + (size_t)(j / MM_NR) * kb * MM_NR;
@@ -390,32 +391,42 @@ void layer_matmul_packed(int M, int N, int K, const float *Apk, const float *B, 
 }
 
 /**
- * C = op(A) * B^T (C overwritten, M x N, leading dimension ldc) where op(A)[r, q] is row r =
- * (c*k + ky)*k + kx of the im2col of one image at pixel q: xa->xp[c, qy + ky, qx + kx] of the
- * image zero padded by k/2 (conv_pad), read by the register kernel in place. B is N x K
- * (leading dimension ldb), packed transposed as mm_pack_b does. The k blocks are mm_gemm's, so
- * each element is the same sum, in the same order, as mm_gemm with the operands swapped.
+ * C = op(A) * op(B) (C overwritten, M x N, leading dimension ldc) over the pixels of `nimg`
+ * images, K = nimg * P with P = H*W: op(A)[r, g*P + q] is row r = (c*k + ky)*k + kx of the
+ * im2col of image g at pixel q, xa->xp[g, c, qy + ky, qx + kx] of the images zero padded by k/2
+ * (conv_pad, one after the other), read by the register kernel in place; op(B)[g*P + q, j] =
+ * B[g*bstride + j*P + q] (B transposed, image by image), packed as mm_pack_b does. The k blocks
+ * are mm_gemm's: for one image each element is the same sum, in the same order, as mm_gemm
+ * with the operands swapped.
  */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 __attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
 static void
-mm_gemm_xa(int M, int N, int K, const struct mm_b *xa, const float *B, int ldb, float *C, int ldc)
+mm_gemm_xa(int M, int N, int nimg, const struct mm_b *xa, const float *B, size_t bstride, float *C,
+           int ldc)
 {
     static _Thread_local float Bp[MM_KC * MM_NC] __attribute__((aligned(64)));
     static _Thread_local int aoff[MM_KC];
     float tile[MM_MR * MM_NR] __attribute__((aligned(64)));
-    int k = xa->k, kk2 = k * k, W = xa->W, wp = W + k - 1, kstep, mstep;
-    size_t plane = (size_t)(xa->H + k - 1) * wp;
+    int k = xa->k, kk2 = k * k, W = xa->W, wp = W + k - 1, P = xa->H * W, K = nimg * P;
+    int kstep, mstep;
+    size_t plane = (size_t)(xa->H + k - 1) * wp, img = plane * xa->C;
     mm_blocking(M, K, &kstep, &mstep);
     for (int k0 = 0; k0 < K; k0 += kstep) {
         int kb = K - k0 < kstep ? K - k0 : kstep;
         bool fresh = k0 == 0;
-        for (int kk = 0; kk < kb; kk++) // pixel q = k0 + kk at its place in the padded image
-            aoff[kk] = (k0 + kk) / W * wp + (k0 + kk) % W;
+        for (int kk = 0; kk < kb; kk++) { // pixel q of image g at its place in the padded images
+            int g = (k0 + kk) / P, q = (k0 + kk) % P;
+            aoff[kk] = (int)(g * img + (size_t)(q / W) * wp + q % W);
+        }
         for (int j0 = 0; j0 < N; j0 += MM_NC) {
             int nb = N - j0 < MM_NC ? N - j0 : MM_NC;
-            mm_pack_b(Bp, B, ldb, true, j0, nb, k0, kb);
+            for (int kk = 0; kk < kb;) { // the k block image by image
+                int g = (k0 + kk) / P, q = (k0 + kk) % P, len = P - q < kb - kk ? P - q : kb - kk;
+                mm_pack_b(Bp + (size_t)kk * MM_NR, B + g * bstride, P, true, j0, nb, q, len, kb);
+                kk += len;
+            }
             for (int j = 0; j < nb; j += MM_NR) {
                 int w = nb - j < MM_NR ? nb - j : MM_NR;
                 const float *bp = Bp + (size_t)(j / MM_NR) * kb * MM_NR;
@@ -586,6 +597,16 @@ static size_t conv_pad_size(int C, int H, int W, int k)
     return (size_t)C * (H + k - 1) * (W + k - 1);
 }
 
+// A stride-1 k > 1 convolution sums its weight gradient over groups of this many images of P
+// pixels in one GEMM (k = up to 1024 pixels, at most 4 images): fewer partials to add, longer
+// sums in the register kernel. It depends on the shape only, so the order of the sums is the
+// same for any thread count.
+static int conv_dw_group(int P)
+{
+    int g = 1024 / P;
+    return g < 1 ? 1 : (g > 4 ? 4 : g);
+}
+
 /** xp[c, y + k/2, x + k/2] = x[c, y, x], zero in the border of width k/2. */
 static void conv_pad(float *xp, const float *x, int C, int H, int W, int k)
 {
@@ -609,7 +630,8 @@ static void conv_pad(float *xp, const float *x, int C, int H, int W, int k)
 //             (conv_direct)
 //   backward: packed op(A) of the input gradient (stride 1, k > 1: flipped weights, M = Cin,
 //             K = Cout*k*k; else w^T, M = Cin*k*k, K = Cout) | flipped weights, padded dy
-//             (conv_direct) and padded x (stride 1, k > 1) | im2col of x and d(col) (stride 2)
+//             (conv_direct) and padded x of a group of images (stride 1, k > 1) | im2col of x
+//             and d(col) (stride 2)
 // Stride-1 convolutions read their input straight from the image while packing the GEMM's B
 // operand (struct mm_b), or with no packing from a padded copy, so they need no column buffer.
 static size_t conv_fwd_scratch(int Cin, int H, int W, int Cout, int k, int s)
@@ -627,7 +649,7 @@ static size_t conv_bwd_scratch(int Cin, int H, int W, int Cout, int k, int s)
     if (s == 1 && k > 1)
         return layer_matmul_packed_size(Cin, Cout * k * k) + (size_t)Cin * Cout * k * k +
                (conv_direct(H, W, k, s) ? conv_pad_size(Cout, H, W, k) : 0) +
-               conv_pad_size(Cin, H, W, k);
+               conv_dw_group(H * W) * conv_pad_size(Cin, H, W, k);
     size_t n = layer_matmul_packed_size(Cin * k * k, Cout);
     if (s != 1)
         n += 2 * layer_conv2d_col_size(Cin, H, W, k, s);
@@ -715,6 +737,7 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
     size_t nw = (size_t)Cout * Kc;
     bool direct = (k == 1 && s == 1), flip = (s == 1 && k > 1);
     size_t work = (size_t)B * P * Kc * Cout;
+    int grp = flip ? conv_dw_group(P) : 1, ngroups = (B + grp - 1) / grp;
 #pragma omp parallel num_threads(sc->nthreads) if (B > 1 && work >= 8 * par_min)
     {
         // packed op(A) of the input gradient, then (flip) the flipped weights or (stride 2)
@@ -729,20 +752,25 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
         } else if (dx) {
             layer_matmul_pack_a(apk, Kc, Cout, w, Kc, true);
         }
+        // weight and bias gradients, one partial per group of `grp` images (fixed by the shape,
+        // not by the thread count)
 #pragma omp for schedule(static)
-        for (int b = 0; b < B; b++) {
-            const float *xb = x + (size_t)b * Cin * H * W;
-            const float *dyb = dy + (size_t)b * Cout * P;
-            float *part = sc->partial + (size_t)b * sc->partial_per_image;
-            // dW_b = dy_b * col^T, or (flip) its transpose col * dy_b^T with col read in place
-            // from the padded image
+        for (int gi = 0; gi < ngroups; gi++) {
+            int b0 = gi * grp, nimg = B - b0 < grp ? B - b0 : grp;
+            const float *xb = x + (size_t)b0 * Cin * H * W;
+            const float *dyb = dy + (size_t)b0 * Cout * P;
+            float *part = sc->partial + (size_t)gi * sc->partial_per_image;
+            // dW = dy_b * col_b^T, or (flip) its transpose, the sum over the group's images of
+            // col_b * dy_b^T with col read in place from the padded images
             struct mm_b src = {.B = xb, .ldb = P, .tb = true}; // 1x1: x itself
             if (flip) {
                 float *xpad = rest + (size_t)Cin * Cout * k * k +
                               (conv_direct(H, W, k, s) ? conv_pad_size(Cout, H, W, k) : 0);
-                conv_pad(xpad, xb, Cin, H, W, k);
+                for (int g = 0; g < nimg; g++)
+                    conv_pad(xpad + g * conv_pad_size(Cin, H, W, k), xb + (size_t)g * Cin * H * W,
+                             Cin, H, W, k);
                 src = (struct mm_b){.xp = xpad, .C = Cin, .H = H, .W = W, .k = k};
-                mm_gemm_xa(Kc, Cout, P, &src, dyb, P, part, Cout);
+                mm_gemm_xa(Kc, Cout, nimg, &src, dyb, (size_t)Cout * P, part, Cout);
             } else {
                 if (!direct) {
                     im2col(col, xb, Cin, H, W, k, s);
@@ -750,10 +778,18 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
                 }
                 mm_gemm(Cout, Kc, P, dyb, P, false, NULL, &src, part, Kc, false);
             }
-            for (int o = 0; o < Cout; o++)
-                part[nw + o] = conv_bias_sum(dyb + (size_t)o * P, P);
-            if (!dx)
-                continue;
+            for (int o = 0; o < Cout; o++) {
+                float sum = conv_bias_sum(dyb + (size_t)o * P, P);
+                for (int g = 1; g < nimg; g++)
+                    sum += conv_bias_sum(dyb + ((size_t)g * Cout + o) * P, P);
+                part[nw + o] = sum;
+            }
+        }
+        if (!dx)
+            goto done;
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++) {
+            const float *dyb = dy + (size_t)b * Cout * P;
             float *dxb = dx + (size_t)b * Cin * H * W;
             if (direct) {
                 layer_matmul_packed(Kc, P, Cout, apk, dyb, P, false, dxb, P, true);
@@ -770,13 +806,14 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
                 col2im_add(dxb, dcol, Cin, H, W, k, s);
             }
         }
+    done:;
     }
     if (flip) // partials of dW^T
-        reduce_partials_t(dw, sc->partial, B, Cout, Kc, sc->partial_per_image);
+        reduce_partials_t(dw, sc->partial, ngroups, Cout, Kc, sc->partial_per_image);
     else
-        layer_reduce_partials(dw, sc->partial, B, nw, sc->partial_per_image);
+        layer_reduce_partials(dw, sc->partial, ngroups, nw, sc->partial_per_image);
     if (dbias)
-        layer_reduce_partials(dbias, sc->partial + nw, B, Cout, sc->partial_per_image);
+        layer_reduce_partials(dbias, sc->partial + nw, ngroups, Cout, sc->partial_per_image);
 }
 
 // ---------------------------------------------------------------------------------------
