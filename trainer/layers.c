@@ -254,6 +254,12 @@ static inline __attribute__((always_inline)) void mm_pack_b_im2col(float *Bp, co
     }
 }
 
+// Per-thread packing buffers of mm_gemm and mm_gemm_xa (A: 144 KB, B: 192 KB, and the k offset
+// table of an in-place im2col), shared by the two (neither calls the other).
+static _Thread_local float mm_apack[MM_MC * MM_KC] __attribute__((aligned(64)));
+static _Thread_local float mm_bpack[MM_KC * MM_NC] __attribute__((aligned(64)));
+static _Thread_local int mm_koff[MM_KC];
+
 /** Blocks of k and of rows for an M x K op(A): as few as fit, of even size. */
 static void mm_blocking(int M, int K, int *kstep, int *mstep)
 {
@@ -305,10 +311,8 @@ mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
             memset(C + (size_t)i * ldc, 0, sizeof(float) * N);
         return;
     }
-    // per-thread packing buffers (A: 144 KB, B: 192 KB) and the edge tile
-    static _Thread_local float Ap[MM_MC * MM_KC] __attribute__((aligned(64)));
-    static _Thread_local float Bp[MM_KC * MM_NC] __attribute__((aligned(64)));
-    static _Thread_local int Boff[MM_KC];
+    float *Ap = mm_apack, *Bp = mm_bpack;
+    int *Boff = mm_koff;
     float tile[MM_MR * MM_NR] __attribute__((aligned(64)));
     int kstep, mstep;
     mm_blocking(M, K, &kstep, &mstep);
@@ -406,8 +410,8 @@ static void
 mm_gemm_xa(int M, int N, int nimg, const struct mm_b *xa, const float *B, size_t bstride, float *C,
            int ldc)
 {
-    static _Thread_local float Bp[MM_KC * MM_NC] __attribute__((aligned(64)));
-    static _Thread_local int aoff[MM_KC];
+    float *Bp = mm_bpack;
+    int *aoff = mm_koff;
     float tile[MM_MR * MM_NR] __attribute__((aligned(64)));
     int k = xa->k, kk2 = k * k, W = xa->W, wp = W + k - 1, P = xa->H * W, K = nimg * P;
     int kstep, mstep;
@@ -1082,9 +1086,15 @@ void layer_attention_forward(float *y, float *qkv, float *P, float *o, const flo
                              const float *wproj, const float *bproj, int B, int C, int N,
                              struct layer_scratch *sc)
 {
-    (void)sc;
     float scale = 1.0f / sqrtf((float)C);
-#pragma omp parallel for schedule(static) if (B > 1 && (size_t)B * N * N * C >= 8 * par_min)
+#pragma omp parallel num_threads(sc->nthreads) if (B > 1 && (size_t)B * N * N * C >= 8 * par_min)
+    {
+    // the two weight matrices packed once per thread (as the convolutions do)
+    float *wq = sc->col + (size_t)thread_id() * sc->col_per_thread;
+    float *wp = wq + layer_matmul_packed_size(3 * C, C);
+    layer_matmul_pack_a(wq, 3 * C, C, wqkv, C, false);
+    layer_matmul_pack_a(wp, C, C, wproj, C, false);
+#pragma omp for schedule(static)
     for (int b = 0; b < B; b++) {
         const float *xnb = xn + (size_t)b * C * N;
         float *qkvb = qkv + (size_t)b * 3 * C * N;
@@ -1094,7 +1104,7 @@ void layer_attention_forward(float *y, float *qkv, float *P, float *o, const flo
         for (int r = 0; r < 3 * C; r++)
             for (int n = 0; n < N; n++)
                 qkvb[(size_t)r * N + n] = bqkv[r];
-        layer_matmul(3 * C, N, C, wqkv, C, false, xnb, N, false, qkvb, N, true);
+        layer_matmul_packed(3 * C, N, C, wq, xnb, N, false, qkvb, N, true);
         const float *q = qkvb, *k = qkvb + (size_t)C * N, *v = qkvb + (size_t)2 * C * N;
         // S[i,j] = sum_c q[c,i] k[c,j]
         layer_matmul(N, N, C, q, N, true, k, N, false, Pb, N, false);
@@ -1120,15 +1130,19 @@ void layer_attention_forward(float *y, float *qkv, float *P, float *o, const flo
         for (int c = 0; c < C; c++)
             for (int n = 0; n < N; n++)
                 yb[(size_t)c * N + n] = bproj[c];
-        layer_matmul(C, N, C, wproj, C, false, ob, N, false, yb, N, true);
+        layer_matmul_packed(C, N, C, wp, ob, N, false, yb, N, true);
         for (size_t i = 0; i < (size_t)C * N; i++)
             yb[i] += xb[i];
     }
+    }
 }
 
+// Per thread: backward dO [C, N] | dP [N, N] | dqkv [3C, N] | packed wproj^T | packed wqkv^T;
+// forward packed wqkv | packed wproj (fewer floats).
 size_t layer_attention_scratch_size(int C, int N)
 {
-    return (size_t)C * N + (size_t)N * N + (size_t)3 * C * N;
+    return (size_t)C * N + (size_t)N * N + (size_t)3 * C * N + layer_matmul_packed_size(C, C) +
+           layer_matmul_packed_size(C, 3 * C);
 }
 
 void layer_attention_backward(float *dx, float *dxn, float *dwqkv, float *dbqkv, float *dwproj,
@@ -1140,8 +1154,15 @@ void layer_attention_backward(float *dx, float *dxn, float *dwqkv, float *dbqkv,
     size_t nqkv = (size_t)3 * C * C, nproj = (size_t)C * C;
     // partial layout per image: [dwqkv | dbqkv (3C) | dwproj | dbproj (C)]
     size_t off_bqkv = nqkv, off_wproj = nqkv + 3 * (size_t)C, off_bproj = off_wproj + nproj;
-#pragma omp parallel for schedule(static)                                                          \
-    num_threads(sc->nthreads) if (B > 1 && (size_t)B * N * N * C >= 8 * par_min)
+#pragma omp parallel num_threads(sc->nthreads) if (B > 1 && (size_t)B * N * N * C >= 8 * par_min)
+    {
+    float *dO = sc->col + (size_t)thread_id() * sc->col_per_thread;
+    float *dP = dO + (size_t)C * N;
+    float *dqkv = dP + (size_t)N * N;
+    float *wpt = dqkv + (size_t)3 * C * N, *wqt = wpt + layer_matmul_packed_size(C, C);
+    layer_matmul_pack_a(wpt, C, C, wproj, C, true);
+    layer_matmul_pack_a(wqt, C, 3 * C, wqkv, C, true);
+#pragma omp for schedule(static)
     for (int b = 0; b < B; b++) {
         const float *dyb = dy + (size_t)b * C * N;
         const float *xnb = xn + (size_t)b * C * N;
@@ -1150,9 +1171,6 @@ void layer_attention_backward(float *dx, float *dxn, float *dwqkv, float *dbqkv,
         const float *Pb = P + (size_t)b * N * N;
         const float *ob = o + (size_t)b * C * N;
         float *part = sc->partial + (size_t)b * sc->partial_per_image;
-        float *dO = sc->col + (size_t)thread_id() * sc->col_per_thread;
-        float *dP = dO + (size_t)C * N;
-        float *dqkv = dP + (size_t)N * N;
         float *dq = dqkv, *dk = dqkv + (size_t)C * N, *dv = dqkv + (size_t)2 * C * N;
         float *dxb = dx + (size_t)b * C * N;
         for (size_t i = 0; i < (size_t)C * N; i++)
@@ -1165,7 +1183,7 @@ void layer_attention_backward(float *dx, float *dxn, float *dwqkv, float *dbqkv,
                 s += dyb[(size_t)c * N + n];
             part[off_bproj + c] = s;
         }
-        layer_matmul(C, N, C, wproj, C, true, dyb, N, false, dO, N, false);
+        layer_matmul_packed(C, N, C, wpt, dyb, N, false, dO, N, false);
         // dv[c,j] = sum_i dO[c,i] P[i,j]; dP[i,j] = sum_c dO[c,i] v[c,j]
         layer_matmul(C, N, N, dO, N, false, Pb, N, false, dv, N, false);
         layer_matmul(N, N, C, dO, N, true, v, N, false, dP, N, false);
@@ -1190,7 +1208,8 @@ void layer_attention_backward(float *dx, float *dxn, float *dwqkv, float *dbqkv,
                 s += dqkv[(size_t)r * N + n];
             part[off_bqkv + r] = s;
         }
-        layer_matmul(C, N, 3 * C, wqkv, C, true, dqkv, N, false, dxn + (size_t)b * C * N, N, true);
+        layer_matmul_packed(C, N, 3 * C, wqt, dqkv, N, false, dxn + (size_t)b * C * N, N, true);
+    }
     }
     layer_reduce_partials(dwqkv, sc->partial, B, nqkv, sc->partial_per_image);
     layer_reduce_partials(dbqkv, sc->partial + off_bqkv, B, 3 * (size_t)C, sc->partial_per_image);
