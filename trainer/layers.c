@@ -94,6 +94,30 @@ mm_kernel_h(int h, int kb, const float *Ap, const float *const *xa, const int *a
     }
 }
 
+/**
+ * One h x w tile of C (h <= 6, w <= 16) from a micro-panel of A and a packed B panel: whole
+ * columns straight into C, edge columns through a zero-padded copy (same arithmetic per
+ * element).
+ */
+static inline __attribute__((always_inline)) void mm_tile(int kb, const float *Ap,
+                                                          const float *const *xa, const int *aoff,
+                                                          const float *Bp, float *C, int ldc,
+                                                          bool fresh, int h, int w)
+{
+    if (w == MM_NR) {
+        mm_kernel_h(h, kb, Ap, xa, aoff, Bp, NULL, 8, C, ldc, fresh);
+        return;
+    }
+    float tile[MM_MR * MM_NR] __attribute__((aligned(64)));
+    for (int r = 0; r < MM_MR; r++)
+        for (int c = 0; c < MM_NR; c++)
+            tile[r * MM_NR + c] = (!fresh && r < h && c < w) ? C[(size_t)r * ldc + c] : 0;
+    mm_kernel(kb, Ap, xa, aoff, Bp, NULL, 8, tile, MM_NR, fresh, MM_MR);
+    for (int r = 0; r < h; r++)
+        for (int c = 0; c < w; c++)
+            C[(size_t)r * ldc + c] = tile[r * MM_NR + c];
+}
+
 /** Transpose the 8x8 block r[row][col] in place (r[t] becomes column t). */
 static inline __attribute__((always_inline)) void mm_transpose8(v8f r[8])
 {
@@ -313,7 +337,6 @@ mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
     }
     float *Ap = mm_apack, *Bp = mm_bpack;
     int *Boff = mm_koff;
-    float tile[MM_MR * MM_NR] __attribute__((aligned(64)));
     int kstep, mstep;
     mm_blocking(M, K, &kstep, &mstep);
     for (int k0 = 0; k0 < K; k0 += kstep) {
@@ -360,19 +383,7 @@ mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
                         int h = mb - p * MM_MR < MM_MR ? mb - p * MM_MR : MM_MR;
                         const float *ap = Ablk + (size_t)p * kb * MM_MR;
                         float *cptr = C + (size_t)(i0 + p * MM_MR) * ldc + j0 + j;
-                        if (w == MM_NR) { // whole columns: straight into C, `h` rows
-                            mm_kernel_h(h, kb, ap, NULL, NULL, bp, NULL, 8, cptr, ldc, fresh);
-                            continue;
-                        }
-                        // edge columns: through a zero-padded copy, same arithmetic per element
-                        for (int r = 0; r < MM_MR; r++)
-                            for (int c = 0; c < MM_NR; c++)
-                                tile[r * MM_NR + c] =
-                                    (!fresh && r < h && c < w) ? cptr[(size_t)r * ldc + c] : 0;
-                        mm_kernel(kb, ap, NULL, NULL, bp, NULL, 8, tile, MM_NR, fresh, MM_MR);
-                        for (int r = 0; r < h; r++)
-                            for (int c = 0; c < w; c++)
-                                cptr[(size_t)r * ldc + c] = tile[r * MM_NR + c];
+                        mm_tile(kb, ap, NULL, NULL, bp, cptr, ldc, fresh, h, w);
                     }
                 }
             }
@@ -412,7 +423,6 @@ mm_gemm_xa(int M, int N, int nimg, const struct mm_b *xa, const float *B, size_t
 {
     float *Bp = mm_bpack;
     int *aoff = mm_koff;
-    float tile[MM_MR * MM_NR] __attribute__((aligned(64)));
     int k = xa->k, kk2 = k * k, W = xa->W, wp = W + k - 1, P = xa->H * W, K = nimg * P;
     int kstep, mstep;
     size_t plane = (size_t)(xa->H + k - 1) * wp, img = plane * xa->C;
@@ -442,19 +452,7 @@ mm_gemm_xa(int M, int N, int nimg, const struct mm_b *xa, const float *B, size_t
                         xr[r] = xa->xp + (size_t)(row / kk2) * plane + (size_t)(row / k % k) * wp +
                                 row % k;
                     }
-                    float *cptr = C + (size_t)i * ldc + j0 + j;
-                    if (w == MM_NR) {
-                        mm_kernel_h(h, kb, NULL, xr, aoff, bp, NULL, 8, cptr, ldc, fresh);
-                        continue;
-                    }
-                    for (int r = 0; r < MM_MR; r++)
-                        for (int c = 0; c < MM_NR; c++)
-                            tile[r * MM_NR + c] =
-                                (!fresh && r < h && c < w) ? cptr[(size_t)r * ldc + c] : 0;
-                    mm_kernel(kb, NULL, xr, aoff, bp, NULL, 8, tile, MM_NR, fresh, MM_MR);
-                    for (int r = 0; r < h; r++)
-                        for (int c = 0; c < w; c++)
-                            cptr[(size_t)r * ldc + c] = tile[r * MM_NR + c];
+                    mm_tile(kb, NULL, xr, aoff, bp, C + (size_t)i * ldc + j0 + j, ldc, fresh, h, w);
                 }
             }
         }
