@@ -43,10 +43,15 @@ typedef float v8f __attribute__((vector_size(32)));
  * the first `rows` (<= 6) rows of the micro-panel, or = when `fresh` (the sums start from 0
  * instead of C's old values; same arithmetic, since 0 + a*b == a*b). Called with a constant
  * `rows`: 6 for whole panels, fewer for the last panel of an M that is not a multiple of 6
- * (each element's arithmetic is the same whatever `rows` is).
+ * (each element's arithmetic is the same whatever `rows` is). Implicit im2col operands, read
+ * straight from a zero-padded image instead of packed panels (constant non-NULL arguments):
+ * with `boff`, row k of the B panel is the 8 floats at Bp + boff[k] then the 8 at
+ * Bp + boff[k] + b8 (mm_gemm); with `xa`, element (r, k) of the A micro-panel is xa[r][aoff[k]]
+ * (mm_gemm_xa).
  */
 static inline __attribute__((always_inline)) void
-mm_kernel(int kb, const float *Ap, const float *Bp, float *C, int ldc, bool fresh, int rows)
+mm_kernel(int kb, const float *Ap, const float *const *xa, const int *aoff, const float *Bp,
+          const int *boff, int b8, float *C, int ldc, bool fresh, int rows)
 {
     v8f c[MM_MR][2];
     for (int r = 0; r < rows; r++) {
@@ -59,10 +64,11 @@ mm_kernel(int kb, const float *Ap, const float *Bp, float *C, int ldc, bool fres
     }
     for (int k = 0; k < kb; k++) {
         v8f b0, b1;
-        memcpy(&b0, Bp + (size_t)k * MM_NR, sizeof(v8f));
-        memcpy(&b1, Bp + (size_t)k * MM_NR + 8, sizeof(v8f));
+        const float *bk = boff ? Bp + boff[k] : Bp + (size_t)k * MM_NR;
+        memcpy(&b0, bk, sizeof(v8f));
+        memcpy(&b1, bk + (boff ? b8 : 8), sizeof(v8f));
         for (int r = 0; r < rows; r++) {
-            float a = Ap[k * MM_MR + r];
+            float a = xa ? xa[r][aoff[k]] : Ap[k * MM_MR + r];
             c[r][0] += a * b0;
             c[r][1] += a * b1;
         }
@@ -71,6 +77,45 @@ mm_kernel(int kb, const float *Ap, const float *Bp, float *C, int ldc, bool fres
         memcpy(C + (size_t)r * ldc, &c[r][0], sizeof(v8f));
         memcpy(C + (size_t)r * ldc + 8, &c[r][1], sizeof(v8f));
     }
+}
+
+/** mm_kernel for the first `h` rows of the micro-panel (a constant `rows` in each case). */
+static inline __attribute__((always_inline)) void
+mm_kernel_h(int h, int kb, const float *Ap, const float *const *xa, const int *aoff,
+            const float *Bp, const int *boff, int b8, float *C, int ldc, bool fresh)
+{
+    switch (h) {
+    case 6: mm_kernel(kb, Ap, xa, aoff, Bp, boff, b8, C, ldc, fresh, 6); break;
+    case 5: mm_kernel(kb, Ap, xa, aoff, Bp, boff, b8, C, ldc, fresh, 5); break;
+    case 4: mm_kernel(kb, Ap, xa, aoff, Bp, boff, b8, C, ldc, fresh, 4); break;
+    case 3: mm_kernel(kb, Ap, xa, aoff, Bp, boff, b8, C, ldc, fresh, 3); break;
+    case 2: mm_kernel(kb, Ap, xa, aoff, Bp, boff, b8, C, ldc, fresh, 2); break;
+    default: mm_kernel(kb, Ap, xa, aoff, Bp, boff, b8, C, ldc, fresh, 1); break;
+    }
+}
+
+/**
+ * One h x w tile of C (h <= 6, w <= 16) from a micro-panel of A and a packed B panel: whole
+ * columns straight into C, edge columns through a zero-padded copy (same arithmetic per
+ * element).
+ */
+static inline __attribute__((always_inline)) void mm_tile(int kb, const float *Ap,
+                                                          const float *const *xa, const int *aoff,
+                                                          const float *Bp, float *C, int ldc,
+                                                          bool fresh, int h, int w)
+{
+    if (w == MM_NR) {
+        mm_kernel_h(h, kb, Ap, xa, aoff, Bp, NULL, 8, C, ldc, fresh);
+        return;
+    }
+    float tile[MM_MR * MM_NR] __attribute__((aligned(64)));
+    for (int r = 0; r < MM_MR; r++)
+        for (int c = 0; c < MM_NR; c++)
+            tile[r * MM_NR + c] = (!fresh && r < h && c < w) ? C[(size_t)r * ldc + c] : 0;
+    mm_kernel(kb, Ap, xa, aoff, Bp, NULL, 8, tile, MM_NR, fresh, MM_MR);
+    for (int r = 0; r < h; r++)
+        for (int c = 0; c < w; c++)
+            C[(size_t)r * ldc + c] = tile[r * MM_NR + c];
 }
 
 /** Transpose the 8x8 block r[row][col] in place (r[t] becomes column t). */
@@ -119,15 +164,16 @@ static inline __attribute__((always_inline)) void mm_pack_a(float *Ap, const flo
 
 /**
  * Pack columns [j0, j0+nb) x k [k0, k0+kb) of op(B) into panels of MM_NR columns, k-major
- * (panel p at Bp + p*kb*MM_NR), zero padded to whole panels. Reads B along its rows.
+ * (panel p at Bp + p*ks*MM_NR, ks >= kb), zero padded to whole panels. Reads B along its rows.
  */
 static inline __attribute__((always_inline)) void mm_pack_b(float *Bp, const float *B, int ldb,
-                                                            bool tb, int j0, int nb, int k0, int kb)
+                                                            bool tb, int j0, int nb, int k0, int kb,
+                                                            int ks)
 {
     int npanels = (nb + MM_NR - 1) / MM_NR;
     if (tb) { // op(B)[k, j] = B[j, k]: column j is row j of B, contiguous in k
         for (int p = 0; p < npanels; p++) {
-            float *dst = Bp + (size_t)p * kb * MM_NR;
+            float *dst = Bp + (size_t)p * ks * MM_NR;
             for (int c0 = 0; c0 < MM_NR; c0 += 8) { // 8 columns: 8x8 transposes along k
                 int j = p * MM_NR + c0, rows = nb - j < 8 ? (nb - j > 0 ? nb - j : 0) : 8;
                 const float *src = B + (size_t)(j0 + j) * ldb + k0;
@@ -153,10 +199,10 @@ static inline __attribute__((always_inline)) void mm_pack_b(float *Bp, const flo
         const float *src = B + (size_t)(k0 + kk) * ldb + j0;
         int p = 0;
         for (; (p + 1) * MM_NR <= nb; p++)
-            memcpy(Bp + ((size_t)p * kb + kk) * MM_NR, src + p * MM_NR, sizeof(float) * MM_NR);
+            memcpy(Bp + ((size_t)p * ks + kk) * MM_NR, src + p * MM_NR, sizeof(float) * MM_NR);
         if (p < npanels)
             for (int c = 0; c < MM_NR; c++)
-                Bp[((size_t)p * kb + kk) * MM_NR + c] =
+                Bp[((size_t)p * ks + kk) * MM_NR + c] =
                     p * MM_NR + c < nb ? src[p * MM_NR + c] : 0.0f;
     }
 }
@@ -165,13 +211,15 @@ static inline __attribute__((always_inline)) void mm_pack_b(float *Bp, const flo
  * Where op(B) comes from: a matrix (`B`, `ldb`, transposed when `tb`), or, when `x` is set, the
  * im2col of one image x[C, H, W] for a stride-1 k x k convolution with zero padding k/2, read
  * straight from x while packing (no column buffer): op(B)[(c*k + ky)*k + kx, oy*W + ox] =
- * x[c, oy + ky - k/2, ox + kx - k/2], or its transpose when `tb`.
+ * x[c, oy + ky - k/2, ox + kx - k/2] (not transposed). When `xp` is set instead (W a multiple of
+ * 16 or W = 8), the same im2col is read by the register kernel
+ * straight from xp, the image zero padded by k/2 on every side (conv_pad): no packing at all.
  */
 struct mm_b {
     const float *B;
     int ldb;
     bool tb;
-    const float *x;
+    const float *x, *xp;
     int C, H, W, k;
 };
 
@@ -212,54 +260,29 @@ static inline __attribute__((always_inline)) void mm_shift_row(float *dst, const
     }
 }
 
-/** mm_pack_b for an implicit im2col source (struct mm_b with x set). */
+/** mm_pack_b for an implicit im2col source (struct mm_b with x set, not transposed). */
 static inline __attribute__((always_inline)) void mm_pack_b_im2col(float *Bp, const struct mm_b *b,
                                                                    int j0, int nb, int k0, int kb)
 {
     int H = b->H, W = b->W, k = b->k, pad = k / 2, kk2 = k * k;
     int npanels = (nb + MM_NR - 1) / MM_NR;
-    if (!b->tb) { // rows are (c, ky, kx), columns pixels: shifted copies of image rows
-        float tmp[MM_NC] __attribute__((aligned(64)));
-        for (int j = nb; j < npanels * MM_NR; j++)
-            tmp[j] = 0.0f;
-        for (int kk = 0; kk < kb; kk++) {
-            int r = k0 + kk, c = r / kk2, ky = r / k % k, kx = r % k;
-            mm_shift_row(tmp, b->x + (size_t)c * H * W, H, W, j0, nb, ky - pad, kx - pad);
-            for (int p = 0; p < npanels; p++)
-                memcpy(Bp + ((size_t)p * kb + kk) * MM_NR, tmp + p * MM_NR, sizeof(float) * MM_NR);
-        }
-        return;
-    }
-    // transposed: rows are pixels k0.., columns (c, ky, kx) j0..: 8 columns filled along the
-    // pixels, then 8x8 transposes
-    float tmp[8][MM_KC + 8] __attribute__((aligned(64)));
-    int kb8 = (kb + 7) / 8 * 8;
-    for (int p = 0; p < npanels; p++) {
-        float *dst = Bp + (size_t)p * kb * MM_NR;
-        for (int c0 = 0; c0 < MM_NR; c0 += 8) {
-            for (int t = 0; t < 8; t++) {
-                int col = j0 + p * MM_NR + c0 + t;
-                int n = col < j0 + nb ? kb : 0;
-                if (n) {
-                    int c = col / kk2, ky = col / k % k, kx = col % k;
-                    mm_shift_row(tmp[t], b->x + (size_t)c * H * W, H, W, k0, kb, ky - pad,
-                                 kx - pad);
-                }
-                for (int q = n; q < kb8; q++)
-                    tmp[t][q] = 0.0f;
-            }
-            for (int kk = 0; kk < kb; kk += 8) {
-                v8f r[8];
-                for (int t = 0; t < 8; t++)
-                    memcpy(&r[t], tmp[t] + kk, sizeof(v8f));
-                mm_transpose8(r);
-                int rows = kb - kk < 8 ? kb - kk : 8;
-                for (int t = 0; t < rows; t++)
-                    memcpy(dst + (size_t)(kk + t) * MM_NR + c0, &r[t], sizeof(v8f));
-            }
-        }
+    // rows are (c, ky, kx), columns pixels: shifted copies of image rows
+    float tmp[MM_NC] __attribute__((aligned(64)));
+    for (int j = nb; j < npanels * MM_NR; j++)
+        tmp[j] = 0.0f;
+    for (int kk = 0; kk < kb; kk++) {
+        int r = k0 + kk, c = r / kk2, ky = r / k % k, kx = r % k;
+        mm_shift_row(tmp, b->x + (size_t)c * H * W, H, W, j0, nb, ky - pad, kx - pad);
+        for (int p = 0; p < npanels; p++)
+            memcpy(Bp + ((size_t)p * kb + kk) * MM_NR, tmp + p * MM_NR, sizeof(float) * MM_NR);
     }
 }
+
+// Per-thread packing buffers of mm_gemm and mm_gemm_xa (A: 144 KB, B: 192 KB, and the k offset
+// table of an in-place im2col), shared by the two (neither calls the other).
+static _Thread_local float mm_apack[MM_MC * MM_KC] __attribute__((aligned(64)));
+static _Thread_local float mm_bpack[MM_KC * MM_NC] __attribute__((aligned(64)));
+static _Thread_local int mm_koff[MM_KC];
 
 /** Blocks of k and of rows for an M x K op(A): as few as fit, of even size. */
 static void mm_blocking(int M, int K, int *kstep, int *mstep)
@@ -312,15 +335,21 @@ mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
             memset(C + (size_t)i * ldc, 0, sizeof(float) * N);
         return;
     }
-    // per-thread packing buffers (A: 144 KB, B: 192 KB) and the edge tile
-    static _Thread_local float Ap[MM_MC * MM_KC] __attribute__((aligned(64)));
-    static _Thread_local float Bp[MM_KC * MM_NC] __attribute__((aligned(64)));
-    float tile[MM_MR * MM_NR] __attribute__((aligned(64)));
+    float *Ap = mm_apack, *Bp = mm_bpack;
+    int *Boff = mm_koff;
     int kstep, mstep;
     mm_blocking(M, K, &kstep, &mstep);
     for (int k0 = 0; k0 < K; k0 += kstep) {
         int kb = K - k0 < kstep ? K - k0 : kstep;
         bool fresh = !accumulate && k0 == 0; // C's old values are not read
+        if (b->xp) { // row k = (c, ky, kx) of op(B) starts at xp + Boff[k] + the pixel's offset
+            int k = b->k, kk2 = k * k, wp = b->W + k - 1;
+            size_t plane = (size_t)(b->H + k - 1) * wp;
+            for (int kk = 0; kk < kb; kk++) {
+                int r = k0 + kk;
+                Boff[kk] = (int)((size_t)(r / kk2) * plane + (size_t)(r / k % k) * wp + r % k);
+            }
+        }
         for (int i0 = 0; i0 < M; i0 += mstep) {
             int mb = M - i0 < mstep ? M - i0 : mstep;
             const float *Ablk = Ap;
@@ -328,12 +357,25 @@ mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
                 Ablk = mm_packed_block((float *)Apk, M, k0, kb, i0);
             else
                 mm_pack_a(Ap, A, lda, ta, i0, mb, k0, kb);
+            if (b->xp) { // whole panels of 16 pixels (part of a row, or two rows of 8) in place
+                int wp = b->W + b->k - 1, b8 = b->W == 8 ? wp : 8;
+                for (int j = 0; j < N; j += MM_NR) {
+                    const float *bp = b->xp + (size_t)(j / b->W) * wp + j % b->W;
+                    for (int p = 0; p * MM_MR < mb; p++) {
+                        int h = mb - p * MM_MR < MM_MR ? mb - p * MM_MR : MM_MR;
+                        const float *ap = Ablk + (size_t)p * kb * MM_MR;
+                        float *cptr = C + (size_t)(i0 + p * MM_MR) * ldc + j;
+                        mm_kernel_h(h, kb, ap, NULL, NULL, bp, Boff, b8, cptr, ldc, fresh);
+                    }
+                }
+                continue;
+            }
             for (int j0 = 0; j0 < N; j0 += MM_NC) {
                 int nb = N - j0 < MM_NC ? N - j0 : MM_NC;
                 if (b->x)
                     mm_pack_b_im2col(Bp, b, j0, nb, k0, kb);
                 else
-                    mm_pack_b(Bp, b->B, b->ldb, b->tb, j0, nb, k0, kb);
+                    mm_pack_b(Bp, b->B, b->ldb, b->tb, j0, nb, k0, kb, kb);
                 for (int j = 0; j < nb; j += MM_NR) {
                     int w = nb - j < MM_NR ? nb - j : MM_NR;
                     const float *bp = Bp + (size_t)(j / MM_NR) * kb * MM_NR;
@@ -341,26 +383,7 @@ mm_gemm(int M, int N, int K, const float *A, int lda, bool ta, const float *Apk,
                         int h = mb - p * MM_MR < MM_MR ? mb - p * MM_MR : MM_MR;
                         const float *ap = Ablk + (size_t)p * kb * MM_MR;
                         float *cptr = C + (size_t)(i0 + p * MM_MR) * ldc + j0 + j;
-                        if (w == MM_NR) { // whole columns: straight into C, `h` rows
-                            switch (h) {
-                            case 6: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 6); break;
-                            case 5: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 5); break;
-                            case 4: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 4); break;
-                            case 3: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 3); break;
-                            case 2: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 2); break;
-                            default: mm_kernel(kb, ap, bp, cptr, ldc, fresh, 1); break;
-                            }
-                            continue;
-                        }
-                        // edge columns: through a zero-padded copy, same arithmetic per element
-                        for (int r = 0; r < MM_MR; r++)
-                            for (int c = 0; c < MM_NR; c++)
-                                tile[r * MM_NR + c] =
-                                    (!fresh && r < h && c < w) ? cptr[(size_t)r * ldc + c] : 0;
-                        mm_kernel(kb, ap, bp, tile, MM_NR, fresh, MM_MR);
-                        for (int r = 0; r < h; r++)
-                            for (int c = 0; c < w; c++)
-                                cptr[(size_t)r * ldc + c] = tile[r * MM_NR + c];
+                        mm_tile(kb, ap, NULL, NULL, bp, cptr, ldc, fresh, h, w);
                     }
                 }
             }
@@ -380,6 +403,60 @@ void layer_matmul_packed(int M, int N, int K, const float *Apk, const float *B, 
 {
     struct mm_b b = {.B = B, .ldb = ldb, .tb = tb};
     mm_gemm(M, N, K, NULL, 0, false, Apk, &b, C, ldc, accumulate);
+}
+
+/**
+ * C = op(A) * op(B) (C overwritten, M x N, leading dimension ldc) over the pixels of `nimg`
+ * images, K = nimg * P with P = H*W: op(A)[r, g*P + q] is row r = (c*k + ky)*k + kx of the
+ * im2col of image g at pixel q, xa->xp[g, c, qy + ky, qx + kx] of the images zero padded by k/2
+ * (conv_pad, one after the other), read by the register kernel in place; op(B)[g*P + q, j] =
+ * B[g*bstride + j*P + q] (B transposed, image by image), packed as mm_pack_b does. The k blocks
+ * are mm_gemm's: for one image each element is the same sum, in the same order, as mm_gemm
+ * with the operands swapped.
+ */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+static void
+mm_gemm_xa(int M, int N, int nimg, const struct mm_b *xa, const float *B, size_t bstride, float *C,
+           int ldc)
+{
+    float *Bp = mm_bpack;
+    int *aoff = mm_koff;
+    int k = xa->k, kk2 = k * k, W = xa->W, wp = W + k - 1, P = xa->H * W, K = nimg * P;
+    int kstep, mstep;
+    size_t plane = (size_t)(xa->H + k - 1) * wp, img = plane * xa->C;
+    mm_blocking(M, K, &kstep, &mstep);
+    for (int k0 = 0; k0 < K; k0 += kstep) {
+        int kb = K - k0 < kstep ? K - k0 : kstep;
+        bool fresh = k0 == 0;
+        for (int kk = 0; kk < kb; kk++) { // pixel q of image g at its place in the padded images
+            int g = (k0 + kk) / P, q = (k0 + kk) % P;
+            aoff[kk] = (int)(g * img + (size_t)(q / W) * wp + q % W);
+        }
+        for (int j0 = 0; j0 < N; j0 += MM_NC) {
+            int nb = N - j0 < MM_NC ? N - j0 : MM_NC;
+            for (int kk = 0; kk < kb;) { // the k block image by image
+                int g = (k0 + kk) / P, q = (k0 + kk) % P, len = P - q < kb - kk ? P - q : kb - kk;
+                mm_pack_b(Bp + (size_t)kk * MM_NR, B + g * bstride, P, true, j0, nb, q, len, kb);
+                kk += len;
+            }
+            for (int j = 0; j < nb; j += MM_NR) {
+                int w = nb - j < MM_NR ? nb - j : MM_NR;
+                const float *bp = Bp + (size_t)(j / MM_NR) * kb * MM_NR;
+                for (int i = 0; i < M; i += MM_MR) {
+                    int h = M - i < MM_MR ? M - i : MM_MR;
+                    const float *xr[MM_MR];
+                    for (int r = 0; r < MM_MR; r++) { // rows past M repeat row i (not stored)
+                        int row = i + (r < h ? r : 0);
+                        xr[r] = xa->xp + (size_t)(row / kk2) * plane + (size_t)(row / k % k) * wp +
+                                row % k;
+                    }
+                    mm_tile(kb, NULL, xr, aoff, bp, C + (size_t)i * ldc + j0 + j, ldc, fresh, h, w);
+                }
+            }
+        }
+    }
 }
 
 // Below this much work a loop runs on the calling thread (a parallel region costs more than
@@ -404,6 +481,38 @@ void layer_reduce_partials(float *dst, const float *partials, int B, size_t n, s
             const float *src = partials + (size_t)b * stride;
             for (size_t i = i0; i < i1; i++)
                 dst[i] += src[i];
+        }
+    }
+}
+
+/**
+ * dst[o*n + j] += the B partials (stride `stride`) of m x n floats stored transposed
+ * (partial[j*m + o]); per element in the order of layer_reduce_partials: dst, then images
+ * 0..B-1.
+ */
+static void reduce_partials_t(float *dst, const float *partials, int B, int m, int n,
+                              size_t stride)
+{
+    enum { TJ = 8, TO = 64 };
+    int nblocks = (n + TJ - 1) / TJ;
+#pragma omp parallel for schedule(static) if ((size_t)m * n * B >= par_min)
+    for (int blk = 0; blk < nblocks; blk++) {
+        int j0 = blk * TJ, nj = n - j0 < TJ ? n - j0 : TJ;
+        for (int o0 = 0; o0 < m; o0 += TO) {
+            int no = m - o0 < TO ? m - o0 : TO;
+            float acc[TJ][TO];
+            for (int jj = 0; jj < nj; jj++)
+                for (int o = 0; o < no; o++)
+                    acc[jj][o] = dst[(size_t)(o0 + o) * n + j0 + jj];
+            for (int b = 0; b < B; b++)
+                for (int jj = 0; jj < nj; jj++) {
+                    const float *row = partials + (size_t)b * stride + (size_t)(j0 + jj) * m + o0;
+                    for (int o = 0; o < no; o++)
+                        acc[jj][o] += row[o];
+                }
+            for (int jj = 0; jj < nj; jj++)
+                for (int o = 0; o < no; o++)
+                    dst[(size_t)(o0 + o) * n + j0 + jj] = acc[jj][o];
         }
     }
 }
@@ -477,25 +586,72 @@ static void col2im_add(float *dx, const float *dcol, int Cin, int H, int W, int 
             }
 }
 
+// A stride-1 convolution whose 16-pixel panels are parts of output rows (W a multiple of 16) or
+// two whole rows (W = 8) reads its im2col straight from a zero-padded copy of the image inside
+// the GEMM's register kernel (struct mm_b, `xp`).
+static bool conv_direct(int H, int W, int k, int s)
+{
+    return s == 1 && k > 1 && (W % MM_NR == 0 || (W == 8 && H % 2 == 0));
+}
+
+static size_t conv_pad_size(int C, int H, int W, int k)
+{
+    return (size_t)C * (H + k - 1) * (W + k - 1);
+}
+
+// A stride-1 k > 1 convolution sums its weight gradient over groups of this many images of P
+// pixels in one GEMM (k = up to 1024 pixels, at most 4 images): fewer partials to add, longer
+// sums in the register kernel. It depends on the shape only, so the order of the sums is the
+// same for any thread count.
+static int conv_dw_group(int P)
+{
+    int g = 1024 / P;
+    return g < 1 ? 1 : (g > 4 ? 4 : g);
+}
+
+/** xp[c, y + k/2, x + k/2] = x[c, y, x], zero in the border of width k/2. */
+static void conv_pad(float *xp, const float *x, int C, int H, int W, int k)
+{
+    int p = k / 2, wp = W + 2 * p, hp = H + 2 * p;
+    for (int c = 0; c < C; c++) {
+        float *dst = xp + (size_t)c * hp * wp;
+        const float *src = x + (size_t)c * H * W;
+        memset(dst, 0, sizeof(float) * (size_t)p * wp);
+        for (int y = 0; y < H; y++) {
+            float *d = dst + (size_t)(y + p) * wp;
+            for (int i = 0; i < p; i++)
+                d[i] = d[p + W + i] = 0.0f;
+            memcpy(d + p, src + (size_t)y * W, sizeof(float) * W);
+        }
+        memset(dst + (size_t)(H + p) * wp, 0, sizeof(float) * (size_t)p * wp);
+    }
+}
+
 // Per-thread scratch of a convolution (floats at sc->col + thread * col_per_thread):
-//   forward:  packed weights (M = Cout, K = Cin*k*k) | im2col of x (stride 2 only)
+//   forward:  packed weights (M = Cout, K = Cin*k*k) | im2col of x (stride 2 only) or padded x
+//             (conv_direct)
 //   backward: packed op(A) of the input gradient (stride 1, k > 1: flipped weights, M = Cin,
-//             K = Cout*k*k; else w^T, M = Cin*k*k, K = Cout) | flipped weights (stride 1,
-//             k > 1) | im2col of x and d(col) (stride 2 only)
+//             K = Cout*k*k; else w^T, M = Cin*k*k, K = Cout) | flipped weights, padded dy
+//             (conv_direct) and padded x of a group of images (stride 1, k > 1) | im2col of x
+//             and d(col) (stride 2)
 // Stride-1 convolutions read their input straight from the image while packing the GEMM's B
-// operand (struct mm_b), so they need no column buffer.
+// operand (struct mm_b), or with no packing from a padded copy, so they need no column buffer.
 static size_t conv_fwd_scratch(int Cin, int H, int W, int Cout, int k, int s)
 {
     size_t n = layer_matmul_packed_size(Cout, Cin * k * k);
     if (s != 1)
         n += layer_conv2d_col_size(Cin, H, W, k, s);
+    else if (conv_direct(H, W, k, s))
+        n += conv_pad_size(Cin, H, W, k);
     return n;
 }
 
 static size_t conv_bwd_scratch(int Cin, int H, int W, int Cout, int k, int s)
 {
     if (s == 1 && k > 1)
-        return layer_matmul_packed_size(Cin, Cout * k * k) + (size_t)Cin * Cout * k * k;
+        return layer_matmul_packed_size(Cin, Cout * k * k) + (size_t)Cin * Cout * k * k +
+               (conv_direct(H, W, k, s) ? conv_pad_size(Cout, H, W, k) : 0) +
+               conv_dw_group(H * W) * conv_pad_size(Cin, H, W, k);
     size_t n = layer_matmul_packed_size(Cin * k * k, Cout);
     if (s != 1)
         n += 2 * layer_conv2d_col_size(Cin, H, W, k, s);
@@ -524,7 +680,10 @@ void layer_conv2d_forward(float *y, const float *x, const float *w, const float 
             const float *xb = x + (size_t)b * Cin * H * W;
             float *yb = y + (size_t)b * Cout * P;
             struct mm_b src = {.B = xb, .ldb = P}; // 1x1: x itself
-            if (s == 1 && k > 1) {
+            if (conv_direct(H, W, k, s)) {
+                conv_pad(col, xb, Cin, H, W, k);
+                src = (struct mm_b){.xp = col, .C = Cin, .H = H, .W = W, .k = k};
+            } else if (s == 1 && k > 1) {
                 src = (struct mm_b){.x = xb, .C = Cin, .H = H, .W = W, .k = k};
             } else if (s != 1) {
                 im2col(col, xb, Cin, H, W, k, s);
@@ -580,6 +739,7 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
     size_t nw = (size_t)Cout * Kc;
     bool direct = (k == 1 && s == 1), flip = (s == 1 && k > 1);
     size_t work = (size_t)B * P * Kc * Cout;
+    int grp = flip ? conv_dw_group(P) : 1, ngroups = (B + grp - 1) / grp;
 #pragma omp parallel num_threads(sc->nthreads) if (B > 1 && work >= 8 * par_min)
     {
         // packed op(A) of the input gradient, then (flip) the flipped weights or (stride 2)
@@ -594,39 +754,68 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
         } else if (dx) {
             layer_matmul_pack_a(apk, Kc, Cout, w, Kc, true);
         }
+        // weight and bias gradients, one partial per group of `grp` images (fixed by the shape,
+        // not by the thread count)
 #pragma omp for schedule(static)
-        for (int b = 0; b < B; b++) {
-            const float *xb = x + (size_t)b * Cin * H * W;
-            const float *dyb = dy + (size_t)b * Cout * P;
-            float *part = sc->partial + (size_t)b * sc->partial_per_image;
-            // dW_b = dy_b * col^T
+        for (int gi = 0; gi < ngroups; gi++) {
+            int b0 = gi * grp, nimg = B - b0 < grp ? B - b0 : grp;
+            const float *xb = x + (size_t)b0 * Cin * H * W;
+            const float *dyb = dy + (size_t)b0 * Cout * P;
+            float *part = sc->partial + (size_t)gi * sc->partial_per_image;
+            // dW = dy_b * col_b^T, or (flip) its transpose, the sum over the group's images of
+            // col_b * dy_b^T with col read in place from the padded images
             struct mm_b src = {.B = xb, .ldb = P, .tb = true}; // 1x1: x itself
             if (flip) {
-                src = (struct mm_b){.x = xb, .tb = true, .C = Cin, .H = H, .W = W, .k = k};
-            } else if (!direct) {
-                im2col(col, xb, Cin, H, W, k, s);
-                src.B = col;
+                float *xpad = rest + (size_t)Cin * Cout * k * k +
+                              (conv_direct(H, W, k, s) ? conv_pad_size(Cout, H, W, k) : 0);
+                for (int g = 0; g < nimg; g++)
+                    conv_pad(xpad + g * conv_pad_size(Cin, H, W, k), xb + (size_t)g * Cin * H * W,
+                             Cin, H, W, k);
+                src = (struct mm_b){.xp = xpad, .C = Cin, .H = H, .W = W, .k = k};
+                mm_gemm_xa(Kc, Cout, nimg, &src, dyb, (size_t)Cout * P, part, Cout);
+            } else {
+                if (!direct) {
+                    im2col(col, xb, Cin, H, W, k, s);
+                    src.B = col;
+                }
+                mm_gemm(Cout, Kc, P, dyb, P, false, NULL, &src, part, Kc, false);
             }
-            mm_gemm(Cout, Kc, P, dyb, P, false, NULL, &src, part, Kc, false);
-            for (int o = 0; o < Cout; o++)
-                part[nw + o] = conv_bias_sum(dyb + (size_t)o * P, P);
-            if (!dx)
-                continue;
+            for (int o = 0; o < Cout; o++) {
+                float sum = conv_bias_sum(dyb + (size_t)o * P, P);
+                for (int g = 1; g < nimg; g++)
+                    sum += conv_bias_sum(dyb + ((size_t)g * Cout + o) * P, P);
+                part[nw + o] = sum;
+            }
+        }
+        if (!dx)
+            goto done;
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++) {
+            const float *dyb = dy + (size_t)b * Cout * P;
             float *dxb = dx + (size_t)b * Cin * H * W;
             if (direct) {
                 layer_matmul_packed(Kc, P, Cout, apk, dyb, P, false, dxb, P, true);
             } else if (flip) {
                 struct mm_b dsrc = {.x = dyb, .C = Cout, .H = H, .W = W, .k = k};
+                if (conv_direct(H, W, k, s)) {
+                    float *pad = rest + (size_t)Cin * Cout * k * k;
+                    conv_pad(pad, dyb, Cout, H, W, k);
+                    dsrc = (struct mm_b){.xp = pad, .C = Cout, .H = H, .W = W, .k = k};
+                }
                 mm_gemm(Cin, P, Cout * k * k, NULL, 0, false, apk, &dsrc, dxb, P, true);
             } else {
                 layer_matmul_packed(Kc, P, Cout, apk, dyb, P, false, dcol, P, false);
                 col2im_add(dxb, dcol, Cin, H, W, k, s);
             }
         }
+    done:;
     }
-    layer_reduce_partials(dw, sc->partial, B, nw, sc->partial_per_image);
+    if (flip) // partials of dW^T
+        reduce_partials_t(dw, sc->partial, ngroups, Cout, Kc, sc->partial_per_image);
+    else
+        layer_reduce_partials(dw, sc->partial, ngroups, nw, sc->partial_per_image);
     if (dbias)
-        layer_reduce_partials(dbias, sc->partial + nw, B, Cout, sc->partial_per_image);
+        layer_reduce_partials(dbias, sc->partial + nw, ngroups, Cout, sc->partial_per_image);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -895,9 +1084,15 @@ void layer_attention_forward(float *y, float *qkv, float *P, float *o, const flo
                              const float *wproj, const float *bproj, int B, int C, int N,
                              struct layer_scratch *sc)
 {
-    (void)sc;
     float scale = 1.0f / sqrtf((float)C);
-#pragma omp parallel for schedule(static) if (B > 1 && (size_t)B * N * N * C >= 8 * par_min)
+#pragma omp parallel num_threads(sc->nthreads) if (B > 1 && (size_t)B * N * N * C >= 8 * par_min)
+    {
+    // the two weight matrices packed once per thread (as the convolutions do)
+    float *wq = sc->col + (size_t)thread_id() * sc->col_per_thread;
+    float *wp = wq + layer_matmul_packed_size(3 * C, C);
+    layer_matmul_pack_a(wq, 3 * C, C, wqkv, C, false);
+    layer_matmul_pack_a(wp, C, C, wproj, C, false);
+#pragma omp for schedule(static)
     for (int b = 0; b < B; b++) {
         const float *xnb = xn + (size_t)b * C * N;
         float *qkvb = qkv + (size_t)b * 3 * C * N;
@@ -907,7 +1102,7 @@ void layer_attention_forward(float *y, float *qkv, float *P, float *o, const flo
         for (int r = 0; r < 3 * C; r++)
             for (int n = 0; n < N; n++)
                 qkvb[(size_t)r * N + n] = bqkv[r];
-        layer_matmul(3 * C, N, C, wqkv, C, false, xnb, N, false, qkvb, N, true);
+        layer_matmul_packed(3 * C, N, C, wq, xnb, N, false, qkvb, N, true);
         const float *q = qkvb, *k = qkvb + (size_t)C * N, *v = qkvb + (size_t)2 * C * N;
         // S[i,j] = sum_c q[c,i] k[c,j]
         layer_matmul(N, N, C, q, N, true, k, N, false, Pb, N, false);
@@ -933,15 +1128,19 @@ void layer_attention_forward(float *y, float *qkv, float *P, float *o, const flo
         for (int c = 0; c < C; c++)
             for (int n = 0; n < N; n++)
                 yb[(size_t)c * N + n] = bproj[c];
-        layer_matmul(C, N, C, wproj, C, false, ob, N, false, yb, N, true);
+        layer_matmul_packed(C, N, C, wp, ob, N, false, yb, N, true);
         for (size_t i = 0; i < (size_t)C * N; i++)
             yb[i] += xb[i];
     }
+    }
 }
 
+// Per thread: backward dO [C, N] | dP [N, N] | dqkv [3C, N] | packed wproj^T | packed wqkv^T;
+// forward packed wqkv | packed wproj (fewer floats).
 size_t layer_attention_scratch_size(int C, int N)
 {
-    return (size_t)C * N + (size_t)N * N + (size_t)3 * C * N;
+    return (size_t)C * N + (size_t)N * N + (size_t)3 * C * N + layer_matmul_packed_size(C, C) +
+           layer_matmul_packed_size(C, 3 * C);
 }
 
 void layer_attention_backward(float *dx, float *dxn, float *dwqkv, float *dbqkv, float *dwproj,
@@ -953,8 +1152,15 @@ void layer_attention_backward(float *dx, float *dxn, float *dwqkv, float *dbqkv,
     size_t nqkv = (size_t)3 * C * C, nproj = (size_t)C * C;
     // partial layout per image: [dwqkv | dbqkv (3C) | dwproj | dbproj (C)]
     size_t off_bqkv = nqkv, off_wproj = nqkv + 3 * (size_t)C, off_bproj = off_wproj + nproj;
-#pragma omp parallel for schedule(static)                                                          \
-    num_threads(sc->nthreads) if (B > 1 && (size_t)B * N * N * C >= 8 * par_min)
+#pragma omp parallel num_threads(sc->nthreads) if (B > 1 && (size_t)B * N * N * C >= 8 * par_min)
+    {
+    float *dO = sc->col + (size_t)thread_id() * sc->col_per_thread;
+    float *dP = dO + (size_t)C * N;
+    float *dqkv = dP + (size_t)N * N;
+    float *wpt = dqkv + (size_t)3 * C * N, *wqt = wpt + layer_matmul_packed_size(C, C);
+    layer_matmul_pack_a(wpt, C, C, wproj, C, true);
+    layer_matmul_pack_a(wqt, C, 3 * C, wqkv, C, true);
+#pragma omp for schedule(static)
     for (int b = 0; b < B; b++) {
         const float *dyb = dy + (size_t)b * C * N;
         const float *xnb = xn + (size_t)b * C * N;
@@ -963,9 +1169,6 @@ void layer_attention_backward(float *dx, float *dxn, float *dwqkv, float *dbqkv,
         const float *Pb = P + (size_t)b * N * N;
         const float *ob = o + (size_t)b * C * N;
         float *part = sc->partial + (size_t)b * sc->partial_per_image;
-        float *dO = sc->col + (size_t)thread_id() * sc->col_per_thread;
-        float *dP = dO + (size_t)C * N;
-        float *dqkv = dP + (size_t)N * N;
         float *dq = dqkv, *dk = dqkv + (size_t)C * N, *dv = dqkv + (size_t)2 * C * N;
         float *dxb = dx + (size_t)b * C * N;
         for (size_t i = 0; i < (size_t)C * N; i++)
@@ -978,7 +1181,7 @@ void layer_attention_backward(float *dx, float *dxn, float *dwqkv, float *dbqkv,
                 s += dyb[(size_t)c * N + n];
             part[off_bproj + c] = s;
         }
-        layer_matmul(C, N, C, wproj, C, true, dyb, N, false, dO, N, false);
+        layer_matmul_packed(C, N, C, wpt, dyb, N, false, dO, N, false);
         // dv[c,j] = sum_i dO[c,i] P[i,j]; dP[i,j] = sum_c dO[c,i] v[c,j]
         layer_matmul(C, N, N, dO, N, false, Pb, N, false, dv, N, false);
         layer_matmul(N, N, C, dO, N, true, v, N, false, dP, N, false);
@@ -1003,7 +1206,8 @@ void layer_attention_backward(float *dx, float *dxn, float *dwqkv, float *dbqkv,
                 s += dqkv[(size_t)r * N + n];
             part[off_bqkv + r] = s;
         }
-        layer_matmul(C, N, 3 * C, wqkv, C, true, dqkv, N, false, dxn + (size_t)b * C * N, N, true);
+        layer_matmul_packed(C, N, 3 * C, wqt, dqkv, N, false, dxn + (size_t)b * C * N, N, true);
+    }
     }
     layer_reduce_partials(dwqkv, sc->partial, B, nqkv, sc->partial_per_image);
     layer_reduce_partials(dbqkv, sc->partial + off_bqkv, B, 3 * (size_t)C, sc->partial_per_image);

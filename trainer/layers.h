@@ -139,7 +139,7 @@ void layer_attention_backward(float *dx, float *dxn, float *dwqkv, float *dbqkv,
                               const float *P, const float *o, const float *wqkv, const float *wproj,
                               int B, int C, int N, struct layer_scratch *sc);
 
-/** Per-thread scratch floats for attention backward. */
+/** Per-thread scratch floats for attention forward and backward. */
 size_t layer_attention_scratch_size(int C, int N);
 
 /** Nearest-neighbour 2x upsampling: x [B,C,H,W] -> y [B,C,2H,2W]. */

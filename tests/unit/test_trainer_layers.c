@@ -331,12 +331,13 @@ static void test_matmul_packed(void)
     free(A), free(B), free(C1), free(C2), free(Ap);
 }
 
-// a stride-1 3x3 convolution large enough for several k blocks (Cin*9 > 256), panels of 16
-// pixels spanning image rows (W = 12) and partial panels: forward, input and weight gradients
-// against direct double loops
-static void test_conv_direct(void)
+// a stride-1 3x3 convolution large enough for several k blocks (Cin*9 > 256): forward, input
+// and weight gradients against direct double loops. W = 12: panels of 16 pixels spanning image
+// rows and partial panels (packed implicit im2col); W = 16: whole rows read in place from the
+// padded image by the register kernel; W = 8: two rows per panel, also in place.
+static void test_conv_direct(int H)
 {
-    int B = 2, Cin = 30, H = 12, Cout = 7, k = 3, P = H * H;
+    int B = 2, Cin = 30, Cout = 7, k = 3, P = H * H;
     size_t nx = (size_t)B * Cin * P, nw = (size_t)Cout * Cin * 9, ny = (size_t)B * Cout * P;
     struct layer_scratch sc =
         make_scratch(layer_conv2d_backward_scratch_size(Cin, H, H, Cout, k, 1), nw + Cout, B);
@@ -371,7 +372,7 @@ static void test_conv_direct(void)
         wx = fmax(wx, fabs(rx[i] - dx[i]));
     for (size_t i = 0; i < nw; i++)
         ww = fmax(ww, fabs(rw[i] - dw[i]));
-    printf("  conv 30->7 @12x12 vs direct: max err y %.1e dx %.1e dw %.1e\n", wy, wx, ww);
+    printf("  conv 30->7 @%dx%d vs direct: max err y %.1e dx %.1e dw %.1e\n", H, H, wy, wx, ww);
     CHECK(wy < 1e-4 && wx < 1e-4 && ww < 1e-4);
     free(x), free(w), free(bias), free(y), free(dy), free(dx), free(dw), free(db), free(rx);
     free(rw), free(sc.col), free(sc.partial);
@@ -843,7 +844,9 @@ int main(void)
     printf("layers vs finite differences:\n");
     test_matmul();
     test_matmul_packed();
-    test_conv_direct();
+    test_conv_direct(12);
+    test_conv_direct(16);
+    test_conv_direct(8);
     test_conv(3, 1);
     test_conv(3, 2);
     test_conv(1, 1);
