@@ -713,22 +713,25 @@ static void conv_flip_weights(float *wf, const float *w, int Cin, int Cout, int 
                 wf[((size_t)i * Cout + o) * kk + t] = w[((size_t)o * Cin + i) * kk + (kk - 1 - t)];
 }
 
-// The bias gradient of one image and channel: sum of dy over the pixels, in CONV_LANES
-// interleaved float lanes (pixel p in lane p % CONV_LANES, each lane in order) added in a fixed
-// tree at the end: vectorisable, and one order whatever the thread count.
-enum { CONV_LANES = 8 };
+// Sums of x[0..n) in 8 interleaved lanes of type T (element i in lane i % 8, each lane in
+// order) added in a fixed tree at the end: independent chains instead of one dependent add
+// per element (vectorisable), and one order whatever the thread count. The bias gradients
+// sum in float, GroupNorm's statistics in double.
+#define LANE_SUM(name, T)                                                                  \
+    static T name(const float *x, size_t n)                                                \
+    {                                                                                      \
+        T a[8] = {0};                                                                      \
+        size_t i = 0;                                                                      \
+        for (; i + 8 <= n; i += 8)                                                         \
+            for (int l = 0; l < 8; l++)                                                    \
+                a[l] += x[i + l];                                                          \
+        for (int l = 0; i < n; i++, l++)                                                   \
+            a[l] += x[i];                                                                  \
+        return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));          \
+    }
 
-static float conv_bias_sum(const float *dy, int n)
-{
-    float a[CONV_LANES] = {0};
-    int p = 0;
-    for (; p + CONV_LANES <= n; p += CONV_LANES)
-        for (int l = 0; l < CONV_LANES; l++)
-            a[l] += dy[p + l];
-    for (int l = 0; p < n; p++, l++)
-        a[l] += dy[p];
-    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
-}
+/** The bias gradient of one image and channel: sum of dy over its n pixels. */
+LANE_SUM(conv_bias_sum, float)
 
 void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x,
                            const float *w, int B, int Cin, int H, int W, int Cout, int k, int s,
@@ -821,9 +824,7 @@ void layer_conv2d_backward(float *dx, float *dw, float *dbias, const float *dy, 
 // ---------------------------------------------------------------------------------------
 // GroupNorm
 //
-// The statistics are sums in double over GN_LANES interleaved lanes (element i goes to lane
-// i % GN_LANES, each lane in order), the lanes then added in a fixed tree: independent chains
-// instead of one dependent add per element, and the same order whatever the thread count.
+// The statistics are sums in double over GN_LANES interleaved lanes, as LANE_SUM above.
 
 enum { GN_LANES = 8 };
 
@@ -833,17 +834,7 @@ static inline double gn_lanes_total(const double a[GN_LANES])
 }
 
 /** Sum of x[0..n). */
-static double gn_sum(const float *x, size_t n)
-{
-    double a[GN_LANES] = {0};
-    size_t i = 0;
-    for (; i + GN_LANES <= n; i += GN_LANES)
-        for (int l = 0; l < GN_LANES; l++)
-            a[l] += x[i + l];
-    for (int l = 0; i < n; i++, l++)
-        a[l] += x[i];
-    return gn_lanes_total(a);
-}
+LANE_SUM(gn_sum, double)
 
 /** Sum of (x[i] - m)^2 over [0, n). */
 static double gn_sum_sq_dev(const float *x, size_t n, double m)
