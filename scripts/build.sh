@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 dir=${1:-build}
 shift || true
 cmake -S . -B "$dir" -DPIXELMILL_WERROR=ON "$@" >/dev/null
-cmake --build "$dir" -j"$(nproc)" 2>&1 | grep -Ev '^\[ *[0-9]+%\] (Building|Linking)|^Consolidate|^gmake' || true
+# pipefail: a failed build fails the script (grep finding nothing to print does not)
+cmake --build "$dir" -j"$(nproc)" 2>&1 | { grep -Ev '^\[ *[0-9]+%\] (Building|Linking)|^Consolidate|^gmake' || true; }
 test -x "$dir/pixelmill"
