@@ -35,16 +35,17 @@
 //   Each rank writes its records' entries into the arena in partition order (one streaming
 //   pass); phase 1 sends them in steps of bucket ranges straight from the arena (each
 //   owner's part of a step is contiguous: no gather), the owner marks repeated
-//   fingerprints in a bitmap that goes back to the sender, which flags its entries; the
-//   flagged positions are compacted in partition order, the marked records copied out of
-//   the input in position order into the spill (one pass when it fits) and sent to their
-//   owners in steps; the owner compares them in cache and the answers (the record's place
-//   in the sender's marked records for that owner, and the keeper) go back at the end of
-//   the round. A rank's own part is never sent: it is read or copied locally.
+//   fingerprints in a bitmap that goes back to the sender, which keeps its marked positions
+//   and moves them to the arena's start in partition order; the marked records are copied
+//   out of the input in position order into the spill (one pass when it fits) and sent to
+//   their owners in steps; the owner compares them in cache and the answers (the record's
+//   place in the sender's marked records for that owner, and the keeper) go back at the end
+//   of each step, into the spill's room. A rank's own part is never sent: it is read or
+//   copied locally.
 // Memory grows by 16 bytes per duplicate on one rank (8 more per record with rounds: the
-// arena); on several ranks likewise, plus 16 per marked record received (room for the
-// answers) and fixed step buffers (a few tens of MiB at most); rounds by hash_hi range
-// bound it.
+// arena); on several ranks by fixed step buffers (a few tens of MiB at most) while the
+// marked records fit in the arena in one pass, else 16 per marked record more; rounds by
+// hash_hi range bound it.
 
 // Most records per bucket aimed at: 48-96 Ki, a table of at most 128 Ki 8-byte slots (1
 // MiB, in L3); 512 buckets at 50 M records (fewer write streams: measured faster than 1 Ki
@@ -277,15 +278,21 @@ struct exact_work {
     size_t recv_ent_cap;
     uint64_t *bits, *bits_back; // marks of the received entries; this rank's entries' marks
     size_t bits_cap, bits_back_cap;
-    struct dedupe_record *spill_send, *recv_chunk;
+    struct dedupe_record *spill_send, *recv_chunk; // own arrays, when needed
     size_t spill_send_cap, recv_cap;
+    struct dedupe_record *chunk; // phase 2's receive chunk: recv_chunk or room in the arena
     int *scount, *sdisp, *rcount, *rdisp; // one step
     int *xcount, *xdisp, *ycount, *ydisp; // one step's marks going back
     size_t *recv_done;                    // per sender: records received in earlier steps
     size_t *run_pos;                      // per sender: next position while scanning
-    struct reply *emit;
+    struct reply *emit; // the answers: queued (one rank; several: one step's, per sender),
+                        // then this rank's own for keeper_finish
     size_t emit_n, emit_cap;
     size_t *emit_base, *emit_fill; // several ranks: per sender, its part of emit[]
+    struct reply *back; // several ranks: the answers for this rank's records, back_n of them
+    size_t back_n;
+    struct reply *emit_buf, *back_buf; // the answers' own arrays, when they need one
+    size_t emit_buf_cap, back_buf_cap;
 };
 
 static void exact_work_release(struct exact_work *w)
@@ -320,7 +327,8 @@ static void exact_work_release(struct exact_work *w)
     free(w->ydisp);
     free(w->recv_done);
     free(w->run_pos);
-    big_free(w->emit);
+    big_free(w->emit_buf);
+    big_free(w->back_buf);
     free(w->emit_base);
     free(w->emit_fill);
 }
@@ -597,9 +605,9 @@ static int reserve_answers(struct exact_work *w, size_t more)
         return PM_ERR_NOMEM;
     if (w->emit_n)
         memcpy(e, w->emit, w->emit_n * sizeof *e);
-    big_free(w->emit);
-    w->emit = e;
-    w->emit_cap = cap;
+    big_free(w->emit_buf);
+    w->emit = w->emit_buf = e;
+    w->emit_cap = w->emit_buf_cap = cap;
     return PM_OK;
 }
 
@@ -657,18 +665,58 @@ static int spill_pass(struct exact_work *w, const struct dedupe_record *recs,
 }
 
 // The end of a round: with own_ids (the arena was keeper[]) every record's own id, then the
-// queued answers (emit[]: input position, keeper id).
-static void keeper_finish(struct exact_work *w, const struct dedupe_record *recs, size_t n,
-                          int own_ids)
+// queued answers (emit[]: input position, keeper id). On several ranks the answers may lie
+// in keeper[] itself (the arena's dead spill room): own ids go everywhere else first, then
+// the answers are applied, those whose record lies under the answers themselves moved to
+// the front, the words they freed get their own ids, and again until none are left (or, when
+// every answer left lands under the answers, they are copied out). PM_ERR_NOMEM: that copy
+// failed.
+static int keeper_finish(struct exact_work *w, const struct dedupe_record *recs, size_t n,
+                         int own_ids)
 {
     uint64_t *keeper = w->keeper;
+    struct reply *a = w->emit, *copy = NULL;
+    size_t m = w->emit_n, lo = 0, hi = 0; // the answers occupy keeper words [lo, hi)
+    if (own_ids && m && (uintptr_t)a >= (uintptr_t)keeper &&
+        (uintptr_t)a < (uintptr_t)(keeper + n)) {
+        lo = (size_t)((uint64_t *)(void *)a - keeper);
+        hi = lo + 2 * m;
+    }
     if (own_ids) {
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < lo; i++)
+            stream_u64(&keeper[i], recs[i].id);
+        for (size_t i = hi; i < n; i++)
             stream_u64(&keeper[i], recs[i].id);
         stream_fence();
     }
-    for (size_t a = 0; a < w->emit_n; a++)
-        keeper[w->emit[a].slot] = w->emit[a].keeper;
+    while (m) {
+        size_t k = 0;
+        for (size_t i = 0; i < m; i++) {
+            struct reply r = a[i];
+            if (r.slot >= lo && r.slot < hi)
+                a[k++] = r;
+            else
+                keeper[r.slot] = r.keeper;
+        }
+        if (k == m) { // every answer left lands under the answers: copy them out
+            if (!(copy = malloc(m * sizeof *copy)))
+                return PM_ERR_NOMEM;
+            memcpy(copy, a, m * sizeof *copy);
+            a = copy;
+            k = 0; // all their words get own ids; the next pass applies every answer
+        }
+        arena_phase_barrier();
+        for (size_t i = lo + 2 * k; i < hi; i++)
+            keeper[i] = recs[i].id;
+        arena_phase_barrier();
+        if (a == copy && lo != hi)
+            lo = hi = 0; // m unchanged
+        else
+            m = k;
+        hi = lo + 2 * k;
+    }
+    free(copy);
+    return PM_OK;
 }
 
 #define RANGE_BITS 16u // position range of the spill's input reads: 64 Ki records, 1.5 MiB
@@ -800,14 +848,12 @@ static int single_round(struct exact_work *w, const struct dedupe_record *recs, 
     w->marks = w->sorted = NULL;
     if (rc)
         return rc;
-    keeper_finish(w, recs, n, in_keeper);
-    return PM_OK;
+    return keeper_finish(w, recs, n, in_keeper);
 }
 
 // ---- several ranks ----------------------------------------------------------------------
 
 #define MARK_RANGE_BITS 10u   // phase 2 reads the input in position ranges of 1 Ki records
-#define MARK_FLAG 0x80000000u // entry position: the owner marked the record
 #define STEP_ENTRIES 1048576u // phase 1: entries per owner per exchange step aimed at (8 MiB)
 #define STEP_RECORDS 1048576u // phase 2: marked records a rank sends or receives per step
 
@@ -836,12 +882,32 @@ static size_t recv_range(const struct exact_work *w, const int *counts, int s, s
     return c;
 }
 
+// Partition [e0, e1) of the arena's entries, whose owner's marks for entries from `seg` on
+// are the bits `bits`: the positions of its marked entries go to the partition's start, 4
+// bytes each (only over entries already read). Returns how many.
+static size_t keep_marked(struct entry *ent, size_t seg, size_t e0, size_t e1, const uint64_t *bits)
+{
+    uint32_t *out = (uint32_t *)(void *)(ent + e0);
+    size_t kept = 0, k0 = e0 - seg, k1 = e1 - seg;
+    for (size_t word = k0 / 64; word * 64 < k1; word++) {
+        uint64_t x = bits[word];
+        if (word == k0 / 64)
+            x &= ~0ULL << (k0 % 64);
+        if ((word + 1) * 64 > k1)
+            x &= ~0ULL >> (64 - k1 % 64);
+        for (; x; x &= x - 1)
+            out[kept++] = ent[seg + word * 64 + (size_t)__builtin_ctzll(x)].pos;
+    }
+    return kept;
+}
+
 // Phase 1, one exchange step: buckets [b0, b1) of every owner. The entries travel straight
 // from the arena (each owner's buckets are contiguous there), the owner marks repeated
 // fingerprints bucket by bucket in a bitmap of what it received (each sender's part starts
-// at a multiple of 64), the bitmap's parts go back to their senders, which flag their
-// marked entries (MARK_FLAG in the position). A rank's own part never travels: it is read
-// from the arena and flagged from the bitmap in place.
+// at a multiple of 64), the bitmap's parts go back to their senders, which keep the
+// positions of their marked entries at each partition's start (keep_marked; part_count:
+// how many). A rank's own part never travels: it is read from the arena and its marks taken
+// from the bitmap in place.
 static void mark_step(struct exact_work *w, struct entry *ent, size_t b0, size_t b1,
                       MPI_Datatype ent_type)
 {
@@ -894,10 +960,9 @@ static void mark_step(struct exact_work *w, struct entry *ent, size_t b0, size_t
                    MPI_UINT64_T, w->comm);
     for (int o = 0; o < size; o++) {
         const uint64_t *word = o == me ? bits + w->xdisp[me] : w->bits_back + w->ydisp[o];
-        struct entry *seg = ent + w->sdisp[o];
-        for (size_t k = 0; k < ((size_t)w->scount[o] + 63) / 64; k++)
-            for (uint64_t x = word[k]; x; x &= x - 1)
-                seg[k * 64 + (size_t)__builtin_ctzll(x)].pos |= MARK_FLAG;
+        for (size_t b = b0, p = (size_t)o * nb + b0; b < b1; b++, p++)
+            w->part_count[p] =
+                (int)keep_marked(ent, (size_t)w->sdisp[o], w->start[p], w->off[p], word);
     }
 }
 
@@ -915,13 +980,42 @@ static void fill_spill(struct exact_work *w, const struct dedupe_record *recs,
     }
 }
 
+// The end of a phase-2 step: the answers queued in it (w->emit, per sender from
+// emit_base) go back to their senders, which append them to w->back as (input position,
+// keeper) pairs (marks: this rank's marked positions, each owner's from
+// need_off[owner * buckets]).
+static void answers_back(struct exact_work *w, const uint32_t *marks, MPI_Datatype reply_type)
+{
+    int size = w->size;
+    int *ecount = w->xcount, *edisp = w->xdisp, *bcount = w->ycount, *bdisp = w->ydisp;
+    for (int s = 0; s < size; s++) {
+        edisp[s] = (int)w->emit_base[s];
+        ecount[s] = (int)(w->emit_fill[s] - w->emit_base[s]);
+    }
+    alltoall_idle(ecount, 1, MPI_INT, bcount, w->comm);
+    size_t nback = 0;
+    for (int o = 0; o < size; o++) {
+        bdisp[o] = (int)nback;
+        nback += (size_t)bcount[o];
+    }
+    struct reply *back = w->back + w->back_n;
+    alltoallv_idle(w->emit, ecount, edisp, reply_type, back, bcount, bdisp, reply_type, w->comm);
+    for (int o = 0; o < size; o++) {
+        const uint32_t *seg = marks + w->need_off[(size_t)o * w->buckets];
+        for (size_t i = (size_t)bdisp[o]; i < (size_t)bdisp[o] + (size_t)bcount[o]; i++)
+            back[i].slot = seg[back[i].slot];
+    }
+    w->back_n += nback;
+}
+
 // Phase 2, one exchange step: buckets [b0, b1) of every owner. The spill holds this step's
 // marked records (owner after owner, bucket after bucket, each partition in input order;
 // w->off: each partition's end there); they go to their owners (a rank's own part is
-// copied), which compare them bucket by bucket with full hashes and queue the answers
-// (their position in the sender's marked records for this owner).
+// copied), which compare them bucket by bucket with full hashes and send the answers back
+// (each record's position in the sender's marked records for this owner, and its keeper).
 static int compare_step(struct exact_work *w, const struct dedupe_record *spill, size_t b0,
-                        size_t b1, MPI_Datatype rec_type)
+                        size_t b1, const uint32_t *marks, MPI_Datatype rec_type,
+                        MPI_Datatype reply_type)
 {
     int size = w->size, me = w->rank;
     size_t nb = w->buckets, nr = 0;
@@ -935,15 +1029,17 @@ static int compare_step(struct exact_work *w, const struct dedupe_record *spill,
         w->sdisp[s] = (int)(w->off[p0] - (size_t)pc[p0] - first);
         w->scount[s] = (int)recv_range(w, pc, s, b0, b1);
     }
-    memcpy(w->recv_chunk + w->rdisp[me], spill + first + w->sdisp[me],
+    memcpy(w->chunk + w->rdisp[me], spill + first + w->sdisp[me],
            (size_t)w->rcount[me] * sizeof *spill);
     int own_count = w->rcount[me];
     w->rcount[me] = w->scount[me] = 0;
-    alltoallv_idle(spill + first, w->scount, w->sdisp, rec_type, w->recv_chunk, w->rcount, w->rdisp,
+    alltoallv_idle(spill + first, w->scount, w->sdisp, rec_type, w->chunk, w->rcount, w->rdisp,
                    rec_type, w->comm);
     w->rcount[me] = w->scount[me] = own_count;
-    const struct dedupe_record *in = w->recv_chunk;
-    w->in = w->recv_chunk;
+    for (int s = 0; s < size; s++) // a sender's answers: at most one per record it sent
+        w->emit_base[s] = w->emit_fill[s] = (size_t)w->rdisp[s];
+    const struct dedupe_record *in = w->chunk;
+    w->in = w->chunk;
     for (int s = 0; s < size; s++)
         w->run_pos[s] = (size_t)w->rdisp[s];
     int rc = PM_OK;
@@ -966,49 +1062,10 @@ static int compare_step(struct exact_work *w, const struct dedupe_record *spill,
         if (count > 1)
             rc = bucket_end(w);
     }
+    answers_back(w, marks, reply_type);
     for (int s = 0; s < size; s++)
         w->recv_done[s] += (size_t)w->rcount[s];
     return rc;
-}
-
-// The queued answers go to their senders; each rank's answers end up in w->emit as
-// (input position, keeper) pairs (marks: this rank's marked positions, each owner's from
-// need_off[owner * buckets]).
-static int return_answers(struct exact_work *w, const uint32_t *marks)
-{
-    int size = w->size;
-    int *ecount = w->scount, *edisp = w->sdisp, *bcount = w->rcount, *bdisp = w->rdisp;
-    for (int s = 0; s < size; s++) {
-        edisp[s] = (int)w->emit_base[s];
-        ecount[s] = (int)(w->emit_fill[s] - w->emit_base[s]);
-    }
-    alltoall_idle(ecount, 1, MPI_INT, bcount, w->comm);
-    size_t nback = 0;
-    for (int o = 0; o < size; o++) {
-        bdisp[o] = (int)nback;
-        nback += (size_t)bcount[o];
-    }
-    struct reply *back = big_alloc((nback ? nback : 1) * sizeof *back), *sorted = w->emit;
-    int rc = all_agree(back ? PM_OK : PM_ERR_NOMEM, w->comm);
-    if (rc) {
-        big_free(back);
-        return rc;
-    }
-    MPI_Datatype reply_type;
-    MPI_CHECK(MPI_Type_contiguous(2, MPI_UINT64_T, &reply_type));
-    MPI_CHECK(MPI_Type_commit(&reply_type));
-    alltoallv_idle(sorted, ecount, edisp, reply_type, back, bcount, bdisp, reply_type, w->comm);
-    MPI_CHECK(MPI_Type_free(&reply_type));
-    big_free(sorted);
-    w->emit = NULL;
-    for (int o = 0; o < size; o++) {
-        const uint32_t *seg = marks + w->need_off[(size_t)o * w->buckets];
-        for (size_t i = (size_t)bdisp[o]; i < (size_t)bdisp[o] + (size_t)bcount[o]; i++)
-            back[i].slot = seg[back[i].slot];
-    }
-    w->emit = back;
-    w->emit_n = w->emit_cap = nback;
-    return PM_OK;
 }
 
 // Make room for the exchange buffers of one round (the same code on every rank).
@@ -1083,18 +1140,14 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
     MPI_CHECK(MPI_Type_free(&ent_type));
     arena_phase_barrier();
 
-    // The marked positions to the arena's start, in partition order (written behind the
-    // entries being read); need_off: each partition's first mark.
+    // The marked positions to the arena's start, in partition order (each partition's from
+    // its start, never ahead of it); need_off: each partition's first mark.
     uint32_t *marks = (uint32_t *)arena;
     size_t nm = 0, *need = w->need_off;
     for (size_t p = 0; p < parts; p++) {
         need[p] = nm;
-        for (size_t e = w->start[p]; e < off[p]; e++) {
-            uint32_t pos = ent[e].pos;
-            if (pos & MARK_FLAG)
-                marks[nm++] = pos & ~MARK_FLAG;
-        }
-        w->part_count[p] = (int)(nm - need[p]);
+        memmove(marks + nm, ent + w->start[p], (size_t)w->part_count[p] * sizeof *marks);
+        nm += (size_t)w->part_count[p];
     }
     need[parts] = nm;
     arena_phase_barrier();
@@ -1126,11 +1179,14 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
         for (size_t b = b0; b < b1; b++)
             need_b[b] = steps; // need_b is step_of from here on
     }
-    // The spill: in the arena's spare room after the sorted marks, else its own array for
-    // the largest step; filled in passes over the steps whose records fit together (one
-    // pass when there is room).
-    struct dedupe_record *spill = (struct dedupe_record *)(arena + nm);
-    size_t cap = (words - nm) / 3, *step_send = w->step_work, *pass_of = w->step_work + nb;
+    // The arena from here on: the marks, the spill (else its own array for the largest
+    // step) and the marks sorted (below). The spill is filled in passes over the steps whose
+    // records fit together (one pass when there is room).
+    size_t mark_words = (nm + 1) / 2;
+    struct dedupe_record *spill = (struct dedupe_record *)(arena + mark_words);
+    size_t cap = (words - 2 * mark_words) / 3, *step_send = w->step_work;
+    size_t *pass_of = w->step_work + nb;
+    int spill_in_arena = 1;
     memset(step_send, 0, steps * sizeof *step_send);
     for (size_t p = 0; p < parts; p++)
         step_send[need_b[p & (nb - 1)]] += (size_t)w->part_count[p];
@@ -1138,6 +1194,7 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
         rc = ensure_cap((void **)&w->spill_send, &w->spill_send_cap, max_send, sizeof *spill);
         spill = w->spill_send;
         cap = max_send;
+        spill_in_arena = 0;
     }
     size_t passes = 0;
     for (size_t t = 0, acc = 0; t < steps; t++) {
@@ -1149,9 +1206,10 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
         acc += step_send[t];
     }
     passes++;
-    // The marks by (pass, position range) (a stable counting pass), after the marks: each
-    // pass reads only its own records, in position order.
-    uint32_t *sorted = marks + nm;
+    // The marks by (pass, position range) (a stable counting pass), after the spill's room
+    // in the arena: each pass reads only its own records, in position order.
+    size_t spill_used = passes == 1 ? nm : cap; // records of the spill's room in use
+    uint32_t *sorted = spill_in_arena ? (uint32_t *)(void *)(spill + spill_used) : marks + nm;
     size_t ranges = (n >> MARK_RANGE_BITS) + 1, keys = passes * ranges;
     if (rc == PM_OK)
         rc = ensure_cap((void **)&w->range_off, &w->range_cap, keys + 1, sizeof *w->range_off);
@@ -1176,24 +1234,37 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
     }
     if (rc == PM_OK && max_recv > SLOT_REF - 1)
         rc = PM_ERR_LIMIT;
-    if (rc == PM_OK)
-        rc = ensure_cap((void **)&w->recv_chunk, &w->recv_cap, max_recv, sizeof *w->recv_chunk);
-    // room for the answers: at most one per marked record received, per sender
-    size_t nanswers = 0;
-    for (int s = 0; s < size; s++) {
-        w->emit_base[s] = w->emit_fill[s] = nanswers;
-        nanswers += recv_range(w, w->bucket_count, s, 0, nb);
+    // A step's answers are queued per sender (at most one per record received), go back at
+    // the step's end and gather in w->back: with one pass in the spill's room (each step's
+    // records take 24 bytes there and are no longer needed; their answers take at most 16),
+    // else their own array. With one pass the arena after the spill (the sorted marks) is
+    // free once the spill is filled: the queue and the receive chunk go there when they fit
+    // (memory already resident instead of fresh pages; else their own arrays).
+    uint64_t *room = (uint64_t *)(void *)(spill + spill_used);
+    size_t room_words = spill_in_arena && passes == 1 ? words - mark_words - 3 * spill_used : 0;
+    w->emit = (struct reply *)(void *)room;
+    w->chunk = (struct dedupe_record *)(void *)(room + 2 * max_recv);
+    if (rc == PM_OK && 5 * max_recv > room_words) {
+        rc = ensure_cap((void **)&w->emit_buf, &w->emit_buf_cap, max_recv, sizeof *w->emit);
+        if (rc == PM_OK)
+            rc = ensure_cap((void **)&w->recv_chunk, &w->recv_cap, max_recv, sizeof *w->chunk);
+        w->emit = w->emit_buf;
+        w->chunk = w->recv_chunk;
     }
-    if (rc == PM_OK && nanswers > INT_MAX)
-        rc = PM_ERR_LIMIT;
-    if (rc == PM_OK)
-        rc = ensure_cap((void **)&w->emit, &w->emit_cap, nanswers, sizeof *w->emit);
+    w->back = (struct reply *)(void *)spill;
+    w->back_n = 0;
+    if (rc == PM_OK && passes > 1) {
+        rc = ensure_cap((void **)&w->back_buf, &w->back_buf_cap, nm, sizeof *w->back);
+        w->back = w->back_buf;
+    }
     if ((rc = all_agree(rc, w->comm)))
         return rc;
+    MPI_Datatype reply_type;
     MPI_CHECK(MPI_Type_contiguous(3, MPI_UINT64_T, &rec_type));
     MPI_CHECK(MPI_Type_commit(&rec_type));
+    MPI_CHECK(MPI_Type_contiguous(2, MPI_UINT64_T, &reply_type));
+    MPI_CHECK(MPI_Type_commit(&reply_type));
     memset(w->recv_done, 0, (size_t)size * sizeof *w->recv_done);
-    w->emit_n = 0;
     size_t *cur = w->off, done = 0;
     for (size_t b0 = 0, b1, step = 0, pass = 0; b0 < nb; b0 = b1, step++) { // all ranks, all steps
         for (b1 = b0 + 1; b1 < nb && need_b[b1] == step; b1++)
@@ -1216,16 +1287,17 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
             done = end;
         }
         arena_phase_barrier();
-        int step_rc = compare_step(w, spill, b0, b1, rec_type);
+        int step_rc = compare_step(w, spill, b0, b1, marks, rec_type, reply_type);
         rc = rc ? rc : step_rc;
     }
     MPI_CHECK(MPI_Type_free(&rec_type));
+    MPI_CHECK(MPI_Type_free(&reply_type));
     arena_phase_barrier();
-    if ((rc = all_agree(rc, w->comm)) || (rc = return_answers(w, marks)))
+    if ((rc = all_agree(rc, w->comm)))
         return rc;
-    arena_phase_barrier();
-    keeper_finish(w, recs, n, in_keeper);
-    return PM_OK;
+    w->emit = w->back;
+    w->emit_n = w->back_n;
+    return all_agree(keeper_finish(w, recs, n, in_keeper), w->comm);
 }
 
 int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keeper, MPI_Comm comm,

@@ -130,3 +130,34 @@ def test_all_duplicates(tmp_path, np_, limit, n_groups):
     keep, stats = parse("".join(open(f"{path}.out.{r}").read() for r in range(np_)))
     assert keep == expected
     assert stats[1] == n - k and stats[2] == k
+
+
+# On several ranks the answers for a rank's records return into the spill's room in keeper[]
+# itself (filters/dedupe_exact.c, keeper_finish): with 20000 records per rank, 1000 pairs,
+# the 2000 marked records' positions take keeper words [0, 1000) and the answers [1000,
+# 3000). The duplicates (the pair member with the higher id) sit at `dup_at` on each rank:
+# all under the answers (1000: they are copied out), half of them (2500: a second pass), or
+# none (0).
+@pytest.mark.parametrize("dup_at", [1000, 2500, 0])
+def test_answers_in_keeper_room(tmp_path, dup_at):
+    path = tmp_path / "recs.txt"
+    rng = random.Random(dup_at)
+    per_rank, pairs = 20000, 1000
+    keeper_at = 5000 if dup_at < 5000 else 0
+    layout = []
+    for rank in range(2):
+        local = [None] * per_rank
+        for j in range(pairs):
+            h = (rng.getrandbits(64), rng.getrandbits(64))
+            local[keeper_at + j] = (h, 2 * j + rank * 10 ** 6)  # the lower id keeps
+            local[dup_at + j] = (h, 2 * j + 1 + rank * 10 ** 6)
+        for p in range(per_rank):
+            if local[p] is None:
+                local[p] = ((rng.getrandbits(64), rng.getrandbits(64)), 3 * 10 ** 6 + 2 * p + rank)
+        layout.append(local)
+    recs = [layout[line % 2][line // 2] for line in range(2 * per_rank)]  # rank = line % 2
+    expected = write_records(path, recs)
+    mpirun(2, [tool("pm_dedupe_exact_check"), path, 0])
+    keep, stats = parse("".join(open(f"{path}.out.{r}").read() for r in range(2)))
+    assert keep == expected
+    assert stats[1] == 2 * pairs
