@@ -1008,6 +1008,30 @@ static void answers_back(struct exact_work *w, const uint32_t *marks, MPI_Dataty
     w->back_n += nback;
 }
 
+// fill_spill for all marked records, from a bitmap of their positions (`words` 64-bit
+// words): the input is read in position order, each record prefetched PREFETCH_AHEAD
+// records ahead.
+static void fill_spill_bitmap(struct exact_work *w, const struct dedupe_record *recs,
+                              const uint64_t *marked, size_t words, struct dedupe_record *spill)
+{
+    size_t parts = (size_t)w->size * w->buckets, *cur = w->off, head = 0, tail = 0;
+    uint32_t ahead[2 * PREFETCH_AHEAD]; // positions found, not yet copied
+    for (size_t word = 0; word <= words; word++) {
+        uint64_t x = word < words ? marked[word] : 0;
+        for (; x || (word == words && head < tail); x &= x - 1) {
+            if (x) {
+                uint32_t pos = (uint32_t)(word * 64 + (size_t)__builtin_ctzll(x));
+                __builtin_prefetch(&recs[pos]);
+                ahead[tail++ % (2 * PREFETCH_AHEAD)] = pos;
+                if (tail - head <= PREFETCH_AHEAD)
+                    continue;
+            }
+            const struct dedupe_record *r = &recs[ahead[head++ % (2 * PREFETCH_AHEAD)]];
+            spill[cur[partition_of(r->hash_lo, parts)]++] = *r;
+        }
+    }
+}
+
 // Phase 2, one exchange step: buckets [b0, b1) of every owner. The spill holds this step's
 // marked records (owner after owner, bucket after bucket, each partition in input order;
 // w->off: each partition's end there); they go to their owners (a rank's own part is
@@ -1210,11 +1234,21 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
     // in the arena: each pass reads only its own records, in position order.
     size_t spill_used = passes == 1 ? nm : cap; // records of the spill's room in use
     uint32_t *sorted = spill_in_arena ? (uint32_t *)(void *)(spill + spill_used) : marks + nm;
-    size_t ranges = (n >> MARK_RANGE_BITS) + 1, keys = passes * ranges;
-    if (rc == PM_OK)
+    // With one pass and room after the spill, a bitmap of the marked positions there instead:
+    // the spill is filled in position order from it (no sort).
+    size_t ranges = (n >> MARK_RANGE_BITS) + 1, keys = passes * ranges, map_words = n / 64 + 1;
+    uint64_t *marked = (uint64_t *)(void *)sorted;
+    int by_bitmap =
+        spill_in_arena && passes == 1 && words - mark_words - 3 * spill_used >= map_words;
+    if (rc == PM_OK && by_bitmap) {
+        memset(marked, 0, map_words * sizeof *marked);
+        for (size_t k = 0; k < nm; k++)
+            marked[marks[k] >> 6] |= (uint64_t)1 << (marks[k] & 63);
+    }
+    if (rc == PM_OK && !by_bitmap)
         rc = ensure_cap((void **)&w->range_off, &w->range_cap, keys + 1, sizeof *w->range_off);
     size_t *roff = w->range_off;
-    if (rc == PM_OK) {
+    if (rc == PM_OK && !by_bitmap) {
         memset(roff, 0, (keys + 1) * sizeof *roff);
         for (size_t p = 0; p < parts; p++) {
             size_t base = pass_of[need_b[p & (nb - 1)]] * ranges;
@@ -1281,10 +1315,14 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
                         at += (size_t)w->part_count[(size_t)o * nb + b];
                     }
             }
-            size_t end = roff[(pass + 1) * ranges - 1]; // after the sort: each key's end
             arena_phase_barrier();
-            fill_spill(w, recs, sorted + done, end - done, spill);
-            done = end;
+            if (by_bitmap) {
+                fill_spill_bitmap(w, recs, marked, map_words, spill);
+            } else {
+                size_t end = roff[(pass + 1) * ranges - 1]; // after the sort: each key's end
+                fill_spill(w, recs, sorted + done, end - done, spill);
+                done = end;
+            }
         }
         arena_phase_barrier();
         int step_rc = compare_step(w, spill, b0, b1, marks, rec_type, reply_type);

@@ -79,10 +79,12 @@ def test_keepers_match_reference(tmp_path, np_, limit, n):
 
 # PIXELMILL_DEDUPE_SCALE shrinks buckets and exchange steps (filters/dedupe_exact.c) so that
 # 20000 records take many buckets, several phase-1 and phase-2 steps on several ranks and,
-# with many marked records (p_dup 0.9), several passes over the spill; with a memory limit
+# with many marked records (p_dup 0.4 and 0.9), several passes over the spill; with few
+# (p_dup 0.1), one pass filled from a bitmap of the marked positions; with a memory limit
 # also rounds. The keepers must not change.
 @pytest.mark.parametrize("np_,limit,p_dup", [(1, 0, 0.4), (2, 0, 0.4), (3, 0, 0.9),
-                                            (4, 0, 0.4), (2, 100000, 0.9)])
+                                            (4, 0, 0.4), (2, 100000, 0.9), (2, 0, 0.1),
+                                            (4, 0, 0.1)])
 def test_small_steps_match_reference(tmp_path, np_, limit, p_dup):
     path = tmp_path / "recs.txt"
     expected, ndup = make_records(path, 20000, seed=11, p_dup=p_dup)
