@@ -1,11 +1,11 @@
 #include "dedupe_exact.h"
 
+#include "pm_bigmem.h"
 #include "pm_mpi.h"
 
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -81,58 +81,10 @@ struct reply {
     uint64_t keeper; // id of the keeper
 };
 
-// Work arrays: 64-byte aligned; large ones mapped on their own (mmap), 2 MiB aligned and
-// marked for transparent huge pages (fewer page faults and TLB misses in the scatter). A
-// mapping goes back to the system when freed: from malloc's heap, the large buffers of one
-// call (freed and allocated again at other sizes, by this call and by dedupe_spill's next
-// part) left freed pages resident, and the peak RSS grew with the records of all parts
-// instead of staying at one part's (glibc's dynamic mmap threshold moves up to 32 MiB).
-// Pages of a mapping that are never written are never resident, so a buffer may be
-// reserved for its upper bound.
-struct big_header {
-    void *base;    // what malloc or mmap returned
-    size_t length; // the mapping's length; 0: from malloc
-};
-
-#define BIG_MAP_MIN ((size_t)4 << 20) // smaller buffers come from malloc
-
-static void *big_alloc(size_t bytes)
-{
-    const size_t huge = (size_t)2 << 20, head = sizeof(struct big_header);
-    struct big_header h = {NULL, 0};
-    uintptr_t p;
-    size_t rounded = (bytes + huge - 1) / huge * huge;
-    if (bytes < BIG_MAP_MIN) {
-        if (!(h.base = malloc(bytes + head + 64)))
-            return NULL;
-        p = ((uintptr_t)h.base + head + 63) / 64 * 64;
-    } else {
-        h.length = rounded + huge; // room to align the start to 2 MiB
-        h.base = mmap(NULL, h.length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (h.base == MAP_FAILED)
-            return NULL;
-        p = ((uintptr_t)h.base + head + huge - 1) / huge * huge;
-#ifdef MADV_HUGEPAGE
-        madvise((void *)p, rounded, MADV_HUGEPAGE); // advice only: failure changes nothing
-#endif
-    }
-    memcpy((void *)(p - head), &h, head);
-    return (void *)p;
-}
-
-// Free a big_alloc buffer (NULL is fine).
-static void big_free(void *p)
-{
-    if (!p)
-        return;
-    struct big_header h;
-    memcpy(&h, (char *)p - sizeof h, sizeof h);
-    if (h.length)
-        munmap(h.base, h.length);
-    else
-        free(h.base);
-}
-
+// Work arrays come from pm_big_alloc (common/pm_bigmem.h): large ones are mapped on their
+// own with huge pages and go back to the system when freed, so repeated calls
+// (dedupe_spill's parts) keep the peak RSS at one call's; pages never written are never
+// resident, so a buffer may be reserved for its upper bound.
 // Stores that bypass the cache (data written once and read much later); plain stores where
 // SSE2 is missing. stream_line: dst and src 64-byte aligned.
 static void stream_u64(uint64_t *dst, uint64_t v)
@@ -297,26 +249,26 @@ struct exact_work {
 
 static void exact_work_release(struct exact_work *w)
 {
-    big_free(w->table);
+    pm_big_free(w->table);
     free(w->cands);
     free(w->members);
     free(w->extra);
     free(w->off);
     free(w->start);
     free(w->wc_buf);
-    big_free(w->entries);
+    pm_big_free(w->entries);
     free(w->need_off);
-    big_free(w->range_off);
-    big_free(w->spill_own);
+    pm_big_free(w->range_off);
+    pm_big_free(w->spill_own);
     free(w->part_count);
     free(w->bucket_count);
     free(w->step_need);
     free(w->step_work);
-    big_free(w->recv_ent);
-    big_free(w->bits);
-    big_free(w->bits_back);
-    big_free(w->spill_send);
-    big_free(w->recv_chunk);
+    pm_big_free(w->recv_ent);
+    pm_big_free(w->bits);
+    pm_big_free(w->bits_back);
+    pm_big_free(w->spill_send);
+    pm_big_free(w->recv_chunk);
     free(w->scount);
     free(w->sdisp);
     free(w->rcount);
@@ -327,8 +279,8 @@ static void exact_work_release(struct exact_work *w)
     free(w->ydisp);
     free(w->recv_done);
     free(w->run_pos);
-    big_free(w->emit_buf);
-    big_free(w->back_buf);
+    pm_big_free(w->emit_buf);
+    pm_big_free(w->back_buf);
     free(w->emit_base);
     free(w->emit_fill);
 }
@@ -338,8 +290,8 @@ static int ensure_cap(void **buf, size_t *have, size_t want, size_t elem)
 {
     if (*have >= want && *buf)
         return PM_OK;
-    big_free(*buf);
-    *buf = big_alloc((want ? want : 1) * elem);
+    pm_big_free(*buf);
+    *buf = pm_big_alloc((want ? want : 1) * elem);
     *have = *buf ? want : 0;
     return *buf ? PM_OK : PM_ERR_NOMEM;
 }
@@ -600,12 +552,12 @@ static int reserve_answers(struct exact_work *w, size_t more)
     if (w->emit_n + more <= w->emit_cap)
         return PM_OK;
     size_t cap = w->emit_n + more;
-    struct reply *e = big_alloc(cap * sizeof *e);
+    struct reply *e = pm_big_alloc(cap * sizeof *e);
     if (!e)
         return PM_ERR_NOMEM;
     if (w->emit_n)
         memcpy(e, w->emit, w->emit_n * sizeof *e);
-    big_free(w->emit_buf);
+    pm_big_free(w->emit_buf);
     w->emit = w->emit_buf = e;
     w->emit_cap = w->emit_buf_cap = cap;
     return PM_OK;

@@ -1,5 +1,6 @@
 #include "dedupe_spill.h"
 
+#include "pm_bigmem.h"
 #include "pm_mpi.h"
 
 #include <dirent.h>
@@ -101,7 +102,7 @@ int dedupe_spill_create(struct dedupe_spill **out, const char *dir, int rank, un
     int rc = PM_OK;
     if (parts == 1) {
         s->cap = expect ? expect : 4096;
-        s->recs = malloc(s->cap * sizeof *s->recs);
+        s->recs = pm_big_alloc(s->cap * sizeof *s->recs);
         if (!s->recs)
             rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory for %zu dedupe records", s->cap);
     } else if (!dir || k < 0 || (size_t)k >= sizeof s->dir) {
@@ -131,7 +132,7 @@ int dedupe_spill_add(struct dedupe_spill *s, const struct dedupe_record *rec, st
     if (s->parts == 1) {
         if (s->n == s->cap) {
             size_t cap = 2 * s->cap;
-            struct dedupe_record *t = realloc(s->recs, cap * sizeof *t);
+            struct dedupe_record *t = pm_big_realloc(s->recs, s->n * sizeof *t, cap * sizeof *t);
             if (!t)
                 return pm_error_set(err, PM_ERR_NOMEM, "out of memory for %zu dedupe records", cap);
             s->recs = t;
@@ -167,7 +168,7 @@ static void add_stats(struct dedupe_exact_stats *sum, const struct dedupe_exact_
 
 // One part: load this rank's records, dedupe, write the duplicates, in the buffers of
 // the largest part (allocated once: buffers freed and allocated again at growing sizes
-// left freed pages resident, see dedupe_exact.c big_alloc).
+// left freed pages resident, see common/pm_bigmem.h).
 static int run_part(struct dedupe_spill *s, unsigned p, MPI_Comm comm, size_t memory_limit,
                     struct dedupe_exact_stats *sum, struct pm_error *err)
 {
@@ -217,7 +218,7 @@ int dedupe_spill_run(struct dedupe_spill *s, MPI_Comm comm, size_t memory_limit,
     int rc = PM_OK;
     if (s->ran)
         rc = pm_error_set(err, PM_ERR_USAGE, "dedupe spill: run twice");
-    else if (s->parts == 1 && !(s->keeper = malloc((s->n ? s->n : 1) * sizeof *s->keeper)))
+    else if (s->parts == 1 && !(s->keeper = pm_big_alloc((s->n ? s->n : 1) * sizeof *s->keeper)))
         rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory for %zu dedupe records", s->n);
     s->ran = 1;
     if ((rc = agree(rc, comm))) {
@@ -231,13 +232,13 @@ int dedupe_spill_run(struct dedupe_spill *s, MPI_Comm comm, size_t memory_limit,
         s->cap = 1;
         for (unsigned p = 0; p < s->parts; p++)
             s->cap = s->part[p].nrec > s->cap ? (size_t)s->part[p].nrec : s->cap;
-        s->recs = malloc(s->cap * sizeof *s->recs);
-        s->keeper = malloc(s->cap * sizeof *s->keeper);
+        s->recs = pm_big_alloc(s->cap * sizeof *s->recs);
+        s->keeper = pm_big_alloc(s->cap * sizeof *s->keeper);
         for (unsigned p = 0; rc == PM_OK && p < s->parts; p++)
             rc = run_part(s, p, comm, memory_limit, &sum, err);
         // the largest part's buffers are not needed for reading
-        free(s->recs);
-        free(s->keeper);
+        pm_big_free(s->recs);
+        pm_big_free(s->keeper);
         s->recs = NULL;
         s->keeper = NULL;
         s->cap = 0;
@@ -305,8 +306,8 @@ void dedupe_spill_free(struct dedupe_spill *s)
         rmdir(s->dir); // the last rank's free removes it; others find it not empty
         free(s->part);
     }
-    free(s->recs);
-    free(s->keeper);
+    pm_big_free(s->recs);
+    pm_big_free(s->keeper);
     free(s);
 }
 

@@ -9,6 +9,7 @@
 #include "dedupe_near.h"
 #include "json_file.h"
 #include "meta_source.h"
+#include "pm_bigmem.h"
 #include "pm_log.h"
 #include "report_html.h"
 #include "url_policy.h"
@@ -442,7 +443,7 @@ static int run_method(const struct dedupe_args *a, int m, const struct meta_sour
     for (size_t i = 0; i < rows->n; i++)
         n += rows->v[i].has[m];
     size_t *which = malloc((n ? n : 1) * sizeof *which);
-    uint64_t *keeper = malloc((n ? n : 1) * sizeof *keeper);
+    uint64_t *keeper = pm_big_alloc((n ? n : 1) * sizeof *keeper);
     struct dedupe_record *er = NULL;
     struct dedupe_near_record *nr = NULL;
     uint64_t *prio = NULL;
@@ -450,7 +451,7 @@ static int run_method(const struct dedupe_args *a, int m, const struct meta_sour
         nr = malloc((n ? n : 1) * sizeof *nr);
         prio = a->largest ? malloc((n ? n : 1) * sizeof *prio) : NULL;
     } else
-        er = malloc((n ? n : 1) * sizeof *er);
+        er = pm_big_alloc((n ? n : 1) * sizeof *er);
     int nomem = !which || !keeper || (m == M_PHASH ? !nr || (a->largest && !prio) : !er);
     uint64_t gid_max = 0;
     for (size_t i = 0, k = 0; !nomem && i < rows->n; i++) {
@@ -607,7 +608,7 @@ static int run_method(const struct dedupe_args *a, int m, const struct meta_sour
     if (pm_mpi_worst(rc) != PM_OK && rc == PM_OK)
         rc = META_RC_ELSEWHERE;
 out_free:
-    free(which), free(keeper), free(er), free(nr), free(prio);
+    free(which), pm_big_free(keeper), pm_big_free(er), free(nr), free(prio);
     json_decref(params);
     return rc;
 }

@@ -11,6 +11,7 @@
 #include "json_file.h"
 #include "meta_source.h"
 #include "parquet_writer.h"
+#include "pm_bigmem.h"
 #include "pm_log.h"
 #include "view.h"
 
@@ -447,14 +448,14 @@ static int apply_dedupe(int method, const struct meta_source *s, const struct pm
                           s->dataset);
     } else {
         int h = method == DEDUPE_URL ? 0 : 1;
-        struct dedupe_record *recs = malloc((kept->n ? kept->n : 1) * sizeof *recs);
-        uint64_t *keeper = malloc((kept->n ? kept->n : 1) * sizeof *keeper);
+        struct dedupe_record *recs = pm_big_alloc((kept->n ? kept->n : 1) * sizeof *recs);
+        uint64_t *keeper = pm_big_alloc((kept->n ? kept->n : 1) * sizeof *keeper);
         size_t *which = malloc((kept->n ? kept->n : 1) * sizeof *which);
         size_t n = 0;
         int nomem = !recs || !keeper || !which, any_nomem = 0;
         MPI_CHECK(MPI_Allreduce(&nomem, &any_nomem, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
         if (any_nomem) {
-            free(recs), free(keeper), free(which);
+            pm_big_free(recs), pm_big_free(keeper), free(which);
             return pm_error_set(err, PM_ERR_NOMEM, "dedupe %s: out of memory", name);
         }
         for (size_t i = 0; i < kept->n; i++) {
@@ -475,7 +476,7 @@ static int apply_dedupe(int method, const struct meta_source *s, const struct pm
             bm[kr->unit].kept--;
             count++;
         }
-        free(recs), free(keeper), free(which);
+        pm_big_free(recs), pm_big_free(keeper), free(which);
     }
     *dropped = count;
     return rc;

@@ -14,9 +14,11 @@
  * compare the marks of two versions of the code.
  *
  * Timed (between two barriers): the module's call alone. The input arrays and keeper[] are
- * allocated (malloc, 4 KiB pages) and written before the first barrier. */
+ * allocated as the stages allocate them (pm_big_alloc: mapped with transparent huge pages)
+ * and written before the first barrier. */
 #include "dedupe_exact.h"
 #include "dedupe_near.h"
+#include "pm_bigmem.h"
 #include "pm_mpi.h"
 
 #include <inttypes.h>
@@ -81,11 +83,11 @@ int main(int argc, char **argv)
     size_t n = 0;
     for (uint64_t i = (uint64_t)m.rank; i < total; i += (uint64_t)m.size)
         n++;
-    uint64_t *keeper = malloc((n ? n : 1) * sizeof *keeper);
+    uint64_t *keeper = pm_big_alloc((n ? n : 1) * sizeof *keeper);
     struct dedupe_record *er = NULL;
     struct dedupe_near_record *nr = NULL;
     if (exact)
-        er = malloc((n ? n : 1) * sizeof *er);
+        er = pm_big_alloc((n ? n : 1) * sizeof *er);
     else
         nr = malloc((n ? n : 1) * sizeof *nr);
     size_t j = 0;
@@ -141,9 +143,9 @@ int main(int argc, char **argv)
                (double)total / m.size / cpu_max, gmax, detail);
     if (m.rank == 0)
         printf("keeper_checksum %016" PRIx64 "\n", gcs);
-    free(er);
+    pm_big_free(er);
     free(nr);
-    free(keeper);
+    pm_big_free(keeper);
     pm_mpi_finalize();
     return 0;
 }
