@@ -24,6 +24,8 @@ void *pm_big_alloc(size_t bytes)
             return NULL;
         p = ((uintptr_t)h.base + head + 63) / 64 * 64;
     } else {
+        if (bytes > SIZE_MAX - 2 * HUGE_PAGE)
+            return NULL;
         size_t rounded = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
         h.length = rounded + HUGE_PAGE; // room to align the start to 2 MiB
         h.base = mmap(NULL, h.length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
