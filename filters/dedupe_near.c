@@ -1,5 +1,6 @@
 #include "dedupe_near.h"
 
+#include "pm_bigmem.h"
 #include "pm_mpi.h"
 
 #include <limits.h>
@@ -111,8 +112,7 @@ static void sort_by_field(uint64_t *v, size_t n, unsigned lo, unsigned w, uint64
 }
 
 // Collapse-phase sort of (phash, pos) by phash, 16-bit digits.
-static void sort_entries(struct coll_entry *v, size_t n, struct coll_entry *tmp,
-                         size_t *count)
+static void sort_entries(struct coll_entry *v, size_t n, struct coll_entry *tmp, size_t *count)
 {
     struct coll_entry *src = v, *dst = tmp;
     for (int shift = 0; shift < 64; shift += 16) {
@@ -190,17 +190,25 @@ static void route_exchange(const struct route *rt, const void *send, void *recv,
     MPI_CHECK(MPI_Type_contiguous(words, MPI_UINT64_T, &t));
     MPI_CHECK(MPI_Type_commit(&t));
     if (!reverse)
-        MPI_CHECK(MPI_Alltoallv(send, rt->scount, rt->sdisp, t, recv, rt->rcount, rt->rdisp, t,
-                                comm));
+        MPI_CHECK(
+            MPI_Alltoallv(send, rt->scount, rt->sdisp, t, recv, rt->rcount, rt->rdisp, t, comm));
     else
-        MPI_CHECK(MPI_Alltoallv(send, rt->rcount, rt->rdisp, t, recv, rt->scount, rt->sdisp, t,
-                                comm));
+        MPI_CHECK(
+            MPI_Alltoallv(send, rt->rcount, rt->rdisp, t, recv, rt->scount, rt->sdisp, t, comm));
     MPI_CHECK(MPI_Type_free(&t));
 }
 
-static void *xmalloc(size_t n, size_t sz)
+// The large per-record arrays of the collapse, the bands and the answers: mapped on their
+// own (common/pm_bigmem.h), so memory freed goes back at once and the peak RSS is the
+// arrays alive at once, not what the heap kept from earlier phases. Freed with big_free.
+static void *big(size_t n, size_t sz)
 {
-    return malloc((n ? n : 1) * sz);
+    return pm_big_alloc((n ? n : 1) * sz);
+}
+
+static void big_free(void *p)
+{
+    pm_big_free(p);
 }
 
 // ---- edges ------------------------------------------------------------------------
@@ -214,7 +222,7 @@ static int edges_push(struct edges *e, uint64_t a, uint64_t b)
 {
     if (e->n == e->cap) {
         size_t cap = e->cap ? 2 * e->cap : 1024;
-        uint64_t *p = realloc(e->ab, 2 * cap * sizeof *p);
+        uint64_t *p = pm_big_realloc(e->ab, 2 * e->n * sizeof *p, 2 * cap * sizeof *p);
         if (!p)
             return PM_ERR_NOMEM;
         e->ab = p;
@@ -272,16 +280,16 @@ struct forest {
 // Replace e by a star forest with the same connected components; fill f.
 static int forest_build(struct edges *e, struct forest *f)
 {
-    free(f->vert);
-    free(f->root);
+    big_free(f->vert);
+    big_free(f->root);
     f->vert = NULL;
     f->root = NULL;
     f->n = 0;
     size_t m = 2 * e->n;
-    uint64_t *v = xmalloc(m, sizeof *v), *tmp = xmalloc(m, sizeof *tmp);
+    uint64_t *v = big(m, sizeof *v), *tmp = big(m, sizeof *tmp);
     if (!v || !tmp) {
-        free(v);
-        free(tmp);
+        big_free(v);
+        big_free(tmp);
         return PM_ERR_NOMEM;
     }
     memcpy(v, e->ab, m * sizeof *v);
@@ -290,14 +298,14 @@ static int forest_build(struct edges *e, struct forest *f)
     for (size_t i = 0; i < m; i++)
         if (nv == 0 || v[nv - 1] != v[i])
             v[nv++] = v[i];
-    free(tmp);
+    big_free(tmp);
     if (nv > UINT32_MAX) {
-        free(v);
+        big_free(v);
         return PM_ERR_LIMIT;
     }
-    uint32_t *parent = xmalloc(nv, sizeof *parent);
+    uint32_t *parent = big(nv, sizeof *parent);
     if (!parent) {
-        free(v);
+        big_free(v);
         return PM_ERR_NOMEM;
     }
     for (size_t i = 0; i < nv; i++)
@@ -312,9 +320,35 @@ static int forest_build(struct edges *e, struct forest *f)
         if (parent[i] != i)
             rc = edges_push(e, v[i], v[parent[i]]);
     }
-    f->vert = v;
-    f->root = parent;
-    f->n = nv;
+    // The forest's vertices grouped by tree (a counting sort by root), so that propagate
+    // finds each tree's minimum in one run instead of an array per vertex.
+    uint64_t *vert = rc == PM_OK ? big(nv, sizeof *vert) : NULL;
+    uint32_t *root = vert ? big(nv, sizeof *root) : NULL,
+             *at = root ? big(nv + 1, sizeof *at) : NULL;
+    if (rc == PM_OK && !at)
+        rc = PM_ERR_NOMEM;
+    if (rc == PM_OK) {
+        memset(at, 0, (nv + 1) * sizeof *at);
+        for (size_t i = 0; i < nv; i++)
+            at[parent[i] + 1]++;
+        for (size_t r = 0; r < nv; r++)
+            at[r + 1] += at[r];
+        for (size_t i = 0; i < nv; i++) {
+            uint32_t k = at[parent[i]]++;
+            vert[k] = v[i];
+            root[k] = parent[i];
+        }
+        f->vert = vert;
+        f->root = root;
+        f->n = nv;
+        vert = NULL;
+        root = NULL;
+    }
+    big_free(v);
+    big_free(parent);
+    big_free(vert);
+    big_free(root);
+    big_free(at);
     return rc;
 }
 
@@ -533,17 +567,17 @@ static void collapse_route(const struct dedupe_near_record *recs, size_t n, unsi
             rt->scount[node_owner(recs[i].phash, st->size)]++;
 }
 
-static int collapse_round(const struct dedupe_near_record *recs, const uint64_t *priority,
-                          size_t n, unsigned round, struct near_state *st, struct route *rt)
+static int collapse_round(const struct dedupe_near_record *recs, const uint64_t *priority, size_t n,
+                          unsigned round, struct near_state *st, struct route *rt)
 {
     collapse_route(recs, n, round, st, rt);
     int rc = all_agree(route_plan(rt, st->size, st->comm), st->comm);
     if (rc)
         return rc;
-    uint64_t *send = xmalloc(rt->nsend, 3 * sizeof *send);
+    uint64_t *send = big(rt->nsend, 3 * sizeof *send);
     int *fill = calloc((size_t)st->size, sizeof *fill);
     if ((rc = all_agree(send && fill ? PM_OK : PM_ERR_NOMEM, st->comm))) {
-        free(send);
+        big_free(send);
         free(fill);
         return rc;
     }
@@ -557,22 +591,22 @@ static int collapse_round(const struct dedupe_near_record *recs, const uint64_t 
         slot[2] = recs[i].id;
     }
     free(fill);
-    uint64_t *recv = xmalloc(rt->nrecv, 3 * sizeof *recv);
+    uint64_t *recv = big(rt->nrecv, 3 * sizeof *recv);
     if ((rc = all_agree(recv ? PM_OK : PM_ERR_NOMEM, st->comm))) {
-        free(send);
-        free(recv);
+        big_free(send);
+        big_free(recv);
         return rc;
     }
     route_exchange(rt, send, recv, 3, 0, st->comm);
-    free(send);
+    big_free(send);
     size_t m = rt->nrecv;
-    struct coll_entry *ent = xmalloc(m, sizeof *ent), *tmp = xmalloc(m, sizeof *tmp);
+    struct coll_entry *ent = big(m, sizeof *ent), *tmp = big(m, sizeof *tmp);
     size_t *count = malloc(65536 * sizeof *count);
     rc = ent && tmp && count ? PM_OK : PM_ERR_NOMEM;
     if ((rc = all_agree(rc, st->comm))) {
-        free(recv);
-        free(ent);
-        free(tmp);
+        big_free(recv);
+        big_free(ent);
+        big_free(tmp);
         free(count);
         return rc;
     }
@@ -592,42 +626,62 @@ static int collapse_round(const struct dedupe_near_record *recs, const uint64_t 
     } else {
         sort_entries(ent, m, tmp, count);
     }
-    free(tmp);
+    big_free(tmp);
     free(count);
-    // the sort scratch is gone before the nodes grow: the peak stays near 64 bytes/record
+    // Each run of equal hashes becomes a node. Its best label is written over the label of
+    // the run's first record in recv, node_of gets the run's node for each record, firsts
+    // the position of each run's first record; ent goes before the nodes grow. Peak: 56
+    // bytes per record (recv 24 + ent 16 + the sort's scratch 16, or recv 24 + nodes 24 +
+    // node_of 4 + firsts 4).
     size_t distinct = 0;
     for (size_t i = 0; i < m; i++)
         distinct += i == 0 || ent[i].phash != ent[i - 1].phash;
-    struct node *nodes = realloc(st->nodes, (st->nnodes + distinct + 1) * sizeof *nodes);
-    if (nodes)
-        st->nodes = nodes;
-    uint32_t *node_of = nodes ? realloc(st->node_of, (st->nowned + m + 1) * sizeof *node_of)
-                              : NULL;
+    uint32_t *node_of = pm_big_realloc(st->node_of, st->nowned * sizeof *node_of,
+                                       (st->nowned + m + 1) * sizeof *node_of);
     if (node_of)
         st->node_of = node_of;
-    rc = nodes && node_of ? PM_OK : PM_ERR_NOMEM;
-    if (rc == PM_OK && st->nnodes + distinct > UINT32_MAX)
+    uint32_t *firsts = big(distinct, sizeof *firsts);
+    rc = node_of && firsts ? PM_OK : PM_ERR_NOMEM;
+    if (rc == PM_OK && (st->nnodes + distinct > UINT32_MAX || m > UINT32_MAX))
         rc = PM_ERR_LIMIT;
     if ((rc = all_agree(rc, st->comm))) {
-        free(recv);
-        free(ent);
+        big_free(recv);
+        big_free(ent);
+        big_free(firsts);
         return rc;
     }
-    for (size_t i = 0; i < m;) {
+    for (size_t i = 0, k = 0; i < m; k++) {
         size_t j = i;
         struct label best = {recv[3 * ent[i].pos + 1], recv[3 * ent[i].pos + 2]};
         for (; j < m && ent[j].phash == ent[i].phash; j++) {
             struct label l = {recv[3 * ent[j].pos + 1], recv[3 * ent[j].pos + 2]};
             if (label_less(l, best))
                 best = l;
-            st->node_of[st->nowned + ent[j].pos] = (uint32_t)st->nnodes;
+            st->node_of[st->nowned + ent[j].pos] = (uint32_t)(st->nnodes + k);
         }
-        st->nodes[st->nnodes++] = (struct node){ent[i].phash, best};
+        recv[3 * ent[i].pos + 1] = best.kp;
+        recv[3 * ent[i].pos + 2] = best.id;
+        firsts[k] = (uint32_t)ent[i].pos;
         i = j;
     }
+    big_free(ent);
+    struct node *nodes = pm_big_realloc(st->nodes, st->nnodes * sizeof *nodes,
+                                        (st->nnodes + distinct + 1) * sizeof *nodes);
+    if (nodes)
+        st->nodes = nodes;
+    if ((rc = all_agree(nodes ? PM_OK : PM_ERR_NOMEM, st->comm))) {
+        big_free(recv);
+        big_free(firsts);
+        return rc;
+    }
+    for (size_t k = 0; k < distinct; k++) {
+        const uint64_t *r = recv + 3 * (size_t)firsts[k];
+        st->nodes[st->nnodes + k] = (struct node){r[0], {r[1], r[2]}};
+    }
+    st->nnodes += distinct;
     st->nowned += m;
-    free(ent);
-    free(recv);
+    big_free(firsts);
+    big_free(recv);
     return PM_OK;
 }
 
@@ -649,10 +703,10 @@ static int band_round(unsigned b, unsigned round, struct near_state *st, struct 
     int rc = all_agree(route_plan(rt, st->size, st->comm), st->comm);
     if (rc)
         return rc;
-    uint64_t *send = xmalloc(rt->nsend, sizeof *send);
+    uint64_t *send = big(rt->nsend, sizeof *send);
     int *fill = calloc((size_t)st->size, sizeof *fill);
     if ((rc = all_agree(send && fill ? PM_OK : PM_ERR_NOMEM, st->comm))) {
-        free(send);
+        big_free(send);
         free(fill);
         return rc;
     }
@@ -665,17 +719,21 @@ static int band_round(unsigned b, unsigned round, struct near_state *st, struct 
     }
     free(fill);
     size_t m = rt->nrecv;
-    uint64_t *recv = xmalloc(m, sizeof *recv);
+    uint64_t *recv = big(m, sizeof *recv);
     if ((rc = all_agree(recv ? PM_OK : PM_ERR_NOMEM, st->comm))) {
-        free(send);
-        free(recv);
+        big_free(send);
+        big_free(recv);
         return rc;
     }
     route_exchange(rt, send, recv, 1, 0, st->comm);
-    free(send);
+    big_free(send);
+    // The forest is rebuilt from the edges after the search: its memory is free meanwhile.
+    big_free(st->forest.vert);
+    big_free(st->forest.root);
+    st->forest = (struct forest){NULL, NULL, 0};
     struct search s = {.k = st->k, .nb = st->nb, .edges = &st->edges};
-    s.tmp = xmalloc(m, sizeof *s.tmp);
-    s.parent = xmalloc(m, sizeof *s.parent);
+    s.tmp = big(m, sizeof *s.tmp);
+    s.parent = big(m, sizeof *s.parent);
     rc = s.tmp && s.parent ? PM_OK : PM_ERR_NOMEM;
     if (rc == PM_OK) {
         sort_by_field(recv, m, lo, w, s.tmp);
@@ -694,144 +752,186 @@ static int band_round(unsigned b, unsigned round, struct near_state *st, struct 
         rc = s.rc;
     }
     st->pairs += s.pairs;
-    free(s.tmp);
-    free(s.parent);
-    free(recv);
+    big_free(s.tmp);
+    big_free(s.parent);
+    big_free(recv);
     if (rc == PM_OK && st->edges.n)
         rc = forest_build(&st->edges, &st->forest);
     return all_agree(rc, st->comm);
 }
 
 // Min-label propagation over the holders' forests until no label changes.
+// The tree of forest vertices [a, *b) (the run of equal roots from a): each vertex's place
+// in the ask route's send buffer goes to (*run_at)[i - a] (places in vertex order from each
+// owner's displacement, fill advancing), and the smallest label got for them to *min.
+static int tree_min(const struct forest *f, size_t a, size_t *b, const uint64_t *got,
+                    struct label *min, const int *disp, int *fill, int size, size_t **run_at,
+                    size_t *run_cap)
+{
+    size_t e = a + 1;
+    while (e < f->n && f->root[e] == f->root[a])
+        e++;
+    if (e - a > *run_cap) {
+        size_t cap = 2 * (e - a);
+        size_t *p = realloc(*run_at, cap * sizeof *p);
+        if (!p)
+            return PM_ERR_NOMEM;
+        *run_at = p;
+        *run_cap = cap;
+    }
+    *min = (struct label){~0ULL, ~0ULL};
+    for (size_t i = a; i < e; i++) {
+        int o = node_owner(f->vert[i], size);
+        size_t at = (size_t)disp[o] + (size_t)fill[o]++;
+        (*run_at)[i - a] = at;
+        struct label l = {got[2 * at], got[2 * at + 1]};
+        if (label_less(l, *min))
+            *min = l;
+    }
+    *b = e;
+    return PM_OK;
+}
+
 static int propagate(struct near_state *st, struct route *rt)
 {
     struct forest *f = &st->forest;
-    int *owner = NULL;
-    uint64_t *req = NULL, *ask = NULL, *ans = NULL, *got = NULL, *upd = NULL, *in = NULL;
-    struct label *cmin = NULL;
-    int rc = PM_OK;
+    int rc = PM_OK, size = st->size;
+    // Per owner: the next place of a vertex in the ask route's send buffer (vertices go in
+    // order, each owner's from its displacement; recomputed on every pass instead of kept
+    // per vertex), the ask route's displacements, the next place in the update route.
+    int *fill = calloc((size_t)size, sizeof *fill), *ask_disp = calloc((size_t)size, sizeof(int));
+    int *ufill = calloc((size_t)size, sizeof *ufill);
+    size_t *run_at = NULL, run_cap = 0; // the ask places of one tree's vertices
+    if ((rc = all_agree(fill && ask_disp && ufill ? PM_OK : PM_ERR_NOMEM, st->comm))) {
+        free(fill), free(ask_disp), free(ufill);
+        return rc;
+    }
+#define ASK_PLACE_ARGS ask_disp, fill, size
+#define ASK_PLACE(i)                                                                               \
+    ((size_t)ask_disp[node_owner(f->vert[i], size)] + (size_t)fill[node_owner(f->vert[i], size)]++)
+    // Each array is freed as soon as its step is done: at most about 40 bytes per forest
+    // vertex are alive at once (labels got, proposals); the forest's vertices come grouped
+    // by tree (forest_build), so a tree's minimum is found in one run.
     for (;;) {
         st->iterations++;
         // 1. ask the owners for the labels of our endpoints
-        free(owner);
-        owner = xmalloc(f->n, sizeof *owner);
-        req = xmalloc(f->n, sizeof *req);
-        cmin = xmalloc(f->n, sizeof *cmin);
-        int *fill = calloc((size_t)st->size, sizeof *fill);
-        rc = owner && req && cmin && fill ? PM_OK : PM_ERR_NOMEM;
-        if ((rc = all_agree(rc, st->comm))) {
-            free(fill);
-            break;
-        }
-        memset(rt->scount, 0, (size_t)st->size * sizeof(int));
+        memset(rt->scount, 0, (size_t)size * sizeof(int));
         for (size_t i = 0; i < f->n; i++)
-            rt->scount[owner[i] = node_owner(f->vert[i], st->size)]++;
-        if ((rc = all_agree(route_plan(rt, st->size, st->comm), st->comm))) {
-            free(fill);
-            break;
+            rt->scount[node_owner(f->vert[i], size)]++;
+        rc = route_plan(rt, size, st->comm);
+        uint64_t *req = NULL, *ask = NULL, *ans = NULL, *got = NULL, *upd = NULL, *in = NULL;
+        if ((rc = all_agree(rc, st->comm)) == PM_OK) {
+            memcpy(ask_disp, rt->sdisp, (size_t)size * sizeof(int));
+            req = big(rt->nsend, sizeof *req);
+            ask = big(rt->nrecv, sizeof *ask);
+            rc = all_agree(req && ask ? PM_OK : PM_ERR_NOMEM, st->comm);
         }
-        size_t *slot = xmalloc(f->n, sizeof *slot);
-        for (size_t i = 0; slot && i < f->n; i++) {
-            slot[i] = (size_t)rt->sdisp[owner[i]] + (size_t)fill[owner[i]]++;
-            req[slot[i]] = f->vert[i];
-        }
-        free(fill);
-        ask = xmalloc(rt->nrecv, sizeof *ask);
-        ans = xmalloc(rt->nrecv, 2 * sizeof *ans);
-        got = xmalloc(f->n, 2 * sizeof *got);
-        rc = slot && ask && ans && got ? PM_OK : PM_ERR_NOMEM;
-        if ((rc = all_agree(rc, st->comm))) {
-            free(slot);
-            break;
-        }
-        route_exchange(rt, req, ask, 1, 0, st->comm);
-        for (size_t i = 0; i < rt->nrecv && rc == PM_OK; i++) {
-            struct node *nd = node_find(st, ask[i]);
-            if (!nd)
-                rc = PM_ERR_INTERNAL;
-            else {
-                ans[2 * i] = nd->best.kp;
-                ans[2 * i + 1] = nd->best.id;
+        if (rc == PM_OK) {
+            memset(fill, 0, (size_t)size * sizeof *fill);
+            for (size_t i = 0; i < f->n; i++)
+                req[ASK_PLACE(i)] = f->vert[i];
+            route_exchange(rt, req, ask, 1, 0, st->comm);
+            big_free(req);
+            req = NULL;
+            ans = big(rt->nrecv, 2 * sizeof *ans);
+            rc = ans ? PM_OK : PM_ERR_NOMEM;
+            for (size_t i = 0; i < rt->nrecv && rc == PM_OK; i++) {
+                struct node *nd = node_find(st, ask[i]);
+                if (!nd)
+                    rc = PM_ERR_INTERNAL;
+                else {
+                    ans[2 * i] = nd->best.kp;
+                    ans[2 * i + 1] = nd->best.id;
+                }
             }
+            big_free(ask);
+            ask = NULL;
+            if (rc == PM_OK)
+                got = big(f->n, 2 * sizeof *got);
+            rc = all_agree(rc == PM_OK && !got ? PM_ERR_NOMEM : rc, st->comm);
         }
-        if ((rc = all_agree(rc, st->comm))) {
-            free(slot);
-            break;
+        if (rc == PM_OK) {
+            route_exchange(rt, ans, got, 2, 1, st->comm);
+            big_free(ans);
+            ans = NULL;
+            // 2. the best label of each local tree, proposed to every member that lacks it
+            memset(rt->scount, 0, (size_t)size * sizeof(int));
+            memset(fill, 0, (size_t)size * sizeof *fill);
+            for (size_t a = 0, b; a < f->n && rc == PM_OK; a = b) {
+                struct label c;
+                if ((rc = tree_min(f, a, &b, got, &c, ASK_PLACE_ARGS, &run_at, &run_cap)))
+                    break;
+                for (size_t i = a; i < b; i++) {
+                    struct label l = {got[2 * run_at[i - a]], got[2 * run_at[i - a] + 1]};
+                    if (label_less(c, l))
+                        rt->scount[node_owner(f->vert[i], size)]++;
+                }
+            }
+            if (rc == PM_OK)
+                rc = route_plan(rt, size, st->comm);
         }
-        route_exchange(rt, ans, got, 2, 1, st->comm);
-        // 2. the best label of each local tree, proposed to every member that lacks it
-        for (size_t i = 0; i < f->n; i++)
-            cmin[i] = (struct label){~0ULL, ~0ULL};
-        for (size_t i = 0; i < f->n; i++) {
-            struct label l = {got[2 * slot[i]], got[2 * slot[i] + 1]};
-            if (label_less(l, cmin[f->root[i]]))
-                cmin[f->root[i]] = l;
+        if ((rc = all_agree(rc, st->comm)) == PM_OK) {
+            upd = big(rt->nsend, 3 * sizeof *upd);
+            rc = all_agree(upd ? PM_OK : PM_ERR_NOMEM, st->comm);
         }
-        memset(rt->scount, 0, (size_t)st->size * sizeof(int));
-        for (size_t i = 0; i < f->n; i++) {
-            struct label l = {got[2 * slot[i]], got[2 * slot[i] + 1]};
-            if (label_less(cmin[f->root[i]], l))
-                rt->scount[owner[i]]++;
+        if (rc == PM_OK) {
+            memset(fill, 0, (size_t)size * sizeof *fill);
+            memset(ufill, 0, (size_t)size * sizeof *ufill);
+            for (size_t a = 0, b; a < f->n && rc == PM_OK; a = b) {
+                struct label c;
+                if ((rc = tree_min(f, a, &b, got, &c, ASK_PLACE_ARGS, &run_at, &run_cap)))
+                    break;
+                for (size_t i = a; i < b; i++) {
+                    struct label l = {got[2 * run_at[i - a]], got[2 * run_at[i - a] + 1]};
+                    if (!label_less(c, l))
+                        continue;
+                    int o = node_owner(f->vert[i], size);
+                    uint64_t *u = upd + 3 * ((size_t)rt->sdisp[o] + (size_t)ufill[o]++);
+                    u[0] = f->vert[i];
+                    u[1] = c.kp;
+                    u[2] = c.id;
+                }
+            }
+            rc = all_agree(rc, st->comm);
         }
-        free(ask);
-        free(ans);
-        ask = ans = NULL;
-        if ((rc = all_agree(route_plan(rt, st->size, st->comm), st->comm))) {
-            free(slot);
-            break;
+        big_free(got);
+        got = NULL;
+        if (rc == PM_OK) {
+            in = big(rt->nrecv, 3 * sizeof *in);
+            rc = all_agree(in ? PM_OK : PM_ERR_NOMEM, st->comm);
         }
-        upd = xmalloc(rt->nsend, 3 * sizeof *upd);
-        in = xmalloc(rt->nrecv, 3 * sizeof *in);
-        fill = calloc((size_t)st->size, sizeof *fill);
-        rc = upd && in && fill ? PM_OK : PM_ERR_NOMEM;
-        if ((rc = all_agree(rc, st->comm))) {
-            free(fill);
-            free(slot);
-            break;
-        }
-        for (size_t i = 0; i < f->n; i++) {
-            struct label l = {got[2 * slot[i]], got[2 * slot[i] + 1]};
-            struct label c = cmin[f->root[i]];
-            if (!label_less(c, l))
-                continue;
-            uint64_t *u = upd + 3 * ((size_t)rt->sdisp[owner[i]] + (size_t)fill[owner[i]]++);
-            u[0] = f->vert[i];
-            u[1] = c.kp;
-            u[2] = c.id;
-        }
-        free(fill);
-        free(slot);
-        route_exchange(rt, upd, in, 3, 0, st->comm);
-        // 3. owners keep the smaller label
         uint64_t changed = 0, gchanged = 0;
-        for (size_t i = 0; i < rt->nrecv; i++) {
-            struct node *nd = node_find(st, in[3 * i]);
-            struct label l = {in[3 * i + 1], in[3 * i + 2]};
-            if (nd && label_less(l, nd->best)) {
-                nd->best = l;
-                changed++;
+        if (rc == PM_OK) {
+            route_exchange(rt, upd, in, 3, 0, st->comm);
+            big_free(upd);
+            upd = NULL;
+            // 3. owners keep the smaller label
+            for (size_t i = 0; i < rt->nrecv; i++) {
+                struct node *nd = node_find(st, in[3 * i]);
+                struct label l = {in[3 * i + 1], in[3 * i + 2]};
+                if (nd && label_less(l, nd->best)) {
+                    nd->best = l;
+                    changed++;
+                }
             }
         }
-        free(req);
-        free(cmin);
-        free(got);
-        free(upd);
-        free(in);
-        req = NULL;
-        cmin = NULL;
-        got = upd = in = NULL;
+        big_free(req);
+        big_free(ask);
+        big_free(ans);
+        big_free(upd);
+        big_free(in);
+        if (rc)
+            break;
         MPI_CHECK(MPI_Allreduce(&changed, &gchanged, 1, MPI_UINT64_T, MPI_SUM, st->comm));
         if (!gchanged)
             break;
     }
-    free(owner);
-    free(req);
-    free(ask);
-    free(ans);
-    free(got);
-    free(upd);
-    free(in);
-    free(cmin);
+#undef ASK_PLACE
+#undef ASK_PLACE_ARGS
+    free(run_at);
+    free(fill);
+    free(ask_disp);
+    free(ufill);
     return rc;
 }
 
@@ -842,7 +942,7 @@ static int answer_round(const struct dedupe_near_record *recs, size_t n, uint64_
     int rc = all_agree(route_plan(rt, st->size, st->comm), st->comm);
     if (rc)
         return rc;
-    uint64_t *ans = xmalloc(rt->nrecv, sizeof *ans), *back = xmalloc(rt->nsend, sizeof *back);
+    uint64_t *ans = big(rt->nrecv, sizeof *ans), *back = big(rt->nsend, sizeof *back);
     int *fill = calloc((size_t)st->size, sizeof *fill);
     if ((rc = all_agree(ans && back && fill ? PM_OK : PM_ERR_NOMEM, st->comm)) == PM_OK) {
         for (size_t i = 0; i < rt->nrecv; i++)
@@ -855,8 +955,8 @@ static int answer_round(const struct dedupe_near_record *recs, size_t n, uint64_
             keeper[i] = back[(size_t)rt->sdisp[o] + (size_t)fill[o]++];
         }
     }
-    free(ans);
-    free(back);
+    big_free(ans);
+    big_free(back);
     free(fill);
     return rc;
 }
@@ -873,8 +973,8 @@ int dedupe_near_run(const struct dedupe_near_record *recs, const uint64_t *prior
     uint64_t local = n, total = 0;
     MPI_CHECK(MPI_Allreduce(&local, &total, 1, MPI_UINT64_T, MPI_SUM, comm));
 
-    // Owner-side peak per record: 64 bytes in the collapse, 24 per band round (+slack
-    // for uneven owners).
+    // Owner-side peak per record: 56 bytes in the collapse, 24 per band round (+slack
+    // for uneven owners); the estimate keeps 64.
     double per_rank = (double)total / st.size * 1.25 * 64;
     st.rounds = 1;
     if (memory_limit && per_rank > (double)memory_limit)
@@ -900,6 +1000,8 @@ int dedupe_near_run(const struct dedupe_near_record *recs, const uint64_t *prior
             rc = band_round(b, r, &st, &rt);
     uint64_t gedges = 0, edges = st.edges.n;
     MPI_CHECK(MPI_Allreduce(&edges, &gedges, 1, MPI_UINT64_T, MPI_SUM, comm));
+    big_free(st.edges.ab); // the forest holds the components from here on
+    st.edges = (struct edges){NULL, 0, 0};
     if (rc == PM_OK && gedges)
         rc = propagate(&st, &rt);
     for (unsigned r = 0; rc == PM_OK && r < st.rounds; r++)
@@ -910,21 +1012,21 @@ int dedupe_near_run(const struct dedupe_near_record *recs, const uint64_t *prior
         sums[0] += keeper[i] != recs[i].id;
     MPI_CHECK(MPI_Allreduce(sums, gsums, 3, MPI_UINT64_T, MPI_SUM, comm));
     route_release(&rt);
-    free(st.nodes);
+    pm_big_free(st.nodes);
     free(st.seg);
-    free(st.node_of);
-    free(st.edges.ab);
-    free(st.forest.vert);
-    free(st.forest.root);
+    pm_big_free(st.node_of);
+    big_free(st.edges.ab);
+    big_free(st.forest.vert);
+    big_free(st.forest.root);
     free(base);
     if (rc)
         return pm_error_set(err, rc, "near dedupe: %s for %llu records (radius %u)",
-                            rc == PM_ERR_NOMEM  ? "out of memory"
+                            rc == PM_ERR_NOMEM   ? "out of memory"
                             : rc == PM_ERR_LIMIT ? "per-rank count limit exceeded"
                                                  : "internal error",
                             (unsigned long long)total, radius);
     if (stats)
-        *stats = (struct dedupe_near_stats){total,     gsums[0],     gsums[1],    gedges,
-                                            gsums[2],  st.rounds,    st.iterations};
+        *stats = (struct dedupe_near_stats){total,    gsums[0],  gsums[1],     gedges,
+                                            gsums[2], st.rounds, st.iterations};
     return PM_OK;
 }
