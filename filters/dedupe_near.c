@@ -792,6 +792,37 @@ static int tree_min(const struct forest *f, size_t a, size_t *b, const uint64_t 
     return PM_OK;
 }
 
+// The proposals of one propagation step: every forest vertex whose label (got, at its ask
+// place: ask_disp, fill) is worse than its tree's best. Each is counted per owner in
+// counts[] and, with upd, written there as (vertex, best label) at the owner's place
+// upd_disp[o] + counts[o].
+static int propose(const struct forest *f, const uint64_t *got, const int *ask_disp, int *fill,
+                   int size, size_t **run_at, size_t *run_cap, int *counts, uint64_t *upd,
+                   const int *upd_disp)
+{
+    memset(fill, 0, (size_t)size * sizeof *fill);
+    for (size_t a = 0, b; a < f->n; a = b) {
+        struct label c;
+        int rc = tree_min(f, a, &b, got, &c, ask_disp, fill, size, run_at, run_cap);
+        if (rc)
+            return rc;
+        for (size_t i = a; i < b; i++) {
+            struct label l = {got[2 * (*run_at)[i - a]], got[2 * (*run_at)[i - a] + 1]};
+            if (!label_less(c, l))
+                continue;
+            int o = node_owner(f->vert[i], size);
+            if (upd) {
+                uint64_t *u = upd + 3 * ((size_t)upd_disp[o] + (size_t)counts[o]);
+                u[0] = f->vert[i];
+                u[1] = c.kp;
+                u[2] = c.id;
+            }
+            counts[o]++;
+        }
+    }
+    return PM_OK;
+}
+
 static int propagate(struct near_state *st, struct route *rt)
 {
     struct forest *f = &st->forest;
@@ -806,7 +837,6 @@ static int propagate(struct near_state *st, struct route *rt)
         free(fill), free(ask_disp), free(ufill);
         return rc;
     }
-#define ASK_PLACE_ARGS ask_disp, fill, size
 #define ASK_PLACE(i)                                                                               \
     ((size_t)ask_disp[node_owner(f->vert[i], size)] + (size_t)fill[node_owner(f->vert[i], size)]++)
     // Each array is freed as soon as its step is done: at most about 40 bytes per forest
@@ -856,17 +886,7 @@ static int propagate(struct near_state *st, struct route *rt)
             ans = NULL;
             // 2. the best label of each local tree, proposed to every member that lacks it
             memset(rt->scount, 0, (size_t)size * sizeof(int));
-            memset(fill, 0, (size_t)size * sizeof *fill);
-            for (size_t a = 0, b; a < f->n && rc == PM_OK; a = b) {
-                struct label c;
-                if ((rc = tree_min(f, a, &b, got, &c, ASK_PLACE_ARGS, &run_at, &run_cap)))
-                    break;
-                for (size_t i = a; i < b; i++) {
-                    struct label l = {got[2 * run_at[i - a]], got[2 * run_at[i - a] + 1]};
-                    if (label_less(c, l))
-                        rt->scount[node_owner(f->vert[i], size)]++;
-                }
-            }
+            rc = propose(f, got, ask_disp, fill, size, &run_at, &run_cap, rt->scount, NULL, NULL);
             if (rc == PM_OK)
                 rc = route_plan(rt, size, st->comm);
         }
@@ -875,23 +895,8 @@ static int propagate(struct near_state *st, struct route *rt)
             rc = all_agree(upd ? PM_OK : PM_ERR_NOMEM, st->comm);
         }
         if (rc == PM_OK) {
-            memset(fill, 0, (size_t)size * sizeof *fill);
             memset(ufill, 0, (size_t)size * sizeof *ufill);
-            for (size_t a = 0, b; a < f->n && rc == PM_OK; a = b) {
-                struct label c;
-                if ((rc = tree_min(f, a, &b, got, &c, ASK_PLACE_ARGS, &run_at, &run_cap)))
-                    break;
-                for (size_t i = a; i < b; i++) {
-                    struct label l = {got[2 * run_at[i - a]], got[2 * run_at[i - a] + 1]};
-                    if (!label_less(c, l))
-                        continue;
-                    int o = node_owner(f->vert[i], size);
-                    uint64_t *u = upd + 3 * ((size_t)rt->sdisp[o] + (size_t)ufill[o]++);
-                    u[0] = f->vert[i];
-                    u[1] = c.kp;
-                    u[2] = c.id;
-                }
-            }
+            rc = propose(f, got, ask_disp, fill, size, &run_at, &run_cap, ufill, upd, rt->sdisp);
             rc = all_agree(rc, st->comm);
         }
         big_free(got);
@@ -927,7 +932,6 @@ static int propagate(struct near_state *st, struct route *rt)
             break;
     }
 #undef ASK_PLACE
-#undef ASK_PLACE_ARGS
     free(run_at);
     free(fill);
     free(ask_disp);
