@@ -39,10 +39,17 @@ void pm_mpi_init(struct pm_mpi *m, int *argc, char ***argv)
 
 int pm_mpi_worst(int status)
 {
-    int inited = 0, worst = status;
+    int inited = 0;
     MPI_Initialized(&inited);
-    if (inited)
-        MPI_CHECK(MPI_Allreduce(&status, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    return inited ? pm_mpi_worst_in(status, MPI_COMM_WORLD) : status;
+}
+
+int pm_mpi_worst_in(int status, MPI_Comm comm)
+{
+    int worst = status;
+    MPI_Request req;
+    MPI_CHECK(MPI_Iallreduce(&status, &worst, 1, MPI_INT, MPI_MAX, comm, &req));
+    pm_mpi_wait_idle(&req);
     return worst;
 }
 

@@ -37,6 +37,10 @@ void pm_mpi_init(struct pm_mpi *m, int *argc, char ***argv);
  */
 int pm_mpi_worst(int status);
 
+/** The largest of every rank's `status` over `comm` (MPI initialised), waiting like
+ * pm_mpi_wait_idle. Collective over `comm`. */
+int pm_mpi_worst_in(int status, MPI_Comm comm);
+
 /**
  * Complete `req` (from a nonblocking call) like MPI_Wait, but without keeping a core busy
  * while the other ranks are still working: after a few polls it sleeps ~20 us between

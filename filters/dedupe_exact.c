@@ -181,14 +181,6 @@ static void allreduce_idle(const void *sbuf, void *rbuf, int count, MPI_Datatype
     pm_mpi_wait_idle(&req);
 }
 
-// Agree on an error across ranks: returns the max code seen.
-static int all_agree(int rc, MPI_Comm comm)
-{
-    int global = rc;
-    allreduce_idle(&rc, &global, 1, MPI_INT, MPI_MAX, comm);
-    return global;
-}
-
 // The state of one call; buffers are sized once and reused by every round and step.
 struct exact_work {
     MPI_Comm comm;
@@ -1102,7 +1094,7 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
     memcpy(w->start, off, (parts + 1) * sizeof *off);
     if (rc == PM_OK)
         rc = exchange_buffers(w, step1);
-    if ((rc = all_agree(rc, w->comm)))
+    if ((rc = pm_mpi_worst_in(rc, w->comm)))
         return rc;
     struct entry *ent = (struct entry *)(uintptr_t)((uintptr_t)arena - shift * sizeof *ent);
     scatter_entries(w, recs, n, round, ent, !in_keeper, parts);
@@ -1243,7 +1235,7 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
         rc = ensure_cap((void **)&w->back_buf, &w->back_buf_cap, nm, sizeof *w->back);
         w->back = w->back_buf;
     }
-    if ((rc = all_agree(rc, w->comm)))
+    if ((rc = pm_mpi_worst_in(rc, w->comm)))
         return rc;
     MPI_Datatype reply_type;
     MPI_CHECK(MPI_Type_contiguous(3, MPI_UINT64_T, &rec_type));
@@ -1283,11 +1275,11 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
     MPI_CHECK(MPI_Type_free(&rec_type));
     MPI_CHECK(MPI_Type_free(&reply_type));
     arena_phase_barrier();
-    if ((rc = all_agree(rc, w->comm)))
+    if ((rc = pm_mpi_worst_in(rc, w->comm)))
         return rc;
     w->emit = w->back;
     w->emit_n = w->back_n;
-    return all_agree(keeper_finish(w, recs, n, in_keeper), w->comm);
+    return pm_mpi_worst_in(keeper_finish(w, recs, n, in_keeper), w->comm);
 }
 
 int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keeper, MPI_Comm comm,
@@ -1353,7 +1345,7 @@ int dedupe_exact_run(const struct dedupe_record *recs, size_t n, uint64_t *keepe
             !w.run_pos || !w.emit_base || !w.emit_fill)
             rc = PM_ERR_NOMEM;
     }
-    rc = all_agree(rc, comm);
+    rc = pm_mpi_worst_in(rc, comm);
     for (unsigned round = 0; rc == PM_OK && round < w.rounds; round++)
         rc = w.size == 1 ? single_round(&w, recs, n, round)
                          : exchange_round(&w, recs, n, round, step1);

@@ -134,14 +134,6 @@ static void sort_entries(struct coll_entry *v, size_t n, struct coll_entry *tmp,
     // four passes: the result is back in v
 }
 
-// Agree on an error across ranks: returns the max code seen.
-static int all_agree(int rc, MPI_Comm comm)
-{
-    int global = rc;
-    MPI_CHECK(MPI_Allreduce(&rc, &global, 1, MPI_INT, MPI_MAX, comm));
-    return global;
-}
-
 // One all-to-all exchange: counts per destination in scount (filled by the caller);
 // route_plan() fills the displacements and the receive side.
 struct route {
@@ -571,12 +563,12 @@ static int collapse_round(const struct dedupe_near_record *recs, const uint64_t 
                           unsigned round, struct near_state *st, struct route *rt)
 {
     collapse_route(recs, n, round, st, rt);
-    int rc = all_agree(route_plan(rt, st->size, st->comm), st->comm);
+    int rc = pm_mpi_worst_in(route_plan(rt, st->size, st->comm), st->comm);
     if (rc)
         return rc;
     uint64_t *send = big(rt->nsend, 3 * sizeof *send);
     int *fill = calloc((size_t)st->size, sizeof *fill);
-    if ((rc = all_agree(send && fill ? PM_OK : PM_ERR_NOMEM, st->comm))) {
+    if ((rc = pm_mpi_worst_in(send && fill ? PM_OK : PM_ERR_NOMEM, st->comm))) {
         big_free(send);
         free(fill);
         return rc;
@@ -592,7 +584,7 @@ static int collapse_round(const struct dedupe_near_record *recs, const uint64_t 
     }
     free(fill);
     uint64_t *recv = big(rt->nrecv, 3 * sizeof *recv);
-    if ((rc = all_agree(recv ? PM_OK : PM_ERR_NOMEM, st->comm))) {
+    if ((rc = pm_mpi_worst_in(recv ? PM_OK : PM_ERR_NOMEM, st->comm))) {
         big_free(send);
         big_free(recv);
         return rc;
@@ -603,7 +595,7 @@ static int collapse_round(const struct dedupe_near_record *recs, const uint64_t 
     struct coll_entry *ent = big(m, sizeof *ent), *tmp = big(m, sizeof *tmp);
     size_t *count = malloc(65536 * sizeof *count);
     rc = ent && tmp && count ? PM_OK : PM_ERR_NOMEM;
-    if ((rc = all_agree(rc, st->comm))) {
+    if ((rc = pm_mpi_worst_in(rc, st->comm))) {
         big_free(recv);
         big_free(ent);
         big_free(tmp);
@@ -644,7 +636,7 @@ static int collapse_round(const struct dedupe_near_record *recs, const uint64_t 
     rc = node_of && firsts ? PM_OK : PM_ERR_NOMEM;
     if (rc == PM_OK && (st->nnodes + distinct > UINT32_MAX || m > UINT32_MAX))
         rc = PM_ERR_LIMIT;
-    if ((rc = all_agree(rc, st->comm))) {
+    if ((rc = pm_mpi_worst_in(rc, st->comm))) {
         big_free(recv);
         big_free(ent);
         big_free(firsts);
@@ -669,7 +661,7 @@ static int collapse_round(const struct dedupe_near_record *recs, const uint64_t 
                                         (st->nnodes + distinct + 1) * sizeof *nodes);
     if (nodes)
         st->nodes = nodes;
-    if ((rc = all_agree(nodes ? PM_OK : PM_ERR_NOMEM, st->comm))) {
+    if ((rc = pm_mpi_worst_in(nodes ? PM_OK : PM_ERR_NOMEM, st->comm))) {
         big_free(recv);
         big_free(firsts);
         return rc;
@@ -700,12 +692,12 @@ static int band_round(unsigned b, unsigned round, struct near_state *st, struct 
         if (band_round_of(m, st->rounds) == round)
             rt->scount[scale(m, (unsigned)st->size)]++;
     }
-    int rc = all_agree(route_plan(rt, st->size, st->comm), st->comm);
+    int rc = pm_mpi_worst_in(route_plan(rt, st->size, st->comm), st->comm);
     if (rc)
         return rc;
     uint64_t *send = big(rt->nsend, sizeof *send);
     int *fill = calloc((size_t)st->size, sizeof *fill);
-    if ((rc = all_agree(send && fill ? PM_OK : PM_ERR_NOMEM, st->comm))) {
+    if ((rc = pm_mpi_worst_in(send && fill ? PM_OK : PM_ERR_NOMEM, st->comm))) {
         big_free(send);
         free(fill);
         return rc;
@@ -720,7 +712,7 @@ static int band_round(unsigned b, unsigned round, struct near_state *st, struct 
     free(fill);
     size_t m = rt->nrecv;
     uint64_t *recv = big(m, sizeof *recv);
-    if ((rc = all_agree(recv ? PM_OK : PM_ERR_NOMEM, st->comm))) {
+    if ((rc = pm_mpi_worst_in(recv ? PM_OK : PM_ERR_NOMEM, st->comm))) {
         big_free(send);
         big_free(recv);
         return rc;
@@ -757,7 +749,7 @@ static int band_round(unsigned b, unsigned round, struct near_state *st, struct 
     big_free(recv);
     if (rc == PM_OK && st->edges.n)
         rc = forest_build(&st->edges, &st->forest);
-    return all_agree(rc, st->comm);
+    return pm_mpi_worst_in(rc, st->comm);
 }
 
 // Min-label propagation over the holders' forests until no label changes.
@@ -833,7 +825,7 @@ static int propagate(struct near_state *st, struct route *rt)
     int *fill = calloc((size_t)size, sizeof *fill), *ask_disp = calloc((size_t)size, sizeof(int));
     int *ufill = calloc((size_t)size, sizeof *ufill);
     size_t *run_at = NULL, run_cap = 0; // the ask places of one tree's vertices
-    if ((rc = all_agree(fill && ask_disp && ufill ? PM_OK : PM_ERR_NOMEM, st->comm))) {
+    if ((rc = pm_mpi_worst_in(fill && ask_disp && ufill ? PM_OK : PM_ERR_NOMEM, st->comm))) {
         free(fill), free(ask_disp), free(ufill);
         return rc;
     }
@@ -850,11 +842,11 @@ static int propagate(struct near_state *st, struct route *rt)
             rt->scount[node_owner(f->vert[i], size)]++;
         rc = route_plan(rt, size, st->comm);
         uint64_t *req = NULL, *ask = NULL, *ans = NULL, *got = NULL, *upd = NULL, *in = NULL;
-        if ((rc = all_agree(rc, st->comm)) == PM_OK) {
+        if ((rc = pm_mpi_worst_in(rc, st->comm)) == PM_OK) {
             memcpy(ask_disp, rt->sdisp, (size_t)size * sizeof(int));
             req = big(rt->nsend, sizeof *req);
             ask = big(rt->nrecv, sizeof *ask);
-            rc = all_agree(req && ask ? PM_OK : PM_ERR_NOMEM, st->comm);
+            rc = pm_mpi_worst_in(req && ask ? PM_OK : PM_ERR_NOMEM, st->comm);
         }
         if (rc == PM_OK) {
             memset(fill, 0, (size_t)size * sizeof *fill);
@@ -878,7 +870,7 @@ static int propagate(struct near_state *st, struct route *rt)
             ask = NULL;
             if (rc == PM_OK)
                 got = big(f->n, 2 * sizeof *got);
-            rc = all_agree(rc == PM_OK && !got ? PM_ERR_NOMEM : rc, st->comm);
+            rc = pm_mpi_worst_in(rc == PM_OK && !got ? PM_ERR_NOMEM : rc, st->comm);
         }
         if (rc == PM_OK) {
             route_exchange(rt, ans, got, 2, 1, st->comm);
@@ -890,20 +882,20 @@ static int propagate(struct near_state *st, struct route *rt)
             if (rc == PM_OK)
                 rc = route_plan(rt, size, st->comm);
         }
-        if ((rc = all_agree(rc, st->comm)) == PM_OK) {
+        if ((rc = pm_mpi_worst_in(rc, st->comm)) == PM_OK) {
             upd = big(rt->nsend, 3 * sizeof *upd);
-            rc = all_agree(upd ? PM_OK : PM_ERR_NOMEM, st->comm);
+            rc = pm_mpi_worst_in(upd ? PM_OK : PM_ERR_NOMEM, st->comm);
         }
         if (rc == PM_OK) {
             memset(ufill, 0, (size_t)size * sizeof *ufill);
             rc = propose(f, got, ask_disp, fill, size, &run_at, &run_cap, ufill, upd, rt->sdisp);
-            rc = all_agree(rc, st->comm);
+            rc = pm_mpi_worst_in(rc, st->comm);
         }
         big_free(got);
         got = NULL;
         if (rc == PM_OK) {
             in = big(rt->nrecv, 3 * sizeof *in);
-            rc = all_agree(in ? PM_OK : PM_ERR_NOMEM, st->comm);
+            rc = pm_mpi_worst_in(in ? PM_OK : PM_ERR_NOMEM, st->comm);
         }
         uint64_t changed = 0, gchanged = 0;
         if (rc == PM_OK) {
@@ -943,12 +935,12 @@ static int answer_round(const struct dedupe_near_record *recs, size_t n, uint64_
                         unsigned round, size_t base, struct near_state *st, struct route *rt)
 {
     collapse_route(recs, n, round, st, rt);
-    int rc = all_agree(route_plan(rt, st->size, st->comm), st->comm);
+    int rc = pm_mpi_worst_in(route_plan(rt, st->size, st->comm), st->comm);
     if (rc)
         return rc;
     uint64_t *ans = big(rt->nrecv, sizeof *ans), *back = big(rt->nsend, sizeof *back);
     int *fill = calloc((size_t)st->size, sizeof *fill);
-    if ((rc = all_agree(ans && back && fill ? PM_OK : PM_ERR_NOMEM, st->comm)) == PM_OK) {
+    if ((rc = pm_mpi_worst_in(ans && back && fill ? PM_OK : PM_ERR_NOMEM, st->comm)) == PM_OK) {
         for (size_t i = 0; i < rt->nrecv; i++)
             ans[i] = st->nodes[st->node_of[base + i]].best.id;
         route_exchange(rt, ans, back, 1, 1, st->comm);
@@ -985,11 +977,11 @@ int dedupe_near_run(const struct dedupe_near_record *recs, const uint64_t *prior
         st.rounds = (unsigned)(per_rank / (double)memory_limit) + 1;
 
     struct route rt;
-    int rc = all_agree(route_init(&rt, st.size), comm);
+    int rc = pm_mpi_worst_in(route_init(&rt, st.size), comm);
     st.seg = calloc(st.rounds + 1, sizeof *st.seg);
     size_t *base = calloc(st.rounds + 1, sizeof *base);
     if (rc == PM_OK)
-        rc = all_agree(st.seg && base ? PM_OK : PM_ERR_NOMEM, comm);
+        rc = pm_mpi_worst_in(st.seg && base ? PM_OK : PM_ERR_NOMEM, comm);
     for (unsigned r = 0; rc == PM_OK && r < st.rounds; r++) {
         st.seg[r] = st.nnodes;
         base[r] = st.nowned;

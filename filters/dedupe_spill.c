@@ -151,13 +151,6 @@ int dedupe_spill_add(struct dedupe_spill *s, const struct dedupe_record *rec, st
     return PM_OK;
 }
 
-static int agree(int rc, MPI_Comm comm)
-{
-    int all = rc;
-    MPI_CHECK(MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MAX, comm));
-    return all;
-}
-
 static void add_stats(struct dedupe_exact_stats *sum, const struct dedupe_exact_stats *st)
 {
     sum->records += st->records;
@@ -184,7 +177,7 @@ static int run_part(struct dedupe_spill *s, unsigned p, MPI_Comm comm, size_t me
     part_remove(s, p, "rec", &pt->rec); // read or failed: the disk space goes back now
     if (!rc)
         rc = part_open(s, p, "dup", &pt->dup, err);
-    if ((rc = agree(rc, comm))) {
+    if ((rc = pm_mpi_worst_in(rc, comm))) {
         if (!err->code)
             pm_error_set(err, rc, "dedupe spill: part %u failed on another rank", p);
         return rc;
@@ -206,7 +199,7 @@ static int run_part(struct dedupe_spill *s, unsigned p, MPI_Comm comm, size_t me
         rc = pm_error_set(err, PM_ERR_IO, "cannot write '%s/r%d-%u.dup': %s", s->dir, s->rank, p,
                           strerror(errno));
     pt->left = pt->ndup;
-    if ((rc = agree(rc, comm)) && !err->code)
+    if ((rc = pm_mpi_worst_in(rc, comm)) && !err->code)
         pm_error_set(err, rc, "dedupe spill: part %u failed on another rank", p);
     return rc;
 }
@@ -221,7 +214,7 @@ int dedupe_spill_run(struct dedupe_spill *s, MPI_Comm comm, size_t memory_limit,
     else if (s->parts == 1 && !(s->keeper = pm_big_alloc((s->n ? s->n : 1) * sizeof *s->keeper)))
         rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory for %zu dedupe records", s->n);
     s->ran = 1;
-    if ((rc = agree(rc, comm))) {
+    if ((rc = pm_mpi_worst_in(rc, comm))) {
         if (!err->code)
             pm_error_set(err, rc, "dedupe spill: failed on another rank");
         return rc;
