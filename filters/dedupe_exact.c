@@ -1152,7 +1152,8 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
     // records fit together (one pass when there is room).
     size_t mark_words = (nm + 1) / 2;
     struct dedupe_record *spill = (struct dedupe_record *)(arena + mark_words);
-    size_t cap = (words - 2 * mark_words) / 3, *step_send = w->step_work;
+    size_t cap = words > 2 * mark_words ? (words - 2 * mark_words) / 3 : 0;
+    size_t *step_send = w->step_work;
     size_t *pass_of = w->step_work + nb;
     int spill_in_arena = 1;
     memset(step_send, 0, steps * sizeof *step_send);
