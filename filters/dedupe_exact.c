@@ -1223,7 +1223,7 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
     size_t room_words = spill_in_arena && passes == 1 ? words - mark_words - 3 * spill_used : 0;
     w->emit = (struct reply *)(void *)room;
     w->chunk = (struct dedupe_record *)(void *)(room + 2 * max_recv);
-    if (rc == PM_OK && 5 * max_recv > room_words) {
+    if (rc == PM_OK && (5 * max_recv > room_words || !nm || !max_recv)) {
         rc = ensure_cap((void **)&w->emit_buf, &w->emit_buf_cap, max_recv, sizeof *w->emit);
         if (rc == PM_OK)
             rc = ensure_cap((void **)&w->recv_chunk, &w->recv_cap, max_recv, sizeof *w->chunk);
@@ -1232,7 +1232,7 @@ static int exchange_round(struct exact_work *w, const struct dedupe_record *recs
     }
     w->back = (struct reply *)(void *)spill;
     w->back_n = 0;
-    if (rc == PM_OK && passes > 1) {
+    if (rc == PM_OK && (passes > 1 || !nm)) {
         rc = ensure_cap((void **)&w->back_buf, &w->back_buf_cap, nm, sizeof *w->back);
         w->back = w->back_buf;
     }
