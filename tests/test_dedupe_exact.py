@@ -180,3 +180,23 @@ def test_all_duplicates_few_records(tmp_path, np_):
     keep, stats = parse("".join(open(f"{path}.out.{r}").read() for r in range(np_)))
     assert keep == expected
     assert stats[1] == 157 - 50 and stats[2] == 50
+
+
+# A rank with no marked records, another that receives none (few records on 4 ranks, the
+# duplicates all on ranks 0 and 1): each keeps its phase-2 buffers apart (they once
+# coincided in keeper[], the same buffer sent and received, and `filter --dedupe` hung).
+def test_ranks_without_duplicates(tmp_path):
+    path = tmp_path / "recs.txt"
+    rng = random.Random(5)
+    recs = []
+    for line in range(160):  # rank = line % 4
+        if line % 4 < 2 and line < 40:
+            h = (7, 1000 + line % 2)  # ranks 0 and 1 share two hashes
+        else:
+            h = (rng.getrandbits(64), rng.getrandbits(64))
+        recs.append((h, line))
+    expected = write_records(path, recs)
+    mpirun(4, [tool("pm_dedupe_exact_check"), path, 0], timeout=120)
+    keep, stats = parse("".join(open(f"{path}.out.{r}").read() for r in range(4)))
+    assert keep == expected
+    assert stats[1] == 20 - 2
